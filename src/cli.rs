@@ -1,0 +1,345 @@
+//! Every clap type of the command line, and nothing else: no logic lives here.
+//!
+//! The tree mirrors ARCHITECTURE.md §2 (the original Python tool's command tree).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::settings::{ENV_DATA_DIR, ENV_LOCK_TIMEOUT};
+
+/// Triage GitHub issues with AI: collect issues into JSON files and DuckDB, select them with SQL,
+/// and run AI processors over them in real time or through provider batch APIs.
+#[derive(Debug, Parser)]
+#[command(name = "github-analysis", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Data directory holding issues/, results/, batch/ and issues.duckdb.
+    #[arg(long, global = true, env = ENV_DATA_DIR, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// More log output on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Output format of everything written to stdout.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+
+    /// Seconds to wait for another process holding the database before giving up.
+    #[arg(long, global = true, env = ENV_LOCK_TIMEOUT, value_name = "SECONDS")]
+    pub lock_timeout: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable tables.
+    Table,
+    /// JSON: lists are arrays of objects with typed values.
+    Json,
+    /// RFC 4180 CSV with a header row.
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IssueState {
+    Open,
+    Closed,
+    All,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fetch issues, comments and labels from GitHub into the JSON store and DuckDB.
+    Collect(CollectArgs),
+    /// Import GitHub REST issue JSON (array, object or JSONL, e.g. `gh api --paginate` output).
+    Import(ImportArgs),
+    /// Bring DuckDB in step with the JSON files.
+    Sync(SyncArgs),
+    /// Show what is stored: JSON files, database counts, per-repository breakdown.
+    Status,
+    /// Run SQL over the database (read-only).
+    #[command(subcommand)]
+    Query(QueryCommand),
+    /// Run an AI processor in real time over issues.
+    #[command(subcommand)]
+    Process(ProcessCommand),
+    /// Batch jobs through provider batch APIs.
+    #[command(subcommand)]
+    Batch(BatchCommand),
+    /// SQL-selected processing pipelines, real-time or batch.
+    #[command(subcommand)]
+    ProcessQuery(ProcessQueryCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// GitHub organisation or user that owns the repositories.
+    #[arg(long)]
+    pub org: String,
+    /// Repository to collect (all of the organisation's repositories if omitted).
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Collect a single issue.
+    #[arg(long, requires = "repo")]
+    pub issue_number: Option<u64>,
+    /// Only issues carrying this label (repeatable).
+    #[arg(long = "labels")]
+    pub labels: Vec<String>,
+    /// Issue state to collect.
+    #[arg(long, value_enum, default_value_t = IssueState::Open)]
+    pub state: IssueState,
+    /// Only issues updated at or after this date (YYYY-MM-DD or RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Stop after this many issues.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Repository to skip in organisation mode (repeatable).
+    #[arg(long)]
+    pub exclude_repo: Vec<String>,
+    /// Download images and files linked from issue bodies and comments.
+    #[arg(long)]
+    pub download_attachments: bool,
+    /// GitHub token (default: env GITHUB_TOKEN).
+    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Files to import: a JSON array of issues, one issue object, or JSON Lines.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Organisation to use when an issue has no `repository_url`.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Repository to use when an issue has no `repository_url`.
+    #[arg(long, requires = "org")]
+    pub repo: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Also load AI result files from results/.
+    #[arg(long)]
+    pub ai_results: bool,
+    /// Reload every file, even unchanged ones.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueryCommand {
+    /// Run one SQL statement on a read-only connection.
+    Sql {
+        /// The SQL statement.
+        sql: String,
+        /// Print at most this many rows.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Run a named query (see `query list`).
+    Alias {
+        /// Alias name.
+        name: String,
+        /// Print at most this many rows.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// List the named queries.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProcessCommand {
+    /// Label issues with the products of the taxonomy.
+    ProductLabeling(ProcessArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    /// Organisation.
+    #[arg(long)]
+    pub org: String,
+    /// Repository (all of the organisation's stored repositories if omitted).
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// A single issue.
+    #[arg(long, requires = "repo")]
+    pub issue_number: Option<u64>,
+    /// Model as `provider:model` (`openai:gpt-4o-mini`, `anthropic:…`) or `rules`.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Show what would run and its estimated cost; call nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Process issues that already have a result.
+    #[arg(long)]
+    pub reprocess: bool,
+    /// Requests in flight at once.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BatchCommand {
+    /// Create a batch job for a processor.
+    Submit(BatchSubmitArgs),
+    /// Refresh and show one job.
+    Status(JobArg),
+    /// Download and store the results of a job.
+    Collect(JobArg),
+    /// List active jobs.
+    List,
+    /// List all jobs, newest first.
+    History,
+    /// Show a job with its items and provider batches.
+    Details(JobArg),
+    /// Cancel a job at its provider.
+    Cancel(JobArg),
+    /// Remove a job's local records and files (never stored results).
+    Remove {
+        #[command(flatten)]
+        job: JobArg,
+        /// Remove even an active job.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Resubmit only the failed or expired items of a job.
+    Retry(JobArg),
+}
+
+#[derive(Debug, Args)]
+pub struct JobArg {
+    /// Job id, or any unique prefix of it.
+    pub job: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BatchSubmitArgs {
+    /// Processor name (e.g. product-labeling).
+    pub processor: String,
+    /// Organisation.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Repository.
+    #[arg(long, requires = "org")]
+    pub repo: Option<String>,
+    /// A single issue.
+    #[arg(long, requires = "repo")]
+    pub issue_number: Option<u64>,
+    /// Select issues with SQL returning issue rows.
+    #[arg(long, conflicts_with_all = ["org", "missing_analysis"])]
+    pub sql: Option<String>,
+    /// Select issues that have no result for this processor.
+    #[arg(long)]
+    pub missing_analysis: bool,
+    /// Model as `provider:model` or `rules`.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Show the split plan and estimated cost; submit nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProcessQueryCommand {
+    /// Process issues that have no result for PROCESSOR.
+    Missing {
+        /// Processor name.
+        processor: String,
+        #[command(flatten)]
+        filter: SelectionArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Reprocess issues whose result confidence is below a threshold.
+    Reprocess {
+        /// Processor name.
+        processor: String,
+        /// Confidence threshold in [0, 1].
+        #[arg(long)]
+        threshold: f64,
+        /// Only results older than this many days.
+        #[arg(long)]
+        days_old: Option<u32>,
+        #[command(flatten)]
+        filter: SelectionArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Process the issues returned by your own SQL.
+    Custom {
+        /// Processor name.
+        processor: String,
+        /// SELECT returning issue rows (`id`, or `org, repo, number`).
+        sql: String,
+        /// Process at most this many issues.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Per-processor statistics of stored results.
+    Analytics,
+    /// Refresh active batch jobs, collect finished ones, and list recent jobs.
+    BatchStatus {
+        /// Do not contact providers; show what is recorded.
+        #[arg(long)]
+        no_refresh: bool,
+        /// Number of jobs to show.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SelectionArgs {
+    /// Organisation.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Repository.
+    #[arg(long, requires = "org")]
+    pub repo: Option<String>,
+    /// Issue state.
+    #[arg(long, value_enum, default_value_t = IssueState::Open)]
+    pub state: IssueState,
+    /// Process at most this many issues.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Submit through the provider's batch API (half price, asynchronous).
+    #[arg(long)]
+    pub batch_mode: bool,
+    /// Model as `provider:model` or `rules`.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Show the selection and estimated cost; process nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Requests in flight at once (real-time mode).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// In batch mode, wait for the job to end and collect its results.
+    #[arg(long)]
+    pub wait: bool,
+}

@@ -1,0 +1,51 @@
+//! Command dispatch: one file per command group, one function per leaf command.
+
+mod import;
+mod query;
+mod status;
+mod sync;
+
+use crate::cli::Command;
+use crate::db::{Db, ReadOnlyDb};
+use crate::error::NotImplemented;
+use crate::printer::Printer;
+use crate::settings::Settings;
+use crate::store::Store;
+
+/// What every command gets: resolved settings, the printer, the file store.
+pub struct Ctx {
+    pub settings: Settings,
+    pub printer: Printer,
+    pub store: Store,
+}
+
+impl Ctx {
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            printer: Printer::new(settings.format, settings.quiet),
+            store: Store::new(settings.data_dir.clone()),
+            settings,
+        }
+    }
+
+    pub fn db(&self) -> anyhow::Result<Db> {
+        Db::open(&self.settings.db_path(), self.settings.lock_timeout)
+    }
+
+    pub fn read_only_db(&self) -> anyhow::Result<ReadOnlyDb> {
+        ReadOnlyDb::open(&self.settings.db_path(), self.settings.lock_timeout)
+    }
+}
+
+pub async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<()> {
+    match command {
+        Command::Import(args) => import::run(ctx, &args),
+        Command::Sync(args) => sync::run(ctx, &args),
+        Command::Status => status::run(ctx),
+        Command::Query(q) => query::run(ctx, q),
+        Command::Collect(_) => Err(NotImplemented("collect").into()),
+        Command::Process(_) => Err(NotImplemented("process").into()),
+        Command::Batch(_) => Err(NotImplemented("batch").into()),
+        Command::ProcessQuery(_) => Err(NotImplemented("process-query").into()),
+    }
+}

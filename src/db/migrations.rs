@@ -1,0 +1,131 @@
+//! Schema migrations: `migrations/NNNN_name.sql`, embedded, applied in order on every open and
+//! recorded in `schema_migrations`. Shipped migrations are never edited; add a new file instead.
+
+use duckdb::Connection;
+
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: include_str!("../../migrations/0001_initial.sql"),
+}];
+
+/// Applies every migration not yet recorded; returns how many ran. Each runs in its own
+/// transaction together with its `schema_migrations` row, so a crash never half-applies one.
+pub fn apply(conn: &mut Connection) -> anyhow::Result<usize> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version    INTEGER PRIMARY KEY,
+            name       VARCHAR NOT NULL,
+            applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+        )",
+    )?;
+    let done = applied(conn)?;
+    let mut ran = 0;
+    for m in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(m.sql)
+            .map_err(|e| anyhow::anyhow!("migration {:04}_{} failed: {e}", m.version, m.name))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+            duckdb::params![m.version, m.name],
+        )?;
+        tx.commit()?;
+        ran += 1;
+    }
+    if let Some(newest) = done.iter().max().filter(|v| **v > latest()) {
+        anyhow::bail!(
+            "the database has schema version {newest}, newer than this binary knows ({}); \
+             upgrade github-analysis",
+            latest()
+        );
+    }
+    Ok(ran)
+}
+
+pub fn applied(conn: &Connection) -> anyhow::Result<Vec<u32>> {
+    let exists: i64 = conn.query_row(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'",
+        [],
+        |r| r.get(0),
+    )?;
+    if exists == 0 {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare("SELECT version FROM schema_migrations ORDER BY version")?;
+    let rows = stmt.query_map([], |r| r.get::<_, u32>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn latest() -> u32 {
+    MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applying_twice_is_a_no_op() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(apply(&mut conn).unwrap(), MIGRATIONS.len());
+        assert_eq!(apply(&mut conn).unwrap(), 0);
+        assert_eq!(applied(&conn).unwrap().len(), MIGRATIONS.len());
+    }
+
+    #[test]
+    fn creates_every_table_of_the_design() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        apply(&mut conn).unwrap();
+        for t in [
+            "issues",
+            "labels",
+            "comments",
+            "attachments",
+            "ai_results",
+            "ai_recommendations",
+            "batch_jobs",
+            "batch_items",
+            "batch_parts",
+            "issue_files",
+        ] {
+            let n: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                    [t],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(n, 1, "table {t} missing");
+        }
+    }
+
+    #[test]
+    fn embedded_list_matches_the_migrations_folder() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(&p).unwrap())
+            })
+            .collect();
+        files.sort();
+        let embedded: Vec<(String, String)> = MIGRATIONS
+            .iter()
+            .map(|m| (format!("{:04}_{}.sql", m.version, m.name), m.sql.to_string()))
+            .collect();
+        assert_eq!(files, embedded);
+        // Versions are 1..=n with no gaps, so order of application is unambiguous.
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1);
+        }
+    }
+}

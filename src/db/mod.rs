@@ -1,0 +1,131 @@
+//! The only module that talks to DuckDB: opening (with a bounded wait for the file lock),
+//! migrations, and one file per table family. Everything outside gets typed rows.
+
+mod issues;
+pub mod migrations;
+mod query;
+mod status;
+pub mod value;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use duckdb::{AccessMode, Config, Connection};
+
+use crate::error::{UserContext, UserError};
+
+pub use issues::{FileRecord, LoadedIssue};
+pub use status::{DbCounts, RepoCounts};
+
+/// A read-write connection; migrations have been applied.
+pub struct Db {
+    conn: Connection,
+}
+
+/// A read-only connection for user SQL: DuckDB itself refuses writes, and external access
+/// (reading or writing arbitrary files, installing extensions) is switched off.
+pub struct ReadOnlyDb {
+    conn: Connection,
+}
+
+/// How long to sleep between attempts to take the database lock.
+const LOCK_POLL: Duration = Duration::from_millis(100);
+
+fn base_config() -> duckdb::Result<Config> {
+    // Nothing may reach for the network: extensions we use are compiled in.
+    Config::default()
+        .enable_autoload_extension(false)?
+        .with("autoinstall_known_extensions", "false")
+}
+
+impl Db {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub fn open(path: &Path, lock_timeout: Duration) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .user_context(|| format!("cannot create data directory {}", dir.display()))?;
+        }
+        let conn = open_waiting(path, lock_timeout, base_config)?;
+        let mut db = Self { conn };
+        migrations::apply(&mut db.conn)
+            .user_context(|| format!("cannot migrate database {}", path.display()))?;
+        Ok(db)
+    }
+
+    /// A private in-memory database, for tests and benchmarks.
+    pub fn open_in_memory() -> anyhow::Result<Self> {
+        let conn = Connection::open_in_memory_with_flags(base_config()?)?;
+        let mut db = Self { conn };
+        migrations::apply(&mut db.conn)?;
+        Ok(db)
+    }
+
+    /// Versions recorded in `schema_migrations`.
+    pub fn applied_migrations(&self) -> anyhow::Result<Vec<u32>> {
+        migrations::applied(&self.conn)
+    }
+}
+
+impl ReadOnlyDb {
+    /// Opens the database read-only, first creating or migrating it when needed.
+    pub fn open(path: &Path, lock_timeout: Duration) -> anyhow::Result<Self> {
+        if !path.exists() {
+            drop(Db::open(path, lock_timeout)?);
+        }
+        let ro = open_waiting(path, lock_timeout, read_only_config)?;
+        if migrations::applied(&ro)?.len() < migrations::MIGRATIONS.len() {
+            drop(ro);
+            drop(Db::open(path, lock_timeout)?);
+            let conn = open_waiting(path, lock_timeout, read_only_config)?;
+            return Ok(Self { conn });
+        }
+        Ok(Self { conn: ro })
+    }
+}
+
+fn read_only_config() -> duckdb::Result<Config> {
+    base_config()?
+        .access_mode(AccessMode::ReadOnly)?
+        .enable_external_access(false)
+}
+
+/// Opens the file, waiting up to `timeout` while another process holds its lock. DuckDB lets a
+/// single process open a database for writing; a second one must wait, then fail clearly.
+fn open_waiting(
+    path: &Path,
+    timeout: Duration,
+    config: fn() -> duckdb::Result<Config>,
+) -> anyhow::Result<Connection> {
+    let start = Instant::now();
+    let mut announced = false;
+    loop {
+        match Connection::open_with_flags(path, config()?) {
+            Ok(conn) => return Ok(conn),
+            Err(e) if is_lock_error(&e) => {
+                if start.elapsed() >= timeout {
+                    return Err(anyhow::Error::new(e).context(UserError(format!(
+                        "database {} is locked by another process (DuckDB allows one writer); \
+                         waited {:.1}s — retry when it finishes, or raise --lock-timeout / {}",
+                        path.display(),
+                        timeout.as_secs_f64(),
+                        crate::settings::ENV_LOCK_TIMEOUT
+                    ))));
+                }
+                if !announced {
+                    tracing::warn!("database {} is locked by another process; waiting", path.display());
+                    announced = true;
+                }
+                std::thread::sleep(LOCK_POLL);
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(UserError(format!("cannot open database {}", path.display()))));
+            }
+        }
+    }
+}
+
+fn is_lock_error(e: &duckdb::Error) -> bool {
+    let msg = e.to_string();
+    msg.contains("Could not set lock") || msg.contains("Conflicting lock")
+}

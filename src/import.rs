@@ -1,0 +1,112 @@
+//! Reading import files: JSON arrays, single objects, JSON Lines and concatenated pages (the
+//! output of `gh api --paginate`), holding REST issues, search results or StoredIssues.
+
+use serde_json::Value;
+
+use crate::error::user;
+use crate::github::models::RestIssue;
+use crate::store::{parse_issue, StoredIssue};
+
+/// One element of an import file, converted.
+#[derive(Debug)]
+pub enum Item {
+    Issue(Box<StoredIssue>),
+    PullRequest,
+    Invalid(String),
+}
+
+/// Splits a file into its JSON values. A syntax error anywhere rejects the whole file.
+pub fn parse_values(bytes: &[u8]) -> anyhow::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for v in serde_json::Deserializer::from_slice(bytes).into_iter::<Value>() {
+        let v = v.map_err(|e| user(format!("not valid JSON or JSON Lines: {e}")))?;
+        flatten(v, &mut out);
+    }
+    Ok(out)
+}
+
+fn flatten(v: Value, out: &mut Vec<Value>) {
+    match v {
+        Value::Array(items) => items.into_iter().for_each(|i| flatten(i, out)),
+        // A search response: {"total_count", "incomplete_results", "items": [...]}.
+        Value::Object(mut m) if m.get("items").is_some_and(Value::is_array) && !m.contains_key("number") => {
+            if let Some(items) = m.remove("items") {
+                flatten(items, out);
+            }
+        }
+        other => out.push(other),
+    }
+}
+
+/// Converts one value; `fallback` names the repository for issues without `repository_url`.
+pub fn convert(v: Value, fallback: Option<(&str, &str)>) -> Item {
+    if v.get("issue").is_some() && v.get("org").is_some() {
+        let bytes = v.to_string();
+        return match parse_issue(std::path::Path::new("item"), bytes.as_bytes()) {
+            Ok(s) => Item::Issue(Box::new(s)),
+            Err(e) => Item::Invalid(e.to_string().trim_start_matches("item: ").to_string()),
+        };
+    }
+    let rest: RestIssue = match serde_json::from_value(v) {
+        Ok(r) => r,
+        Err(e) => return Item::Invalid(format!("not a GitHub issue object: {e}")),
+    };
+    if rest.is_pull_request() {
+        return Item::PullRequest;
+    }
+    let Some((org, repo)) = rest
+        .repository()
+        .or_else(|| fallback.map(|(o, r)| (o.to_string(), r.to_string())))
+    else {
+        return Item::Invalid(format!(
+            "issue #{} has no repository_url; pass --org and --repo",
+            rest.number
+        ));
+    };
+    match rest.into_stored(org, repo) {
+        Ok(s) => Item::Issue(Box::new(s)),
+        Err(e) => Item::Invalid(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_arrays_objects_jsonl_and_concatenated_pages() {
+        let a = parse_values(br#"[{"a":1},{"a":2}]"#).unwrap();
+        let b = parse_values(b"{\"a\":1}\n{\"a\":2}\n").unwrap();
+        let c = parse_values(br#"[{"a":1}][{"a":2}]"#).unwrap();
+        let d = parse_values(br#"{"total_count":2,"items":[{"a":1},{"a":2}]}"#).unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_eq!(a, d);
+        assert!(parse_values(b"{\"a\":1}\n{oops").is_err());
+    }
+
+    #[test]
+    fn repository_comes_from_the_url_also_on_enterprise_server() {
+        for (url, org, repo) in [
+            ("https://api.github.com/repos/rust-lang/rust", "rust-lang", "rust"),
+            ("https://ghe.example.com/api/v3/repos/my_org/my.repo", "my_org", "my.repo"),
+        ] {
+            let v = serde_json::json!({"number":1,"title":"t","state":"open","repository_url":url});
+            let Item::Issue(s) = convert(v, None) else { panic!() };
+            assert_eq!((s.org.as_str(), s.repo.as_str()), (org, repo));
+        }
+    }
+
+    #[test]
+    fn pull_requests_are_recognised_and_bad_names_refused() {
+        let pr = serde_json::json!({"number":1,"title":"t","state":"open",
+            "repository_url":"https://api.github.com/repos/o/r","pull_request":{"url":"x"}});
+        assert!(matches!(convert(pr, None), Item::PullRequest));
+        let bad = serde_json::json!({"number":1,"title":"t","state":"open",
+            "repository_url":"https://api.github.com/repos/../x"});
+        assert!(matches!(convert(bad, None), Item::Invalid(_)));
+        let none = serde_json::json!({"number":1,"title":"t","state":"open"});
+        assert!(matches!(convert(none, Some(("o", "../r"))), Item::Invalid(_)));
+    }
+}

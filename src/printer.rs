@@ -1,0 +1,233 @@
+//! The only writer of stdout: tables (comfy-table), JSON and CSV; notes and warnings go to stderr.
+
+use std::io::{self, IsTerminal, Write};
+
+use comfy_table::{presets, ContentArrangement};
+use owo_colors::{OwoColorize, Stream};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde_json::Value;
+
+use crate::cli::OutputFormat;
+
+/// Rows with named columns and typed (JSON) values: what queries and listings produce.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Table {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+impl Table {
+    pub fn new<S: Into<String>>(columns: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            columns: columns.into_iter().map(Into::into).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, row: Vec<Value>) {
+        debug_assert_eq!(row.len(), self.columns.len());
+        self.rows.push(row);
+    }
+}
+
+/// Serializes a table as an array of objects whose keys keep column order.
+struct JsonRows<'a>(&'a Table);
+struct JsonRow<'a>(&'a [String], &'a [Value]);
+
+impl serde::Serialize for JsonRows<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.rows.len()))?;
+        for row in &self.0.rows {
+            seq.serialize_element(&JsonRow(&self.0.columns, row))?;
+        }
+        seq.end()
+    }
+}
+
+impl serde::Serialize for JsonRow<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0.iter().zip(self.1) {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// Longest cell text shown in table format; JSON and CSV always carry the full value.
+const MAX_CELL_CHARS: usize = 120;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    pub format: OutputFormat,
+    pub quiet: bool,
+}
+
+impl Printer {
+    pub fn new(format: OutputFormat, quiet: bool) -> Self {
+        Self { format, quiet }
+    }
+
+    /// Writes rows in the chosen format.
+    pub fn table(&self, table: &Table) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        match self.format {
+            OutputFormat::Table => {
+                writeln!(out, "{}", render_table(table))?;
+            }
+            OutputFormat::Json => {
+                serde_json::to_writer_pretty(&mut out, &JsonRows(table))?;
+                writeln!(out)?;
+            }
+            OutputFormat::Csv => write_csv(&mut out, table)?,
+        }
+        out.flush()
+    }
+
+    /// Writes a titled table: in table format the title is a heading line.
+    pub fn titled_table(&self, title: &str, table: &Table) -> io::Result<()> {
+        if self.format == OutputFormat::Table {
+            let mut out = io::stdout().lock();
+            writeln!(out, "{}", title.if_supports_color(Stream::Stdout, |t| t.bold()))?;
+        }
+        self.table(table)
+    }
+
+    /// Writes a JSON document (used for `--format json` of non-tabular reports).
+    pub fn json(&self, value: &Value) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, value)?;
+        writeln!(out)?;
+        out.flush()
+    }
+
+    /// Writes a one-record summary: `key: value` lines, a JSON object, or a one-row CSV.
+    pub fn summary(&self, fields: &[(&str, Value)]) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Json => self.json(&Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| ((*k).to_string(), v.clone()))
+                    .collect(),
+            )),
+            OutputFormat::Csv => {
+                let mut t = Table::new(fields.iter().map(|(k, _)| *k));
+                t.push(fields.iter().map(|(_, v)| v.clone()).collect());
+                self.table(&t)
+            }
+            OutputFormat::Table => {
+                let mut out = io::stdout().lock();
+                let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+                for (k, v) in fields {
+                    writeln!(out, "{k:<width$}  {}", cell_text(v, usize::MAX))?;
+                }
+                out.flush()
+            }
+        }
+    }
+
+    /// A plain line of text on stdout, only in table format (machine formats stay parseable).
+    pub fn line(&self, text: &str) -> io::Result<()> {
+        if self.format == OutputFormat::Table {
+            let mut out = io::stdout().lock();
+            writeln!(out, "{text}")?;
+        }
+        Ok(())
+    }
+
+    /// Progress and informational messages on stderr.
+    pub fn note(&self, text: &str) {
+        if !self.quiet {
+            eprintln!("{text}");
+        }
+    }
+
+    /// A warning on stderr, yellow on a terminal.
+    pub fn warn(&self, text: &str) {
+        eprintln!(
+            "{} {text}",
+            "warning:".if_supports_color(Stream::Stderr, |t| t.yellow())
+        );
+    }
+}
+
+pub fn render_table(table: &Table) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(presets::UTF8_FULL_CONDENSED);
+    if io::stdout().is_terminal() {
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+    }
+    t.set_header(table.columns.iter());
+    for row in &table.rows {
+        t.add_row(row.iter().map(|v| cell_text(v, MAX_CELL_CHARS)));
+    }
+    t.to_string()
+}
+
+/// Text of one value for table cells: strings unquoted, NULL empty, long text cut with `…`.
+pub fn cell_text(v: &Value, max: usize) -> String {
+    let s = match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.replace(['\r', '\n'], " "),
+        other => other.to_string(),
+    };
+    if s.chars().count() > max {
+        let mut cut: String = s.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    } else {
+        s
+    }
+}
+
+fn write_csv(out: &mut impl Write, table: &Table) -> io::Result<()> {
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record(&table.columns).map_err(csv_io)?;
+    for row in &table.rows {
+        w.write_record(row.iter().map(|v| match v {
+            Value::Null => String::new(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }))
+        .map_err(csv_io)?;
+    }
+    w.flush()
+}
+
+fn csv_io(e: csv::Error) -> io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => io,
+        other => io::Error::other(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_rows_keep_column_order_and_types() {
+        let mut t = Table::new(["z", "a"]);
+        t.push(vec![json!(1), json!("x")]);
+        t.push(vec![Value::Null, json!(2.5)]);
+        let s = serde_json::to_string(&JsonRows(&t)).unwrap();
+        assert_eq!(s, r#"[{"z":1,"a":"x"},{"z":null,"a":2.5}]"#);
+    }
+
+    #[test]
+    fn csv_quotes_commas_quotes_and_newlines() {
+        let mut t = Table::new(["title"]);
+        t.push(vec![json!("a, \"b\"\nc")]);
+        let mut buf = Vec::new();
+        write_csv(&mut buf, &t).unwrap();
+        assert_eq!(String::from_utf8(buf).unwrap(), "title\n\"a, \"\"b\"\"\nc\"\n");
+    }
+
+    #[test]
+    fn long_cells_are_cut_in_tables_only() {
+        let v = json!("x".repeat(300));
+        assert_eq!(cell_text(&v, 10).chars().count(), 10);
+        assert!(cell_text(&v, 10).ends_with('…'));
+    }
+}

@@ -1,0 +1,182 @@
+//! The JSON file store under the data directory: paths, atomic writes, reading issue files.
+
+pub mod atomic;
+pub mod model;
+pub mod names;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::error::{user, UserContext};
+pub use atomic::write_atomic;
+pub use model::{Comment, Issue, Label, Metadata, StoredIssue, User};
+
+pub const ISSUES_DIR: &str = "issues";
+pub const RESULTS_DIR: &str = "results";
+pub const BATCH_INPUT_DIR: &str = "batch/input";
+pub const BATCH_OUTPUT_DIR: &str = "batch/output";
+pub const ATTACHMENTS_DIR: &str = "attachments";
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn issues_dir(&self) -> PathBuf {
+        self.root.join(ISSUES_DIR)
+    }
+
+    /// Creates the data folders, failing with a clear message when the place is not writable.
+    pub fn ensure_dirs(&self) -> anyhow::Result<()> {
+        for sub in [ISSUES_DIR, RESULTS_DIR, BATCH_INPUT_DIR, BATCH_OUTPUT_DIR] {
+            let dir = self.root.join(sub);
+            std::fs::create_dir_all(&dir).user_context(|| {
+                format!("cannot create data directory {}", dir.display())
+            })?;
+        }
+        // create_dir_all succeeds on an existing read-only folder: probe for write access.
+        tempfile::tempfile_in(self.issues_dir()).user_context(|| {
+            format!("data directory {} is not writable", self.root.display())
+        })?;
+        Ok(())
+    }
+
+    /// File name of an issue, relative to the data directory: `issues/{org}_{repo}_issue_{n}.json`.
+    pub fn issue_rel_path(org: &str, repo: &str, number: u64) -> anyhow::Result<String> {
+        names::validate_org(org)?;
+        names::validate_repo(repo)?;
+        Ok(format!("{ISSUES_DIR}/{org}_{repo}_issue_{number}.json"))
+    }
+
+    /// Writes one issue file atomically and returns its path relative to the data directory.
+    pub fn write_issue(&self, issue: &StoredIssue) -> anyhow::Result<String> {
+        let rel = Self::issue_rel_path(&issue.org, &issue.repo, issue.issue.number)?;
+        let bytes = serde_json::to_vec_pretty(issue).context("cannot serialize issue")?;
+        write_atomic(&self.root.join(&rel), &bytes).user_context(|| {
+            format!("cannot write issue file in {}", self.root.display())
+        })?;
+        Ok(rel)
+    }
+
+    /// Every `*.json` issue file (relative paths, sorted); temp files and dotfiles are skipped.
+    pub fn list_issue_files(&self) -> anyhow::Result<Vec<String>> {
+        let dir = self.issues_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(e).user_context(|| format!("cannot read {}", dir.display()));
+            }
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.user_context(|| format!("cannot read {}", dir.display()))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                out.push(format!("{ISSUES_DIR}/{name}"));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    pub fn abs(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+}
+
+/// Parses an issue file, checking the names it carries; errors name the path and the reason.
+pub fn parse_issue(path: &Path, bytes: &[u8]) -> anyhow::Result<StoredIssue> {
+    let issue: StoredIssue = serde_json::from_slice(bytes)
+        .map_err(|e| user(format!("{}: not a valid issue file: {e}", path.display())))?;
+    names::validate_org(&issue.org)
+        .and_then(|()| names::validate_repo(&issue.repo))
+        .map_err(|e| user(format!("{}: {e}", path.display())))?;
+    Ok(issue)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample(org: &str, repo: &str, number: u64) -> StoredIssue {
+        StoredIssue {
+            org: org.into(),
+            repo: repo.into(),
+            issue: Issue {
+                number,
+                title: format!("Issue {number}"),
+                body: Some("body".into()),
+                state: "open".into(),
+                labels: vec![Label {
+                    name: "bug".into(),
+                    color: Some("f29513".into()),
+                    description: None,
+                }],
+                user: Some(User { login: "octocat".into(), id: Some(1) }),
+                comments: vec![],
+                created_at: Some("2024-01-02T03:04:05Z".into()),
+                updated_at: Some("2024-01-02T03:04:05Z".into()),
+                attachments: vec![],
+                id: None,
+                html_url: None,
+                closed_at: None,
+                comment_count: None,
+            },
+            metadata: Metadata::now(),
+        }
+    }
+
+    #[test]
+    fn round_trips_an_issue_file_with_underscores_in_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        store.ensure_dirs().unwrap();
+        let issue = sample("my_org", "my_repo", 7);
+        let rel = store.write_issue(&issue).unwrap();
+        assert_eq!(rel, "issues/my_org_my_repo_issue_7.json");
+        assert_eq!(store.list_issue_files().unwrap(), vec![rel.clone()]);
+        let back = parse_issue(&store.abs(&rel), &std::fs::read(store.abs(&rel)).unwrap()).unwrap();
+        assert_eq!(back, issue);
+        assert_eq!(back.key(), "my_org/my_repo#7");
+    }
+
+    #[test]
+    fn refuses_names_that_escape_the_folder() {
+        assert!(Store::issue_rel_path("..", "x", 1).is_err());
+        assert!(Store::issue_rel_path("a", "b/c", 1).is_err());
+    }
+
+    #[test]
+    fn reads_files_of_the_original_tool_without_extra_fields() {
+        let json = r#"{"org":"o","repo":"r","issue":{"number":1,"title":"t","body":null,
+            "state":"open","labels":[{"name":"bug","color":"fff","description":null}],
+            "user":{"login":"u","id":2},"comments":[{"id":3,"user":null,"body":"c",
+            "created_at":"2024-01-01T00:00:00Z","updated_at":"2024-01-01T00:00:00Z"}],
+            "created_at":"2024-01-01T00:00:00Z","updated_at":"2024-01-01T00:00:00Z",
+            "attachments":[]},"metadata":{"collection_timestamp":"x","tool_version":"1"}}"#;
+        let i = parse_issue(Path::new("f.json"), json.as_bytes()).unwrap();
+        assert_eq!(i.issue.comments[0].user, None);
+    }
+
+    #[test]
+    fn a_bad_file_names_its_path_and_reason() {
+        let err = parse_issue(Path::new("issues/x.json"), b"{\"org\": 1}").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("issues/x.json") && msg.contains("invalid type"), "{msg}");
+    }
+}

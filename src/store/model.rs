@@ -1,0 +1,96 @@
+//! StoredIssue and AI result file shapes (ARCHITECTURE.md §3), compatible with the original tool.
+
+use serde::{Deserialize, Serialize};
+
+/// One issue file: `issues/{org}_{repo}_issue_{n}.json`, the source of truth for issue content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredIssue {
+    pub org: String,
+    pub repo: String,
+    pub issue: Issue,
+    pub metadata: Metadata,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Issue {
+    pub number: u64,
+    pub title: String,
+    #[serde(default)]
+    pub body: Option<String>,
+    pub state: String,
+    #[serde(default)]
+    pub labels: Vec<Label>,
+    #[serde(default)]
+    pub user: Option<User>,
+    #[serde(default)]
+    pub comments: Vec<Comment>,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+    #[serde(default)]
+    pub attachments: Vec<serde_json::Value>,
+    /// GitHub's global id (absent in files written by the original tool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<String>,
+    /// Comment count as reported by GitHub, which can exceed `comments.len()` when the bodies
+    /// were not fetched (e.g. imported REST list objects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment_count: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Label {
+    pub name: String,
+    #[serde(default)]
+    pub color: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub login: String,
+    #[serde(default)]
+    pub id: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comment {
+    pub id: i64,
+    /// `None` for comments of deleted accounts ("ghost").
+    #[serde(default)]
+    pub user: Option<User>,
+    #[serde(default)]
+    pub body: Option<String>,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub collection_timestamp: String,
+    pub tool_version: String,
+}
+
+impl Metadata {
+    pub fn now() -> Self {
+        Self {
+            collection_timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+impl StoredIssue {
+    /// The database key of an issue: `org/repo#number`.
+    pub fn key(&self) -> String {
+        issue_key(&self.org, &self.repo, self.issue.number)
+    }
+}
+
+pub fn issue_key(org: &str, repo: &str, number: u64) -> String {
+    format!("{org}/{repo}#{number}")
+}
