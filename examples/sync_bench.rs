@@ -10,11 +10,15 @@ use std::path::Path;
 use std::time::Instant;
 
 use github_analysis::db::Db;
-use github_analysis::store::{Comment, Issue, Label, Metadata, StoredIssue, Store, User};
+use github_analysis::store::{Comment, Issue, Label, Metadata, Store, StoredIssue, User};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let n: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(50_000);
+    let n: u64 = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(50_000);
     let per: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
     let dir = tempfile::tempdir()?;
     let store = Store::new(dir.path().join("data"));
@@ -38,10 +42,17 @@ fn main() -> anyhow::Result<()> {
 
     // 1. Our sync: stat, read, hash, parse in parallel, Appender bulk load with ledger.
     let t = Instant::now();
-    let mut db = Db::open(&dir.path().join("ours.duckdb"), std::time::Duration::from_secs(5))?;
-    let report = github_analysis::sync::sync(&store, &mut db, false, &indicatif::ProgressBar::hidden())?;
+    let mut db = Db::open(
+        &dir.path().join("ours.duckdb"),
+        std::time::Duration::from_secs(5),
+    )?;
+    let report =
+        github_analysis::sync::sync(&store, &mut db, false, &indicatif::ProgressBar::hidden())?;
     let ours = t.elapsed().as_secs_f64();
-    anyhow::ensure!(report.added as u64 == n && report.failed.is_empty(), "sync: {report:?}");
+    anyhow::ensure!(
+        report.added as u64 == n && report.failed.is_empty(),
+        "sync: {report:?}"
+    );
     let c = db.counts()?;
     println!(
         "sync:              {ours:>7.2}s  ({} issues, {} labels, {} comments)",
@@ -51,8 +62,12 @@ fn main() -> anyhow::Result<()> {
 
     // 2. Second sync with nothing changed (stat only).
     let t = Instant::now();
-    let mut db = Db::open(&dir.path().join("ours.duckdb"), std::time::Duration::from_secs(5))?;
-    let again = github_analysis::sync::sync(&store, &mut db, false, &indicatif::ProgressBar::hidden())?;
+    let mut db = Db::open(
+        &dir.path().join("ours.duckdb"),
+        std::time::Duration::from_secs(5),
+    )?;
+    let again =
+        github_analysis::sync::sync(&store, &mut db, false, &indicatif::ProgressBar::hidden())?;
     println!(
         "sync (unchanged):  {:>7.2}s  ({} unchanged)",
         t.elapsed().as_secs_f64(),
@@ -73,7 +88,10 @@ fn main() -> anyhow::Result<()> {
         "row counts differ: ours {:?}, read_json {native:?}",
         (c.issues, c.labels, c.comments)
     );
-    println!("ratio sync / read_json = {:.2} (target <= 1.5)", ours / theirs);
+    println!(
+        "ratio sync / read_json = {:.2} (target <= 1.5)",
+        ours / theirs
+    );
     Ok(())
 }
 
@@ -107,7 +125,9 @@ fn synthetic(i: u64, per: u64) -> StoredIssue {
         repo: format!("repo-{}", i % 20),
         issue: Issue {
             number: i,
-            title: format!("kotsadm upgrade fails when the support-bundle collector times out #{i}"),
+            title: format!(
+                "kotsadm upgrade fails when the support-bundle collector times out #{i}"
+            ),
             body: Some(format!(
                 "Steps to reproduce:\n1. run `kubectl kots install app-{i}`\n2. open the admin \
                  console\n\nExpected: upgrade succeeds.\nActual: the preflight hangs and the \
@@ -122,11 +142,17 @@ fn synthetic(i: u64, per: u64) -> StoredIssue {
                     description: Some("a label".into()),
                 })
                 .collect(),
-            user: Some(User { login: format!("user{}", i % 500), id: Some((i % 500) as i64) }),
+            user: Some(User {
+                login: format!("user{}", i % 500),
+                id: Some((i % 500) as i64),
+            }),
             comments: (0..per)
                 .map(|c| Comment {
                     id: (i * 1000 + c) as i64,
-                    user: Some(User { login: format!("user{}", c), id: Some(c as i64) }),
+                    user: Some(User {
+                        login: format!("user{}", c),
+                        id: Some(c as i64),
+                    }),
                     body: Some(format!(
                         "Comment {c}: I can reproduce this on embedded-cluster 1.{c}; the kurl \
                          proxy logs show a timeout. Any workaround?"
@@ -139,7 +165,10 @@ fn synthetic(i: u64, per: u64) -> StoredIssue {
             updated_at: Some(ts(i + 7)),
             attachments: vec![],
             id: Some(1_000_000 + i as i64),
-            html_url: Some(format!("https://github.com/bench-org/repo-{}/issues/{i}", i % 20)),
+            html_url: Some(format!(
+                "https://github.com/bench-org/repo-{}/issues/{i}",
+                i % 20
+            )),
             closed_at: None,
             comment_count: None,
         },

@@ -113,6 +113,21 @@ pub struct CollectArgs {
     /// Download images and files linked from issue bodies and comments.
     #[arg(long)]
     pub download_attachments: bool,
+    /// Largest attachment to download (e.g. `10MB`, `512KB`, `2000000`); bigger ones are
+    /// recorded as skipped.
+    #[arg(
+        long,
+        default_value = "10MB",
+        value_name = "SIZE",
+        requires = "download_attachments"
+    )]
+    pub max_attachment_size: String,
+    /// Ignore the stored incremental cursor and fetch every issue again.
+    #[arg(long, conflicts_with = "since")]
+    pub full: bool,
+    /// In organisation mode, also collect archived repositories.
+    #[arg(long)]
+    pub include_archived: bool,
     /// GitHub token (default: env GITHUB_TOKEN).
     #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -189,9 +204,36 @@ pub struct ProcessArgs {
     /// Process issues that already have a result.
     #[arg(long)]
     pub reprocess: bool,
-    /// Requests in flight at once.
+    /// Requests in flight at once (default 8).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    #[command(flatten)]
+    pub ai: AiArgs,
+}
+
+/// Options of AI processing shared by the processing commands.
+#[derive(Debug, Clone, Args)]
+pub struct AiArgs {
+    /// Taxonomy TOML file replacing the embedded Replicated product taxonomy.
+    #[arg(long, value_name = "FILE")]
+    pub taxonomy: Option<PathBuf>,
+    /// Model setting as KEY=VALUE (repeatable): `temperature`, `max_completion_tokens` /
+    /// `max_tokens`, `reasoning_effort` (OpenAI reasoning models).
+    #[arg(long = "setting", value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
+    /// Token budget of one issue in the prompt; longer threads keep the body and the most
+    /// recent comments (default 8000).
+    #[arg(long, value_name = "TOKENS")]
+    pub token_budget: Option<usize>,
+    /// Price table override (TOML), for models not built in or changed prices.
+    #[arg(long, env = crate::settings::ENV_PRICES, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+    /// Seconds before one AI request is abandoned and retried (default 120).
+    #[arg(long, env = crate::settings::ENV_REQUEST_TIMEOUT, value_name = "SECONDS")]
+    pub request_timeout: Option<f64>,
+    /// Retries of a request after rate limits, overloads, server errors and timeouts (default 5).
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

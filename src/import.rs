@@ -29,7 +29,9 @@ fn flatten(v: Value, out: &mut Vec<Value>) {
     match v {
         Value::Array(items) => items.into_iter().for_each(|i| flatten(i, out)),
         // A search response: {"total_count", "incomplete_results", "items": [...]}.
-        Value::Object(mut m) if m.get("items").is_some_and(Value::is_array) && !m.contains_key("number") => {
+        Value::Object(mut m)
+            if m.get("items").is_some_and(Value::is_array) && !m.contains_key("number") =>
+        {
             if let Some(items) = m.remove("items") {
                 flatten(items, out);
             }
@@ -89,11 +91,21 @@ mod tests {
     #[test]
     fn repository_comes_from_the_url_also_on_enterprise_server() {
         for (url, org, repo) in [
-            ("https://api.github.com/repos/rust-lang/rust", "rust-lang", "rust"),
-            ("https://ghe.example.com/api/v3/repos/my_org/my.repo", "my_org", "my.repo"),
+            (
+                "https://api.github.com/repos/rust-lang/rust",
+                "rust-lang",
+                "rust",
+            ),
+            (
+                "https://ghe.example.com/api/v3/repos/my_org/my.repo",
+                "my_org",
+                "my.repo",
+            ),
         ] {
             let v = serde_json::json!({"number":1,"title":"t","state":"open","repository_url":url});
-            let Item::Issue(s) = convert(v, None) else { panic!() };
+            let Item::Issue(s) = convert(v, None) else {
+                panic!()
+            };
             assert_eq!((s.org.as_str(), s.repo.as_str()), (org, repo));
         }
     }
@@ -107,6 +119,9 @@ mod tests {
             "repository_url":"https://api.github.com/repos/../x"});
         assert!(matches!(convert(bad, None), Item::Invalid(_)));
         let none = serde_json::json!({"number":1,"title":"t","state":"open"});
-        assert!(matches!(convert(none, Some(("o", "../r"))), Item::Invalid(_)));
+        assert!(matches!(
+            convert(none, Some(("o", "../r"))),
+            Item::Invalid(_)
+        ));
     }
 }

@@ -1,5 +1,6 @@
 //! github-analysis: parse → logging → runtime → dispatch → error report → exit code.
 
+pub mod ai;
 pub mod cli;
 pub mod commands;
 pub mod db;
@@ -7,7 +8,10 @@ pub mod error;
 pub mod github;
 pub mod import;
 pub mod printer;
+pub mod processors;
 pub mod progress;
+pub mod realtime;
+pub mod results;
 pub mod settings;
 pub mod store;
 pub mod sync;
@@ -26,7 +30,11 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version print to stdout and succeed; usage errors exit 2.
-            let code = if e.use_stderr() { error::EXIT_UNEXPECTED } else { 0 };
+            let code = if e.use_stderr() {
+                error::EXIT_UNEXPECTED
+            } else {
+                0
+            };
             let _ = e.print();
             return ExitCode::from(code);
         }

@@ -88,7 +88,11 @@ impl Printer {
     pub fn titled_table(&self, title: &str, table: &Table) -> io::Result<()> {
         if self.format == OutputFormat::Table {
             let mut out = io::stdout().lock();
-            writeln!(out, "{}", title.if_supports_color(Stream::Stdout, |t| t.bold()))?;
+            writeln!(
+                out,
+                "{}",
+                title.if_supports_color(Stream::Stdout, |t| t.bold())
+            )?;
         }
         self.table(table)
     }
@@ -221,7 +225,10 @@ mod tests {
         t.push(vec![json!("a, \"b\"\nc")]);
         let mut buf = Vec::new();
         write_csv(&mut buf, &t).unwrap();
-        assert_eq!(String::from_utf8(buf).unwrap(), "title\n\"a, \"\"b\"\"\nc\"\n");
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "title\n\"a, \"\"b\"\"\nc\"\n"
+        );
     }
 
     #[test]

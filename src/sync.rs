@@ -72,7 +72,9 @@ pub fn plan(store: &Store, db: &Db, force: bool) -> anyhow::Result<Plan> {
     let mut candidates = Vec::new();
     for rel in &files {
         // A file that vanished between listing and stat is picked up as missing next time.
-        let Ok(st) = stat(&store.abs(rel)) else { continue };
+        let Ok(st) = stat(&store.abs(rel)) else {
+            continue;
+        };
         let unchanged = records
             .get(rel)
             .is_some_and(|r| r.size == st.size && r.mtime_ns == st.mtime_ns);
@@ -103,7 +105,15 @@ pub fn sync(
     };
     db.remove_files(&plan.missing)?;
     report.removed = plan.missing.len();
-    load(store, db, plan.candidates, &plan.records, force, &mut report, progress)?;
+    load(
+        store,
+        db,
+        plan.candidates,
+        &plan.records,
+        force,
+        &mut report,
+        progress,
+    )?;
     Ok(report)
 }
 
@@ -217,8 +227,12 @@ fn read_parallel(
         handles
             .into_iter()
             .flat_map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| vec![Outcome::Failed(String::new(), "reader thread panicked".into())])
+                h.join().unwrap_or_else(|_| {
+                    vec![Outcome::Failed(
+                        String::new(),
+                        "reader thread panicked".into(),
+                    )]
+                })
             })
             .collect()
     })

@@ -41,7 +41,9 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<()> {
                     issues.insert(s.key(), *s);
                 }
                 Item::PullRequest => pull_requests += 1,
-                Item::Invalid(why) => failures.push(format!("{}: item {}: {why}", file.display(), i + 1)),
+                Item::Invalid(why) => {
+                    failures.push(format!("{}: item {}: {why}", file.display(), i + 1))
+                }
             }
         }
     }
@@ -86,6 +88,9 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<()> {
 /// import rewrites nothing.
 fn same_content(ctx: &Ctx, rel: &str, issue: &StoredIssue) -> bool {
     let path = ctx.store.abs(rel);
-    let Ok(bytes) = std::fs::read(&path) else { return false };
-    parse_issue(&path, &bytes).is_ok_and(|old| old.org == issue.org && old.repo == issue.repo && old.issue == issue.issue)
+    let Ok(bytes) = std::fs::read(&path) else {
+        return false;
+    };
+    parse_issue(&path, &bytes)
+        .is_ok_and(|old| old.org == issue.org && old.repo == issue.repo && old.issue == issue.issue)
 }

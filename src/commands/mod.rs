@@ -1,6 +1,8 @@
 //! Command dispatch: one file per command group, one function per leaf command.
 
+mod collect;
 mod import;
+mod process;
 mod query;
 mod status;
 mod sync;
@@ -43,8 +45,8 @@ pub async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<()> {
         Command::Sync(args) => sync::run(ctx, &args),
         Command::Status => status::run(ctx),
         Command::Query(q) => query::run(ctx, q),
-        Command::Collect(_) => Err(NotImplemented("collect").into()),
-        Command::Process(_) => Err(NotImplemented("process").into()),
+        Command::Collect(args) => collect::run(ctx, &args).await,
+        Command::Process(p) => process::run(ctx, p).await,
         Command::Batch(_) => Err(NotImplemented("batch").into()),
         Command::ProcessQuery(_) => Err(NotImplemented("process-query").into()),
     }

@@ -123,6 +123,10 @@ fn list(ctx: &Ctx) -> anyhow::Result<()> {
 
 fn print_rows(ctx: &Ctx, table: &Table) -> anyhow::Result<()> {
     ctx.printer.table(table)?;
-    ctx.printer.note(&format!("({} row{})", table.rows.len(), if table.rows.len() == 1 { "" } else { "s" }));
+    ctx.printer.note(&format!(
+        "({} row{})",
+        table.rows.len(),
+        if table.rows.len() == 1 { "" } else { "s" }
+    ));
     Ok(())
 }

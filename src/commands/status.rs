@@ -22,7 +22,14 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let repos = db.repo_counts()?;
 
     let mut table = Table::new([
-        "org", "repo", "issues", "open", "closed", "comments", "with_ai_results", "last_updated",
+        "org",
+        "repo",
+        "issues",
+        "open",
+        "closed",
+        "comments",
+        "with_ai_results",
+        "last_updated",
     ]);
     for r in &repos {
         table.push(vec![
@@ -63,9 +70,20 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
         OutputFormat::Csv => ctx.printer.table(&table)?,
         OutputFormat::Table => {
             let p = &ctx.printer;
-            p.line(&format!("Data directory: {}", ctx.settings.data_dir.display()))?;
-            p.line(&format!("JSON issue files: {} ({})", plan.on_disk, human_bytes(json_bytes)))?;
-            p.line(&format!("Database: {} ({})", db_path.display(), human_bytes(db_bytes)))?;
+            p.line(&format!(
+                "Data directory: {}",
+                ctx.settings.data_dir.display()
+            ))?;
+            p.line(&format!(
+                "JSON issue files: {} ({})",
+                plan.on_disk,
+                human_bytes(json_bytes)
+            ))?;
+            p.line(&format!(
+                "Database: {} ({})",
+                db_path.display(),
+                human_bytes(db_bytes)
+            ))?;
             p.line(&format!(
                 "  issues {}, comments {}, labels {}, ai_results {}, batch_jobs {}",
                 counts.issues, counts.comments, counts.labels, counts.ai_results, counts.batch_jobs

@@ -73,7 +73,14 @@ impl Db {
             for l in loaded {
                 append_issue(&mut issues, &mut labels, &mut comments, l)?;
                 let f = &l.file;
-                files.append_row(params![f.file_path, f.issue_id, f.size, f.mtime_ns, f.sha256, now])?;
+                files.append_row(params![
+                    f.file_path,
+                    f.issue_id,
+                    f.size,
+                    f.mtime_ns,
+                    f.sha256,
+                    now
+                ])?;
             }
             issues.flush()?;
             labels.flush()?;
@@ -217,8 +224,15 @@ mod tests {
                 title: title.into(),
                 body: Some("b".into()),
                 state: "open".into(),
-                labels: vec![Label { name: "bug".into(), color: None, description: None }],
-                user: Some(User { login: "u".into(), id: Some(1) }),
+                labels: vec![Label {
+                    name: "bug".into(),
+                    color: None,
+                    description: None,
+                }],
+                user: Some(User {
+                    login: "u".into(),
+                    id: Some(1),
+                }),
                 comments: (0..comments)
                     .map(|c| Comment {
                         id: (n * 100 + c as u64) as i64,
@@ -257,7 +271,8 @@ mod tests {
     #[test]
     fn replacing_an_issue_replaces_its_children_in_one_transaction() {
         let mut db = Db::open_in_memory().unwrap();
-        db.replace_issues(&[loaded(1, "a", 3), loaded(2, "b", 1)]).unwrap();
+        db.replace_issues(&[loaded(1, "a", 3), loaded(2, "b", 1)])
+            .unwrap();
         assert_eq!(count(&db, "SELECT count(*) FROM comments"), 4);
         db.replace_issues(&[loaded(1, "a2", 1)]).unwrap();
         assert_eq!(count(&db, "SELECT count(*) FROM issues"), 2);
@@ -266,13 +281,19 @@ mod tests {
         assert_eq!(count(&db, "SELECT count(*) FROM issue_files"), 2);
         let t: String = db
             .conn
-            .query_row("SELECT title FROM issues WHERE id = 'o/r#1'", [], |r| r.get(0))
+            .query_row("SELECT title FROM issues WHERE id = 'o/r#1'", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(t, "a2");
         // Offsets are normalised to UTC.
         let u: String = db
             .conn
-            .query_row("SELECT updated_at::VARCHAR FROM issues WHERE id = 'o/r#1'", [], |r| r.get(0))
+            .query_row(
+                "SELECT updated_at::VARCHAR FROM issues WHERE id = 'o/r#1'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(u, "2024-01-01 22:00:00");
     }

@@ -9,11 +9,18 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../migrations/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "collect",
+        sql: include_str!("../../migrations/0002_collect.sql"),
+    },
+];
 
 /// Applies every migration not yet recorded; returns how many ran. Each runs in its own
 /// transaction together with its `schema_migrations` row, so a crash never half-applies one.
@@ -120,7 +127,12 @@ mod tests {
         files.sort();
         let embedded: Vec<(String, String)> = MIGRATIONS
             .iter()
-            .map(|m| (format!("{:04}_{}.sql", m.version, m.name), m.sql.to_string()))
+            .map(|m| {
+                (
+                    format!("{:04}_{}.sql", m.version, m.name),
+                    m.sql.to_string(),
+                )
+            })
             .collect();
         assert_eq!(files, embedded);
         // Versions are 1..=n with no gaps, so order of application is unambiguous.

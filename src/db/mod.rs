@@ -1,9 +1,11 @@
 //! The only module that talks to DuckDB: opening (with a bounded wait for the file lock),
 //! migrations, and one file per table family. Everything outside gets typed rows.
 
+mod collect;
 mod issues;
 pub mod migrations;
 mod query;
+mod results;
 mod status;
 pub mod value;
 
@@ -14,7 +16,9 @@ use duckdb::{AccessMode, Config, Connection};
 
 use crate::error::{UserContext, UserError};
 
+pub use collect::{AttachmentRow, CachedPage};
 pub use issues::{FileRecord, LoadedIssue};
+pub use results::{IssueRef, ResultRow};
 pub use status::{DbCounts, RepoCounts};
 
 /// A read-write connection; migrations have been applied.
@@ -112,14 +116,19 @@ fn open_waiting(
                     ))));
                 }
                 if !announced {
-                    tracing::warn!("database {} is locked by another process; waiting", path.display());
+                    tracing::warn!(
+                        "database {} is locked by another process; waiting",
+                        path.display()
+                    );
                     announced = true;
                 }
                 std::thread::sleep(LOCK_POLL);
             }
             Err(e) => {
-                return Err(anyhow::Error::new(e)
-                    .context(UserError(format!("cannot open database {}", path.display()))));
+                return Err(anyhow::Error::new(e).context(UserError(format!(
+                    "cannot open database {}",
+                    path.display()
+                ))));
             }
         }
     }

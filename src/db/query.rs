@@ -1,7 +1,11 @@
 //! User SQL on the read-only connection, returned as a typed table.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use duckdb::arrow::datatypes::DataType;
+
 use crate::db::{value, ReadOnlyDb};
-use crate::error::UserError;
+use crate::error::{user, UserError};
 use crate::printer::Table;
 
 impl ReadOnlyDb {
@@ -15,29 +19,65 @@ impl ReadOnlyDb {
         };
         let mut stmt = self.conn.prepare(sql).map_err(fail)?;
         let mut rows = stmt.query([]).map_err(fail)?;
-        let columns = rows.as_ref().map(|s| s.column_names()).unwrap_or_default();
+        let (columns, types) = match rows.as_ref() {
+            Some(s) => (
+                s.column_names(),
+                (0..s.column_count()).map(|i| s.column_type(i)).collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
         let mut table = Table {
             columns,
             rows: Vec::new(),
         };
-        let width = table.columns.len();
+        let types: Vec<DataType> = types;
         while limit.is_none_or(|l| table.rows.len() < l) {
             let Some(row) = rows.next().map_err(fail)? else {
                 break;
             };
-            let mut out = Vec::with_capacity(width);
-            for i in 0..width {
-                let v: duckdb::types::Value = row.get(i).map_err(fail)?;
-                out.push(value::to_json(v));
+            let mut out = Vec::with_capacity(types.len());
+            for (i, ty) in types.iter().enumerate() {
+                if *ty == DataType::Null {
+                    // duckdb-rs has no reader for the NULL type (e.g. `SELECT NULL AS x`).
+                    out.push(serde_json::Value::Null);
+                    continue;
+                }
+                out.push(read_cell(row, i).map_err(|e| match e {
+                    CellError::Db(e) => fail(e),
+                    CellError::Unsupported => user(format!(
+                        "column {:?} has type {ty} which cannot be shown; CAST it to VARCHAR",
+                        table.columns[i]
+                    )),
+                })?);
             }
             table.rows.push(out);
         }
         Ok(table)
     }
 
-    /// Whether any row exists for a query (used to adapt aliases to what is stored).
+    /// Whether a table has any row (used to adapt aliases to what is stored). `table` is one
+    /// of our own table names, never user input.
     pub fn has_rows(&self, table: &str) -> anyhow::Result<bool> {
         let sql = format!("SELECT EXISTS (SELECT 1 FROM {table})");
         Ok(self.conn.query_row(&sql, [], |r| r.get(0))?)
+    }
+}
+
+enum CellError {
+    Db(duckdb::Error),
+    Unsupported,
+}
+
+/// duckdb-rs panics on Arrow types it has no reader for; user SQL can produce any type, so
+/// such a panic is turned into an error instead of crashing (with the panic message silenced).
+fn read_cell(row: &duckdb::Row<'_>, i: usize) -> Result<serde_json::Value, CellError> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let got = catch_unwind(AssertUnwindSafe(|| row.get::<_, duckdb::types::Value>(i)));
+    std::panic::set_hook(hook);
+    match got {
+        Ok(Ok(v)) => Ok(value::to_json(v)),
+        Ok(Err(e)) => Err(CellError::Db(e)),
+        Err(_) => Err(CellError::Unsupported),
     }
 }

@@ -39,7 +39,11 @@ pub fn to_json(v: Value) -> Json {
             )
             .map_or(Json::Null, |t| Json::String(t.to_string()))
         }
-        Value::Interval { months, days, nanos } => {
+        Value::Interval {
+            months,
+            days,
+            nanos,
+        } => {
             json!({"months": months, "days": days, "nanos": nanos})
         }
         Value::List(items) | Value::Array(items) => {
@@ -64,6 +68,8 @@ pub fn to_json(v: Value) -> Json {
                 .collect(),
         ),
         Value::Union(inner) => to_json(*inner),
+        // The enum is non-exhaustive: show future variants rather than fail the query.
+        other => Json::String(format!("{other:?}")),
     }
 }
 

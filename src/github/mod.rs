@@ -1,4 +1,9 @@
-//! GitHub data: REST object models and their conversion to stored issues (the client that
-//! fetches them arrives with `collect`).
+//! GitHub: the HTTP client (rate limits, retries, ETags), REST and GraphQL endpoints, object
+//! models, attachments, and the `collect` pipeline built on them.
 
+pub mod attachments;
+pub mod client;
+pub mod collect;
+pub mod graphql;
 pub mod models;
+pub mod rest;

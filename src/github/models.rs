@@ -91,11 +91,26 @@ impl RestIssue {
                     .labels
                     .into_iter()
                     .map(|l| match l {
-                        RestLabel::Object { name, color, description } => Label { name, color, description },
-                        RestLabel::Name(name) => Label { name, color: None, description: None },
+                        RestLabel::Object {
+                            name,
+                            color,
+                            description,
+                        } => Label {
+                            name,
+                            color,
+                            description,
+                        },
+                        RestLabel::Name(name) => Label {
+                            name,
+                            color: None,
+                            description: None,
+                        },
                     })
                     .collect(),
-                user: self.user.map(|u| User { login: u.login, id: u.id }),
+                user: self.user.map(|u| User {
+                    login: u.login,
+                    id: u.id,
+                }),
                 comments: Vec::new(),
                 created_at: self.created_at,
                 updated_at: self.updated_at,

@@ -40,14 +40,12 @@ impl Store {
     pub fn ensure_dirs(&self) -> anyhow::Result<()> {
         for sub in [ISSUES_DIR, RESULTS_DIR, BATCH_INPUT_DIR, BATCH_OUTPUT_DIR] {
             let dir = self.root.join(sub);
-            std::fs::create_dir_all(&dir).user_context(|| {
-                format!("cannot create data directory {}", dir.display())
-            })?;
+            std::fs::create_dir_all(&dir)
+                .user_context(|| format!("cannot create data directory {}", dir.display()))?;
         }
         // create_dir_all succeeds on an existing read-only folder: probe for write access.
-        tempfile::tempfile_in(self.issues_dir()).user_context(|| {
-            format!("data directory {} is not writable", self.root.display())
-        })?;
+        tempfile::tempfile_in(self.issues_dir())
+            .user_context(|| format!("data directory {} is not writable", self.root.display()))?;
         Ok(())
     }
 
@@ -62,9 +60,8 @@ impl Store {
     pub fn write_issue(&self, issue: &StoredIssue) -> anyhow::Result<String> {
         let rel = Self::issue_rel_path(&issue.org, &issue.repo, issue.issue.number)?;
         let bytes = serde_json::to_vec_pretty(issue).context("cannot serialize issue")?;
-        write_atomic(&self.root.join(&rel), &bytes).user_context(|| {
-            format!("cannot write issue file in {}", self.root.display())
-        })?;
+        write_atomic(&self.root.join(&rel), &bytes)
+            .user_context(|| format!("cannot write issue file in {}", self.root.display()))?;
         Ok(rel)
     }
 
@@ -127,7 +124,10 @@ mod tests {
                     color: Some("f29513".into()),
                     description: None,
                 }],
-                user: Some(User { login: "octocat".into(), id: Some(1) }),
+                user: Some(User {
+                    login: "octocat".into(),
+                    id: Some(1),
+                }),
                 comments: vec![],
                 created_at: Some("2024-01-02T03:04:05Z".into()),
                 updated_at: Some("2024-01-02T03:04:05Z".into()),
@@ -177,6 +177,9 @@ mod tests {
     fn a_bad_file_names_its_path_and_reason() {
         let err = parse_issue(Path::new("issues/x.json"), b"{\"org\": 1}").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("issues/x.json") && msg.contains("invalid type"), "{msg}");
+        assert!(
+            msg.contains("issues/x.json") && msg.contains("invalid type"),
+            "{msg}"
+        );
     }
 }

@@ -78,7 +78,8 @@ pub struct Metadata {
 impl Metadata {
     pub fn now() -> Self {
         Self {
-            collection_timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            collection_timestamp: chrono::Utc::now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }

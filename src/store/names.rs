@@ -5,14 +5,18 @@ use crate::error::user;
 /// GitHub owner logins: alphanumerics and single hyphens, at most 39 characters. Underscores are
 /// accepted too because Enterprise Server and older accounts have them.
 pub fn validate_org(name: &str) -> anyhow::Result<()> {
-    check(name, "organisation", 39, |c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    check(name, "organisation", 39, |c| {
+        c.is_ascii_alphanumeric() || c == '-' || c == '_'
+    })
 }
 
 /// GitHub repository names: alphanumerics, `-`, `_` and `.`, at most 100 characters, and never
 /// `.` or `..` (which GitHub also refuses).
 pub fn validate_repo(name: &str) -> anyhow::Result<()> {
     if name == "." || name == ".." {
-        return Err(user(format!("invalid repository name {name:?}: `.` and `..` are not names")));
+        return Err(user(format!(
+            "invalid repository name {name:?}: `.` and `..` are not names"
+        )));
     }
     check(name, "repository", 100, |c| {
         c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'
@@ -50,7 +54,14 @@ mod tests {
         for org in ["replicatedhq", "rust-lang", "dotnet", "some_org", "a"] {
             validate_org(org).unwrap();
         }
-        for repo in ["kots", "web-bugs", "corefx", "my_repo.rs", ".github", "a.b-c_d"] {
+        for repo in [
+            "kots",
+            "web-bugs",
+            "corefx",
+            "my_repo.rs",
+            ".github",
+            "a.b-c_d",
+        ] {
             validate_repo(repo).unwrap();
         }
     }

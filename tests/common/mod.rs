@@ -2,6 +2,10 @@
 
 #![allow(dead_code)]
 
+pub mod fake_anthropic;
+pub mod fake_github;
+pub mod fake_openai;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -35,14 +39,22 @@ impl Env {
 
     /// Runs the binary and parses its stdout as JSON (`--format json` is added).
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
-        let out = self.cmd().args(args).args(["--format", "json"]).output().unwrap();
+        let out = self
+            .cmd()
+            .args(args)
+            .args(["--format", "json"])
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "{args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("{args:?}: stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+            panic!(
+                "{args:?}: stdout is not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
         })
     }
 
@@ -59,9 +71,17 @@ pub fn repo_root() -> &'static Path {
 }
 
 pub fn sample(name: &str) -> String {
-    repo_root().join("data/sample").join(name).display().to_string()
+    repo_root()
+        .join("data/sample")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 pub fn fixture(name: &str) -> String {
-    repo_root().join("tests/fixtures").join(name).display().to_string()
+    repo_root()
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
 }

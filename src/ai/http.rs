@@ -1,0 +1,735 @@
+//! The thin send shared by every provider: one POST with retries, backoff and rate pacing, and
+//! the one decoder of error responses (OpenAI, Anthropic and compatible servers' envelopes).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use serde_json::Value;
+
+use crate::ai::Secret;
+
+/// How the key travels: OpenAI uses a bearer token, Anthropic an `x-api-key` header.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    Bearer(Secret),
+    ApiKey(Secret),
+}
+
+/// One POST, fully built: nothing provider-specific happens after this point.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    pub url: String,
+    pub auth: Auth,
+    /// Non-secret headers (e.g. `anthropic-version`).
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    fn secret(&self) -> &Secret {
+        match &self.auth {
+            Auth::Bearer(s) | Auth::ApiKey(s) => s,
+        }
+    }
+}
+
+/// Retry settings. The defaults follow the official SDKs (retry 408/409/429/5xx, honour the
+/// server's delay up to two minutes), with more attempts because a CLI run is unattended.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// A server asking for a longer wait than this ends the item instead (the SDKs use 120 s).
+    pub max_server_delay: Duration,
+    /// Whole-request timeout (connect + send + body).
+    pub timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 5,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            max_server_delay: Duration::from_secs(120),
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 400, 422: the request itself is wrong.
+    BadRequest,
+    /// 401: the key is missing or wrong — every other request will fail the same way.
+    Auth,
+    /// 402/403: billing or permission problem, also run-wide.
+    Permission,
+    /// 404: unknown model or path, run-wide.
+    NotFound,
+    /// 413: body too large (often an HTML page from a proxy).
+    TooLarge,
+    /// 429 with a rate limit: wait and retry.
+    RateLimited,
+    /// 429 `insufficient_quota`: retrying cannot help.
+    QuotaExceeded,
+    /// 503 / 529: the service is overloaded.
+    Overloaded,
+    /// Other 5xx.
+    Server,
+    /// No answer in time.
+    Timeout,
+    /// Connection refused, reset, DNS, TLS.
+    Network,
+    /// Anything else (other 4xx).
+    Other,
+}
+
+/// A failed call, decoded. Its text never contains the key (messages are scrubbed).
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: Option<u16>,
+    pub kind: ErrorKind,
+    /// Provider's error type (`rate_limit_error`, `invalid_request_error`, …).
+    pub error_type: Option<String>,
+    /// OpenAI's error code (`rate_limit_exceeded`, `invalid_api_key`, …).
+    pub code: Option<String>,
+    pub message: String,
+    pub request_id: Option<String>,
+    /// Delay the server asked for (`retry-after-ms`, `retry-after`, rate-limit resets).
+    pub retry_after: Option<Duration>,
+    /// `x-should-retry` header, which overrides the status-based decision.
+    pub should_retry: Option<bool>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.status {
+            Some(s) => write!(f, "HTTP {s}")?,
+            None => write!(f, "{:?}", self.kind)?,
+        }
+        if let Some(t) = self.code.as_ref().or(self.error_type.as_ref()) {
+            write!(f, " {t}")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(id) = &self.request_id {
+            write!(f, " (request id {id})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    pub fn retryable(&self) -> bool {
+        if let Some(b) = self.should_retry {
+            return b;
+        }
+        matches!(
+            self.kind,
+            ErrorKind::RateLimited
+                | ErrorKind::Overloaded
+                | ErrorKind::Server
+                | ErrorKind::Timeout
+                | ErrorKind::Network
+        ) || matches!(self.status, Some(408 | 409))
+    }
+
+    /// Errors that will hit every request of the run the same way: stop starting new ones.
+    pub fn is_run_wide(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Auth
+                | ErrorKind::Permission
+                | ErrorKind::NotFound
+                | ErrorKind::QuotaExceeded
+        )
+    }
+
+    fn transport(kind: ErrorKind, message: String) -> Self {
+        Self {
+            status: None,
+            kind,
+            error_type: None,
+            code: None,
+            message,
+            request_id: None,
+            retry_after: None,
+            should_retry: None,
+        }
+    }
+}
+
+/// The one error decoder: status + headers + body (any envelope, or none) → [`ApiError`].
+pub fn decode_error(status: u16, headers: &HeaderMap, body: &[u8], secret: &Secret) -> ApiError {
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    let str_at = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+    let (mut error_type, mut code, mut message, mut request_id) = (None, None, None, None);
+    if let Some(j) = &json {
+        match j.get("error") {
+            // OpenAI `{error:{message,type,param,code}}`; Anthropic `{type:"error",error:{type,message}}`.
+            Some(e @ Value::Object(_)) => {
+                error_type = str_at(e.get("type"));
+                message = str_at(e.get("message"));
+                code = match e.get("code") {
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(Value::Number(n)) => Some(n.to_string()),
+                    _ => None,
+                };
+            }
+            // Some compatible servers: `{"error": "text"}`.
+            Some(Value::String(s)) => message = Some(s.clone()),
+            _ => {
+                // vLLM `{object:"error",message,type,code}`; FastAPI `{detail}`.
+                message = str_at(j.get("message")).or_else(|| match j.get("detail") {
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(other) => Some(other.to_string()),
+                    None => None,
+                });
+                error_type = str_at(j.get("type")).filter(|t| t != "error");
+            }
+        }
+        request_id = str_at(j.get("request_id"));
+    }
+    let message = message.unwrap_or_else(|| {
+        // Proxies (e.g. a 413 from a CDN) answer with HTML or plain text.
+        let text = String::from_utf8_lossy(body);
+        let text = text.trim();
+        if text.is_empty() {
+            "(empty body)".to_string()
+        } else {
+            text.chars().take(300).collect()
+        }
+    });
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let request_id = request_id
+        .or_else(|| header("x-request-id").map(str::to_string))
+        .or_else(|| header("request-id").map(str::to_string));
+    let is = |s: &str| error_type.as_deref() == Some(s) || code.as_deref() == Some(s);
+    let kind = match status {
+        401 => ErrorKind::Auth,
+        402 | 403 => ErrorKind::Permission,
+        404 => ErrorKind::NotFound,
+        413 => ErrorKind::TooLarge,
+        429 if is("insufficient_quota") || is("billing_error") => ErrorKind::QuotaExceeded,
+        429 => ErrorKind::RateLimited,
+        408 | 504 => ErrorKind::Timeout,
+        503 | 529 => ErrorKind::Overloaded,
+        500..=599 => ErrorKind::Server,
+        400 | 422 => ErrorKind::BadRequest,
+        _ => ErrorKind::Other,
+    };
+    let retry_after = server_delay(headers, status == 429);
+    let should_retry = match header("x-should-retry") {
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        _ => None,
+    };
+    ApiError {
+        status: Some(status),
+        kind,
+        error_type: error_type.map(|s| secret.scrub(&s)),
+        code: code.map(|s| secret.scrub(&s)),
+        message: secret.scrub(&message),
+        request_id,
+        retry_after,
+        should_retry,
+    }
+}
+
+/// The delay a response asks for: `retry-after-ms`, then `retry-after` (seconds or HTTP date),
+/// then — on a 429 — the reset time of an exhausted rate-limit window.
+pub fn server_delay(headers: &HeaderMap, rate_limited: bool) -> Option<Duration> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        if ms.is_finite() && ms >= 0.0 {
+            return Some(Duration::from_secs_f64(ms / 1000.0));
+        }
+    }
+    if let Some(v) = header("retry-after") {
+        if let Ok(secs) = v.parse::<f64>() {
+            if secs.is_finite() && secs >= 0.0 {
+                return Some(Duration::from_secs_f64(secs));
+            }
+        } else if let Ok(when) = chrono::DateTime::parse_from_rfc2822(v) {
+            let ms = (when.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_milliseconds();
+            return Some(Duration::from_millis(ms.max(0) as u64));
+        }
+    }
+    if rate_limited {
+        return exhausted_window_reset(headers);
+    }
+    None
+}
+
+/// When a rate-limit window reports nothing remaining, how long until it resets.
+fn exhausted_window_reset(headers: &HeaderMap) -> Option<Duration> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let mut longest: Option<Duration> = None;
+    for window in ["requests", "tokens"] {
+        // OpenAI: `x-ratelimit-remaining-requests: 0`, `x-ratelimit-reset-requests: 1m30s`.
+        if header(&format!("x-ratelimit-remaining-{window}")) == Some("0") {
+            if let Some(d) =
+                header(&format!("x-ratelimit-reset-{window}")).and_then(parse_go_duration)
+            {
+                longest = longest.max(Some(d));
+            }
+        }
+    }
+    for window in ["requests", "tokens", "input-tokens", "output-tokens"] {
+        // Anthropic: `anthropic-ratelimit-requests-remaining: 0`, reset as an RFC 3339 time.
+        if header(&format!("anthropic-ratelimit-{window}-remaining")) == Some("0") {
+            if let Some(when) = header(&format!("anthropic-ratelimit-{window}-reset"))
+                .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
+            {
+                let ms = (when.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_milliseconds();
+                longest = longest.max(Some(Duration::from_millis(ms.max(0) as u64)));
+            }
+        }
+    }
+    longest
+}
+
+/// Go-style durations as OpenAI sends them: `12ms`, `6s`, `1m30s`, `1h2m3.5s`, `250us`.
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        if num_end == 0 {
+            return None;
+        }
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += n * factor;
+        rest = &rest[unit_end..];
+    }
+    total.is_finite().then(|| Duration::from_secs_f64(total))
+}
+
+/// Paces request starts across all workers: a minimum interval learned from the provider's
+/// requests-per-minute limit header, and a shared pause after a 429 or an exhausted window, so
+/// that one worker's rate-limit answer slows every worker instead of each hitting it in turn.
+#[derive(Debug, Default)]
+pub struct RateGate {
+    state: Mutex<GateState>,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    interval: Option<Duration>,
+    next_slot: Option<Instant>,
+    paused_until: Option<Instant>,
+}
+
+impl RateGate {
+    /// Waits for this request's turn.
+    pub async fn wait_turn(&self) {
+        let wait = self.reserve(Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Takes the next start slot and returns how long to wait for it from `now`.
+    fn reserve(&self, now: Instant) -> Duration {
+        let Ok(mut s) = self.state.lock() else {
+            return Duration::ZERO;
+        };
+        let mut slot = now;
+        if let Some(p) = s.paused_until {
+            slot = slot.max(p);
+        }
+        if let Some(n) = s.next_slot {
+            slot = slot.max(n);
+        }
+        if let Some(i) = s.interval {
+            s.next_slot = Some(slot + i);
+        }
+        slot.saturating_duration_since(now)
+    }
+
+    /// Learns the pace from a response's rate-limit headers.
+    pub fn observe(&self, headers: &HeaderMap) {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
+        let rpm = header("x-ratelimit-limit-requests")
+            .or_else(|| header("anthropic-ratelimit-requests-limit"))
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 1.0);
+        let exhausted = exhausted_window_reset(headers);
+        let Ok(mut s) = self.state.lock() else { return };
+        if let Some(rpm) = rpm {
+            s.interval = Some(Duration::from_secs_f64(60.0 / rpm));
+        }
+        if let Some(d) = exhausted {
+            let until = Instant::now() + d;
+            s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
+        }
+    }
+
+    /// Holds every worker back until `delay` from now.
+    pub fn pause_for(&self, delay: Duration) {
+        let Ok(mut s) = self.state.lock() else { return };
+        let until = Instant::now() + delay;
+        s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
+    }
+}
+
+/// A 2xx answer.
+#[derive(Debug, Clone)]
+pub struct HttpSuccess {
+    pub body: Vec<u8>,
+    /// Attempts made (1 = no retry).
+    pub attempts: u32,
+}
+
+/// The final failure of a call after its retries.
+#[derive(Debug, Clone)]
+pub struct HttpFailure {
+    pub error: ApiError,
+    pub attempts: u32,
+}
+
+/// The shared client: connection pool, retry policy and rate gate.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    policy: RetryPolicy,
+    gate: Arc<RateGate>,
+}
+
+impl HttpClient {
+    pub fn new(policy: RetryPolicy) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("github-analysis/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10).min(policy.timeout))
+            .timeout(policy.timeout)
+            .build()?;
+        Ok(Self {
+            client,
+            policy,
+            gate: Arc::new(RateGate::default()),
+        })
+    }
+
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// POSTs the request, retrying retryable failures with the server's delay or exponential
+    /// backoff with jitter. Never returns an error text that contains the key.
+    pub async fn send(&self, req: &HttpRequest) -> Result<HttpSuccess, HttpFailure> {
+        let secret = req.secret();
+        let headers = match build_headers(req) {
+            Ok(h) => h,
+            Err(message) => {
+                return Err(HttpFailure {
+                    error: ApiError::transport(ErrorKind::BadRequest, message),
+                    attempts: 0,
+                })
+            }
+        };
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(self.policy.base_delay)
+            .with_max_delay(self.policy.max_delay)
+            .with_factor(2.0)
+            .with_jitter()
+            .with_max_times(self.policy.max_retries as usize)
+            .build();
+        let mut attempts = 0u32;
+        loop {
+            self.gate.wait_turn().await;
+            attempts += 1;
+            let result = self
+                .client
+                .post(&req.url)
+                .headers(headers.clone())
+                .body(req.body.clone())
+                .send()
+                .await;
+            let error = match result {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let resp_headers = resp.headers().clone();
+                    self.gate.observe(&resp_headers);
+                    match resp.bytes().await {
+                        Ok(body) if (200..300).contains(&status) => {
+                            return Ok(HttpSuccess {
+                                body: body.to_vec(),
+                                attempts,
+                            })
+                        }
+                        Ok(body) => decode_error(status, &resp_headers, &body, secret),
+                        Err(e) => transport_error(&e, secret),
+                    }
+                }
+                Err(e) => transport_error(&e, secret),
+            };
+            let done = attempts > self.policy.max_retries || !error.retryable();
+            if done {
+                return Err(HttpFailure { error, attempts });
+            }
+            let delay = match error.retry_after {
+                Some(d) if d > self.policy.max_server_delay => {
+                    let mut error = error;
+                    error.message = format!(
+                        "{} (the server asked to wait {:.0}s, more than the {:.0}s this tool waits)",
+                        error.message,
+                        d.as_secs_f64(),
+                        self.policy.max_server_delay.as_secs_f64()
+                    );
+                    return Err(HttpFailure { error, attempts });
+                }
+                Some(d) => d,
+                None => backoff.next().unwrap_or(self.policy.max_delay),
+            };
+            if error.kind == ErrorKind::RateLimited {
+                self.gate.pause_for(delay);
+            }
+            tracing::info!(
+                "attempt {attempts} failed ({error}); retrying in {} ms",
+                delay.as_millis()
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+fn build_headers(req: &HttpRequest) -> Result<HeaderMap, String> {
+    let mut h = HeaderMap::new();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let (name, value) = match &req.auth {
+        Auth::Bearer(s) => (AUTHORIZATION, format!("Bearer {}", s.expose())),
+        Auth::ApiKey(s) => (HeaderName::from_static("x-api-key"), s.expose().to_string()),
+    };
+    let mut value = HeaderValue::from_str(&value)
+        .map_err(|_| "the API key contains characters not allowed in an HTTP header".to_string())?;
+    // Keeps the key out of reqwest/hyper debug output.
+    value.set_sensitive(true);
+    h.insert(name, value);
+    for (k, v) in &req.headers {
+        let v = HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k}"))?;
+        h.insert(HeaderName::from_static(k), v);
+    }
+    Ok(h)
+}
+
+fn transport_error(e: &reqwest::Error, secret: &Secret) -> ApiError {
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Network
+    };
+    // The full source chain says why (refused, reset, TLS); the key is never in it, but scrub
+    // anyway since the text ends up in result failure records.
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    ApiError::transport(kind, secret.scrub(&msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                HeaderName::from_static(k),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("12ms"), Some(Duration::from_millis(12)));
+        assert_eq!(parse_go_duration("6s"), Some(Duration::from_secs(6)));
+        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(
+            parse_go_duration("1h2m3.5s"),
+            Some(Duration::from_secs_f64(3723.5))
+        );
+        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
+        for bad in ["", "s", "12", "1x", "-1s", "1m30"] {
+            assert_eq!(parse_go_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn server_delay_prefers_ms_then_seconds_then_resets() {
+        assert_eq!(
+            server_delay(
+                &headers(&[("retry-after-ms", "10"), ("retry-after", "5")]),
+                true
+            ),
+            Some(Duration::from_millis(10))
+        );
+        assert_eq!(
+            server_delay(&headers(&[("retry-after", "2")]), false),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            server_delay(&headers(&[("retry-after", "0.5")]), false),
+            Some(Duration::from_millis(500))
+        );
+        let past = server_delay(
+            &headers(&[("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT")]),
+            false,
+        );
+        assert_eq!(past, Some(Duration::ZERO));
+        let h = headers(&[
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "1m30s"),
+        ]);
+        assert_eq!(server_delay(&h, true), Some(Duration::from_secs(90)));
+        assert_eq!(server_delay(&h, false), None);
+        let h = headers(&[
+            ("x-ratelimit-remaining-requests", "3"),
+            ("x-ratelimit-reset-requests", "1s"),
+        ]);
+        assert_eq!(server_delay(&h, true), None);
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc3339();
+        let h = headers(&[
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", &later),
+        ]);
+        let d = server_delay(&h, true).unwrap();
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+        assert_eq!(
+            server_delay(&headers(&[("retry-after", "soon")]), true),
+            None
+        );
+    }
+
+    #[test]
+    fn decodes_openai_envelope_and_scrubs_the_key() {
+        let key = Secret::new("sk-proj-abcdefghijklmnop");
+        let body = br#"{"error":{"message":"Incorrect API key provided: sk-proj-****mnop. You can find your API key at https://platform.openai.com/account/api-keys.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#;
+        let e = decode_error(401, &headers(&[("x-request-id", "req_1")]), body, &key);
+        assert_eq!(e.kind, ErrorKind::Auth);
+        assert_eq!(e.code.as_deref(), Some("invalid_api_key"));
+        assert_eq!(e.request_id.as_deref(), Some("req_1"));
+        assert!(!e.to_string().contains("mnop"), "{e}");
+        assert!(e.is_run_wide() && !e.retryable());
+    }
+
+    #[test]
+    fn decodes_anthropic_envelope_and_statuses() {
+        let key = Secret::new("k");
+        let body = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_011"}"#;
+        let e = decode_error(529, &HeaderMap::new(), body, &key);
+        assert_eq!(
+            (e.kind, e.error_type.as_deref()),
+            (ErrorKind::Overloaded, Some("overloaded_error"))
+        );
+        assert_eq!(e.request_id.as_deref(), Some("req_011"));
+        assert!(e.retryable());
+        let quota = br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
+        let e = decode_error(429, &headers(&[("retry-after", "1")]), quota, &key);
+        assert_eq!(e.kind, ErrorKind::QuotaExceeded);
+        assert!(!e.retryable());
+        let e = decode_error(
+            413,
+            &HeaderMap::new(),
+            b"<html>413 Request Entity Too Large</html>",
+            &key,
+        );
+        assert_eq!(e.kind, ErrorKind::TooLarge);
+        assert!(e.message.contains("413"));
+        let e = decode_error(500, &headers(&[("x-should-retry", "false")]), b"", &key);
+        assert!(!e.retryable());
+        assert_eq!(e.message, "(empty body)");
+        let e = decode_error(
+            400,
+            &headers(&[("x-should-retry", "true")]),
+            br#"{"detail":"bad"}"#,
+            &key,
+        );
+        assert!(e.retryable());
+        assert_eq!(e.message, "bad");
+        let e = decode_error(
+            400,
+            &HeaderMap::new(),
+            br#"{"object":"error","message":"m","type":"BadRequestError","code":400}"#,
+            &key,
+        );
+        assert_eq!(
+            (e.message.as_str(), e.error_type.as_deref()),
+            ("m", Some("BadRequestError"))
+        );
+    }
+
+    #[test]
+    fn gate_spaces_requests_by_the_learned_limit_and_pauses() {
+        let gate = RateGate::default();
+        let now = Instant::now();
+        assert_eq!(gate.reserve(now), Duration::ZERO);
+        // 600 rpm = one start every 100 ms, across all callers.
+        gate.observe(&headers(&[("x-ratelimit-limit-requests", "600")]));
+        assert_eq!(gate.reserve(now), Duration::ZERO);
+        assert_eq!(gate.reserve(now), Duration::from_millis(100));
+        assert_eq!(gate.reserve(now), Duration::from_millis(200));
+        let gate = RateGate::default();
+        gate.observe(&headers(&[("anthropic-ratelimit-requests-limit", "60000")]));
+        gate.pause_for(Duration::from_secs(5));
+        let wait = gate.reserve(Instant::now());
+        assert!(
+            !wait.is_zero() && wait <= Duration::from_secs(5),
+            "{wait:?}"
+        );
+    }
+}

@@ -1,0 +1,579 @@
+//! The AI layer: model strings, the provider enum, and what every provider returns.
+//!
+//! Providers are pure request builders and response parsers (`openai.rs`, `anthropic.rs`) plus
+//! one thin send with retries (`http.rs`), so the batch mode can build byte-identical JSONL lines
+//! and reuse the same parsers on batch output without sending anything.
+
+pub mod anthropic;
+pub mod http;
+pub mod openai;
+pub mod pricing;
+pub mod rules;
+pub mod secret;
+pub mod tokens;
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::user;
+use crate::settings::{
+    ENV_ANTHROPIC_API_KEY, ENV_ANTHROPIC_BASE_URL, ENV_MODEL, ENV_OPENAI_API_KEY,
+    ENV_OPENAI_BASE_URL,
+};
+pub use secret::Secret;
+
+/// Default model when only the provider is known (cheap, good at structured output).
+pub const DEFAULT_OPENAI_MODEL: &str = "gpt-4o-mini";
+pub const DEFAULT_ANTHROPIC_MODEL: &str = "claude-haiku-4-5";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    OpenAi,
+    Anthropic,
+    Rules,
+}
+
+impl ProviderKind {
+    pub const ALL: [ProviderKind; 3] = [Self::OpenAi, Self::Anthropic, Self::Rules];
+
+    /// The name stored in `ai_results.provider` and used in model strings.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+            Self::Rules => "rules",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// A parsed model string: `openai:gpt-4o-mini`, `anthropic:claude-haiku-4-5`, or `rules`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    pub provider: ProviderKind,
+    /// Provider's model id; `rules` for the embedded scorer.
+    pub model: String,
+}
+
+impl ModelSpec {
+    pub fn rules() -> Self {
+        Self {
+            provider: ProviderKind::Rules,
+            model: "rules".into(),
+        }
+    }
+
+    /// Parses a model string. A bare provider name picks its default model; a bare model id
+    /// that is obviously OpenAI's (`gpt-…`, `o3…`) or Anthropic's (`claude-…`) is accepted too.
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        let s = s.trim();
+        let known = "use `openai:MODEL`, `anthropic:MODEL` or `rules` (e.g. `openai:gpt-4o-mini`)";
+        if s.is_empty() {
+            return Err(user(format!("empty model string: {known}")));
+        }
+        let (provider, model) = match s.split_once(':') {
+            Some((p, m)) => {
+                let provider =
+                    ProviderKind::from_name(&p.to_ascii_lowercase()).ok_or_else(|| {
+                        user(format!("unknown provider {p:?} in model {s:?}: {known}"))
+                    })?;
+                (provider, m.trim().to_string())
+            }
+            None => match ProviderKind::from_name(&s.to_ascii_lowercase()) {
+                Some(p) => (p, String::new()),
+                None => (
+                    infer_provider(s).ok_or_else(|| {
+                        user(format!("cannot tell the provider of model {s:?}: {known}"))
+                    })?,
+                    s.to_string(),
+                ),
+            },
+        };
+        let model = match (provider, model.is_empty()) {
+            (ProviderKind::Rules, _) => "rules".to_string(),
+            (ProviderKind::OpenAi, true) => DEFAULT_OPENAI_MODEL.to_string(),
+            (ProviderKind::Anthropic, true) => DEFAULT_ANTHROPIC_MODEL.to_string(),
+            (_, false) => model,
+        };
+        if model.chars().any(|c| c.is_whitespace() || c.is_control()) || model.len() > 256 {
+            return Err(user(format!("invalid model id {model:?}")));
+        }
+        Ok(Self { provider, model })
+    }
+
+    /// The canonical model string (`provider:model`, or `rules`).
+    pub fn id(&self) -> String {
+        match self.provider {
+            ProviderKind::Rules => "rules".into(),
+            p => format!("{}:{}", p.name(), self.model),
+        }
+    }
+}
+
+impl fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.id())
+    }
+}
+
+fn infer_provider(model: &str) -> Option<ProviderKind> {
+    let m = model.to_ascii_lowercase();
+    if m.starts_with("claude") {
+        Some(ProviderKind::Anthropic)
+    } else if m.starts_with("gpt-")
+        || m.starts_with("chatgpt")
+        || (m.starts_with('o') && m[1..].starts_with(|c: char| c.is_ascii_digit()))
+    {
+        Some(ProviderKind::OpenAi)
+    } else {
+        None
+    }
+}
+
+/// Which model a run uses and why (the notice is printed when `rules` is a fallback).
+#[derive(Debug, Clone)]
+pub struct ResolvedModel {
+    pub spec: ModelSpec,
+    pub notice: Option<String>,
+}
+
+/// ARCHITECTURE.md §5: `--model` > env `GITHUB_ANALYSIS_MODEL` > OpenAI if `OPENAI_API_KEY` is set
+/// > Anthropic if `ANTHROPIC_API_KEY` is set > `rules` (with a one-line notice).
+pub fn resolve_model(
+    cli: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<ResolvedModel> {
+    let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let spec = if let Some(m) = cli {
+        ModelSpec::parse(m)?
+    } else if let Some(m) = set(ENV_MODEL) {
+        ModelSpec::parse(&m).map_err(|e| e.context(format!("in {ENV_MODEL}")))?
+    } else if set(ENV_OPENAI_API_KEY).is_some() {
+        ModelSpec::parse("openai")?
+    } else if set(ENV_ANTHROPIC_API_KEY).is_some() {
+        ModelSpec::parse("anthropic")?
+    } else {
+        return Ok(ResolvedModel {
+            spec: ModelSpec::rules(),
+            notice: Some(format!(
+                "no --model, {ENV_MODEL}, {ENV_OPENAI_API_KEY} or {ENV_ANTHROPIC_API_KEY}: \
+                 using the offline `rules` model"
+            )),
+        });
+    };
+    Ok(ResolvedModel { spec, notice: None })
+}
+
+/// Where and how to reach a provider: key and base URL from the environment.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Base URL without a trailing slash (OpenAI's includes `/v1`, Anthropic's does not).
+    pub base_url: String,
+    pub key: Secret,
+}
+
+impl Endpoint {
+    /// Reads the key (required) and base URL (optional) of a network provider.
+    pub fn from_env(
+        provider: ProviderKind,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Option<Self>> {
+        let (key_var, url_var, default_url) = match provider {
+            ProviderKind::Rules => return Ok(None),
+            ProviderKind::OpenAi => (
+                ENV_OPENAI_API_KEY,
+                ENV_OPENAI_BASE_URL,
+                openai::DEFAULT_BASE_URL,
+            ),
+            ProviderKind::Anthropic => (
+                ENV_ANTHROPIC_API_KEY,
+                ENV_ANTHROPIC_BASE_URL,
+                anthropic::DEFAULT_BASE_URL,
+            ),
+        };
+        let key = env(key_var)
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                user(format!(
+                    "{key_var} is not set: export it or put it in a .env file \
+                     (or use --model rules, which needs no key)"
+                ))
+            })?;
+        if key.chars().any(|c| c.is_control()) {
+            return Err(user(format!("{key_var} contains control characters")));
+        }
+        let base_url = env(url_var)
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| default_url.to_string());
+        let parsed = url::Url::parse(&base_url)
+            .map_err(|e| user(format!("{url_var} is not a valid URL ({base_url:?}): {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(user(format!(
+                "{url_var} must be an http(s) URL, got {base_url:?}"
+            )));
+        }
+        Ok(Some(Self {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            key: Secret::new(key),
+        }))
+    }
+}
+
+/// Token counts of one or more calls. `prompt_tokens` is the whole prompt, cached parts
+/// included (OpenAI's convention; Anthropic's three input counters are summed into it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    /// Prompt tokens served from the provider's prompt cache (billed cheaper).
+    pub cached_tokens: u64,
+    /// Prompt tokens written to Anthropic's cache (billed dearer); 0 for OpenAI.
+    pub cache_creation_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: &Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.cached_tokens += other.cached_tokens;
+        self.cache_creation_tokens += other.cache_creation_tokens;
+        self.completion_tokens += other.completion_tokens;
+    }
+}
+
+/// A provider-neutral prompt: the stable prefix (system) first, the issue (user) last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prompt {
+    /// Instructions + taxonomy: identical bytes for every issue, so prompt caching works.
+    pub system: String,
+    /// The issue itself.
+    pub user: String,
+    /// Name of the JSON schema / forced tool (`[a-zA-Z0-9_-]{1,64}`).
+    pub schema_name: String,
+    pub schema_description: String,
+    /// JSON Schema of the answer (strict-mode compatible).
+    pub schema: Value,
+}
+
+/// A rejected answer to feed back for the one repair attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Repair {
+    /// The provider-specific assistant turn to replay (what the model said).
+    pub replay: Value,
+    /// Why it was rejected, in words the model can act on.
+    pub problem: String,
+}
+
+/// A successfully parsed answer: the structured JSON the model produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub value: Value,
+    pub usage: Usage,
+    /// The assistant turn as the provider returned it, for a repair request.
+    pub replay: Value,
+    /// The provider's response id (`chatcmpl-…`, `msg_…`).
+    pub response_id: Option<String>,
+}
+
+/// A 200 response whose content cannot be used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnswerError {
+    pub message: String,
+    pub usage: Usage,
+    /// Set when the model produced something a repair request can correct (bad JSON, cut off);
+    /// `None` when the body is not the provider's response shape at all.
+    pub replay: Option<Value>,
+}
+
+impl fmt::Display for AnswerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Generation settings from `--setting key=value`, validated per provider and model family.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenSettings {
+    pub temperature: Option<f64>,
+    /// `max_completion_tokens` (OpenAI) / `max_tokens` (Anthropic).
+    pub max_tokens: Option<u64>,
+    /// OpenAI reasoning models only.
+    pub reasoning_effort: Option<String>,
+}
+
+impl GenSettings {
+    /// Parses `key=value` pairs for a model; unknown keys and out-of-range values are user errors.
+    pub fn parse(spec: &ModelSpec, pairs: &[String]) -> anyhow::Result<Self> {
+        let mut s = Self::default();
+        for pair in pairs {
+            let (k, v) = pair
+                .split_once('=')
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .ok_or_else(|| user(format!("--setting {pair:?}: expected key=value")))?;
+            match (spec.provider, k) {
+                (ProviderKind::Rules, _) => {
+                    return Err(user(format!(
+                        "--setting {k}: the rules model takes no settings (its threshold lives in the taxonomy file)"
+                    )))
+                }
+                (_, "temperature") => {
+                    let t: f64 = v
+                        .parse()
+                        .map_err(|_| user(format!("--setting temperature={v}: not a number")))?;
+                    let max = if spec.provider == ProviderKind::Anthropic { 1.0 } else { 2.0 };
+                    if !(0.0..=max).contains(&t) {
+                        return Err(user(format!(
+                            "--setting temperature={v}: must be between 0 and {max} for {}",
+                            spec.provider.name()
+                        )));
+                    }
+                    if spec.provider == ProviderKind::OpenAi
+                        && openai::is_reasoning_model(&spec.model)
+                        && t != 1.0
+                    {
+                        return Err(user(format!(
+                            "--setting temperature={v}: {} is a reasoning model and only accepts the default temperature (1)",
+                            spec.model
+                        )));
+                    }
+                    s.temperature = Some(t);
+                }
+                (_, "max_tokens" | "max_completion_tokens") => {
+                    let n: u64 = v.parse().ok().filter(|n| *n >= 1 && *n <= 1_000_000).ok_or_else(
+                        || user(format!("--setting {k}={v}: must be a whole number from 1 to 1000000")),
+                    )?;
+                    s.max_tokens = Some(n);
+                }
+                (ProviderKind::OpenAi, "reasoning_effort") => {
+                    const EFFORTS: [&str; 7] = ["none", "minimal", "low", "medium", "high", "xhigh", "max"];
+                    if !EFFORTS.contains(&v) {
+                        return Err(user(format!(
+                            "--setting reasoning_effort={v}: expected one of {}",
+                            EFFORTS.join(", ")
+                        )));
+                    }
+                    if !openai::is_reasoning_model(&spec.model) {
+                        return Err(user(format!(
+                            "--setting reasoning_effort: {} is not a reasoning model (o1/o3/o4/gpt-5 families)",
+                            spec.model
+                        )));
+                    }
+                    s.reasoning_effort = Some(v.to_string());
+                }
+                (p, _) => {
+                    let known = match p {
+                        ProviderKind::OpenAi => "temperature, max_completion_tokens, reasoning_effort",
+                        _ => "temperature, max_tokens",
+                    };
+                    return Err(user(format!(
+                        "--setting {k}: unknown setting for {}; known: {known}",
+                        p.name()
+                    )));
+                }
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// A ready-to-use model: the provider with its endpoint and settings. `Rules` needs nothing.
+#[derive(Debug, Clone)]
+pub enum Provider {
+    OpenAi(openai::OpenAi),
+    Anthropic(anthropic::Anthropic),
+    Rules,
+}
+
+impl Provider {
+    pub fn new(
+        spec: &ModelSpec,
+        endpoint: Option<Endpoint>,
+        settings: GenSettings,
+    ) -> anyhow::Result<Self> {
+        Ok(match (spec.provider, endpoint) {
+            (ProviderKind::Rules, _) => Self::Rules,
+            (ProviderKind::OpenAi, Some(ep)) => {
+                Self::OpenAi(openai::OpenAi::new(&spec.model, ep, settings))
+            }
+            (ProviderKind::Anthropic, Some(ep)) => {
+                Self::Anthropic(anthropic::Anthropic::new(&spec.model, ep, settings))
+            }
+            (p, None) => anyhow::bail!("provider {} needs an endpoint", p.name()),
+        })
+    }
+
+    pub fn kind(&self) -> ProviderKind {
+        match self {
+            Self::OpenAi(_) => ProviderKind::OpenAi,
+            Self::Anthropic(_) => ProviderKind::Anthropic,
+            Self::Rules => ProviderKind::Rules,
+        }
+    }
+
+    /// The request body for a prompt (and an optional repair turn). Pure: batch lines use it too.
+    pub fn request_body(&self, prompt: &Prompt, repair: Option<&Repair>) -> Option<Value> {
+        match self {
+            Self::OpenAi(p) => Some(p.request_body(prompt, repair)),
+            Self::Anthropic(p) => Some(p.request_body(prompt, repair)),
+            Self::Rules => None,
+        }
+    }
+
+    /// Parses a 200 response body into the structured answer. Pure: batch output uses it too.
+    pub fn parse_response(&self, body: &[u8]) -> Result<Answer, AnswerError> {
+        match self {
+            Self::OpenAi(_) => openai::parse_response(body),
+            Self::Anthropic(_) => anthropic::parse_response(body),
+            Self::Rules => Err(AnswerError {
+                message: "the rules model has no responses to parse".into(),
+                usage: Usage::default(),
+                replay: None,
+            }),
+        }
+    }
+
+    /// The HTTP request (URL, headers, body bytes) for a body built by [`Self::request_body`].
+    pub fn http_request(&self, body: &Value) -> Option<http::HttpRequest> {
+        match self {
+            Self::OpenAi(p) => Some(p.http_request(body)),
+            Self::Anthropic(p) => Some(p.http_request(body)),
+            Self::Rules => None,
+        }
+    }
+
+    pub fn secret(&self) -> Option<&Secret> {
+        match self {
+            Self::OpenAi(p) => Some(&p.endpoint.key),
+            Self::Anthropic(p) => Some(&p.endpoint.key),
+            Self::Rules => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn parses_model_strings() {
+        let m = ModelSpec::parse("openai:gpt-4o-mini").unwrap();
+        assert_eq!(
+            (m.provider, m.model.as_str()),
+            (ProviderKind::OpenAi, "gpt-4o-mini")
+        );
+        assert_eq!(
+            ModelSpec::parse("anthropic:claude-sonnet-4-5")
+                .unwrap()
+                .id(),
+            "anthropic:claude-sonnet-4-5"
+        );
+        assert_eq!(ModelSpec::parse("rules").unwrap(), ModelSpec::rules());
+        assert_eq!(
+            ModelSpec::parse("openai").unwrap().model,
+            DEFAULT_OPENAI_MODEL
+        );
+        assert_eq!(
+            ModelSpec::parse("claude-haiku-4-5").unwrap().provider,
+            ProviderKind::Anthropic
+        );
+        assert_eq!(
+            ModelSpec::parse("o3-mini").unwrap().provider,
+            ProviderKind::OpenAi
+        );
+        for bad in ["", "gemini:pro", "llama3", "openai:gpt 4"] {
+            assert!(ModelSpec::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn default_order_follows_the_design() {
+        let r = |cli, env: &'static [(&'static str, &'static str)]| {
+            resolve_model(cli, &env_of(env)).unwrap().spec.id()
+        };
+        let both = &[(ENV_OPENAI_API_KEY, "k1"), (ENV_ANTHROPIC_API_KEY, "k2")];
+        assert_eq!(r(Some("rules"), both), "rules");
+        assert_eq!(
+            r(
+                None,
+                &[(ENV_MODEL, "anthropic:claude-x"), (ENV_OPENAI_API_KEY, "k")]
+            ),
+            "anthropic:claude-x"
+        );
+        assert_eq!(r(None, both), format!("openai:{DEFAULT_OPENAI_MODEL}"));
+        assert_eq!(
+            r(None, &[(ENV_ANTHROPIC_API_KEY, "k2")]),
+            format!("anthropic:{DEFAULT_ANTHROPIC_MODEL}")
+        );
+        let fallback = resolve_model(None, &env_of(&[(ENV_OPENAI_API_KEY, " ")])).unwrap();
+        assert_eq!(fallback.spec, ModelSpec::rules());
+        assert!(fallback.notice.is_some());
+    }
+
+    #[test]
+    fn endpoint_needs_a_key_and_a_valid_url() {
+        let err = Endpoint::from_env(ProviderKind::OpenAi, &env_of(&[])).unwrap_err();
+        assert!(err.to_string().contains("OPENAI_API_KEY is not set"));
+        let ep = Endpoint::from_env(
+            ProviderKind::Anthropic,
+            &env_of(&[
+                (ENV_ANTHROPIC_API_KEY, "k"),
+                (ENV_ANTHROPIC_BASE_URL, "http://127.0.0.1:9/"),
+            ]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(ep.base_url, "http://127.0.0.1:9");
+        assert!(Endpoint::from_env(
+            ProviderKind::OpenAi,
+            &env_of(&[(ENV_OPENAI_API_KEY, "k"), (ENV_OPENAI_BASE_URL, "ftp://x")]),
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn settings_are_validated_per_model_family() {
+        let gpt = ModelSpec::parse("openai:gpt-4o-mini").unwrap();
+        let o3 = ModelSpec::parse("openai:o3-mini").unwrap();
+        let claude = ModelSpec::parse("anthropic:claude-haiku-4-5").unwrap();
+        let s = |m: &ModelSpec, kv: &[&str]| {
+            GenSettings::parse(m, &kv.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            s(&gpt, &["temperature=0.2"]).unwrap().temperature,
+            Some(0.2)
+        );
+        assert!(s(&o3, &["temperature=0.2"]).is_err());
+        assert_eq!(
+            s(&o3, &["reasoning_effort=low"])
+                .unwrap()
+                .reasoning_effort
+                .as_deref(),
+            Some("low")
+        );
+        assert!(s(&gpt, &["reasoning_effort=low"]).is_err());
+        assert!(s(&claude, &["temperature=1.5"]).is_err());
+        assert_eq!(
+            s(&claude, &["max_tokens=300"]).unwrap().max_tokens,
+            Some(300)
+        );
+        assert!(s(&claude, &["reasoning_effort=low"]).is_err());
+        assert!(s(&gpt, &["max_completion_tokens=0"]).is_err());
+        assert!(s(&gpt, &["nonsense"]).is_err());
+        assert!(s(&ModelSpec::rules(), &["temperature=0"]).is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! `collect`: fetch issues, comments and labels from GitHub into the JSON store and DuckDB.
+
+use serde_json::{json, Value};
+
+use crate::cli::CollectArgs;
+use crate::commands::Ctx;
+use crate::error::user;
+use crate::github::client::{Client, ClientConfig};
+use crate::github::collect::{parse_since, parse_size, CollectOptions, CollectReport, Collector};
+use crate::settings::{ENV_GITHUB_API_URL, ENV_GITHUB_GRAPHQL_URL, ENV_GITHUB_MAX_WAIT};
+
+pub async fn run(ctx: &Ctx, args: &CollectArgs) -> anyhow::Result<()> {
+    let token = args
+        .token
+        .clone()
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| user("no GitHub token: pass --token or set GITHUB_TOKEN"))?;
+    let env = |k: &str| std::env::var(k).ok();
+    let cfg = ClientConfig::new(
+        env(ENV_GITHUB_API_URL).as_deref(),
+        env(ENV_GITHUB_GRAPHQL_URL).as_deref(),
+        token,
+        env(ENV_GITHUB_MAX_WAIT).as_deref(),
+    )?;
+    let opts = CollectOptions {
+        org: args.org.clone(),
+        repo: args.repo.clone(),
+        issue_number: args.issue_number,
+        labels: args
+            .labels
+            .iter()
+            .flat_map(|l| l.split(','))
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect(),
+        state: args.state,
+        since: args.since.as_deref().map(parse_since).transpose()?,
+        limit: args.limit,
+        exclude_repos: args.exclude_repo.clone(),
+        include_archived: args.include_archived,
+        full: args.full,
+        attachments: if args.download_attachments {
+            Some(parse_size(&args.max_attachment_size)?)
+        } else {
+            None
+        },
+    };
+    let client = Client::new(cfg, ctx.printer)?;
+    // Open the database first: if another process holds it, fail before fetching anything.
+    let mut db = ctx.db()?;
+    ctx.store.ensure_dirs()?;
+
+    let mut collector = Collector::new(&client, &ctx.store, &mut db, ctx.printer, &opts);
+    // Every page is written and loaded before the next request, so stopping at any await point
+    // (Ctrl-C) keeps all finished work; cursors only move when a repository completes.
+    let outcome = {
+        let work = collector.run();
+        tokio::pin!(work);
+        tokio::select! {
+            r = &mut work => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    };
+    let report = collector.report.clone();
+    print_summary(ctx, &client, &report)?;
+    for (path, why) in &report.sync_failed {
+        ctx.printer.warn(&format!(
+            "{path}: written but not loaded into the database: {why}"
+        ));
+    }
+    match outcome {
+        None => Err(user(format!(
+            "interrupted: the {} issues stored so far are kept; run the same command again to resume",
+            report.issues_new + report.issues_updated
+        ))),
+        Some(Err(e)) => Err(e),
+        Some(Ok(())) if !report.failed.is_empty() => Err(user(format!(
+            "{} repositories could not be collected (listed above); the others were",
+            report.failed.len()
+        ))),
+        Some(Ok(())) if !report.sync_failed.is_empty() => Err(user(format!(
+            "{} issue files could not be loaded into the database (listed above)",
+            report.sync_failed.len()
+        ))),
+        Some(Ok(())) => Ok(()),
+    }
+}
+
+fn print_summary(ctx: &Ctx, client: &Client, r: &CollectReport) -> anyhow::Result<()> {
+    let limits = client.rate_limits();
+    let remaining = |bucket: &str| {
+        limits
+            .get(bucket)
+            .map_or(Value::Null, |s| json!(s.remaining))
+    };
+    ctx.printer.summary(&[
+        ("repositories", json!(r.repositories)),
+        ("repositories_skipped", json!(r.repositories_skipped)),
+        ("repositories_failed", json!(r.failed.len())),
+        ("incremental", json!(r.incremental)),
+        ("issues", json!(r.issues())),
+        ("new", json!(r.issues_new)),
+        ("updated", json!(r.issues_updated)),
+        ("unchanged", json!(r.issues_unchanged)),
+        ("comments", json!(r.comments)),
+        ("pull_requests_skipped", json!(r.pull_requests_skipped)),
+        ("attachments_downloaded", json!(r.attachments.downloaded)),
+        ("attachments_failed", json!(r.attachments.failed)),
+        ("attachments_skipped", json!(r.attachments.skipped)),
+        ("requests", json!(client.requests())),
+        ("rate_limit_remaining_graphql", remaining("graphql")),
+        ("rate_limit_remaining_core", remaining("core")),
+    ])?;
+    Ok(())
+}

@@ -1,0 +1,349 @@
+//! `process PROCESSOR`: run an AI processor in real time over stored issues (or, with
+//! `--dry-run`, list what would run with estimated tokens and cost).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::ai::http::{HttpClient, RetryPolicy};
+use crate::ai::pricing::PriceTable;
+use crate::ai::{self, tokens, Endpoint, GenSettings, ModelSpec, Provider, ProviderKind};
+use crate::cli::{AiArgs, OutputFormat, ProcessArgs, ProcessCommand};
+use crate::commands::Ctx;
+use crate::db::IssueRef;
+use crate::error::user;
+use crate::printer::Table;
+use crate::processors::{self, Processor};
+use crate::realtime::{self, Engine};
+use crate::store::{names, parse_issue};
+
+const DEFAULT_CONCURRENCY: usize = 8;
+const MAX_CONCURRENCY: usize = 256;
+/// Completion tokens assumed per issue by estimates: a labeling answer with reasoning is
+/// typically 200–500 tokens.
+pub const EST_COMPLETION_TOKENS: u64 = 400;
+
+pub async fn run(ctx: &Ctx, cmd: ProcessCommand) -> anyhow::Result<()> {
+    match cmd {
+        ProcessCommand::ProductLabeling(args) => {
+            run_processor(ctx, processors::product_labeling::NAME, &args).await
+        }
+    }
+}
+
+/// Everything resolved from flags and environment before any issue is touched.
+pub struct Plan {
+    pub model: ModelSpec,
+    pub settings: GenSettings,
+    pub processor: Processor,
+    pub prices: PriceTable,
+    pub policy: RetryPolicy,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Resolves model, settings, processor, prices and retry policy (shared with other commands).
+pub fn plan(ctx: &Ctx, processor: &str, model: Option<&str>, a: &AiArgs) -> anyhow::Result<Plan> {
+    let resolved = ai::resolve_model(model, &env)?;
+    if let Some(n) = &resolved.notice {
+        ctx.printer.note(n);
+    }
+    let settings = GenSettings::parse(&resolved.spec, &a.settings)?;
+    let processor = Processor::get(
+        processor,
+        &processors::Options {
+            taxonomy: a.taxonomy.clone(),
+            token_budget: a.token_budget,
+        },
+    )?;
+    let prices = match &a.prices {
+        Some(p) => PriceTable::with_overrides(p)?,
+        None => PriceTable::builtin(),
+    };
+    let mut policy = RetryPolicy::default();
+    if let Some(t) = a.request_timeout {
+        if !t.is_finite() || t <= 0.0 || t > 3600.0 {
+            return Err(user(format!(
+                "--request-timeout {t}: must be between 0 and 3600 seconds"
+            )));
+        }
+        policy.timeout = Duration::from_secs_f64(t);
+    }
+    if let Some(n) = a.max_retries {
+        if n > 20 {
+            return Err(user(format!("--max-retries {n}: at most 20")));
+        }
+        policy.max_retries = n;
+    }
+    Ok(Plan {
+        model: resolved.spec,
+        settings,
+        processor,
+        prices,
+        policy,
+    })
+}
+
+pub async fn run_processor(ctx: &Ctx, processor: &str, args: &ProcessArgs) -> anyhow::Result<()> {
+    names::validate_org(&args.org)?;
+    if let Some(r) = &args.repo {
+        names::validate_repo(r)?;
+    }
+    let concurrency = args.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+    if concurrency == 0 || concurrency > MAX_CONCURRENCY {
+        return Err(user(format!(
+            "--concurrency {concurrency}: must be between 1 and {MAX_CONCURRENCY}"
+        )));
+    }
+    let plan = plan(ctx, processor, args.model.as_deref(), &args.ai)?;
+    let mut db = ctx.db()?;
+    let all = db.issues_for_processing(
+        &args.org,
+        args.repo.as_deref(),
+        args.issue_number,
+        plan.processor.name(),
+    )?;
+    if all.is_empty() {
+        let what = match (&args.repo, args.issue_number) {
+            (Some(r), Some(n)) => format!("{}/{r}#{n}", args.org),
+            (Some(r), None) => format!("{}/{r}", args.org),
+            _ => args.org.clone(),
+        };
+        return Err(user(format!(
+            "no stored issues match {what}: collect or import them first (see `status`)"
+        )));
+    }
+    let selected = all.len();
+    let (todo, existing): (Vec<IssueRef>, Vec<IssueRef>) = all
+        .into_iter()
+        .partition(|i| args.reprocess || !i.has_result);
+    if args.dry_run {
+        return dry_run(ctx, &plan, &todo, existing.len());
+    }
+    if todo.is_empty() {
+        ctx.printer.note(&format!(
+            "all {selected} selected issue(s) already have a {} result; use --reprocess to redo them",
+            plan.processor.name()
+        ));
+    }
+    let endpoint = if todo.is_empty() {
+        None
+    } else {
+        Endpoint::from_env(plan.model.provider, &env)?
+    };
+    let provider = match (plan.model.provider, endpoint) {
+        (ProviderKind::Rules, _) | (_, None) => Provider::Rules,
+        (_, ep) => Provider::new(&plan.model, ep, plan.settings.clone())?,
+    };
+    let http = match provider {
+        Provider::Rules => None,
+        _ => Some(HttpClient::new(plan.policy.clone())?),
+    };
+    let engine = Arc::new(Engine {
+        processor: plan.processor,
+        model: plan.model.clone(),
+        provider,
+        http,
+        prices: plan.prices,
+    });
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let signals = tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    let bar = crate::progress::bar(todo.len() as u64, "process", ctx.settings.quiet);
+    let to_run = todo.len();
+    let printer = ctx.printer;
+    let report = realtime::run(
+        engine,
+        &ctx.store,
+        &mut db,
+        todo,
+        concurrency,
+        &bar,
+        rx,
+        |n| printer.note(n),
+    )
+    .await;
+    signals.abort();
+    bar.finish_and_clear();
+    let report = report?;
+    for (issue, reason) in &report.failed {
+        ctx.printer.warn(&format!("{issue}: {reason}"));
+    }
+    let not_started = to_run.saturating_sub(report.processed + report.failed.len());
+    let secs = report.elapsed.as_secs_f64();
+    let mut fields: Vec<(&str, Value)> = vec![
+        ("processor", json!(processor)),
+        ("model", json!(plan.model.id())),
+        ("selected", json!(selected)),
+        ("skipped_existing", json!(existing.len())),
+        ("processed", json!(report.processed)),
+        ("failed", json!(report.failed.len())),
+        ("not_started", json!(not_started)),
+        ("requests", json!(report.requests)),
+        ("prompt_tokens", json!(report.usage.prompt_tokens)),
+        ("cached_tokens", json!(report.usage.cached_tokens)),
+        ("completion_tokens", json!(report.usage.completion_tokens)),
+        (
+            "cost_usd",
+            if report.cost_unknown && report.cost_usd == 0.0 {
+                Value::Null
+            } else {
+                json!(round6(report.cost_usd))
+            },
+        ),
+        ("elapsed_s", json!((secs * 100.0).round() / 100.0)),
+    ];
+    if ctx.printer.format == OutputFormat::Json {
+        fields.push((
+            "failures",
+            Value::Array(
+                report
+                    .failed
+                    .iter()
+                    .map(|(i, r)| json!({"issue": i, "reason": r}))
+                    .collect(),
+            ),
+        ));
+    }
+    ctx.printer.summary(&fields)?;
+    if report.cost_unknown {
+        ctx.printer.warn(&format!(
+            "no price known for {}: cost not recorded (add it with --prices FILE)",
+            plan.model.id()
+        ));
+    }
+    if let Some(reason) = report.aborted {
+        return Err(user(format!(
+            "stopped after a run-wide error; {} result(s) stored: {reason}",
+            report.processed
+        )));
+    }
+    if report.interrupted {
+        return Err(user(format!(
+            "interrupted: {} result(s) stored, {not_started} issue(s) not processed",
+            report.processed
+        )));
+    }
+    if !report.failed.is_empty() {
+        return Err(user(format!(
+            "{} issue(s) failed (listed above, records in {}); the other results were stored",
+            report.failed.len(),
+            crate::results::FAILURES_DIR
+        )));
+    }
+    Ok(())
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+/// Lists what would run, with estimated tokens and cost (no prompt caching assumed: an upper
+/// bound), and calls nothing.
+fn dry_run(ctx: &Ctx, plan: &Plan, todo: &[IssueRef], existing: usize) -> anyhow::Result<()> {
+    let network = plan.model.provider != ProviderKind::Rules;
+    // The stable prefix (instructions, taxonomy, schema) is the same for every issue: count once.
+    let mut prefix_tokens = 0u64;
+    let mut table = Table::new([
+        "issue",
+        "title",
+        "prompt_tokens",
+        "completion_tokens",
+        "est_cost_usd",
+        "note",
+    ]);
+    let (mut total_prompt, mut total_completion, mut total_cost) = (0u64, 0u64, 0f64);
+    let price = plan.prices.lookup(&plan.model);
+    for item in todo {
+        let path = ctx.store.abs(&item.file_path);
+        let loaded = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| parse_issue(&path, &b).map_err(|e| format!("{e:#}")));
+        let issue = match loaded {
+            Ok(i) => i,
+            Err(e) => {
+                table.push(vec![
+                    json!(item.id),
+                    Value::Null,
+                    Value::Null,
+                    Value::Null,
+                    Value::Null,
+                    json!(e),
+                ]);
+                continue;
+            }
+        };
+        let (prompt, note) = plan.processor.prompt(&issue);
+        let (p, c) = if network {
+            if prefix_tokens == 0 {
+                prefix_tokens = (tokens::count(&prompt.system)
+                    + tokens::count(&prompt.schema.to_string())
+                    + 20) as u64;
+            }
+            (
+                prefix_tokens + tokens::count(&prompt.user) as u64,
+                EST_COMPLETION_TOKENS,
+            )
+        } else {
+            (0, 0)
+        };
+        let usage = ai::Usage {
+            prompt_tokens: p,
+            completion_tokens: c,
+            ..Default::default()
+        };
+        let cost = plan.prices.cost(&plan.model, &usage, false);
+        total_prompt += p;
+        total_completion += c;
+        total_cost += cost.unwrap_or(0.0);
+        table.push(vec![
+            json!(item.id),
+            json!(issue.issue.title),
+            json!(p),
+            json!(c),
+            cost.map_or(Value::Null, |c| json!(round6(c))),
+            note.map_or(Value::Null, Value::String),
+        ]);
+    }
+    let total_cost = price.map(|_| round6(total_cost));
+    match ctx.printer.format {
+        OutputFormat::Json => ctx.printer.json(&json!({
+            "dry_run": true,
+            "processor": plan.processor.name(),
+            "model": plan.model.id(),
+            "to_process": todo.len(),
+            "skipped_existing": existing,
+            "est_prompt_tokens": total_prompt,
+            "est_completion_tokens": total_completion,
+            "est_cost_usd": total_cost,
+            "issues": table.rows.iter().map(|r| json!({
+                "issue": r[0], "title": r[1], "prompt_tokens": r[2],
+                "completion_tokens": r[3], "est_cost_usd": r[4], "note": r[5],
+            })).collect::<Vec<_>>(),
+        }))?,
+        OutputFormat::Csv => ctx.printer.table(&table)?,
+        OutputFormat::Table => {
+            ctx.printer.table(&table)?;
+            ctx.printer.line(&format!(
+                "Dry run with {}: {} issue(s) to process, {existing} skipped (already have a result).",
+                plan.model.id(),
+                todo.len()
+            ))?;
+            ctx.printer.line(&format!(
+                "Estimated tokens: {total_prompt} prompt + {total_completion} completion; cost: {} \
+                 (no prompt caching assumed; batch mode costs {:.0}% less).",
+                total_cost.map_or("unknown (no price for this model; see --prices)".to_string(), |c| format!("${c:.4}")),
+                plan.prices.batch_discount * 100.0
+            ))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,587 @@
+//! The collect pipeline: which repositories and issues to fetch (organisation, repository or
+//! single-issue mode), incremental cursors, writing files and upserting DuckDB page by page.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::cli::IssueState;
+use crate::db::{AttachmentRow, Db};
+use crate::error::user;
+use crate::github::attachments::{self, AttachmentCounts};
+use crate::github::client::{Client, GitHubError};
+use crate::github::graphql::{
+    self, CommentsData, IssueFilter, IssuesData, COMMENTS_QUERY, ISSUES_QUERY, PAGE_SIZE,
+};
+use crate::github::rest;
+use crate::printer::Printer;
+use crate::store::{names, parse_issue, Store, StoredIssue};
+
+/// What to collect, resolved from the command line.
+#[derive(Debug, Clone)]
+pub struct CollectOptions {
+    pub org: String,
+    pub repo: Option<String>,
+    pub issue_number: Option<u64>,
+    pub labels: Vec<String>,
+    pub state: IssueState,
+    pub since: Option<DateTime<Utc>>,
+    pub limit: Option<usize>,
+    pub exclude_repos: Vec<String>,
+    pub include_archived: bool,
+    pub full: bool,
+    /// `Some(cap in bytes)` when attachments are downloaded.
+    pub attachments: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct CollectReport {
+    pub repositories: usize,
+    pub repositories_skipped: usize,
+    /// Repositories fetched incrementally (from a stored cursor).
+    pub incremental: usize,
+    /// (repository, reason) of repositories that failed in organisation mode.
+    pub failed: Vec<(String, String)>,
+    pub issues_new: usize,
+    pub issues_updated: usize,
+    pub issues_unchanged: usize,
+    pub comments: usize,
+    pub pull_requests_skipped: usize,
+    pub attachments: AttachmentCounts,
+    /// Files written whose database load failed (reason per path).
+    pub sync_failed: Vec<(String, String)>,
+}
+
+impl CollectReport {
+    pub fn issues(&self) -> usize {
+        self.issues_new + self.issues_updated + self.issues_unchanged
+    }
+}
+
+pub struct Collector<'a> {
+    client: &'a Client,
+    store: &'a Store,
+    db: &'a mut Db,
+    printer: Printer,
+    opts: &'a CollectOptions,
+    pub report: CollectReport,
+    /// Issues still allowed by `--limit` (across repositories).
+    budget: Option<usize>,
+}
+
+/// Parses `--since`: a date (midnight UTC) or an RFC 3339 time.
+pub fn parse_since(s: &str) -> anyhow::Result<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(d) = DateTime::parse_from_rfc3339(s) {
+        return Ok(d.to_utc());
+    }
+    if let Some(dt) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+    {
+        return Ok(dt.and_utc());
+    }
+    Err(user(format!(
+        "--since {s:?} is not a date: use YYYY-MM-DD or an RFC 3339 time like 2024-05-01T10:00:00Z"
+    )))
+}
+
+/// Parses `--max-attachment-size`: bytes, or a number with KB/MB/GB (powers of 1024).
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => 0,
+    };
+    match num.parse::<f64>() {
+        Ok(n) if mult > 0 && n.is_finite() && n >= 0.0 => Ok((n * mult as f64) as u64),
+        _ => Err(user(format!(
+            "--max-attachment-size {s:?} is not a size: use bytes or e.g. 512KB, 10MB"
+        ))),
+    }
+}
+
+/// The filters a cursor is valid for: a run with other filters has its own cursor.
+fn scope_key(state: IssueState, labels: &[String]) -> String {
+    let mut l: Vec<&str> = labels.iter().map(String::as_str).collect();
+    l.sort_unstable();
+    l.dedup();
+    let s = match state {
+        IssueState::Open => "open",
+        IssueState::Closed => "closed",
+        IssueState::All => "all",
+    };
+    format!("state={s};labels={}", l.join(","))
+}
+
+fn gql_states(state: IssueState) -> Vec<&'static str> {
+    match state {
+        IssueState::Open => vec!["OPEN"],
+        IssueState::Closed => vec!["CLOSED"],
+        IssueState::All => vec![],
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Turns client errors into the messages a user can act on.
+fn explain(e: anyhow::Error, org: &str, repo: Option<&str>) -> anyhow::Error {
+    let target = repo.map_or_else(|| org.to_string(), |r| format!("{org}/{r}"));
+    match e.downcast_ref::<GitHubError>() {
+        Some(GitHubError::Unauthorized(_)) => user(e.to_string()),
+        Some(GitHubError::NotFound { .. } | GitHubError::GraphQlNotFound { .. }) => match repo {
+            Some(_) => user(format!(
+                "repository {target} not found or not visible to this token"
+            )),
+            None => user(format!(
+                "organisation or user {target} not found or not visible to this token"
+            )),
+        },
+        Some(GitHubError::Forbidden { message }) => user(format!(
+            "GitHub refused access to {target} (403): {message}"
+        )),
+        Some(GitHubError::GaveUp { .. }) => user(format!("cannot collect {target}: {e}")),
+        Some(
+            GitHubError::GraphQl(_) | GitHubError::BadBody { .. } | GitHubError::Status { .. },
+        ) => e.context(format!("collecting {target}")),
+        // Our own user errors (bad names, pull requests…) already say what is wrong.
+        _ => e,
+    }
+}
+
+/// Errors after which no other repository can succeed either (judge before `explain`).
+fn is_fatal(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<GitHubError>(),
+            Some(GitHubError::Unauthorized(_) | GitHubError::GaveUp { .. })
+        )
+    })
+}
+
+impl<'a> Collector<'a> {
+    pub fn new(
+        client: &'a Client,
+        store: &'a Store,
+        db: &'a mut Db,
+        printer: Printer,
+        opts: &'a CollectOptions,
+    ) -> Self {
+        Self {
+            client,
+            store,
+            db,
+            printer,
+            opts,
+            report: CollectReport::default(),
+            budget: opts.limit,
+        }
+    }
+
+    pub async fn run(&mut self) -> anyhow::Result<()> {
+        let org = self.opts.org.clone();
+        names::validate_org(&org)?;
+        match (self.opts.repo.clone(), self.opts.issue_number) {
+            (Some(repo), Some(n)) => {
+                names::validate_repo(&repo)?;
+                self.collect_one(&org, &repo, n)
+                    .await
+                    .map_err(|e| explain_issue(e, &org, &repo, n))
+            }
+            (Some(repo), None) => {
+                names::validate_repo(&repo)?;
+                self.collect_repo(&org, &repo)
+                    .await
+                    .map_err(|e| explain(e, &org, Some(&repo)))
+            }
+            (None, _) => self.collect_org(&org).await,
+        }
+    }
+
+    async fn collect_org(&mut self, org: &str) -> anyhow::Result<()> {
+        let repos = rest::list_repos(self.client, self.db, org)
+            .await
+            .map_err(|e| explain(e, org, None))?;
+        let excluded: HashSet<String> = self
+            .opts
+            .exclude_repos
+            .iter()
+            .map(|r| r.to_ascii_lowercase())
+            .collect();
+        let mut todo = Vec::new();
+        for r in repos {
+            let skip = if excluded.contains(&r.name.to_ascii_lowercase()) {
+                Some("excluded")
+            } else if r.archived && !self.opts.include_archived {
+                Some("archived (use --include-archived)")
+            } else if r.disabled {
+                Some("disabled")
+            } else if !r.has_issues {
+                Some("issues are turned off")
+            } else {
+                None
+            };
+            match skip {
+                Some(why) => {
+                    self.report.repositories_skipped += 1;
+                    tracing::info!("skipping {org}/{}: {why}", r.name);
+                }
+                None => todo.push(r.name),
+            }
+        }
+        self.printer.note(&format!(
+            "{org}: {} repositories to collect ({} skipped)",
+            todo.len(),
+            self.report.repositories_skipped
+        ));
+        for repo in todo {
+            if self.budget == Some(0) {
+                break;
+            }
+            if let Err(e) = names::validate_repo(&repo) {
+                self.report
+                    .failed
+                    .push((format!("{org}/{repo}"), e.to_string()));
+                continue;
+            }
+            if let Err(e) = self.collect_repo(org, &repo).await {
+                let fatal = is_fatal(&e);
+                let e = explain(e, org, Some(&repo));
+                if fatal {
+                    return Err(e);
+                }
+                self.printer.warn(&format!("{org}/{repo}: {e:#}"));
+                self.report
+                    .failed
+                    .push((format!("{org}/{repo}"), format!("{e:#}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Repository mode: GraphQL pages of 100 issues with labels and their first 100 comments.
+    async fn collect_repo(&mut self, org: &str, repo: &str) -> anyhow::Result<()> {
+        let scope = scope_key(self.opts.state, &self.opts.labels);
+        let cursor = if self.opts.full {
+            None
+        } else {
+            self.db.collect_cursor(org, repo, &scope)?
+        };
+        let since = self.opts.since.or(cursor);
+        let incremental = self.opts.since.is_none() && cursor.is_some();
+        // An incremental run asks for every change, whatever its state and labels: an issue that
+        // was closed or relabelled since the last run must be updated too. Changes outside the
+        // filters only touch issues already stored.
+        let filter = IssueFilter {
+            since: since.map(rfc3339),
+            states: if incremental {
+                vec![]
+            } else {
+                gql_states(self.opts.state)
+            },
+            labels: if incremental {
+                vec![]
+            } else {
+                self.opts.labels.clone()
+            },
+        };
+        if incremental {
+            self.report.incremental += 1;
+        }
+        let requests_before = self.client.requests();
+        let bar = crate::progress::bar(0, repo, self.printer.quiet);
+        let mut after: Option<String> = None;
+        let mut started: Option<DateTime<Utc>> = None;
+        let mut complete = true;
+        let mut returned = 0u64;
+        let before = self.report.clone();
+        loop {
+            // With --limit, do not ask for (and pay for) more issues than can still be kept.
+            let first = self
+                .budget
+                .map_or(PAGE_SIZE, |b| (b as u32).clamp(1, PAGE_SIZE));
+            let vars = graphql::issues_variables(org, repo, first, after.as_deref(), &filter);
+            let asked_at = Utc::now();
+            let t_fetch = std::time::Instant::now();
+            let (data, page) = self.client.graphql(ISSUES_QUERY, vars).await?;
+            eprintln!("TIMING fetch {:?}", t_fetch.elapsed());
+            // GitHub's clock at the first answer: the cursor for the next run (no skew).
+            started.get_or_insert(page.date.unwrap_or(asked_at));
+            let data: IssuesData =
+                serde_json::from_value(data).map_err(|e| GitHubError::BadBody {
+                    url: self.client.config().graphql_url.to_string(),
+                    why: format!("unexpected issues page: {e}"),
+                })?;
+            let Some(r) = data.repository else {
+                return Err(GitHubError::GraphQlNotFound {
+                    message: format!("repository {org}/{repo} is null"),
+                }
+                .into());
+            };
+            let conn = r.issues;
+            bar.set_length(conn.total_count);
+            let mut issues = Vec::with_capacity(conn.nodes.len());
+            for node in conn.nodes.into_iter().flatten() {
+                returned += 1;
+                let more = node.more_comments();
+                let number = node.number;
+                let mut issue = node.into_stored(org, repo)?;
+                if let Some(c) = more {
+                    self.fetch_more_comments(org, repo, number, c, &mut issue)
+                        .await?;
+                }
+                issues.push(issue);
+            }
+            bar.inc(issues.len() as u64);
+            let t_store = std::time::Instant::now();
+            let r = self.store_issues(issues, true, incremental).await?;
+            eprintln!("TIMING store {:?}", t_store.elapsed());
+            if !r {
+                complete = false;
+                break;
+            }
+            match (conn.page_info.has_next_page, conn.page_info.end_cursor) {
+                (true, Some(c)) => after = Some(c),
+                _ => break,
+            }
+        }
+        bar.finish_and_clear();
+        // The run covered everything before `since` only if the old cursor did.
+        let covered = self
+            .opts
+            .since
+            .is_none_or(|d| cursor.is_some_and(|c| d <= c));
+        if complete && covered {
+            if let Some(at) = started {
+                self.db
+                    .set_collect_cursor(org, repo, &scope, at, returned)?;
+            }
+        }
+        self.report.repositories += 1;
+        let r = &self.report;
+        self.printer.note(&format!(
+            "{org}/{repo}: {} issues ({} new, {} updated, {} unchanged){}, {} requests",
+            r.issues() - before.issues(),
+            r.issues_new - before.issues_new,
+            r.issues_updated - before.issues_updated,
+            r.issues_unchanged - before.issues_unchanged,
+            match since {
+                Some(s) => format!(" updated since {}", rfc3339(s)),
+                None => String::new(),
+            },
+            self.client.requests() - requests_before,
+        ));
+        Ok(())
+    }
+
+    /// Comments 101 and onwards of a long thread, 100 per request.
+    async fn fetch_more_comments(
+        &mut self,
+        org: &str,
+        repo: &str,
+        number: u64,
+        mut cursor: String,
+        issue: &mut StoredIssue,
+    ) -> anyhow::Result<()> {
+        loop {
+            let vars = graphql::comments_variables(org, repo, number, Some(&cursor));
+            let (data, _) = self.client.graphql(COMMENTS_QUERY, vars).await?;
+            let data: CommentsData =
+                serde_json::from_value(data).map_err(|e| GitHubError::BadBody {
+                    url: self.client.config().graphql_url.to_string(),
+                    why: format!("unexpected comments page: {e}"),
+                })?;
+            let Some(conn) = data.repository.and_then(|r| r.issue).map(|i| i.comments) else {
+                // Deleted between the two requests: keep what we have.
+                return Ok(());
+            };
+            graphql::convert_comments(conn.nodes, &mut issue.issue.comments);
+            match (conn.page_info.has_next_page, conn.page_info.end_cursor) {
+                (true, Some(c)) if c != cursor => cursor = c,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Single-issue mode: the REST issue and all its comment pages.
+    async fn collect_one(&mut self, org: &str, repo: &str, number: u64) -> anyhow::Result<()> {
+        let rest_issue = rest::get_issue(self.client, self.db, org, repo, number).await?;
+        if rest_issue.is_pull_request() {
+            self.report.pull_requests_skipped += 1;
+            return Err(user(format!(
+                "{org}/{repo}#{number} is a pull request; pull requests are not collected"
+            )));
+        }
+        // A transferred issue answers (after a 301) from its new repository: store it there.
+        let (o, r) = rest::issue_location(&rest_issue)
+            .filter(|(o, r)| names::validate_org(o).is_ok() && names::validate_repo(r).is_ok())
+            .unwrap_or_else(|| (org.to_string(), repo.to_string()));
+        let new_number = rest_issue.number;
+        if (o.as_str(), r.as_str(), new_number) != (org, repo, number) {
+            self.printer.note(&format!(
+                "{org}/{repo}#{number} now lives at {o}/{r}#{new_number}; stored there"
+            ));
+        }
+        let mut issue = rest_issue.into_stored(o.clone(), r.clone())?;
+        if issue.issue.comment_count != Some(0) {
+            issue.issue.comments =
+                rest::list_comments(self.client, self.db, &o, &r, new_number).await?;
+        }
+        self.store_issues(vec![issue], false, false).await?;
+        self.report.repositories += 1;
+        Ok(())
+    }
+
+    /// Writes changed issues, loads them into DuckDB, records attachments. Returns false when
+    /// `--limit` was reached.
+    async fn store_issues(
+        &mut self,
+        issues: Vec<StoredIssue>,
+        apply_filters: bool,
+        incremental: bool,
+    ) -> anyhow::Result<bool> {
+        let ledger = self.db.file_records()?;
+        let mut to_sync = Vec::new();
+        let mut att_ids = Vec::new();
+        let mut att_rows: Vec<AttachmentRow> = Vec::new();
+        let mut more = true;
+        for mut issue in issues {
+            let rel = Store::issue_rel_path(&issue.org, &issue.repo, issue.issue.number)?;
+            let abs = self.store.abs(&rel);
+            let old = std::fs::read(&abs)
+                .ok()
+                .and_then(|b| parse_issue(&abs, &b).ok());
+            if apply_filters && !self.matches(&issue) && !(incremental && old.is_some()) {
+                continue;
+            }
+            if self.budget == Some(0) {
+                more = false;
+                break;
+            }
+            if let Some(b) = self.budget.as_mut() {
+                *b -= 1;
+            }
+            self.report.comments += issue.issue.comments.len();
+            match self.opts.attachments {
+                Some(cap) => {
+                    let rows = attachments::download(
+                        self.client,
+                        self.store.root(),
+                        &mut issue,
+                        cap,
+                        &mut self.report.attachments,
+                    )
+                    .await;
+                    att_ids.push(issue.key());
+                    att_rows.extend(rows);
+                }
+                // Without --download-attachments, keep what an earlier run recorded.
+                None => {
+                    if let Some(o) = &old {
+                        issue.issue.attachments = o.issue.attachments.clone();
+                    }
+                }
+            }
+            match &old {
+                Some(o) if o.org == issue.org && o.repo == issue.repo && o.issue == issue.issue => {
+                    self.report.issues_unchanged += 1;
+                    // Written by a run that stopped before loading it: load it now.
+                    if !ledger.contains_key(&rel) {
+                        to_sync.push(rel);
+                    }
+                }
+                Some(_) => {
+                    self.report.issues_updated += 1;
+                    to_sync.push(self.store.write_issue(&issue)?);
+                }
+                None => {
+                    self.report.issues_new += 1;
+                    to_sync.push(self.store.write_issue(&issue)?);
+                }
+            }
+        }
+        if !to_sync.is_empty() {
+            let hidden = indicatif::ProgressBar::hidden();
+            let rep = crate::sync::sync_paths(self.store, self.db, &to_sync, &hidden)?;
+            self.report.sync_failed.extend(rep.failed);
+        }
+        self.db.replace_attachments(&att_ids, &att_rows)?;
+        Ok(more && self.budget != Some(0))
+    }
+
+    /// `--state` and every `--labels` (GitHub's label filter matches any; ours needs all).
+    fn matches(&self, issue: &StoredIssue) -> bool {
+        let state_ok = match self.opts.state {
+            IssueState::All => true,
+            IssueState::Open => issue.issue.state == "open",
+            IssueState::Closed => issue.issue.state == "closed",
+        };
+        state_ok
+            && self.opts.labels.iter().all(|want| {
+                issue
+                    .issue
+                    .labels
+                    .iter()
+                    .any(|l| l.name.eq_ignore_ascii_case(want))
+            })
+    }
+}
+
+fn explain_issue(e: anyhow::Error, org: &str, repo: &str, number: u64) -> anyhow::Error {
+    match e.downcast_ref::<GitHubError>() {
+        Some(GitHubError::NotFound { .. }) => user(format!(
+            "issue {org}/{repo}#{number} not found, or repository not found or not visible to this token"
+        )),
+        Some(GitHubError::Gone { .. }) => user(format!("issue {org}/{repo}#{number} was deleted (410 Gone)")),
+        _ => explain(e, org, Some(repo)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_dates_and_times() {
+        assert_eq!(
+            rfc3339(parse_since("2024-05-01").unwrap()),
+            "2024-05-01T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(parse_since("2024-05-01T10:00:00+02:00").unwrap()),
+            "2024-05-01T08:00:00Z"
+        );
+        assert!(parse_since("yesterday").is_err());
+    }
+
+    #[test]
+    fn sizes_accept_units() {
+        assert_eq!(parse_size("10MB").unwrap(), 10 * 1024 * 1024);
+        assert_eq!(parse_size("512kb").unwrap(), 512 * 1024);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert_eq!(parse_size("1.5 M").unwrap(), 1024 * 1024 * 3 / 2);
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn scope_ignores_label_order() {
+        assert_eq!(
+            scope_key(IssueState::All, &["b".into(), "a".into()]),
+            scope_key(IssueState::All, &["a".into(), "b".into(), "a".into()])
+        );
+        assert_ne!(
+            scope_key(IssueState::Open, &[]),
+            scope_key(IssueState::All, &[])
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! Processor registry: a processor is a prompt + output schema + validation + the mapping of
+//! its result to `ai_results` / `ai_recommendations`. Unknown names list the known ones.
+
+pub mod product_labeling;
+pub mod taxonomy;
+
+use serde_json::Value;
+
+use crate::ai::Prompt;
+use crate::error::user;
+use crate::store::StoredIssue;
+use product_labeling::ProductLabeling;
+
+/// Every processor name, in the order they are listed to users.
+pub const KNOWN: &[&str] = &[product_labeling::NAME];
+
+/// A row of `ai_recommendations`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recommendation {
+    /// `label` (add this label) or `remove_label` (a current label judged wrong).
+    pub kind: String,
+    pub value: String,
+    pub confidence: Option<f64>,
+    pub reasoning: Option<String>,
+}
+
+/// A validated result, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validated {
+    /// The `analysis` object of the result file (includes `confidence`).
+    pub analysis: Value,
+    pub confidence: f64,
+    pub recommendations: Vec<Recommendation>,
+}
+
+/// How a processor is configured from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub taxonomy: Option<std::path::PathBuf>,
+    pub token_budget: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Processor {
+    ProductLabeling(ProductLabeling),
+}
+
+impl Processor {
+    /// Looks a processor up by name; an unknown name is a user error listing the known ones.
+    pub fn get(name: &str, opts: &Options) -> anyhow::Result<Self> {
+        match name {
+            product_labeling::NAME => {
+                let taxonomy = match &opts.taxonomy {
+                    Some(path) => taxonomy::Taxonomy::load(path)?,
+                    None => taxonomy::Taxonomy::default_replicated()?,
+                };
+                let budget = opts
+                    .token_budget
+                    .unwrap_or(product_labeling::DEFAULT_TOKEN_BUDGET);
+                if budget < 100 {
+                    return Err(user(format!(
+                        "token budget {budget} is too small (at least 100)"
+                    )));
+                }
+                Ok(Self::ProductLabeling(ProductLabeling::new(
+                    taxonomy, budget,
+                )))
+            }
+            other => Err(user(format!(
+                "unknown processor {other:?}; known processors: {}",
+                KNOWN.join(", ")
+            ))),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ProductLabeling(_) => product_labeling::NAME,
+        }
+    }
+
+    pub fn version(&self) -> &'static str {
+        match self {
+            Self::ProductLabeling(_) => product_labeling::VERSION,
+        }
+    }
+
+    /// Extra provenance recorded in the result file's `processor` block.
+    pub fn provenance(&self) -> Value {
+        match self {
+            Self::ProductLabeling(p) => serde_json::json!({
+                "taxonomy": {
+                    "name": p.taxonomy.name,
+                    "version": p.taxonomy.version,
+                    "sha256": p.taxonomy.sha256,
+                }
+            }),
+        }
+    }
+
+    /// The prompt for one issue and a note on what the token budget cut, if anything.
+    pub fn prompt(&self, issue: &StoredIssue) -> (Prompt, Option<String>) {
+        match self {
+            Self::ProductLabeling(p) => {
+                let (prompt, cut) = p.prompt(issue);
+                let note = (cut.comments_omitted > 0 || cut.body_tokens_omitted > 0).then(|| {
+                    format!(
+                        "cut to the token budget: {} earlier comment(s) and {} body token(s) omitted",
+                        cut.comments_omitted, cut.body_tokens_omitted
+                    )
+                });
+                (prompt, note)
+            }
+        }
+    }
+
+    /// Validates a model's answer; the error is the reason, phrased for the repair request.
+    pub fn validate(&self, value: &Value) -> Result<Validated, String> {
+        match self {
+            Self::ProductLabeling(p) => {
+                let a = p.validate(value)?;
+                Ok(Self::validated_labeling(&a))
+            }
+        }
+    }
+
+    /// The result of the offline `rules` model.
+    pub fn offline(&self, issue: &StoredIssue) -> Validated {
+        match self {
+            Self::ProductLabeling(p) => Self::validated_labeling(&p.rules_analysis(issue)),
+        }
+    }
+
+    fn validated_labeling(a: &product_labeling::Analysis) -> Validated {
+        Validated {
+            analysis: serde_json::to_value(a).unwrap_or(Value::Null),
+            confidence: a.confidence,
+            recommendations: ProductLabeling::recommendations(a),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_processors_list_the_known_ones() {
+        let err = Processor::get("sentiment", &Options::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown processor \"sentiment\"; known processors: product-labeling"
+        );
+        assert_eq!(crate::error::exit_code(&err), crate::error::EXIT_USER);
+        let p = Processor::get("product-labeling", &Options::default()).unwrap();
+        assert_eq!((p.name(), p.version()), ("product-labeling", "1.0.0"));
+    }
+
+    #[test]
+    fn a_missing_taxonomy_file_is_a_user_error() {
+        let opts = Options {
+            taxonomy: Some("/nonexistent/t.toml".into()),
+            token_budget: None,
+        };
+        let err = Processor::get("product-labeling", &opts).unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), crate::error::EXIT_USER);
+        assert!(err.to_string().contains("/nonexistent/t.toml"));
+    }
+}

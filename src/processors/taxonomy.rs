@@ -1,0 +1,254 @@
+//! Taxonomies: the labels a labeling processor may recommend, with descriptions and weighted
+//! signals. The Replicated product set is embedded; `--taxonomy FILE.toml` replaces it.
+
+use std::path::Path;
+
+use regex::{Regex, RegexBuilder};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{user, UserContext};
+
+pub const DEFAULT_TAXONOMY: &str = include_str!("default_taxonomy.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaxonomyFile {
+    name: String,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    rules: RulesConfig,
+    labels: Vec<LabelFile>,
+}
+
+/// How the offline `rules` model turns signal matches into labels.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Minimum score for a label to be recommended.
+    pub threshold: f64,
+    /// A title match counts this many times (titles are short and on topic).
+    pub title_weight: f64,
+    /// A comment match counts this many times (comments drift off topic).
+    pub comment_weight: f64,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self {
+            threshold: 3.0,
+            title_weight: 2.0,
+            comment_weight: 0.5,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabelFile {
+    name: String,
+    description: String,
+    #[serde(default)]
+    signals: Vec<SignalFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignalFile {
+    pattern: String,
+    #[serde(default = "one")]
+    weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone)]
+pub struct Signal {
+    pub pattern: String,
+    pub regex: Regex,
+    pub weight: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaxonomyLabel {
+    pub name: String,
+    pub description: String,
+    pub signals: Vec<Signal>,
+}
+
+/// A validated taxonomy with compiled signals.
+#[derive(Debug, Clone)]
+pub struct Taxonomy {
+    pub name: String,
+    pub version: String,
+    pub description: Option<String>,
+    pub rules: RulesConfig,
+    pub labels: Vec<TaxonomyLabel>,
+    /// SHA-256 of the TOML source: results say exactly which taxonomy produced them.
+    pub sha256: String,
+}
+
+impl Taxonomy {
+    pub fn default_replicated() -> anyhow::Result<Self> {
+        Self::parse(DEFAULT_TAXONOMY)
+            .map_err(|e| e.context("the embedded default taxonomy is invalid"))
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .user_context(|| format!("cannot read taxonomy file {}", path.display()))?;
+        Self::parse(&text).map_err(|e| {
+            e.context(crate::error::UserError(format!(
+                "invalid taxonomy file {}",
+                path.display()
+            )))
+        })
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: TaxonomyFile = toml::from_str(text).map_err(|e| user(e.to_string()))?;
+        if file.name.trim().is_empty() {
+            return Err(user("`name` is empty"));
+        }
+        if file.labels.is_empty() {
+            return Err(user("a taxonomy needs at least one [[labels]] entry"));
+        }
+        let r = file.rules;
+        for (k, v) in [
+            ("threshold", r.threshold),
+            ("title_weight", r.title_weight),
+            ("comment_weight", r.comment_weight),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(user(format!("[rules] {k} must be a non-negative number")));
+            }
+        }
+        if r.threshold == 0.0 {
+            return Err(user("[rules] threshold must be above 0"));
+        }
+        let mut labels: Vec<TaxonomyLabel> = Vec::with_capacity(file.labels.len());
+        for l in file.labels {
+            let name = l.name.trim().to_string();
+            if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+                return Err(user(format!(
+                    "label name {:?} must be 1-100 printable characters",
+                    l.name
+                )));
+            }
+            if labels.iter().any(|x| x.name == name) {
+                return Err(user(format!("label {name:?} is listed twice")));
+            }
+            if l.description.trim().is_empty() {
+                return Err(user(format!("label {name:?} has an empty description")));
+            }
+            let mut signals = Vec::with_capacity(l.signals.len());
+            for s in l.signals {
+                if !s.weight.is_finite() || s.weight <= 0.0 {
+                    return Err(user(format!(
+                        "label {name:?}: signal {:?} needs a positive weight",
+                        s.pattern
+                    )));
+                }
+                let regex = RegexBuilder::new(&s.pattern)
+                    .case_insensitive(true)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| {
+                        user(format!(
+                            "label {name:?}: signal {:?} is not a valid regex: {e}",
+                            s.pattern
+                        ))
+                    })?;
+                signals.push(Signal {
+                    pattern: s.pattern,
+                    regex,
+                    weight: s.weight,
+                });
+            }
+            labels.push(TaxonomyLabel {
+                name,
+                description: l.description.trim().to_string(),
+                signals,
+            });
+        }
+        Ok(Self {
+            name: file.name.trim().to_string(),
+            version: file.version.unwrap_or_else(|| "1".into()),
+            description: file.description,
+            rules: r,
+            labels,
+            sha256: hex::encode(Sha256::digest(text.as_bytes())),
+        })
+    }
+
+    pub fn contains(&self, label: &str) -> bool {
+        self.labels.iter().any(|l| l.name == label)
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.labels.iter().map(|l| l.name.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_taxonomy_has_every_replicated_product() {
+        let t = Taxonomy::default_replicated().unwrap();
+        let names = t.names();
+        for p in [
+            "kots",
+            "troubleshoot",
+            "kurl",
+            "embedded-cluster",
+            "sdk",
+            "docs",
+            "vendor",
+            "downloadportal",
+            "compatibility-matrix",
+        ] {
+            assert!(
+                names.contains(&format!("product::{p}").as_str()),
+                "missing {p}"
+            );
+        }
+        assert!(t
+            .labels
+            .iter()
+            .all(|l| !l.signals.is_empty() && l.description.len() > 40));
+        assert_eq!(t.sha256.len(), 64);
+    }
+
+    #[test]
+    fn rejects_bad_files_with_a_reason() {
+        let cases = [
+            ("name = 'x'\nlabels = []", "at least one"),
+            ("name = 'x'\n[[labels]]\nname = 'a'\ndescription = 'd'\nsignals = [{pattern = '(', weight = 1.0}]", "not a valid regex"),
+            ("name = 'x'\n[[labels]]\nname = 'a'\ndescription = 'd'\n[[labels]]\nname = 'a'\ndescription = 'd'", "twice"),
+            ("name = 'x'\n[[labels]]\nname = 'a'\ndescription = 'd'\nsignals = [{pattern = 'a', weight = -1.0}]", "positive weight"),
+            ("name = 'x'\ncolour = 1\n[[labels]]\nname = 'a'\ndescription = 'd'", "unknown field"),
+            ("name = 'x'\n[rules]\nthreshold = 0.0\n[[labels]]\nname = 'a'\ndescription = 'd'", "threshold"),
+        ];
+        for (text, want) in cases {
+            let err = format!("{:#}", Taxonomy::parse(text).unwrap_err());
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn signals_are_case_insensitive_with_default_weight() {
+        let t = Taxonomy::parse(
+            "name = 'x'\n[[labels]]\nname = 'a'\ndescription = 'd'\nsignals = [{pattern = 'kots'}]",
+        )
+        .unwrap();
+        assert!(t.labels[0].signals[0].regex.is_match("KOTS"));
+        assert_eq!(t.labels[0].signals[0].weight, 1.0);
+    }
+}

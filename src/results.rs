@@ -1,0 +1,193 @@
+//! AI results as files and rows: the result document (ARCHITECTURE.md §3 shape, the same for
+//! real-time and batch modes), its path, the `ai_results` row, and failure records.
+
+use serde_json::{json, Value};
+
+use crate::ai::{ModelSpec, Usage};
+use crate::db::{IssueRef, ResultRow};
+use crate::processors::{Processor, Validated};
+use crate::store::{names, write_atomic, Store, RESULTS_DIR};
+
+/// Failure records live beside the results, one per (issue, processor), removed on success.
+pub const FAILURES_DIR: &str = "results/failures";
+
+/// `results/{org}_{repo}_issue_{n}_{processor}.json` (names validated before use).
+pub fn result_rel_path(
+    org: &str,
+    repo: &str,
+    number: u64,
+    processor: &str,
+) -> anyhow::Result<String> {
+    names::validate_org(org)?;
+    names::validate_repo(repo)?;
+    Ok(format!(
+        "{RESULTS_DIR}/{org}_{repo}_issue_{number}_{processor}.json"
+    ))
+}
+
+pub fn failure_rel_path(
+    org: &str,
+    repo: &str,
+    number: u64,
+    processor: &str,
+) -> anyhow::Result<String> {
+    names::validate_org(org)?;
+    names::validate_repo(repo)?;
+    Ok(format!(
+        "{FAILURES_DIR}/{org}_{repo}_issue_{number}_{processor}.json"
+    ))
+}
+
+/// Everything known about one successful processing of an issue.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub issue: IssueRef,
+    pub validated: Validated,
+    pub usage: Usage,
+    pub cost_usd: Option<f64>,
+    pub processing_time_ms: u64,
+    /// HTTP requests made (retries and the repair included); 0 for `rules`.
+    pub requests: u32,
+    /// The provider's response id of the accepted answer.
+    pub response_id: Option<String>,
+    /// What the token budget cut from the prompt, if anything.
+    pub prompt_note: Option<String>,
+}
+
+/// How the result was produced.
+#[derive(Debug, Clone, Copy)]
+pub struct Provenance<'a> {
+    pub processor: &'a Processor,
+    pub model: &'a ModelSpec,
+    /// `realtime` or `batch`.
+    pub mode: &'a str,
+    pub batch_job_id: Option<&'a str>,
+}
+
+/// The result document and its `ai_results` row.
+pub fn build(f: &Finished, p: Provenance<'_>) -> anyhow::Result<(Value, ResultRow)> {
+    let rel = result_rel_path(
+        &f.issue.org,
+        &f.issue.repo,
+        f.issue.number,
+        p.processor.name(),
+    )?;
+    let now = chrono::Utc::now();
+    let mut processor = json!({
+        "name": p.processor.name(),
+        "version": p.processor.version(),
+        "model": p.model.model,
+        "provider": p.model.provider.name(),
+        "mode": p.mode,
+        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    });
+    if let Some(id) = p.batch_job_id {
+        processor["batch_job_id"] = json!(id);
+    }
+    if let (Some(dst), Value::Object(extra)) = (processor.as_object_mut(), p.processor.provenance())
+    {
+        dst.extend(extra);
+    }
+    let u = &f.usage;
+    let mut usage = json!({
+        "prompt_tokens": u.prompt_tokens,
+        "cached_tokens": u.cached_tokens,
+        "cache_creation_tokens": u.cache_creation_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+        "cost_usd": f.cost_usd,
+        "processing_time_ms": f.processing_time_ms,
+        "requests": f.requests,
+    });
+    if let Some(id) = &f.response_id {
+        usage["response_id"] = json!(id);
+    }
+    if let Some(n) = &f.prompt_note {
+        usage["prompt_note"] = json!(n);
+    }
+    let doc = json!({
+        "issue_reference": {
+            "org": f.issue.org,
+            "repo": f.issue.repo,
+            "issue_number": f.issue.number,
+            "file_path": f.issue.file_path,
+        },
+        "processor": processor,
+        "analysis": f.validated.analysis,
+        "usage": usage,
+    });
+    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let row = ResultRow {
+        issue_id: f.issue.id.clone(),
+        processor: p.processor.name().to_string(),
+        processor_version: p.processor.version().to_string(),
+        model: p.model.model.clone(),
+        provider: p.model.provider.name().to_string(),
+        mode: p.mode.to_string(),
+        confidence: f.validated.confidence,
+        result_json: serde_json::to_string(&doc)?,
+        prompt_tokens: clamp(u.prompt_tokens),
+        cached_tokens: clamp(u.cached_tokens),
+        completion_tokens: clamp(u.completion_tokens),
+        cost_usd: f.cost_usd,
+        processing_time_ms: clamp(f.processing_time_ms),
+        created_at: now.naive_utc(),
+        file_path: rel,
+        batch_job_id: p.batch_job_id.map(str::to_string),
+    };
+    Ok((doc, row))
+}
+
+/// Writes the result file atomically (before the row, so a row always has its file) and
+/// removes a stale failure record of the same issue.
+pub fn write_file(
+    store: &Store,
+    doc: &Value,
+    row: &ResultRow,
+    issue: &IssueRef,
+) -> anyhow::Result<()> {
+    let path = store.abs(&row.file_path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    write_atomic(&path, &serde_json::to_vec_pretty(doc)?)?;
+    if let Ok(rel) = failure_rel_path(&issue.org, &issue.repo, issue.number, &row.processor) {
+        let _ = std::fs::remove_file(store.abs(&rel));
+    }
+    Ok(())
+}
+
+/// Records why an issue could not be processed (never a result): reason, attempts, time.
+pub fn write_failure(
+    store: &Store,
+    issue: &IssueRef,
+    p: Provenance<'_>,
+    reason: &str,
+    requests: u32,
+) -> anyhow::Result<String> {
+    let rel = failure_rel_path(&issue.org, &issue.repo, issue.number, p.processor.name())?;
+    let doc = json!({
+        "issue_reference": {
+            "org": issue.org,
+            "repo": issue.repo,
+            "issue_number": issue.number,
+            "file_path": issue.file_path,
+        },
+        "processor": {
+            "name": p.processor.name(),
+            "version": p.processor.version(),
+            "model": p.model.model,
+            "provider": p.model.provider.name(),
+            "mode": p.mode,
+        },
+        "error": reason,
+        "requests": requests,
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    });
+    let path = store.abs(&rel);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    write_atomic(&path, &serde_json::to_vec_pretty(&doc)?)?;
+    Ok(rel)
+}

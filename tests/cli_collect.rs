@@ -1,0 +1,740 @@
+//! CLI tests of `collect` against the fake GitHub server (tests/common/fake_github.rs).
+
+mod common;
+
+use std::io::{Read, Write};
+
+use common::fake_github::{FakeGitHub, FakeIssue, Fault, Target, TOKEN};
+use common::Env;
+use predicates::prelude::*;
+use serde_json::Value;
+
+const OLD: &str = "2024-03-01T00:00:00Z";
+
+/// acme/widgets: 130 issues over two GraphQL pages, one with 150 comments and a deleted author,
+/// a closed one, labelled ones, and two pull requests that must never be stored.
+fn widgets() -> Vec<FakeIssue> {
+    let mut v = vec![
+        FakeIssue::new(1, "Crash on start", "2024-03-05T00:00:00Z")
+            .labels(&["bug"])
+            .with_comments(2),
+        FakeIssue::new(2, "Add dark mode", "2024-03-04T00:00:00Z")
+            .labels(&["enhancement"])
+            .closed(),
+        {
+            let mut i = FakeIssue::new(3, "Long thread", "2024-03-03T00:00:00Z").with_comments(150);
+            i.author = None;
+            i.comments[7].author = None;
+            i
+        },
+        FakeIssue::new(4, "Fix crash", "2024-03-06T00:00:00Z").pr(),
+        FakeIssue::new(5, "UI bug", "2024-03-02T00:00:00Z")
+            .labels(&["bug", "ui"])
+            .with_comments(1),
+        FakeIssue::new(6, "Another PR", "2024-03-06T00:00:00Z").pr(),
+    ];
+    for n in 10..135 {
+        v.push(FakeIssue::new(n, &format!("Filler {n}"), OLD));
+    }
+    v
+}
+
+fn server() -> FakeGitHub {
+    let gh = FakeGitHub::start();
+    gh.add_repo("acme", "widgets", widgets());
+    gh
+}
+
+fn cmd(env: &Env, gh: &FakeGitHub) -> assert_cmd::Command {
+    let mut c = env.cmd();
+    for (k, v) in gh.env() {
+        c.env(k, v);
+    }
+    c
+}
+
+/// Runs `collect ARGS --format json`, expecting success; returns the summary.
+fn collect(env: &Env, gh: &FakeGitHub, args: &[&str]) -> Value {
+    let out = cmd(env, gh)
+        .arg("collect")
+        .args(args)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "collect {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("summary is JSON")
+}
+
+fn graphql_requests(gh: &FakeGitHub) -> Vec<common::fake_github::Logged> {
+    gh.requests()
+        .into_iter()
+        .filter(|r| r.graphql.is_some())
+        .collect()
+}
+
+#[test]
+fn repository_mode_stores_issues_comments_and_labels_in_few_requests() {
+    let gh = server();
+    let env = Env::new();
+    let s = collect(
+        &env,
+        &gh,
+        &["--org", "acme", "--repo", "widgets", "--state", "all"],
+    );
+    // 6 named issues minus 2 PRs, plus 125 fillers.
+    assert_eq!(s["issues"], 129);
+    assert_eq!(s["new"], 129);
+    assert_eq!(s["pull_requests_skipped"], 0);
+    // Two pages of 100 issues, plus one page for comments 101-150 of #3.
+    assert_eq!(s["requests"], 3);
+    assert_eq!(gh.request_count(), 3);
+    let kinds: Vec<_> = gh.requests().iter().map(|r| r.graphql).collect();
+    assert_eq!(
+        kinds,
+        vec![Some("issues"), Some("comments"), Some("issues")]
+    );
+
+    assert_eq!(env.scalar("SELECT count(*) FROM issues"), 129);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM issues WHERE number IN (4, 6)"),
+        0
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM comments WHERE issue_id = 'acme/widgets#3'"),
+        150
+    );
+    assert_eq!(
+        env.scalar("SELECT comments_count FROM issues WHERE id = 'acme/widgets#3'"),
+        150
+    );
+    // Deleted accounts: NULL author for the issue and for its comment.
+    assert_eq!(
+        env.scalar("SELECT author IS NULL FROM issues WHERE id = 'acme/widgets#3'"),
+        true
+    );
+    assert_eq!(
+        env.scalar(
+            "SELECT count(*) FROM comments WHERE issue_id = 'acme/widgets#3' AND author IS NULL"
+        ),
+        1
+    );
+    assert_eq!(
+        env.scalar("SELECT state FROM issues WHERE id = 'acme/widgets#2'"),
+        "closed"
+    );
+    assert_eq!(
+        env.scalar("SELECT string_agg(name, ',' ORDER BY name) FROM labels WHERE issue_id = 'acme/widgets#5'"),
+        "bug,ui"
+    );
+    assert_eq!(
+        env.scalar("SELECT description FROM labels WHERE issue_id = 'acme/widgets#1'"),
+        "Something isn't working"
+    );
+    // The file is the StoredIssue shape, comments in order.
+    let file: Value = serde_json::from_slice(
+        &std::fs::read(env.data().join("issues/acme_widgets_issue_3.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(file["org"], "acme");
+    assert_eq!(file["issue"]["user"], Value::Null);
+    assert_eq!(file["issue"]["comments"].as_array().unwrap().len(), 150);
+    assert_eq!(file["issue"]["comments"][149]["body"], "comment 149 on #3");
+    assert_eq!(file["issue"]["comments"][0]["user"]["login"], "user0");
+    assert!(file["metadata"]["collection_timestamp"].is_string());
+}
+
+#[test]
+fn default_state_is_open_and_labels_must_all_match() {
+    let gh = server();
+    let env = Env::new();
+    let s = collect(&env, &gh, &["--org", "acme", "--repo", "widgets"]);
+    assert_eq!(s["issues"], 128);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM issues WHERE state = 'closed'"),
+        0
+    );
+    // The GraphQL filter carried the state.
+    let vars = graphql_requests(&gh)[0].variables.clone().unwrap();
+    assert_eq!(vars["filter"]["states"], serde_json::json!(["OPEN"]));
+
+    let env = Env::new();
+    let s = collect(
+        &env,
+        &gh,
+        &[
+            "--org", "acme", "--repo", "widgets", "--labels", "bug", "--labels", "ui",
+        ],
+    );
+    assert_eq!(s["issues"], 1);
+    assert_eq!(
+        env.scalar("SELECT string_agg(id, ',') FROM issues"),
+        "acme/widgets#5"
+    );
+}
+
+#[test]
+fn incremental_recollect_costs_one_request_and_applies_changes() {
+    let gh = server();
+    let env = Env::new();
+    collect(
+        &env,
+        &gh,
+        &["--org", "acme", "--repo", "widgets", "--state", "all"],
+    );
+    gh.clear_log();
+
+    // Nothing changed: one request, nothing rewritten.
+    let s = collect(
+        &env,
+        &gh,
+        &["--org", "acme", "--repo", "widgets", "--state", "all"],
+    );
+    assert!(gh.request_count() <= 2, "{:?}", gh.requests());
+    assert_eq!(gh.request_count(), 1);
+    assert_eq!(s["incremental"], 1);
+    assert_eq!(s["issues"], 0);
+    let since = graphql_requests(&gh)[0].variables.clone().unwrap()["filter"]["since"].clone();
+    assert!(since.as_str().is_some_and(|s| s.ends_with('Z')), "{since}");
+
+    // #1 gets a comment and loses its label; #5 is closed.
+    let now = FakeGitHub::now();
+    gh.update_issue("acme", "widgets", 1, |i| {
+        i.labels = vec!["triaged".into()];
+        let mut c = i.comments[0].clone();
+        c.id = 99;
+        c.body = "new comment".into();
+        i.comments.push(c);
+        i.updated_at = now.clone();
+    });
+    gh.update_issue("acme", "widgets", 5, |i| {
+        i.state = "closed".into();
+        i.updated_at = now.clone();
+    });
+    gh.clear_log();
+    let s = collect(
+        &env,
+        &gh,
+        &["--org", "acme", "--repo", "widgets", "--state", "all"],
+    );
+    assert_eq!(gh.request_count(), 1);
+    assert_eq!(s["updated"], 2);
+    assert_eq!(s["new"], 0);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM comments WHERE issue_id = 'acme/widgets#1'"),
+        3
+    );
+    assert_eq!(
+        env.scalar("SELECT string_agg(name, ',') FROM labels WHERE issue_id = 'acme/widgets#1'"),
+        "triaged"
+    );
+    assert_eq!(
+        env.scalar("SELECT state FROM issues WHERE id = 'acme/widgets#5'"),
+        "closed"
+    );
+    assert_eq!(env.scalar("SELECT count(*) FROM issues"), 129);
+}
+
+#[test]
+fn incremental_open_only_run_still_records_that_an_issue_was_closed() {
+    let gh = server();
+    let env = Env::new();
+    collect(&env, &gh, &["--org", "acme", "--repo", "widgets"]);
+    gh.update_issue("acme", "widgets", 1, |i| {
+        i.state = "closed".into();
+        i.updated_at = FakeGitHub::now();
+    });
+    gh.clear_log();
+    let s = collect(&env, &gh, &["--org", "acme", "--repo", "widgets"]);
+    assert_eq!(gh.request_count(), 1);
+    assert_eq!(s["updated"], 1);
+    assert_eq!(
+        env.scalar("SELECT state FROM issues WHERE id = 'acme/widgets#1'"),
+        "closed"
+    );
+    // The closed issue #2, never stored by an open-only run, is still not stored.
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM issues WHERE number = 2"),
+        0
+    );
+}
+
+#[test]
+fn full_and_since_override_the_cursor() {
+    let gh = server();
+    let env = Env::new();
+    collect(
+        &env,
+        &gh,
+        &["--org", "acme", "--repo", "widgets", "--state", "all"],
+    );
+    gh.clear_log();
+    let s = collect(
+        &env,
+        &gh,
+        &[
+            "--org", "acme", "--repo", "widgets", "--state", "all", "--full",
+        ],
+    );
+    assert_eq!(s["incremental"], 0);
+    assert_eq!(s["unchanged"], 129);
+    assert_eq!(gh.request_count(), 3);
+    let vars = graphql_requests(&gh)[0].variables.clone().unwrap();
+    assert_eq!(vars["filter"].get("since"), None);
+
+    gh.clear_log();
+    let s = collect(
+        &env,
+        &gh,
+        &[
+            "--org",
+            "acme",
+            "--repo",
+            "widgets",
+            "--state",
+            "all",
+            "--since",
+            "2024-03-04",
+        ],
+    );
+    assert_eq!(
+        s["issues"], 2,
+        "issues updated on/after 2024-03-04: #1 and #2"
+    );
+    let vars = graphql_requests(&gh)[0].variables.clone().unwrap();
+    assert_eq!(vars["filter"]["since"], "2024-03-04T00:00:00Z");
+}
+
+#[test]
+fn limit_stops_early_and_leaves_no_cursor() {
+    let gh = server();
+    let env = Env::new();
+    let s = collect(
+        &env,
+        &gh,
+        &["--org", "acme", "--repo", "widgets", "--limit", "3"],
+    );
+    assert_eq!(s["issues"], 3);
+    // One page of 3 (not 100) issues, and the rest of #3's long thread.
+    assert_eq!(gh.request_count(), 2);
+    assert_eq!(
+        graphql_requests(&gh)[0].variables.clone().unwrap()["first"],
+        3
+    );
+    // Most recently updated first (#1, #3, #5; PRs excluded).
+    assert_eq!(
+        env.scalar("SELECT string_agg(number::VARCHAR, ',' ORDER BY number) FROM issues"),
+        "1,3,5"
+    );
+    let s = collect(&env, &gh, &["--org", "acme", "--repo", "widgets"]);
+    assert_eq!(
+        s["incremental"], 0,
+        "a limited run must not count as complete"
+    );
+    assert_eq!(s["new"], 125);
+}
+
+#[test]
+fn single_issue_uses_rest_pages_and_etags() {
+    let gh = server();
+    let env = Env::new();
+    let s = collect(
+        &env,
+        &gh,
+        &["--org", "acme", "--repo", "widgets", "--issue-number", "3"],
+    );
+    assert_eq!(s["issues"], 1);
+    // The issue, then comment pages 1 and 2 (the second through the Link header's
+    // /repositories/{id}/… URL).
+    let reqs = gh.requests();
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert!(reqs[0].target.starts_with("/repos/acme/widgets/issues/3"));
+    assert!(
+        reqs[2].target.starts_with("/repositories/"),
+        "{}",
+        reqs[2].target
+    );
+    assert_eq!(env.scalar("SELECT count(*) FROM comments"), 150);
+
+    // Again: every page revalidated with If-None-Match and answered 304.
+    gh.clear_log();
+    let s = collect(
+        &env,
+        &gh,
+        &["--org", "acme", "--repo", "widgets", "--issue-number", "3"],
+    );
+    assert_eq!(s["unchanged"], 1);
+    let reqs = gh.requests();
+    assert_eq!(reqs.len(), 3);
+    assert!(
+        reqs.iter().all(|r| r.if_none_match && r.status == 304),
+        "{reqs:?}"
+    );
+    assert_eq!(s["rate_limit_remaining_core"], 4997, "304s cost nothing");
+    assert_eq!(env.scalar("SELECT count(*) FROM comments"), 150);
+}
+
+#[test]
+fn single_issue_errors_are_clear() {
+    let gh = server();
+    gh.update_issue("acme", "widgets", 2, |i| i.deleted = true);
+    let env = Env::new();
+    let run = |args: &[&str]| {
+        cmd(&env, &gh)
+            .args(["collect", "--org", "acme", "--repo", "widgets"])
+            .args(args)
+            .assert()
+    };
+    run(&["--issue-number", "4"])
+        .code(1)
+        .stderr(predicate::str::contains(
+            "error: acme/widgets#4 is a pull request",
+        ));
+    run(&["--issue-number", "2"])
+        .code(1)
+        .stderr(predicate::str::contains("was deleted"));
+    run(&["--issue-number", "999"])
+        .code(1)
+        .stderr(predicate::str::contains("not found"));
+    assert!(!env.data().join("issues/acme_widgets_issue_4.json").exists());
+}
+
+#[test]
+fn bad_token_unknown_repo_and_missing_token_fail_clearly() {
+    let gh = server();
+    let env = Env::new();
+    cmd(&env, &gh)
+        .env("GITHUB_TOKEN", "wrong")
+        .args(["collect", "--org", "acme", "--repo", "widgets"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("error: token rejected"));
+    // Not found arrives as a GraphQL error with HTTP 200.
+    cmd(&env, &gh)
+        .args(["collect", "--org", "acme", "--repo", "nope"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "error: repository acme/nope not found or not visible to this token",
+        ));
+    cmd(&env, &gh)
+        .args(["collect", "--org", "ghost-org"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "not found or not visible to this token",
+        ));
+    env.cmd()
+        .env("GITHUB_API_URL", &gh.url)
+        .args(["collect", "--org", "acme", "--repo", "widgets"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no GitHub token"));
+    cmd(&env, &gh)
+        .args(["collect", "--org", "acme", "--repo", "../etc"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("invalid repository name"));
+}
+
+#[test]
+fn organisation_mode_skips_archived_and_excluded_repositories() {
+    let gh = server();
+    gh.add_repo(
+        "acme",
+        "gadgets",
+        vec![FakeIssue::new(1, "Gadget issue", OLD).with_comments(1)],
+    );
+    gh.add_repo("acme", "old", vec![FakeIssue::new(1, "Old issue", OLD)]);
+    gh.archive("acme", "old");
+    gh.add_repo(
+        "acme",
+        "secret",
+        vec![FakeIssue::new(1, "Secret issue", OLD)],
+    );
+    gh.add_repo(
+        "other",
+        "elsewhere",
+        vec![FakeIssue::new(1, "Not ours", OLD)],
+    );
+    let env = Env::new();
+    let s = collect(&env, &gh, &["--org", "acme", "--exclude-repo", "secret"]);
+    assert_eq!(s["repositories"], 2);
+    assert_eq!(s["repositories_skipped"], 2);
+    assert_eq!(
+        env.scalar("SELECT string_agg(DISTINCT repo, ',' ORDER BY repo) FROM issues"),
+        "gadgets,widgets"
+    );
+    // Repo list + 2 widgets pages + 1 long-thread page + 1 gadgets page.
+    assert_eq!(gh.request_count(), 5);
+
+    // Incremental: the repository list revalidates (304), one request per repository.
+    gh.clear_log();
+    let s = collect(&env, &gh, &["--org", "acme", "--exclude-repo", "secret"]);
+    assert_eq!(s["incremental"], 2);
+    let reqs = gh.requests();
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert_eq!(reqs[0].status, 304);
+
+    let env = Env::new();
+    let s = collect(&env, &gh, &["--org", "acme", "--include-archived"]);
+    assert_eq!(s["repositories"], 4);
+}
+
+#[test]
+fn rest_rate_limits_and_server_errors_are_retried() {
+    let gh = server();
+    gh.push_fault(Target::Rest, Fault::PrimaryRateLimit { status: 403 });
+    gh.push_fault(
+        Target::Rest,
+        Fault::SecondaryRateLimit {
+            status: 429,
+            retry_after: None,
+        },
+    );
+    gh.push_fault(
+        Target::Rest,
+        Fault::SecondaryRateLimit {
+            status: 403,
+            retry_after: Some(1),
+        },
+    );
+    gh.push_fault(Target::Rest, Fault::ServerError { status: 500 });
+    let env = Env::new();
+    cmd(&env, &gh)
+        .args(["collect", "--org", "acme", "--repo", "widgets", "--issue-number", "1"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("GitHub primary rate limit reached (core)"))
+        // No retry-after: at least a minute, capped in tests by GITHUB_ANALYSIS_MAX_WAIT.
+        .stderr(predicate::str::contains(
+            "secondary rate limit hit (core): waiting 60s (capped at 0.1s by GITHUB_ANALYSIS_MAX_WAIT)",
+        ))
+        .stderr(predicate::str::contains("secondary rate limit hit (core): waiting 1.0s"))
+        .stderr(predicate::str::contains("GitHub answered 500 Internal Server Error; retrying"));
+    // 4 faulted attempts, then the issue and its one comment page.
+    assert_eq!(gh.request_count(), 6);
+    assert_eq!(env.scalar("SELECT count(*) FROM comments"), 2);
+}
+
+#[test]
+fn graphql_rate_limits_with_http_200_and_timeouts_are_retried() {
+    let gh = server();
+    gh.push_fault(
+        Target::GraphQl,
+        Fault::GraphQlRateLimited {
+            newer_variant: false,
+        },
+    );
+    gh.push_fault(
+        Target::GraphQl,
+        Fault::GraphQlRateLimited {
+            newer_variant: true,
+        },
+    );
+    gh.push_fault(Target::GraphQl, Fault::ServerError { status: 502 });
+    gh.push_fault(Target::GraphQl, Fault::ServerError { status: 504 });
+    gh.push_fault(Target::GraphQl, Fault::PrimaryRateLimit { status: 429 });
+    let env = Env::new();
+    let out = cmd(&env, &gh)
+        .args([
+            "collect", "--org", "acme", "--repo", "widgets", "--format", "json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("GraphQL rate limit reached (graphql)")
+            .count(),
+        2,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("GitHub answered 502 Bad Gateway; retrying"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("GitHub answered 504 Gateway Timeout; retrying"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("primary rate limit reached (graphql)"),
+        "{stderr}"
+    );
+    assert_eq!(gh.request_count(), 5 + 3);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["issues"],
+        128
+    );
+}
+
+#[test]
+fn an_exhausted_bucket_is_waited_out_before_the_next_request() {
+    let gh = server();
+    gh.push_fault(Target::GraphQl, Fault::Exhausted);
+    let env = Env::new();
+    cmd(&env, &gh)
+        .args(["collect", "--org", "acme", "--repo", "widgets"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "GitHub rate limit exhausted (graphql): waiting",
+        ));
+    assert_eq!(gh.request_count(), 3);
+}
+
+#[test]
+fn a_run_that_gives_up_keeps_finished_pages_and_the_next_run_completes() {
+    let gh = server();
+    gh.push_fault(Target::GraphQl, Fault::Pass);
+    gh.push_fault(Target::GraphQl, Fault::Pass);
+    for _ in 0..6 {
+        gh.push_fault(Target::GraphQl, Fault::ServerError { status: 502 });
+    }
+    let env = Env::new();
+    cmd(&env, &gh)
+        .args([
+            "collect", "--org", "acme", "--repo", "widgets", "--state", "all",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "error: cannot collect acme/widgets",
+        ))
+        .stderr(predicate::str::contains("after 6 attempts"));
+    // Page one (100 issues, #3's long thread included) was written and loaded.
+    assert_eq!(env.scalar("SELECT count(*) FROM issues"), 100);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM comments WHERE issue_id = 'acme/widgets#3'"),
+        150
+    );
+    // No cursor was recorded, so the next run fetches everything and only writes what is new.
+    let s = collect(
+        &env,
+        &gh,
+        &["--org", "acme", "--repo", "widgets", "--state", "all"],
+    );
+    assert_eq!(s["incremental"], 0);
+    assert_eq!(s["new"], 29);
+    assert_eq!(s["unchanged"], 100);
+    assert_eq!(env.scalar("SELECT count(*) FROM issues"), 129);
+}
+
+#[test]
+fn attachments_are_downloaded_capped_and_failures_recorded() {
+    let gh = FakeGitHub::start();
+    let base = gh.url.clone();
+    let mut issue = FakeIssue::new(1, "Screenshot", OLD).with_comments(1);
+    issue.body = Some(format!(
+        "See ![shot]({base}/user-attachments/assets/shot.png) and {base}/user-attachments/assets/gone.png"
+    ));
+    issue.comments[0].body = format!("log: {base}/user-attachments/files/9/big.log");
+    gh.add_repo("acme", "pics", vec![issue]);
+    gh.add_attachment(
+        "/user-attachments/assets/shot.png",
+        b"\x89PNG fake image".to_vec(),
+    );
+    gh.add_attachment("/user-attachments/files/9/big.log", vec![b'x'; 5000]);
+    let env = Env::new();
+    let s = collect(
+        &env,
+        &gh,
+        &[
+            "--org",
+            "acme",
+            "--repo",
+            "pics",
+            "--download-attachments",
+            "--max-attachment-size",
+            "1KB",
+        ],
+    );
+    assert_eq!(s["attachments_downloaded"], 1);
+    assert_eq!(s["attachments_failed"], 1);
+    assert_eq!(s["attachments_skipped"], 1);
+    let path = env.scalar("SELECT file_path FROM attachments WHERE status = 'downloaded'");
+    let saved = std::fs::read(env.data().join(path.as_str().unwrap())).unwrap();
+    assert_eq!(saved, b"\x89PNG fake image");
+    assert_eq!(
+        env.scalar("SELECT comment_id IS NOT NULL FROM attachments WHERE status = 'skipped'"),
+        true
+    );
+    assert!(env
+        .scalar("SELECT error FROM attachments WHERE status = 'failed'")
+        .as_str()
+        .unwrap()
+        .contains("404"));
+    // The issue file lists them too.
+    let file: Value = serde_json::from_slice(
+        &std::fs::read(env.data().join("issues/acme_pics_issue_1.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(file["issue"]["attachments"].as_array().unwrap().len(), 3);
+
+    // Again with --full: the downloaded file is reused, not fetched again.
+    gh.clear_log();
+    collect(
+        &env,
+        &gh,
+        &[
+            "--org",
+            "acme",
+            "--repo",
+            "pics",
+            "--full",
+            "--download-attachments",
+            "--max-attachment-size",
+            "1KB",
+        ],
+    );
+    assert!(!gh.requests().iter().any(|r| r.target.ends_with("shot.png")));
+    assert_eq!(env.scalar("SELECT count(*) FROM attachments"), 3);
+}
+
+/// The fake itself is strict: no User-Agent → 403, wrong token → 401, REST lists mix in pull
+/// requests and link onward in `/repositories/{id}` form.
+#[test]
+fn the_fake_server_behaves_like_github() {
+    let gh = server();
+    let raw = |headers: &str, path: &str| {
+        let addr = gh.url.trim_start_matches("http://").to_string();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    assert!(raw(&auth, "/repos/acme/widgets/issues").starts_with("HTTP/1.1 403"));
+    assert!(raw(
+        "User-Agent: t\r\nAuthorization: Bearer nope\r\n",
+        "/repos/acme/widgets/issues"
+    )
+    .starts_with("HTTP/1.1 401"));
+    let page = raw(
+        &format!("User-Agent: t\r\n{auth}"),
+        "/repos/acme/widgets/issues?state=all&per_page=5&sort=updated",
+    );
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let lower = page.to_ascii_lowercase();
+    assert!(
+        lower.contains(
+            "/repositories/1000/issues?state=all&per_page=5&sort=updated&page=2>; rel=\"next\""
+        ),
+        "{page}"
+    );
+    assert!(lower.contains("x-ratelimit-remaining: 4999"), "{page}");
+    assert!(
+        page.contains("\"pull_request\""),
+        "PRs are mixed into REST lists"
+    );
+}

@@ -1,0 +1,631 @@
+//! A loopback fake of Anthropic's Messages API (axum on 127.0.0.1:0), as strict as the real
+//! service where our client is concerned (spec/anthropic.md): `x-api-key` and
+//! `anthropic-version` checks, the `{type:"error",error:{…},request_id}` envelope, request-field
+//! checks ("Extra inputs are not permitted", max_tokens, temperature ≤ 1, tool names,
+//! tool_choice, tool_use/tool_result pairing, cache_control), `request-id` and
+//! `anthropic-ratelimit-*` headers (RFC 3339 resets), prompt caching of the tools + system
+//! prefix, and scripted replies: tool answers, text instead of a tool call, max_tokens cut-offs,
+//! 429 with retry-after, 500 `api_error`, 529 `overloaded_error`, hangs.
+//!
+//! Depends on nothing else under tests/.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+pub const KEY: &str = "sk-ant-api03-fake-anthropic-key-abcdef";
+pub const VERSION: &str = "2023-06-01";
+
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A `tool_use` block with this input.
+    Tool(Value),
+    /// Only a text block (the model did not call the tool).
+    Text(String),
+    /// `stop_reason: "max_tokens"` with a partial tool input.
+    MaxTokens,
+    /// 429 `rate_limit_error` with `retry-after` (whole seconds) and an exhausted
+    /// requests window whose reset is `reset_ms` from now.
+    RateLimited { reset_ms: u64 },
+    /// 500 `api_error`.
+    ApiError,
+    /// 529 `overloaded_error`.
+    Overloaded,
+    /// Answers normally after this delay.
+    Hang(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub issue: Option<String>,
+    pub attempt: usize,
+    /// The request carries a `tool_result` (a repair request).
+    pub repair: bool,
+    pub user: String,
+    pub labels: Vec<String>,
+}
+
+pub type Script = Arc<dyn Fn(&Call) -> Reply + Send + Sync>;
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: Value,
+    pub status: u16,
+}
+
+struct Inner {
+    script: Script,
+    log: Vec<Recorded>,
+    attempts: HashMap<String, usize>,
+    cached_prefixes: HashSet<String>,
+    next_id: u64,
+}
+
+pub struct FakeAnthropic {
+    /// Base URL without `/v1`, as `ANTHROPIC_BASE_URL` expects.
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl FakeAnthropic {
+    pub fn start() -> Self {
+        Self::with_script(Arc::new(|c: &Call| Reply::Tool(default_answer(c))))
+    }
+
+    pub fn with_script(script: Script) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let inner = Arc::new(Mutex::new(Inner {
+            script,
+            log: Vec::new(),
+            attempts: HashMap::new(),
+            cached_prefixes: HashSet::new(),
+            next_id: 1,
+        }));
+        let state = inner.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let app = axum::Router::new().fallback(handle).with_state(state);
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await;
+            });
+        });
+        Self {
+            url: format!("http://{addr}"),
+            inner,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.inner).log.clone()
+    }
+
+    pub fn requests_for(&self, issue: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| issue_of(&r.body).as_deref() == Some(issue))
+            .collect()
+    }
+
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("ANTHROPIC_BASE_URL", self.url.clone()),
+            ("ANTHROPIC_API_KEY", KEY.to_string()),
+        ]
+    }
+}
+
+impl Drop for FakeAnthropic {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn default_answer(c: &Call) -> Value {
+    let text = c.user.to_lowercase();
+    let recommended: Vec<Value> = c
+        .labels
+        .iter()
+        .filter(|l| text.contains(&l.rsplit("::").next().unwrap_or(l).to_lowercase()))
+        .map(|l| json!({"label": l, "confidence": 0.8, "reasoning": format!("mentions {l}")}))
+        .collect();
+    json!({
+        "recommended_labels": recommended,
+        "current_labels_assessment": [],
+        "confidence": 0.75,
+        "summary": "An issue.",
+        "reasoning": "Matched product names."
+    })
+}
+
+fn user_text(body: &Value) -> Option<String> {
+    let first = body.get("messages")?.as_array()?.first()?;
+    match &first["content"] {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(blocks) => Some(
+            blocks
+                .iter()
+                .filter_map(|b| b.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        _ => None,
+    }
+}
+
+pub fn issue_of(body: &Value) -> Option<String> {
+    let user = user_text(body)?;
+    let repo = user.lines().find_map(|l| l.strip_prefix("Repository: "))?;
+    let num = user
+        .lines()
+        .find_map(|l| l.strip_prefix("Issue #"))?
+        .split(':')
+        .next()?;
+    Some(format!("{repo}#{num}"))
+}
+
+fn error(status: StatusCode, kind: &str, message: &str, request_id: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id})),
+    )
+        .into_response()
+}
+
+fn estimate_tokens(s: &str) -> u64 {
+    (s.len() as u64).div_ceil(4)
+}
+
+async fn handle(
+    State(st): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    let request_id = {
+        let mut g = lock(&st);
+        g.next_id += 1;
+        format!("req_011Fake{:08}", g.next_id)
+    };
+    let mut resp = respond(&st, &method, &uri, &headers, &raw, &body, &request_id).await;
+    resp.headers_mut()
+        .insert("request-id", HeaderValue::from_str(&request_id).expect("h"));
+    let status = resp.status().as_u16();
+    lock(&st).log.push(Recorded {
+        path: uri.path().to_string(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
+        body,
+        status,
+    });
+    resp
+}
+
+async fn respond(
+    st: &Arc<Mutex<Inner>>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    raw: &Bytes,
+    body: &Value,
+    rid: &str,
+) -> Response {
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    match h("x-api-key") {
+        Some(k) if k == KEY => {}
+        _ => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "invalid x-api-key",
+                rid,
+            )
+        }
+    }
+    if h("anthropic-version").is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "anthropic-version: header is required",
+            rid,
+        );
+    }
+    if h("anthropic-version") != Some(VERSION) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "anthropic-version: invalid version",
+            rid,
+        );
+    }
+    if method != Method::POST || uri.path() != "/v1/messages" {
+        return error(StatusCode::NOT_FOUND, "not_found_error", "Not found", rid);
+    }
+    if !h("content-type").is_some_and(|c| c.starts_with("application/json"))
+        || serde_json::from_slice::<Value>(raw).is_err()
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "Request body must be valid JSON",
+            rid,
+        );
+    }
+    if let Err(msg) = validate(body) {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", &msg, rid);
+    }
+    let call = {
+        let issue = issue_of(body);
+        let mut g = lock(st);
+        let n = g
+            .attempts
+            .entry(issue.clone().unwrap_or_default())
+            .or_insert(0);
+        *n += 1;
+        let attempt = *n;
+        let repair = body["messages"].as_array().is_some_and(|m| m.len() > 1);
+        let labels = body
+            .pointer(
+                "/tools/0/input_schema/properties/recommended_labels/items/properties/label/enum",
+            )
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Call {
+            issue,
+            attempt,
+            repair,
+            user: user_text(body).unwrap_or_default(),
+            labels,
+        }
+    };
+    let script = lock(st).script.clone();
+    match script(&call) {
+        Reply::RateLimited { reset_ms } => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit (https://docs.claude.com/en/api/rate-limits); see the response headers for current usage. Please reduce the prompt length or the maximum tokens requested, or try again later.", rid);
+            let reset = chrono::Utc::now() + chrono::Duration::milliseconds(reset_ms as i64);
+            let hs = r.headers_mut();
+            hs.insert("retry-after", HeaderValue::from(reset_ms / 1000));
+            hs.insert(
+                "anthropic-ratelimit-requests-limit",
+                HeaderValue::from_static("50"),
+            );
+            hs.insert(
+                "anthropic-ratelimit-requests-remaining",
+                HeaderValue::from_static("0"),
+            );
+            hs.insert(
+                "anthropic-ratelimit-requests-reset",
+                HeaderValue::from_str(&reset.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .expect("h"),
+            );
+            r
+        }
+        Reply::ApiError => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            "Internal server error",
+            rid,
+        ),
+        Reply::Overloaded => error(
+            StatusCode::from_u16(529).expect("529"),
+            "overloaded_error",
+            "Overloaded",
+            rid,
+        ),
+        Reply::Hang(d) => {
+            tokio::time::sleep(d).await;
+            message(
+                st,
+                body,
+                vec![tool_block(body, default_answer(&call))],
+                "tool_use",
+            )
+        }
+        Reply::Tool(input) => message(st, body, vec![tool_block(body, input)], "tool_use"),
+        Reply::Text(t) => message(
+            st,
+            body,
+            vec![json!({"type": "text", "text": t, "citations": null})],
+            "end_turn",
+        ),
+        Reply::MaxTokens => message(
+            st,
+            body,
+            vec![tool_block(body, json!({"recommended_labels": []}))],
+            "max_tokens",
+        ),
+    }
+}
+
+fn tool_block(body: &Value, input: Value) -> Value {
+    let name = body
+        .pointer("/tool_choice/name")
+        .and_then(Value::as_str)
+        .unwrap_or("tool");
+    json!({"type": "tool_use", "id": format!("toolu_fake{}", estimate_tokens(&input.to_string())), "name": name, "input": input})
+}
+
+fn message(st: &Arc<Mutex<Inner>>, body: &Value, content: Vec<Value>, stop: &str) -> Response {
+    // Cache prefix: tools + system, cached when the system block carries cache_control.
+    let prefix = format!("{}{}", body["tools"], body["system"]);
+    let prefix_tokens = estimate_tokens(&prefix);
+    let cacheable = body.pointer("/system/0/cache_control").is_some() && prefix_tokens >= 1024;
+    let (created, read) = if cacheable {
+        let mut g = lock(st);
+        if g.cached_prefixes.insert(prefix) {
+            (prefix_tokens, 0)
+        } else {
+            (0, prefix_tokens)
+        }
+    } else {
+        (0, 0)
+    };
+    let total = estimate_tokens(&body["messages"].to_string()) + prefix_tokens;
+    let input_tokens = total - created - read;
+    let output_tokens = estimate_tokens(&Value::Array(content.clone()).to_string()) + 1;
+    let id = lock(st).next_id;
+    let mut r = (
+        StatusCode::OK,
+        axum::Json(json!({
+            "id": format!("msg_01Fake{id}"),
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": null,
+            "usage": {
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "cache_creation_input_tokens": created,
+                "cache_read_input_tokens": read,
+                "cache_creation": {"ephemeral_5m_input_tokens": created, "ephemeral_1h_input_tokens": 0},
+                "service_tier": "standard"
+            }
+        })),
+    )
+        .into_response();
+    let reset = (chrono::Utc::now() + chrono::Duration::seconds(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let hs = r.headers_mut();
+    hs.insert(
+        "anthropic-ratelimit-requests-limit",
+        HeaderValue::from_static("4000"),
+    );
+    hs.insert(
+        "anthropic-ratelimit-requests-remaining",
+        HeaderValue::from_static("3999"),
+    );
+    hs.insert(
+        "anthropic-ratelimit-requests-reset",
+        HeaderValue::from_str(&reset).expect("h"),
+    );
+    r
+}
+
+/// The checks of the real Messages endpoint that our requests could trip.
+fn validate(body: &Value) -> Result<(), String> {
+    const FIELDS: &[&str] = &[
+        "model",
+        "max_tokens",
+        "messages",
+        "system",
+        "temperature",
+        "tools",
+        "tool_choice",
+        "metadata",
+        "stop_sequences",
+        "stream",
+        "top_k",
+        "top_p",
+        "thinking",
+        "service_tier",
+        "container",
+        "mcp_servers",
+        "context_management",
+        "output_config",
+        "cache_control",
+        "inference_geo",
+    ];
+    let obj = body.as_object().ok_or("body must be an object")?;
+    for k in obj.keys() {
+        if !FIELDS.contains(&k.as_str()) {
+            return Err(format!("{k}: Extra inputs are not permitted"));
+        }
+    }
+    if !obj.get("model").is_some_and(Value::is_string) {
+        return Err("model: Field required".into());
+    }
+    match obj.get("max_tokens").and_then(Value::as_u64) {
+        Some(n) if n >= 1 => {}
+        Some(_) => return Err("max_tokens: Input should be greater than or equal to 1".into()),
+        None => return Err("max_tokens: Field required".into()),
+    }
+    if let Some(t) = obj.get("temperature") {
+        if !t.as_f64().is_some_and(|t| (0.0..=1.0).contains(&t)) {
+            return Err("temperature: Input should be less than or equal to 1".into());
+        }
+    }
+    if let Some(system) = obj.get("system") {
+        match system {
+            Value::String(_) => {}
+            Value::Array(blocks) => {
+                for (i, b) in blocks.iter().enumerate() {
+                    if b["type"] != "text" || !b["text"].is_string() {
+                        return Err(format!("system.{i}: Input should be a valid text block"));
+                    }
+                    if let Some(cc) = b.get("cache_control") {
+                        if cc["type"] != "ephemeral" {
+                            return Err(format!(
+                                "system.{i}.cache_control.type: Input should be 'ephemeral'"
+                            ));
+                        }
+                        if let Some(ttl) = cc.get("ttl") {
+                            if ttl != "5m" && ttl != "1h" {
+                                return Err(format!(
+                                    "system.{i}.cache_control.ttl: Input should be '5m' or '1h'"
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            _ => return Err("system: Input should be a valid string or list".into()),
+        }
+    }
+    let mut tool_names = Vec::new();
+    if let Some(tools) = obj.get("tools") {
+        for (i, t) in tools
+            .as_array()
+            .ok_or("tools: Input should be a valid list")?
+            .iter()
+            .enumerate()
+        {
+            let name = t["name"].as_str().unwrap_or("");
+            if name.is_empty()
+                || name.len() > 128
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(format!(
+                    "tools.{i}.custom.name: String should match pattern '^[a-zA-Z0-9_-]{{1,128}}$'"
+                ));
+            }
+            if t["input_schema"]["type"] != "object" {
+                return Err(format!(
+                    "tools.{i}.custom.input_schema.type: Input should be 'object'"
+                ));
+            }
+            tool_names.push(name.to_string());
+        }
+    }
+    if let Some(tc) = obj.get("tool_choice") {
+        match tc["type"].as_str() {
+            Some("auto" | "any" | "none") => {}
+            Some("tool") => {
+                let n = tc["name"].as_str().unwrap_or("");
+                if !tool_names.iter().any(|t| t == n) {
+                    return Err(format!(
+                        "tool_choice.tool.name: Tool '{n}' not found in provided tools"
+                    ));
+                }
+            }
+            _ => {
+                return Err("tool_choice: Input tag does not match any of the expected tags".into())
+            }
+        }
+    }
+    let msgs = obj
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or("messages: Field required")?;
+    if msgs.is_empty() {
+        return Err("messages: at least one message is required".into());
+    }
+    if msgs[0]["role"] != "user" {
+        return Err("messages: first message must use the \"user\" role".into());
+    }
+    let mut pending_tool_uses: Vec<String> = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        let role = m["role"].as_str().unwrap_or("");
+        if role != "user" && role != "assistant" {
+            return Err(format!(
+                "messages.{i}.role: Input should be 'user' or 'assistant'"
+            ));
+        }
+        let blocks: Vec<Value> = match &m["content"] {
+            Value::String(_) => Vec::new(),
+            Value::Array(b) => b.clone(),
+            _ => {
+                return Err(format!(
+                    "messages.{i}.content: Input should be a valid string or list"
+                ))
+            }
+        };
+        if role == "user" {
+            let results: Vec<String> = blocks
+                .iter()
+                .filter(|b| b["type"] == "tool_result")
+                .filter_map(|b| b["tool_use_id"].as_str().map(str::to_string))
+                .collect();
+            for r in &results {
+                if !pending_tool_uses.contains(r) {
+                    return Err(format!("messages.{i}.content: unexpected `tool_use_id` found in `tool_result` blocks: {r}. Each `tool_result` block must have a corresponding `tool_use` block in the previous message."));
+                }
+            }
+            if pending_tool_uses.iter().any(|p| !results.contains(p)) {
+                return Err(format!("messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately after"));
+            }
+            pending_tool_uses.clear();
+        } else {
+            if !pending_tool_uses.is_empty() {
+                return Err(format!("messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately after"));
+            }
+            for b in &blocks {
+                match b["type"].as_str() {
+                    Some("text") => {}
+                    Some("tool_use") => {
+                        if !b["input"].is_object() {
+                            return Err(format!("messages.{i}.content: tool_use.input: Input should be a valid dictionary"));
+                        }
+                        pending_tool_uses.push(b["id"].as_str().unwrap_or("").to_string());
+                    }
+                    other => {
+                        return Err(format!(
+                            "messages.{i}.content: unexpected block type {other:?}"
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    if !pending_tool_uses.is_empty() {
+        return Err("messages: the final assistant `tool_use` has no `tool_result`".into());
+    }
+    Ok(())
+}

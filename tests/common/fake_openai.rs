@@ -1,0 +1,820 @@
+//! A loopback fake of OpenAI's Chat Completions API (axum on 127.0.0.1:0), as strict as the real
+//! service where our client is concerned (spec/openai.md): bearer auth with OpenAI's 401 bodies,
+//! request fields checked against OpenAI's own OpenAPI schema (unknown arguments rejected),
+//! strict-mode `json_schema` rules, reasoning-model temperature rules, the error envelope,
+//! `x-request-id` and `x-ratelimit-*` headers, prompt caching in 128-token steps, and scripted
+//! replies: answers, invalid content, refusals, cut-offs, 429 with retry-after(-ms), 500,
+//! 503, insufficient quota, hangs, and an optional requests-per-minute token bucket with latency.
+//!
+//! Shared by the integration tests and `examples/process_bench.rs` (included there with
+//! `#[path]`), so it depends on nothing else under tests/.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+pub const KEY: &str = "sk-test-fake-openai-key-0123456789";
+const OAS: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/openai-openapi-subset.json"
+));
+
+/// What the fake answers to one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A valid structured answer: this JSON becomes `message.content` (as a string).
+    Answer(Value),
+    /// `message.content` exactly as given (e.g. invalid JSON).
+    Content(String),
+    /// `content: null` and this `refusal`.
+    Refusal(String),
+    /// `finish_reason: "length"` with this truncated content.
+    Length(String),
+    /// 429 `rate_limit_exceeded` with `retry-after-ms` (and `retry-after` in whole seconds).
+    RateLimited { retry_after_ms: u64 },
+    /// 429 `insufficient_quota` (must not be retried).
+    QuotaExceeded,
+    /// 500 `server_error`.
+    ServerError,
+    /// 503 overloaded, with `retry-after-ms` if given.
+    Overloaded { retry_after_ms: Option<u64> },
+    /// Answers normally after this delay (to trip a client timeout).
+    Hang(Duration),
+    /// Waits until [`FakeOpenAi::release`] is called, then answers normally.
+    Hold,
+}
+
+/// What a script sees of a request.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// `org/repo#n` read from the user message.
+    pub issue: Option<String>,
+    /// 1 for the first request about this issue, 2 for the next…
+    pub attempt: usize,
+    /// The request replays a rejected answer (a repair request).
+    pub repair: bool,
+    /// The user message (the issue text).
+    pub user: String,
+    /// The label enum of the schema.
+    pub labels: Vec<String>,
+}
+
+pub type Script = Arc<dyn Fn(&Call) -> Reply + Send + Sync>;
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    /// Lower-case header names.
+    pub headers: HashMap<String, String>,
+    pub body: Value,
+    pub status: u16,
+}
+
+struct Bucket {
+    capacity: f64,
+    tokens: f64,
+    per_sec: f64,
+    last: Instant,
+    limit_rpm: u64,
+}
+
+struct Inner {
+    script: Script,
+    log: Vec<Recorded>,
+    attempts: HashMap<String, usize>,
+    seen_prefixes: HashSet<String>,
+    bucket: Option<Bucket>,
+    latency: Duration,
+    next_id: u64,
+}
+
+pub struct FakeOpenAi {
+    /// Base URL including `/v1`, as `OPENAI_BASE_URL` expects.
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+    release: Arc<tokio::sync::Semaphore>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Clone)]
+struct AppState {
+    inner: Arc<Mutex<Inner>>,
+    release: Arc<tokio::sync::Semaphore>,
+    allowed: Arc<HashSet<String>>,
+}
+
+impl FakeOpenAi {
+    /// Starts a fake that answers every issue with [`default_answer`].
+    pub fn start() -> Self {
+        Self::with_script(Arc::new(|c: &Call| Reply::Answer(default_answer(c))))
+    }
+
+    pub fn with_script(script: Script) -> Self {
+        Self::build(script, None, Duration::ZERO, 2)
+    }
+
+    /// A fake with `latency` per request and a requests-per-minute limit enforced by a token
+    /// bucket holding one second of requests (like OpenAI's per-second smoothing of RPM limits).
+    pub fn with_rate_limit(rpm: u64, latency: Duration, worker_threads: usize) -> Self {
+        let per_sec = rpm as f64 / 60.0;
+        let bucket = Bucket {
+            capacity: per_sec.max(1.0),
+            tokens: per_sec.max(1.0),
+            per_sec,
+            last: Instant::now(),
+            limit_rpm: rpm,
+        };
+        Self::build(
+            Arc::new(|c: &Call| Reply::Answer(default_answer(c))),
+            Some(bucket),
+            latency,
+            worker_threads,
+        )
+    }
+
+    fn build(
+        script: Script,
+        bucket: Option<Bucket>,
+        latency: Duration,
+        worker_threads: usize,
+    ) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let inner = Arc::new(Mutex::new(Inner {
+            script,
+            log: Vec::new(),
+            attempts: HashMap::new(),
+            seen_prefixes: HashSet::new(),
+            bucket,
+            latency,
+            next_id: 1,
+        }));
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let state = AppState {
+            inner: inner.clone(),
+            release: release.clone(),
+            allowed: Arc::new(allowed_request_fields()),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(worker_threads.max(1))
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let app = axum::Router::new().fallback(handle).with_state(state);
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await;
+            });
+        });
+        Self {
+            url: format!("http://{addr}/v1"),
+            inner,
+            release,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn set_script(&self, script: Script) {
+        lock(&self.inner).script = script;
+    }
+
+    /// Every request received, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.inner).log.clone()
+    }
+
+    /// Requests about one issue (`org/repo#n`).
+    pub fn requests_for(&self, issue: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| issue_of(&r.body).as_deref() == Some(issue))
+            .collect()
+    }
+
+    /// Lets `n` held requests ([`Reply::Hold`]) answer.
+    pub fn release(&self, n: usize) {
+        self.release.add_permits(n);
+    }
+
+    /// Environment for the binary under test.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("OPENAI_BASE_URL", self.url.clone()),
+            ("OPENAI_API_KEY", KEY.to_string()),
+        ]
+    }
+}
+
+impl Drop for FakeOpenAi {
+    fn drop(&mut self) {
+        // Held requests must not keep the server from shutting down.
+        self.release.add_permits(1_000_000);
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Top-level fields of `CreateChatCompletionRequest` in OpenAI's OpenAPI schema (allOf resolved).
+fn allowed_request_fields() -> HashSet<String> {
+    let oas: Value = serde_json::from_str(OAS).expect("OpenAPI subset parses");
+    let schemas = &oas["components"]["schemas"];
+    fn collect(schemas: &Value, name: &str, out: &mut HashSet<String>) {
+        let s = &schemas[name];
+        let parts = s
+            .get("allOf")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_else(|| vec![s.clone()]);
+        for part in parts {
+            if let Some(r) = part.get("$ref").and_then(Value::as_str) {
+                collect(schemas, r.rsplit('/').next().unwrap_or(""), out);
+            } else if let Some(p) = part.get("properties").and_then(Value::as_object) {
+                out.extend(p.keys().cloned());
+            }
+        }
+    }
+    let mut out = HashSet::new();
+    collect(schemas, "CreateChatCompletionRequest", &mut out);
+    assert!(
+        out.contains("messages") && out.contains("model"),
+        "schema walk failed"
+    );
+    out
+}
+
+/// A valid answer: every taxonomy label whose short name (after `::`) appears in the issue.
+pub fn default_answer(c: &Call) -> Value {
+    let text = c.user.to_lowercase();
+    let recommended: Vec<Value> = c
+        .labels
+        .iter()
+        .filter(|l| {
+            let short = l.rsplit("::").next().unwrap_or(l).to_lowercase();
+            text.contains(&short)
+        })
+        .map(|l| json!({"label": l, "confidence": 0.9, "reasoning": format!("the issue mentions {l}")}))
+        .collect();
+    json!({
+        "recommended_labels": recommended,
+        "current_labels_assessment": [],
+        "confidence": 0.85,
+        "summary": "An issue.",
+        "reasoning": "Matched product names in the text."
+    })
+}
+
+/// A valid answer recommending exactly these labels.
+pub fn answer_with(labels: &[&str], confidence: f64) -> Value {
+    json!({
+        "recommended_labels": labels.iter().map(|l| json!({"label": l, "confidence": confidence, "reasoning": "r"})).collect::<Vec<_>>(),
+        "current_labels_assessment": [],
+        "confidence": confidence,
+        "summary": "s",
+        "reasoning": "r"
+    })
+}
+
+pub fn issue_of(body: &Value) -> Option<String> {
+    let msgs = body.get("messages")?.as_array()?;
+    let user = msgs.iter().find(|m| m["role"] == "user")?["content"].as_str()?;
+    let repo = user.lines().find_map(|l| l.strip_prefix("Repository: "))?;
+    let num = user
+        .lines()
+        .find_map(|l| l.strip_prefix("Issue #"))?
+        .split(':')
+        .next()?;
+    Some(format!("{repo}#{num}"))
+}
+
+fn error(
+    status: StatusCode,
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Response {
+    (
+        status,
+        axum::Json(
+            json!({"error": {"message": message, "type": kind, "param": param, "code": code}}),
+        ),
+    )
+        .into_response()
+}
+
+fn estimate_tokens(s: &str) -> u64 {
+    (s.len() as u64).div_ceil(4)
+}
+
+async fn handle(
+    State(st): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (response, request_id) = respond(&st, &method, &uri, &headers, &body, &parsed).await;
+    let status = response.status().as_u16();
+    {
+        let mut g = lock(&st.inner);
+        g.log.push(Recorded {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect(),
+            body: parsed,
+            status,
+        });
+    }
+    let mut response = response;
+    response.headers_mut().insert(
+        "x-request-id",
+        HeaderValue::from_str(&request_id).expect("header"),
+    );
+    response
+}
+
+async fn respond(
+    st: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    raw: &Bytes,
+    body: &Value,
+) -> (Response, String) {
+    let request_id = {
+        let mut g = lock(&st.inner);
+        g.next_id += 1;
+        format!("req_{:08x}", g.next_id)
+    };
+    // Auth comes first, as on the real service.
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+    match auth {
+        None => {
+            return (error(StatusCode::UNAUTHORIZED, "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank username) if you're accessing the API from your browser and are prompted for a username and password. You can obtain an API key from https://platform.openai.com/account/api-keys.", "invalid_request_error", None, None), request_id)
+        }
+        Some(a) if a != format!("Bearer {KEY}") => {
+            let given = a.strip_prefix("Bearer ").unwrap_or(a);
+            let tail: String = given.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+            let head: String = given.chars().take(8).collect();
+            let msg = format!("Incorrect API key provided: {head}****{tail}. You can find your API key at https://platform.openai.com/account/api-keys.");
+            return (error(StatusCode::UNAUTHORIZED, &msg, "invalid_request_error", None, Some("invalid_api_key")), request_id);
+        }
+        _ => {}
+    }
+    if method != Method::POST || uri.path() != "/v1/chat/completions" {
+        let msg = format!("Invalid URL ({} {})", method, uri.path());
+        return (
+            error(
+                StatusCode::NOT_FOUND,
+                &msg,
+                "invalid_request_error",
+                None,
+                None,
+            ),
+            request_id,
+        );
+    }
+    if !headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"))
+    {
+        return (
+            error(
+                StatusCode::BAD_REQUEST,
+                "Invalid Content-Type header, expected application/json.",
+                "invalid_request_error",
+                None,
+                None,
+            ),
+            request_id,
+        );
+    }
+    if serde_json::from_slice::<Value>(raw).is_err() {
+        return (error(StatusCode::BAD_REQUEST, "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.", "invalid_request_error", None, None), request_id);
+    }
+    if let Err(resp) = validate(st, body) {
+        return (resp, request_id);
+    }
+    // Rate limit, then latency, then the scripted reply.
+    let (latency, limit_headers) = {
+        let mut g = lock(&st.inner);
+        let latency = g.latency;
+        match g.bucket.as_mut() {
+            Some(b) => {
+                let now = Instant::now();
+                b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * b.per_sec)
+                    .min(b.capacity);
+                b.last = now;
+                if b.tokens < 1.0 {
+                    let wait_ms = (((1.0 - b.tokens) / b.per_sec) * 1000.0).ceil() as u64;
+                    let limit = b.limit_rpm;
+                    drop(g);
+                    let model = body["model"].as_str().unwrap_or("");
+                    let msg = format!("Rate limit reached for {model} in organization org-fake on requests per min (RPM): Limit {limit}, Used {limit}, Requested 1. Please try again in {wait_ms}ms. Visit https://platform.openai.com/account/rate-limits to learn more.");
+                    let mut r = error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        &msg,
+                        "requests",
+                        Some("requests"),
+                        Some("rate_limit_exceeded"),
+                    );
+                    let h = r.headers_mut();
+                    h.insert("retry-after-ms", HeaderValue::from(wait_ms));
+                    h.insert("retry-after", HeaderValue::from(wait_ms.div_ceil(1000)));
+                    h.insert("x-ratelimit-limit-requests", HeaderValue::from(limit));
+                    h.insert(
+                        "x-ratelimit-remaining-requests",
+                        HeaderValue::from_static("0"),
+                    );
+                    h.insert(
+                        "x-ratelimit-reset-requests",
+                        HeaderValue::from_str(&format!("{wait_ms}ms")).expect("h"),
+                    );
+                    return (r, request_id);
+                }
+                b.tokens -= 1.0;
+                let reset_ms = (((b.capacity - b.tokens) / b.per_sec) * 1000.0).ceil() as u64;
+                (
+                    latency,
+                    Some((b.limit_rpm, b.tokens.floor() as u64, reset_ms)),
+                )
+            }
+            None => (latency, None),
+        }
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let call = call_of(st, body);
+    let script = lock(&st.inner).script.clone();
+    let reply = script(&call);
+    let mut resp = match reply {
+        Reply::RateLimited { retry_after_ms } => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "Rate limit reached for requests. Please try again shortly.", "requests", Some("requests"), Some("rate_limit_exceeded"));
+            r.headers_mut().insert("retry-after-ms", HeaderValue::from(retry_after_ms));
+            r.headers_mut().insert("retry-after", HeaderValue::from(retry_after_ms.div_ceil(1000)));
+            r
+        }
+        Reply::QuotaExceeded => error(StatusCode::TOO_MANY_REQUESTS, "You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.", "insufficient_quota", None, Some("insufficient_quota")),
+        Reply::ServerError => error(StatusCode::INTERNAL_SERVER_ERROR, "The server had an error while processing your request. Sorry about that!", "server_error", None, None),
+        Reply::Overloaded { retry_after_ms } => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "The engine is currently overloaded, please try again later", "service_unavailable_error", None, Some("server_is_overloaded"));
+            if let Some(ms) = retry_after_ms {
+                r.headers_mut().insert("retry-after-ms", HeaderValue::from(ms));
+            }
+            r
+        }
+        Reply::Hang(d) => {
+            tokio::time::sleep(d).await;
+            completion(st, body, Some(default_answer(&call).to_string()), None, "stop")
+        }
+        Reply::Hold => {
+            if let Ok(p) = st.release.acquire().await {
+                p.forget();
+            }
+            completion(st, body, Some(default_answer(&call).to_string()), None, "stop")
+        }
+        Reply::Answer(v) => completion(st, body, Some(v.to_string()), None, "stop"),
+        Reply::Content(s) => completion(st, body, Some(s), None, "stop"),
+        Reply::Refusal(s) => completion(st, body, None, Some(s), "stop"),
+        Reply::Length(s) => completion(st, body, Some(s), None, "length"),
+    };
+    if let Some((limit, remaining, reset_ms)) = limit_headers {
+        let h = resp.headers_mut();
+        h.insert("x-ratelimit-limit-requests", HeaderValue::from(limit));
+        h.insert(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from(remaining),
+        );
+        h.insert(
+            "x-ratelimit-reset-requests",
+            HeaderValue::from_str(&format!("{reset_ms}ms")).expect("h"),
+        );
+    }
+    (resp, request_id)
+}
+
+fn call_of(st: &AppState, body: &Value) -> Call {
+    let issue = issue_of(body);
+    let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+    let user = msgs
+        .iter()
+        .find(|m| m["role"] == "user")
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let labels = body
+        .pointer("/response_format/json_schema/schema/properties/recommended_labels/items/properties/label/enum")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let attempt = {
+        let mut g = lock(&st.inner);
+        let n = g
+            .attempts
+            .entry(issue.clone().unwrap_or_default())
+            .or_insert(0);
+        *n += 1;
+        *n
+    };
+    Call {
+        issue,
+        attempt,
+        repair: msgs.iter().any(|m| m["role"] == "assistant"),
+        user,
+        labels,
+    }
+}
+
+fn completion(
+    st: &AppState,
+    body: &Value,
+    content: Option<String>,
+    refusal: Option<String>,
+    finish: &str,
+) -> Response {
+    let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+    let text_of = |m: &Value| match &m["content"] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let prompt: u64 = msgs
+        .iter()
+        .map(|m| estimate_tokens(&text_of(m)) + 4)
+        .sum::<u64>()
+        + estimate_tokens(&body["response_format"].to_string());
+    // Prompt caching: a repeated prefix of at least 1024 tokens is served from cache in
+    // 128-token steps (the first message stands for the prefix).
+    let prefix = msgs.first().map(text_of).unwrap_or_default();
+    let prefix_tokens = estimate_tokens(&prefix);
+    let cached = {
+        let mut g = lock(&st.inner);
+        let seen = !g.seen_prefixes.insert(prefix.clone());
+        if seen && prefix_tokens >= 1024 {
+            (prefix_tokens / 128) * 128
+        } else {
+            0
+        }
+    };
+    let completion_tokens =
+        estimate_tokens(content.as_deref().or(refusal.as_deref()).unwrap_or("")) + 1;
+    let id = lock(&st.inner).next_id;
+    (
+        StatusCode::OK,
+        axum::Json(json!({
+            "id": format!("chatcmpl-fake{id}"),
+            "object": "chat.completion",
+            "created": chrono::Utc::now().timestamp(),
+            "model": body["model"],
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": refusal, "annotations": []},
+                "logprobs": null,
+                "finish_reason": finish
+            }],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
+            },
+            "service_tier": "default",
+            "system_fingerprint": "fp_fake"
+        })),
+    )
+        .into_response()
+}
+
+fn is_reasoning(model: &str) -> bool {
+    let m = model.to_lowercase();
+    (m.starts_with('o') && m[1..].starts_with(|c: char| c.is_ascii_digit()))
+        || (m.starts_with("gpt-5") && !m.starts_with("gpt-5-chat"))
+}
+
+/// Request checks, in the order and wording of the real service's 400s.
+fn validate(st: &AppState, body: &Value) -> Result<(), Response> {
+    let bad = |msg: String, param: Option<&str>, code: Option<&str>| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &msg,
+            "invalid_request_error",
+            param,
+            code,
+        )
+    };
+    let Some(obj) = body.as_object() else {
+        return Err(bad(
+            "The request body must be a JSON object.".into(),
+            None,
+            None,
+        ));
+    };
+    for k in obj.keys() {
+        if !st.allowed.contains(k) {
+            return Err(bad(
+                format!("Unrecognized request argument supplied: {k}"),
+                None,
+                None,
+            ));
+        }
+    }
+    let model = match obj.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        _ => return Err(bad("you must provide a model parameter".into(), None, None)),
+    };
+    let msgs = match obj.get("messages") {
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(Value::Array(_)) => {
+            return Err(bad(
+                "[] is too short - 'messages'".into(),
+                Some("messages"),
+                None,
+            ))
+        }
+        _ => {
+            return Err(bad(
+                "Missing required parameter: 'messages'.".into(),
+                Some("messages"),
+                Some("missing_required_parameter"),
+            ))
+        }
+    };
+    for (i, m) in msgs.iter().enumerate() {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        if ![
+            "developer",
+            "system",
+            "user",
+            "assistant",
+            "tool",
+            "function",
+        ]
+        .contains(&role)
+        {
+            return Err(bad(format!("Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'."), Some(&format!("messages[{i}].role")), Some("invalid_value")));
+        }
+        match m.get("content") {
+            Some(Value::String(_)) | Some(Value::Array(_)) => {}
+            Some(Value::Null) | None if role == "assistant" => {}
+            _ => return Err(bad(format!("Invalid type for 'messages[{i}].content': expected one of a string or array of objects."), Some(&format!("messages[{i}].content")), Some("invalid_type"))),
+        }
+    }
+    if let Some(t) = obj.get("temperature") {
+        let Some(t) = t.as_f64() else {
+            return Err(bad(
+                "Invalid type for 'temperature': expected a decimal.".into(),
+                Some("temperature"),
+                Some("invalid_type"),
+            ));
+        };
+        if !(0.0..=2.0).contains(&t) {
+            return Err(bad(format!("Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got {t} instead."), Some("temperature"), Some("decimal_above_max_value")));
+        }
+        if is_reasoning(&model) && t != 1.0 {
+            return Err(bad(format!("Unsupported value: 'temperature' does not support {t} with this model. Only the default (1) value is supported."), Some("temperature"), Some("unsupported_value")));
+        }
+    }
+    if is_reasoning(&model) && obj.contains_key("max_tokens") {
+        return Err(bad("Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.".into(), Some("max_tokens"), Some("unsupported_parameter")));
+    }
+    if let Some(n) = obj.get("max_completion_tokens") {
+        if !n.as_u64().is_some_and(|n| n >= 1) {
+            return Err(bad(
+                "Invalid 'max_completion_tokens': integer below minimum value.".into(),
+                Some("max_completion_tokens"),
+                Some("integer_below_min_value"),
+            ));
+        }
+    }
+    if let Some(e) = obj.get("reasoning_effort") {
+        if !is_reasoning(&model) {
+            return Err(bad(
+                "Unsupported parameter: 'reasoning_effort' is not supported with this model."
+                    .into(),
+                Some("reasoning_effort"),
+                Some("unsupported_parameter"),
+            ));
+        }
+        if !["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+            .contains(&e.as_str().unwrap_or(""))
+        {
+            return Err(bad(
+                format!("Invalid value: {e}."),
+                Some("reasoning_effort"),
+                Some("invalid_value"),
+            ));
+        }
+    }
+    if let Some(rf) = obj.get("response_format") {
+        match rf.get("type").and_then(Value::as_str) {
+            Some("text") | Some("json_object") => {}
+            Some("json_schema") => {
+                let js = &rf["json_schema"];
+                let name = js.get("name").and_then(Value::as_str).unwrap_or("");
+                let name_ok = !name.is_empty()
+                    && name.len() <= 64
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if !name_ok {
+                    return Err(bad(format!("Invalid 'response_format.json_schema.name': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'."), Some("response_format.json_schema.name"), Some("invalid_value")));
+                }
+                for k in js
+                    .as_object()
+                    .map(|o| o.keys().cloned().collect::<Vec<_>>())
+                    .unwrap_or_default()
+                {
+                    if !["name", "description", "schema", "strict"].contains(&k.as_str()) {
+                        return Err(bad(format!("Unrecognized request argument supplied: response_format.json_schema.{k}"), None, None));
+                    }
+                }
+                if js.get("strict") == Some(&Value::Bool(true)) {
+                    if let Err(why) = strict_schema_ok(&js["schema"], "()") {
+                        return Err(bad(
+                            format!("Invalid schema for response_format '{name}': {why}"),
+                            Some("response_format"),
+                            None,
+                        ));
+                    }
+                }
+            }
+            _ => {
+                return Err(bad(
+                    "Invalid value for 'response_format.type'.".into(),
+                    Some("response_format.type"),
+                    Some("invalid_value"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Structured Outputs' strict-mode rules: every object lists all its properties as required and
+/// sets `additionalProperties: false`.
+fn strict_schema_ok(s: &Value, ctx: &str) -> Result<(), String> {
+    if s.get("type") == Some(&json!("object")) {
+        if s.get("additionalProperties") != Some(&Value::Bool(false)) {
+            return Err(format!("In context={ctx}, 'additionalProperties' is required to be supplied and to be false."));
+        }
+        let props = s
+            .get("properties")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let required: Vec<String> = s
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for k in props.keys() {
+            if !required.contains(k) {
+                return Err(format!("In context={ctx}, 'required' is required to be supplied and to be an array including every key in properties. Missing '{k}'."));
+            }
+        }
+        for (k, v) in &props {
+            strict_schema_ok(v, &format!("('properties', '{k}')"))?;
+        }
+    }
+    if let Some(items) = s.get("items") {
+        strict_schema_ok(items, &format!("{ctx}, 'items'"))?;
+    }
+    Ok(())
+}
