@@ -384,4 +384,9 @@ pub struct RunArgs {
     /// In batch mode, wait for the job to end and collect its results.
     #[arg(long)]
     pub wait: bool,
+    /// Seconds between status checks with --wait.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub poll_interval: f64,
+    #[command(flatten)]
+    pub ai: AiArgs,
 }

@@ -7,6 +7,7 @@ pub mod db;
 pub mod error;
 pub mod github;
 pub mod import;
+pub mod pipeline;
 pub mod printer;
 pub mod processors;
 pub mod progress;

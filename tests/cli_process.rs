@@ -842,7 +842,7 @@ fn ctrl_c_stops_new_requests_and_keeps_finished_work() {
         }
     }));
     let bin = assert_cmd::cargo::cargo_bin("github-analysis");
-    let mut child = std::process::Command::new(bin)
+    let child = std::process::Command::new(bin)
         .current_dir(env.dir.path())
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -872,16 +872,37 @@ fn ctrl_c_stops_new_requests_and_keeps_finished_work() {
         waited += 1;
     }
     let pid = child.id().to_string();
+    // stderr is read line by line so the test knows when the interrupt was taken.
+    let mut child = child;
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
     assert!(std::process::Command::new("kill")
         .args(["-INT", &pid])
         .status()
         .unwrap()
         .success());
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the run announces the interrupt");
+        if line.contains("interrupted: no new requests") {
+            break;
+        }
+    }
     // The run keeps waiting for the request in flight; answering it lets the run finish.
-    std::thread::sleep(Duration::from_millis(200));
     fake.release(1);
     let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = reader.join().unwrap();
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     let s: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -3,6 +3,7 @@
 mod collect;
 mod import;
 mod process;
+mod process_query;
 mod query;
 mod status;
 mod sync;
@@ -48,6 +49,6 @@ pub async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<()> {
         Command::Collect(args) => collect::run(ctx, &args).await,
         Command::Process(p) => process::run(ctx, p).await,
         Command::Batch(_) => Err(NotImplemented("batch").into()),
-        Command::ProcessQuery(_) => Err(NotImplemented("process-query").into()),
+        Command::ProcessQuery(q) => process_query::run(ctx, q).await,
     }
 }

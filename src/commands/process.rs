@@ -92,14 +92,9 @@ pub async fn run_processor(ctx: &Ctx, processor: &str, args: &ProcessArgs) -> an
     if let Some(r) = &args.repo {
         names::validate_repo(r)?;
     }
-    let concurrency = args.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
-    if concurrency == 0 || concurrency > MAX_CONCURRENCY {
-        return Err(user(format!(
-            "--concurrency {concurrency}: must be between 1 and {MAX_CONCURRENCY}"
-        )));
-    }
+    let concurrency = concurrency(args.concurrency)?;
     let plan = plan(ctx, processor, args.model.as_deref(), &args.ai)?;
-    let mut db = ctx.db()?;
+    let db = ctx.db()?;
     let all = db.issues_for_processing(
         &args.org,
         args.repo.as_deref(),
@@ -129,6 +124,33 @@ pub async fn run_processor(ctx: &Ctx, processor: &str, args: &ProcessArgs) -> an
             plan.processor.name()
         ));
     }
+    drop(db);
+    run_realtime(ctx, plan, todo, concurrency, existing.len()).await
+}
+
+/// Checks a `--concurrency` value (default 8).
+pub fn concurrency(flag: Option<usize>) -> anyhow::Result<usize> {
+    let concurrency = flag.unwrap_or(DEFAULT_CONCURRENCY);
+    if concurrency == 0 || concurrency > MAX_CONCURRENCY {
+        return Err(user(format!(
+            "--concurrency {concurrency}: must be between 1 and {MAX_CONCURRENCY}"
+        )));
+    }
+    Ok(concurrency)
+}
+
+/// Runs the real-time engine over chosen issues, prints the results summary, and turns
+/// failures and interruptions into the exit code. Shared by `process` and `process-query`.
+pub async fn run_realtime(
+    ctx: &Ctx,
+    plan: Plan,
+    todo: Vec<IssueRef>,
+    concurrency: usize,
+    skipped_existing: usize,
+) -> anyhow::Result<()> {
+    let processor = plan.processor.name();
+    let selected = todo.len() + skipped_existing;
+    let mut db = ctx.db()?;
     let endpoint = if todo.is_empty() {
         None
     } else {
@@ -183,7 +205,7 @@ pub async fn run_processor(ctx: &Ctx, processor: &str, args: &ProcessArgs) -> an
         ("processor", json!(processor)),
         ("model", json!(plan.model.id())),
         ("selected", json!(selected)),
-        ("skipped_existing", json!(existing.len())),
+        ("skipped_existing", json!(skipped_existing)),
         ("processed", json!(report.processed)),
         ("failed", json!(report.failed.len())),
         ("not_started", json!(not_started)),

@@ -20,6 +20,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "collect",
         sql: include_str!("../../migrations/0002_collect.sql"),
     },
+    Migration {
+        version: 3,
+        name: "batch",
+        sql: include_str!("../../migrations/0003_batch.sql"),
+    },
 ];
 
 /// Applies every migration not yet recorded; returns how many ran. Each runs in its own

@@ -1,11 +1,13 @@
 //! The only module that talks to DuckDB: opening (with a bounded wait for the file lock),
 //! migrations, and one file per table family. Everything outside gets typed rows.
 
+mod batch;
 mod collect;
 mod issues;
 pub mod migrations;
 mod query;
 mod results;
+mod selection;
 mod status;
 pub mod value;
 
@@ -16,9 +18,11 @@ use duckdb::{AccessMode, Config, Connection};
 
 use crate::error::{UserContext, UserError};
 
+pub use batch::{BatchItem, BatchJob, BatchPart, ItemUpdate};
 pub use collect::{AttachmentRow, CachedPage};
 pub use issues::{FileRecord, LoadedIssue};
 pub use results::{IssueRef, ResultRow};
+pub use selection::SelectionSize;
 pub use status::{DbCounts, RepoCounts};
 
 /// A read-write connection; migrations have been applied.

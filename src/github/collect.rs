@@ -311,9 +311,7 @@ impl<'a> Collector<'a> {
                 .map_or(PAGE_SIZE, |b| (b as u32).clamp(1, PAGE_SIZE));
             let vars = graphql::issues_variables(org, repo, first, after.as_deref(), &filter);
             let asked_at = Utc::now();
-            let t_fetch = std::time::Instant::now();
             let (data, page) = self.client.graphql(ISSUES_QUERY, vars).await?;
-            eprintln!("TIMING fetch {:?}", t_fetch.elapsed());
             // GitHub's clock at the first answer: the cursor for the next run (no skew).
             started.get_or_insert(page.date.unwrap_or(asked_at));
             let data: IssuesData =
@@ -342,10 +340,7 @@ impl<'a> Collector<'a> {
                 issues.push(issue);
             }
             bar.inc(issues.len() as u64);
-            let t_store = std::time::Instant::now();
-            let r = self.store_issues(issues, true, incremental).await?;
-            eprintln!("TIMING store {:?}", t_store.elapsed());
-            if !r {
+            if !self.store_issues(issues, true, incremental).await? {
                 complete = false;
                 break;
             }
@@ -451,6 +446,7 @@ impl<'a> Collector<'a> {
     ) -> anyhow::Result<bool> {
         let ledger = self.db.file_records()?;
         let mut to_sync = Vec::new();
+        let mut to_write = Vec::new();
         let mut att_ids = Vec::new();
         let mut att_rows: Vec<AttachmentRow> = Vec::new();
         let mut more = true;
@@ -501,14 +497,15 @@ impl<'a> Collector<'a> {
                 }
                 Some(_) => {
                     self.report.issues_updated += 1;
-                    to_sync.push(self.store.write_issue(&issue)?);
+                    to_write.push(issue);
                 }
                 None => {
                     self.report.issues_new += 1;
-                    to_sync.push(self.store.write_issue(&issue)?);
+                    to_write.push(issue);
                 }
             }
         }
+        to_sync.extend(write_parallel(self.store, &to_write)?);
         if !to_sync.is_empty() {
             let hidden = indicatif::ProgressBar::hidden();
             let rep = crate::sync::sync_paths(self.store, self.db, &to_sync, &hidden)?;
@@ -534,6 +531,34 @@ impl<'a> Collector<'a> {
                     .any(|l| l.name.eq_ignore_ascii_case(want))
             })
     }
+}
+
+/// Threads writing issue files: each write ends in an fsync, which is I/O wait, not CPU, so
+/// more threads than cores pay off (the file system batches concurrent syncs).
+const WRITERS: usize = 16;
+
+/// Writes a page's issue files concurrently; returns their paths in order.
+fn write_parallel(store: &Store, issues: &[StoredIssue]) -> anyhow::Result<Vec<String>> {
+    if issues.len() <= 1 {
+        return issues.iter().map(|i| store.write_issue(i)).collect();
+    }
+    let per = issues.len().div_ceil(WRITERS);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = issues
+            .chunks(per)
+            .map(|part| s.spawn(move || part.iter().map(|i| store.write_issue(i)).collect::<Vec<_>>()))
+            .collect();
+        let mut out = Vec::with_capacity(issues.len());
+        for h in handles {
+            let results = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("an issue writer thread panicked"))?;
+            for r in results {
+                out.push(r?);
+            }
+        }
+        Ok(out)
+    })
 }
 
 fn explain_issue(e: anyhow::Error, org: &str, repo: &str, number: u64) -> anyhow::Error {

@@ -224,19 +224,24 @@ async fn handle(
         g.next_id += 1;
         format!("req_011Fake{:08}", g.next_id)
     };
+    // Logged on arrival (status 0 until answered): a request the client abandons still counts.
+    let index = {
+        let mut g = lock(&st);
+        g.log.push(Recorded {
+            path: uri.path().to_string(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect(),
+            body: body.clone(),
+            status: 0,
+        });
+        g.log.len() - 1
+    };
     let mut resp = respond(&st, &method, &uri, &headers, &raw, &body, &request_id).await;
     resp.headers_mut()
         .insert("request-id", HeaderValue::from_str(&request_id).expect("h"));
-    let status = resp.status().as_u16();
-    lock(&st).log.push(Recorded {
-        path: uri.path().to_string(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect(),
-        body,
-        status,
-    });
+    lock(&st).log[index].status = resp.status().as_u16();
     resp
 }
 

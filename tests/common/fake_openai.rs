@@ -341,9 +341,8 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let (response, request_id) = respond(&st, &method, &uri, &headers, &body, &parsed).await;
-    let status = response.status().as_u16();
-    {
+    // Logged on arrival (status 0 until answered): a request the client abandons still counts.
+    let index = {
         let mut g = lock(&st.inner);
         g.log.push(Recorded {
             method: method.to_string(),
@@ -352,11 +351,13 @@ async fn handle(
                 .iter()
                 .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
                 .collect(),
-            body: parsed,
-            status,
+            body: parsed.clone(),
+            status: 0,
         });
-    }
-    let mut response = response;
+        g.log.len() - 1
+    };
+    let (mut response, request_id) = respond(&st, &method, &uri, &headers, &body, &parsed).await;
+    lock(&st.inner).log[index].status = response.status().as_u16();
     response.headers_mut().insert(
         "x-request-id",
         HeaderValue::from_str(&request_id).expect("header"),

@@ -1,0 +1,189 @@
+//! Throughput benchmark of real-time processing against a fake OpenAI server with 200 ms latency
+//! and a 600 requests/minute limit: achieved requests/second as a fraction of the limit, with
+//! the default concurrency and sequentially (concurrency 1), and a check that no item is lost.
+//!
+//! ```text
+//! cargo run --example process_bench                       # 1,000 issues, both runs
+//! cargo run --example process_bench -- --issues 300 --sequential-issues 100 --concurrency 8
+//! ```
+
+#[path = "../tests/common/fake_openai.rs"]
+mod fake_openai;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use github_analysis::ai::http::{HttpClient, RetryPolicy};
+use github_analysis::ai::pricing::PriceTable;
+use github_analysis::ai::{Endpoint, GenSettings, ModelSpec, Provider, Secret};
+use github_analysis::db::Db;
+use github_analysis::processors::{Options, Processor};
+use github_analysis::realtime::{self, Engine};
+use github_analysis::store::{Comment, Issue, Label, Metadata, Store, StoredIssue, User};
+
+const ORG: &str = "benchorg";
+const REPO: &str = "bench";
+
+struct Args {
+    issues: usize,
+    sequential_issues: usize,
+    concurrency: usize,
+    rpm: u64,
+    latency_ms: u64,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        issues: 1000,
+        sequential_issues: 1000,
+        concurrency: 8,
+        rpm: 600,
+        latency_ms: 200,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    for pair in argv.chunks(2) {
+        let value = pair.get(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or_else(|| {
+            eprintln!("usage: process_bench [--issues N] [--sequential-issues N] [--concurrency N] [--rpm N] [--latency-ms N]");
+            std::process::exit(2);
+        });
+        match pair[0].as_str() {
+            "--issues" => a.issues = value as usize,
+            "--sequential-issues" => a.sequential_issues = value as usize,
+            "--concurrency" => a.concurrency = value as usize,
+            "--rpm" => a.rpm = value,
+            "--latency-ms" => a.latency_ms = value,
+            other => {
+                eprintln!("unknown argument {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+    a
+}
+
+fn issue(n: u64) -> StoredIssue {
+    let products = ["kots", "troubleshoot", "kurl", "embedded-cluster", "sdk"];
+    let p = products[n as usize % products.len()];
+    StoredIssue {
+        org: ORG.into(),
+        repo: REPO.into(),
+        issue: Issue {
+            number: n,
+            title: format!("Issue {n}: {p} fails after upgrade"),
+            body: Some(format!("Running {p} in our cluster fails with error code {n}. Logs attached.")),
+            state: "open".into(),
+            labels: vec![Label { name: "bug".into(), color: None, description: None }],
+            user: Some(User { login: "reporter".into(), id: Some(1) }),
+            comments: vec![Comment {
+                id: n as i64,
+                user: Some(User { login: "helper".into(), id: Some(2) }),
+                body: Some("Can you attach a support bundle?".into()),
+                created_at: Some("2024-01-01T00:00:00Z".into()),
+                updated_at: None,
+            }],
+            created_at: Some("2024-01-01T00:00:00Z".into()),
+            updated_at: Some("2024-01-02T00:00:00Z".into()),
+            attachments: vec![],
+            id: None,
+            html_url: None,
+            closed_at: None,
+            comment_count: None,
+        },
+        metadata: Metadata::now(),
+    }
+}
+
+struct Outcome {
+    processed: usize,
+    failed: usize,
+    /// HTTP requests made, retries included.
+    requests: u64,
+    /// Requests the fake refused with 429.
+    rejected: usize,
+    secs: f64,
+    /// Issues with a stored result afterwards.
+    stored: usize,
+}
+
+/// One run in a fresh data directory: `n` issues, `concurrency` in flight, a fresh fake.
+fn measure(rt: &tokio::runtime::Runtime, n: usize, concurrency: usize, a: &Args) -> anyhow::Result<Outcome> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::new(dir.path().join("data"));
+    store.ensure_dirs()?;
+    for i in 1..=n as u64 {
+        store.write_issue(&issue(i))?;
+    }
+    let mut db = Db::open(&dir.path().join("data/issues.duckdb"), Duration::from_secs(10))?;
+    github_analysis::sync::sync(&store, &mut db, false, &indicatif::ProgressBar::hidden())?;
+    let items = db.issues_for_processing(ORG, Some(REPO), None, "product-labeling")?;
+
+    let fake = fake_openai::FakeOpenAi::with_rate_limit(a.rpm, Duration::from_millis(a.latency_ms), 2);
+    let model = ModelSpec::parse("openai:gpt-4o-mini")?;
+    let endpoint = Endpoint {
+        base_url: fake.url.clone(),
+        key: Secret::new(fake_openai::KEY),
+    };
+    let engine = Arc::new(Engine {
+        processor: Processor::get("product-labeling", &Options::default())?,
+        model: model.clone(),
+        provider: Provider::new(&model, Some(endpoint), GenSettings::default())?,
+        http: Some(HttpClient::new(RetryPolicy::default())?),
+        prices: PriceTable::builtin(),
+    });
+    let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let bar = indicatif::ProgressBar::hidden();
+    let report = rt.block_on(realtime::run(engine, &store, &mut db, items, concurrency, &bar, rx, |m| eprintln!("{m}")))?;
+    for (i, why) in report.failed.iter().take(5) {
+        eprintln!("failed {i}: {why}");
+    }
+    let stored = db
+        .issues_for_processing(ORG, Some(REPO), None, "product-labeling")?
+        .iter()
+        .filter(|i| i.has_result)
+        .count();
+    let rejected = fake.requests().iter().filter(|r| r.status == 429).count();
+    Ok(Outcome {
+        processed: report.processed,
+        failed: report.failed.len(),
+        requests: report.requests,
+        rejected,
+        secs: report.elapsed.as_secs_f64(),
+        stored,
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = args();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let limit = a.rpm as f64 / 60.0;
+    println!(
+        "fake OpenAI: {} ms latency, {} requests/minute ({limit:.1} req/s); processor product-labeling",
+        a.latency_ms, a.rpm
+    );
+    println!(
+        "{:>11} {:>7} {:>7} {:>7} {:>9} {:>9} {:>8} {:>8} {:>9}",
+        "concurrency", "issues", "stored", "failed", "requests", "429s", "secs", "req/s", "of limit"
+    );
+    let mut lost = false;
+    for (n, c) in [(a.issues, a.concurrency), (a.sequential_issues, 1)] {
+        if n == 0 {
+            continue;
+        }
+        let o = measure(&rt, n, c, &a)?;
+        // Achieved rate: answered requests (one per issue) per second of the whole run.
+        let rate = o.processed as f64 / o.secs;
+        println!(
+            "{:>11} {:>7} {:>7} {:>7} {:>9} {:>9} {:>8.1} {:>8.2} {:>9.2}",
+            c, n, o.processed, o.failed, o.requests, o.rejected, o.secs, rate, rate / limit
+        );
+        if o.processed != n || o.failed != 0 || o.stored != n {
+            lost = true;
+            eprintln!("LOST ITEMS: {n} issues, {} processed, {} failed, {} stored", o.processed, o.failed, o.stored);
+        }
+    }
+    if lost {
+        anyhow::bail!("some items were lost");
+    }
+    println!("no item lost: every issue has exactly one stored result in each run");
+    Ok(())
+}

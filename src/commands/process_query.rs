@@ -1,0 +1,416 @@
+//! `process-query`: SQL-selected pipelines (missing / reprocess / custom), run in real time or
+//! as a batch job with the same selection, plus `analytics` and `batch-status`.
+
+use std::io::IsTerminal;
+
+use serde_json::{json, Value};
+
+use crate::cli::{OutputFormat, ProcessQueryCommand, RunArgs, SelectionArgs};
+use crate::commands::process::{self, Plan};
+use crate::commands::Ctx;
+use crate::db::SelectionSize;
+use crate::error::user;
+use crate::pipeline::{check_custom_sql, Pipeline, Selection};
+use crate::ai::tokens;
+use crate::printer::Table;
+use crate::processors::Processor;
+use crate::store::{names, StoredIssue};
+
+/// Issues shown by a dry run; the full selection is only counted.
+const PREVIEW_ROWS: usize = 20;
+/// Characters per token used by estimates (OpenAI's rule of thumb for English text).
+const CHARS_PER_TOKEN: u64 = 4;
+
+pub async fn run(ctx: &Ctx, cmd: ProcessQueryCommand) -> anyhow::Result<()> {
+    match cmd {
+        ProcessQueryCommand::Missing {
+            processor,
+            filter,
+            run,
+        } => {
+            let plan = process::plan(ctx, &processor, run.model.as_deref(), &run.ai)?;
+            let name = plan.processor.name();
+            let p = scoped(Pipeline::new().where_missing_analysis(name), &filter)?;
+            let what = format!("missing {name} analysis");
+            execute(ctx, plan, p, &run, &what, "process-query missing").await
+        }
+        ProcessQueryCommand::Reprocess {
+            processor,
+            threshold,
+            days_old,
+            filter,
+            run,
+        } => {
+            if !(0.0..=1.0).contains(&threshold) {
+                return Err(user(format!(
+                    "--threshold {threshold}: must be between 0 and 1"
+                )));
+            }
+            let plan = process::plan(ctx, &processor, run.model.as_deref(), &run.ai)?;
+            let name = plan.processor.name();
+            let mut p = Pipeline::new().where_low_confidence(name, threshold);
+            if let Some(d) = days_old {
+                p = p.where_older_than(name, d);
+            }
+            let p = scoped(p, &filter)?;
+            let what = format!("with {name} confidence below {threshold}");
+            execute(ctx, plan, p, &run, &what, "process-query reprocess").await
+        }
+        ProcessQueryCommand::Custom {
+            processor,
+            sql,
+            limit,
+            run,
+        } => {
+            let plan = process::plan(ctx, &processor, run.model.as_deref(), &run.ai)?;
+            let key = check_custom_sql(&ctx.read_only_db()?, &sql)?;
+            let mut p = Pipeline::new().from_custom_sql(&sql, key);
+            if let Some(n) = limit {
+                p = p.limit(n);
+            }
+            let what = "selected by your query".to_string();
+            execute(ctx, plan, p, &run, &what, "process-query custom").await
+        }
+        ProcessQueryCommand::Analytics => analytics(ctx),
+        ProcessQueryCommand::BatchStatus { no_refresh, limit } => {
+            batch_status(ctx, no_refresh, limit).await
+        }
+    }
+}
+
+/// Adds the org/repo/state/limit flags shared by `missing` and `reprocess`.
+fn scoped(mut p: Pipeline, f: &SelectionArgs) -> anyhow::Result<Pipeline> {
+    match (&f.org, &f.repo) {
+        (Some(o), Some(r)) => {
+            names::validate_org(o)?;
+            names::validate_repo(r)?;
+            p = p.where_repo(o, r);
+        }
+        (Some(o), None) => {
+            names::validate_org(o)?;
+            p = p.where_org(o);
+        }
+        _ => {}
+    }
+    p = p.where_state(f.state);
+    if let Some(n) = f.limit {
+        p = p.limit(n);
+    }
+    Ok(p)
+}
+
+/// Selection → summary → confirmation → real-time run or batch job. Both modes use the same
+/// compiled selection; batch mode also leaves out issues already in a running job.
+async fn execute(
+    ctx: &Ctx,
+    plan: Plan,
+    mut pipeline: Pipeline,
+    run: &RunArgs,
+    what: &str,
+    source_command: &str,
+) -> anyhow::Result<()> {
+    let name = plan.processor.name();
+    pipeline = pipeline.excluding_active_batches(name);
+    if run.batch_mode {
+        pipeline = pipeline.enable_batch_mode();
+    }
+    let mode = if run.batch_mode { "Batch" } else { "Real-time" };
+    let db = ctx.read_only_db()?;
+    let sql = pipeline.compile(name);
+    let size = db.selection_size(&sql, budget_chars(&plan))?;
+    if size.issues == 0 {
+        ctx.printer.warn(&format!("No issues {what} to process."));
+        if ctx.printer.format == OutputFormat::Json {
+            ctx.printer.json(&json!({"selected": 0, "mode": mode}))?;
+        }
+        return Ok(());
+    }
+    let estimate = estimate(&plan, size, run.batch_mode);
+    let header = [
+        format!("Will process {} issues {what}", size.issues),
+        format!("Mode: {mode}"),
+        format!("Model: {}", plan.model.id()),
+        format!("Estimated cost: {}", estimate.describe()),
+    ];
+    if run.dry_run {
+        let preview = db.select_issues(&format!("SELECT * FROM (\n{sql}\n) LIMIT {PREVIEW_ROWS}"))?;
+        return dry_run(ctx, &header, &sql, size, &estimate, &preview, mode, &plan);
+    }
+    if ctx.printer.format == OutputFormat::Table {
+        for l in &header {
+            ctx.printer.line(l)?;
+        }
+    } else {
+        for l in &header {
+            ctx.printer.note(l);
+        }
+    }
+    if !run.yes {
+        confirm()?;
+    }
+    let selection = Selection {
+        issues: db.select_issues(&sql)?,
+        sql,
+    };
+    drop(db);
+    if run.batch_mode {
+        submit_batch(ctx, plan, selection, source_command, run).await
+    } else {
+        let concurrency = process::concurrency(run.concurrency)?;
+        process::run_realtime(ctx, plan, selection.issues, concurrency, 0).await
+    }
+}
+
+/// Asks on a terminal; without one, refuses (exit 2) instead of hanging.
+fn confirm() -> anyhow::Result<()> {
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        anyhow::bail!(
+            "refusing to process without confirmation: there is no terminal to ask on; pass --yes"
+        );
+    }
+    let go = dialoguer::Confirm::new()
+        .with_prompt("Continue with processing?")
+        .default(false)
+        .interact()
+        .map_err(|e| anyhow::anyhow!("cannot ask for confirmation: {e}; pass --yes"))?;
+    if go {
+        Ok(())
+    } else {
+        Err(user("cancelled: nothing was processed"))
+    }
+}
+
+/// The most characters of one issue that reach a prompt (the processor cuts to its budget).
+fn budget_chars(plan: &Plan) -> u64 {
+    let budget = match &plan.processor {
+        Processor::ProductLabeling(p) => p.token_budget,
+    };
+    budget as u64 * CHARS_PER_TOKEN
+}
+
+/// Tokens of the stable prompt prefix (instructions, taxonomy, schema), the same for every
+/// issue: counted once on an empty issue.
+fn prefix_tokens(plan: &Plan) -> u64 {
+    let empty = StoredIssue {
+        org: "o".into(),
+        repo: "r".into(),
+        issue: crate::store::Issue {
+            number: 0,
+            title: String::new(),
+            body: None,
+            state: "open".into(),
+            labels: vec![],
+            user: None,
+            comments: vec![],
+            created_at: None,
+            updated_at: None,
+            attachments: vec![],
+            id: None,
+            html_url: None,
+            closed_at: None,
+            comment_count: None,
+        },
+        metadata: crate::store::Metadata::now(),
+    };
+    let (prompt, _) = plan.processor.prompt(&empty);
+    (tokens::count(&prompt.system) + tokens::count(&prompt.schema.to_string())) as u64
+}
+
+struct Estimate {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cost_usd: Option<f64>,
+    offline: bool,
+}
+
+impl Estimate {
+    fn describe(&self) -> String {
+        match (self.offline, self.cost_usd) {
+            (true, _) => "$0 (offline rules model, no API calls)".to_string(),
+            (false, Some(c)) => format!(
+                "${c:.4} (~{} prompt + {} completion tokens)",
+                self.prompt_tokens, self.completion_tokens
+            ),
+            (false, None) => "unknown (no price for this model; see --prices)".to_string(),
+        }
+    }
+}
+
+fn estimate(plan: &Plan, size: SelectionSize, batch: bool) -> Estimate {
+    let offline = plan.model.provider == crate::ai::ProviderKind::Rules;
+    if offline {
+        return Estimate {
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost_usd: Some(0.0),
+            offline,
+        };
+    }
+    let prompt_tokens =
+        size.issues * prefix_tokens(plan) + size.chars / CHARS_PER_TOKEN;
+    let completion_tokens = size.issues * process::EST_COMPLETION_TOKENS;
+    let usage = crate::ai::Usage {
+        prompt_tokens,
+        completion_tokens,
+        ..Default::default()
+    };
+    Estimate {
+        prompt_tokens,
+        completion_tokens,
+        cost_usd: plan.prices.cost(&plan.model, &usage, batch),
+        offline,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dry_run(
+    ctx: &Ctx,
+    header: &[String],
+    sql: &str,
+    size: SelectionSize,
+    est: &Estimate,
+    preview: &[crate::db::IssueRef],
+    mode: &str,
+    plan: &Plan,
+) -> anyhow::Result<()> {
+    let mut table = Table::new(["issue", "has_result", "file"]);
+    for i in preview {
+        table.push(vec![json!(i.id), json!(i.has_result), json!(i.file_path)]);
+    }
+    match ctx.printer.format {
+        OutputFormat::Json => ctx.printer.json(&json!({
+            "dry_run": true,
+            "selected": size.issues,
+            "mode": mode,
+            "model": plan.model.id(),
+            "processor": plan.processor.name(),
+            "est_prompt_tokens": est.prompt_tokens,
+            "est_completion_tokens": est.completion_tokens,
+            "est_cost_usd": est.cost_usd,
+            "selection_query": sql,
+            "preview": preview.iter().map(|i| json!(i.id)).collect::<Vec<_>>(),
+        }))?,
+        OutputFormat::Csv => ctx.printer.table(&table)?,
+        OutputFormat::Table => {
+            for l in header {
+                ctx.printer.line(l)?;
+            }
+            ctx.printer.line(&format!(
+                "Dry run: nothing was processed. First {} of {}:",
+                preview.len(),
+                size.issues
+            ))?;
+            ctx.printer.table(&table)?;
+        }
+    }
+    Ok(())
+}
+
+/// Per-processor statistics, confidence distribution and label counts.
+fn analytics(ctx: &Ctx) -> anyhow::Result<()> {
+    let db = ctx.read_only_db()?;
+    let per_processor = db.query(
+        "SELECT processor, count(*) AS results,
+                round(avg(confidence), 3) AS avg_confidence,
+                round(min(confidence), 3) AS min_confidence,
+                round(max(confidence), 3) AS max_confidence,
+                max(created_at) AS latest_run,
+                count(*) FILTER (WHERE mode = 'batch') AS batch,
+                count(*) FILTER (WHERE mode = 'realtime') AS realtime,
+                coalesce(sum(prompt_tokens), 0)::BIGINT AS prompt_tokens,
+                coalesce(sum(completion_tokens), 0)::BIGINT AS completion_tokens,
+                round(coalesce(sum(cost_usd), 0), 6) AS cost_usd
+         FROM ai_results GROUP BY processor ORDER BY processor",
+        None,
+    )?;
+    let buckets = db.query(
+        "SELECT processor,
+                CASE WHEN confidence IS NULL THEN 'none'
+                     WHEN confidence < 0.5 THEN '0.0-0.5'
+                     WHEN confidence < 0.7 THEN '0.5-0.7'
+                     WHEN confidence < 0.9 THEN '0.7-0.9'
+                     ELSE '0.9-1.0' END AS confidence,
+                count(*) AS results
+         FROM ai_results GROUP BY ALL ORDER BY processor, confidence",
+        None,
+    )?;
+    let labels = db.query(
+        "SELECT processor, value AS label, count(*) AS recommended,
+                round(avg(confidence), 3) AS avg_confidence
+         FROM ai_recommendations WHERE kind = 'label'
+         GROUP BY ALL ORDER BY processor, recommended DESC, label",
+        None,
+    )?;
+    if ctx.printer.format == OutputFormat::Json {
+        return Ok(ctx.printer.json(&json!({
+            "processors": rows_json(&per_processor),
+            "confidence_distribution": rows_json(&buckets),
+            "labels": rows_json(&labels),
+        }))?);
+    }
+    if per_processor.rows.is_empty() {
+        ctx.printer.warn("No AI results yet: run `process-query missing PROCESSOR` first.");
+    }
+    ctx.printer.titled_table("Results per processor", &per_processor)?;
+    ctx.printer.titled_table("Confidence distribution", &buckets)?;
+    ctx.printer.titled_table("Recommended labels", &labels)?;
+    Ok(())
+}
+
+fn rows_json(t: &Table) -> Value {
+    Value::Array(
+        t.rows
+            .iter()
+            .map(|r| {
+                Value::Object(
+                    t.columns
+                        .iter()
+                        .cloned()
+                        .zip(r.iter().cloned())
+                        .collect(),
+                )
+            })
+            .collect(),
+    )
+}
+
+async fn submit_batch(
+    _ctx: &Ctx,
+    _plan: Plan,
+    _selection: Selection,
+    _source_command: &str,
+    _run: &RunArgs,
+) -> anyhow::Result<()> {
+    Err(crate::error::NotImplemented("process-query --batch-mode").into())
+}
+
+async fn batch_status(_ctx: &Ctx, _no_refresh: bool, _limit: usize) -> anyhow::Result<()> {
+    Err(crate::error::NotImplemented("process-query batch-status").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::IssueState;
+
+    #[test]
+    fn state_flag_defaults_are_respected_by_scoped() {
+        let f = SelectionArgs {
+            org: Some("o".into()),
+            repo: None,
+            state: IssueState::All,
+            limit: Some(3),
+        };
+        let sql = scoped(Pipeline::new(), &f).unwrap().compile("p");
+        assert!(sql.contains("lower(i.org) = lower('o')"));
+        assert!(!sql.contains("i.state ="));
+        assert!(sql.ends_with("LIMIT 3"));
+        let bad = SelectionArgs {
+            org: Some("../x".into()),
+            repo: None,
+            state: IssueState::Open,
+            limit: None,
+        };
+        assert!(scoped(Pipeline::new(), &bad).is_err());
+    }
+}

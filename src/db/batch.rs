@@ -1,0 +1,605 @@
+//! Batch job tables (`batch_jobs`, `batch_parts`, `batch_items`): typed rows for the batch
+//! engine. Item rows are loaded with the Appender and updated through a staged temp table, so a
+//! job of 50,000 issues costs a few statements, not 50,000.
+
+use chrono::NaiveDateTime;
+use duckdb::{params, OptionalExt};
+use serde_json::Value;
+
+use crate::db::{Db, IssueRef};
+
+/// One `batch_jobs` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchJob {
+    pub job_id: String,
+    pub parent_job_id: Option<String>,
+    /// `openai`, `anthropic` or `local`.
+    pub provider: String,
+    pub processor: String,
+    /// The model string (`openai:gpt-4o-mini`, `rules`).
+    pub model: String,
+    pub status: String,
+    pub issues_count: i64,
+    pub completed_count: i64,
+    pub failed_count: i64,
+    pub created_at: NaiveDateTime,
+    pub submitted_at: Option<NaiveDateTime>,
+    pub completed_at: Option<NaiveDateTime>,
+    pub collected_at: Option<NaiveDateTime>,
+    pub cost_estimate: Option<f64>,
+    pub cost_actual: Option<f64>,
+    pub selection_query: Option<String>,
+    pub source_command: Option<String>,
+    pub error_message: Option<String>,
+    /// How to rebuild the processor and model later (taxonomy, settings, prices).
+    pub metadata: Value,
+}
+
+/// One `batch_parts` row: one provider batch of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchPart {
+    pub job_id: String,
+    pub part: i32,
+    pub provider_batch_id: Option<String>,
+    pub input_file_id: Option<String>,
+    pub output_file_id: Option<String>,
+    pub error_file_id: Option<String>,
+    pub status: String,
+    pub request_count: i64,
+    pub bytes: i64,
+    /// Relative to the data directory.
+    pub input_path: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: Option<NaiveDateTime>,
+    pub completed_count: i64,
+    pub failed_count: i64,
+    pub error_message: Option<String>,
+    pub collected_at: Option<NaiveDateTime>,
+}
+
+/// One `batch_items` row: one issue of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchItem {
+    pub job_id: String,
+    pub issue_id: String,
+    pub custom_id: String,
+    pub part: i32,
+    pub status: String,
+    pub error: Option<String>,
+    pub updated_at: Option<NaiveDateTime>,
+}
+
+/// A new status (and reason) for one item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemUpdate {
+    pub custom_id: String,
+    pub status: String,
+    pub error: Option<String>,
+}
+
+const JOB_COLUMNS: &str = "job_id, parent_job_id, provider, processor, model, status, issues_count,
+    completed_count, failed_count, created_at, submitted_at, completed_at, collected_at,
+    cost_estimate, cost_actual, selection_query, source_command, error_message,
+    coalesce(metadata::VARCHAR, '{}')";
+
+const PART_COLUMNS: &str = "job_id, part, provider_batch_id, input_file_id, output_file_id,
+    error_file_id, status, request_count, bytes, input_path, created_at, updated_at,
+    coalesce(completed_count, 0), coalesce(failed_count, 0), error_message, collected_at";
+
+fn job_of(r: &duckdb::Row<'_>) -> duckdb::Result<BatchJob> {
+    let metadata: String = r.get(18)?;
+    Ok(BatchJob {
+        job_id: r.get(0)?,
+        parent_job_id: r.get(1)?,
+        provider: r.get(2)?,
+        processor: r.get(3)?,
+        model: r.get(4)?,
+        status: r.get(5)?,
+        issues_count: r.get(6)?,
+        completed_count: r.get(7)?,
+        failed_count: r.get(8)?,
+        created_at: r.get(9)?,
+        submitted_at: r.get(10)?,
+        completed_at: r.get(11)?,
+        collected_at: r.get(12)?,
+        cost_estimate: r.get(13)?,
+        cost_actual: r.get(14)?,
+        selection_query: r.get(15)?,
+        source_command: r.get(16)?,
+        error_message: r.get(17)?,
+        metadata: serde_json::from_str(&metadata).unwrap_or(Value::Null),
+    })
+}
+
+fn part_of(r: &duckdb::Row<'_>) -> duckdb::Result<BatchPart> {
+    Ok(BatchPart {
+        job_id: r.get(0)?,
+        part: r.get(1)?,
+        provider_batch_id: r.get(2)?,
+        input_file_id: r.get(3)?,
+        output_file_id: r.get(4)?,
+        error_file_id: r.get(5)?,
+        status: r.get(6)?,
+        request_count: r.get(7)?,
+        bytes: r.get(8)?,
+        input_path: r.get(9)?,
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+        completed_count: r.get(12)?,
+        failed_count: r.get(13)?,
+        error_message: r.get(14)?,
+        collected_at: r.get(15)?,
+    })
+}
+
+impl Db {
+    /// ARCHITECTURE.md §6 step 1: the job row (status `preparing`) and one item per issue, in
+    /// one transaction.
+    pub fn insert_batch_job(&mut self, job: &BatchJob, items: &[BatchItem]) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO batch_jobs (job_id, parent_job_id, provider, processor, model, status,
+                 issues_count, completed_count, failed_count, created_at, submitted_at,
+                 completed_at, collected_at, cost_estimate, cost_actual, selection_query,
+                 source_command, error_message, metadata)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::JSON)",
+            params![
+                job.job_id,
+                job.parent_job_id,
+                job.provider,
+                job.processor,
+                job.model,
+                job.status,
+                job.issues_count,
+                job.completed_count,
+                job.failed_count,
+                job.created_at,
+                job.submitted_at,
+                job.completed_at,
+                job.collected_at,
+                job.cost_estimate,
+                job.cost_actual,
+                job.selection_query,
+                job.source_command,
+                job.error_message,
+                job.metadata.to_string(),
+            ],
+        )?;
+        {
+            let mut app = tx.appender("batch_items")?;
+            for i in items {
+                app.append_row(params![
+                    i.job_id,
+                    i.issue_id,
+                    i.custom_id,
+                    i.part,
+                    i.status,
+                    i.error,
+                    i.updated_at
+                ])?;
+            }
+            app.flush()?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Updates every mutable field of a job.
+    pub fn update_batch_job(&mut self, job: &BatchJob) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE batch_jobs SET provider = ?, status = ?, issues_count = ?, completed_count = ?,
+                 failed_count = ?, submitted_at = ?, completed_at = ?, collected_at = ?,
+                 cost_estimate = ?, cost_actual = ?, error_message = ?, metadata = ?::JSON
+             WHERE job_id = ?",
+            params![
+                job.provider,
+                job.status,
+                job.issues_count,
+                job.completed_count,
+                job.failed_count,
+                job.submitted_at,
+                job.completed_at,
+                job.collected_at,
+                job.cost_estimate,
+                job.cost_actual,
+                job.error_message,
+                job.metadata.to_string(),
+                job.job_id,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Inserts or updates one part.
+    pub fn upsert_batch_part(&mut self, p: &BatchPart) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO batch_parts (job_id, part, provider_batch_id, input_file_id,
+                 output_file_id, error_file_id, status, request_count, bytes, input_path,
+                 created_at, updated_at, completed_count, failed_count, error_message, collected_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (job_id, part) DO UPDATE SET
+                 provider_batch_id = excluded.provider_batch_id,
+                 input_file_id = excluded.input_file_id, output_file_id = excluded.output_file_id,
+                 error_file_id = excluded.error_file_id, status = excluded.status,
+                 request_count = excluded.request_count, bytes = excluded.bytes,
+                 input_path = excluded.input_path, updated_at = excluded.updated_at,
+                 completed_count = excluded.completed_count, failed_count = excluded.failed_count,
+                 error_message = excluded.error_message, collected_at = excluded.collected_at",
+            params![
+                p.job_id,
+                p.part,
+                p.provider_batch_id,
+                p.input_file_id,
+                p.output_file_id,
+                p.error_file_id,
+                p.status,
+                p.request_count,
+                p.bytes,
+                p.input_path,
+                p.created_at,
+                p.updated_at,
+                p.completed_count,
+                p.failed_count,
+                p.error_message,
+                p.collected_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// §6 step 2 bookkeeping: the parts written to disk, each item's part (parts hold
+    /// contiguous ranges of custom ids), and items that could not be prepared — one transaction.
+    pub fn record_batch_parts(
+        &mut self,
+        job_id: &str,
+        parts: &[(BatchPart, String, String)],
+        failed: &[ItemUpdate],
+    ) -> anyhow::Result<()> {
+        let now = chrono::Utc::now().naive_utc();
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM batch_parts WHERE job_id = ?", params![job_id])?;
+        for (p, first, last) in parts {
+            tx.execute(
+                "INSERT INTO batch_parts (job_id, part, status, request_count, bytes, input_path,
+                     created_at, updated_at, completed_count, failed_count)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0)",
+                params![
+                    p.job_id,
+                    p.part,
+                    p.status,
+                    p.request_count,
+                    p.bytes,
+                    p.input_path,
+                    p.created_at,
+                    p.updated_at
+                ],
+            )?;
+            tx.execute(
+                "UPDATE batch_items SET part = ?, status = 'pending', updated_at = ?
+                 WHERE job_id = ? AND custom_id >= ? AND custom_id <= ? AND status = 'preparing'",
+                params![p.part, now, job_id, first, last],
+            )?;
+        }
+        stage_updates(&tx, failed)?;
+        apply_staged(&tx, job_id, now)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Sets the status (and reason) of many items at once.
+    pub fn update_batch_items(&mut self, job_id: &str, updates: &[ItemUpdate]) -> anyhow::Result<()> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let now = chrono::Utc::now().naive_utc();
+        let tx = self.conn.transaction()?;
+        stage_updates(&tx, updates)?;
+        apply_staged(&tx, job_id, now)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks every item of a part still in `from` statuses with `status` and `error`.
+    pub fn settle_part_items(
+        &mut self,
+        job_id: &str,
+        part: i32,
+        from: &[&str],
+        status: &str,
+        error: Option<&str>,
+    ) -> anyhow::Result<usize> {
+        let now = chrono::Utc::now().naive_utc();
+        let list = from
+            .iter()
+            .map(|s| format!("'{}'", s.replace('\'', "''")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let n = self.conn.execute(
+            &format!(
+                "UPDATE batch_items SET status = ?, error = ?, updated_at = ?
+                 WHERE job_id = ? AND part = ? AND status IN ({list})"
+            ),
+            params![status, error, now, job_id, part],
+        )?;
+        Ok(n)
+    }
+
+    pub fn batch_job(&self, job_id: &str) -> anyhow::Result<Option<BatchJob>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM batch_jobs WHERE job_id = ?");
+        Ok(self
+            .conn
+            .query_row(&sql, params![job_id], job_of)
+            .optional()?)
+    }
+
+    /// Ids of jobs whose id starts with `prefix`, or whose provider batch id is `prefix`.
+    pub fn batch_job_ids_matching(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT job_id FROM batch_jobs WHERE starts_with(job_id, ?)
+             UNION
+             SELECT job_id FROM batch_parts WHERE provider_batch_id = ?
+             ORDER BY 1",
+        )?;
+        let rows = stmt.query_map(params![prefix, prefix], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Jobs, newest first; `statuses` limits to those statuses (empty = all).
+    pub fn batch_jobs(&self, statuses: &[&str], limit: Option<usize>) -> anyhow::Result<Vec<BatchJob>> {
+        let filter = if statuses.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "WHERE status IN ({})",
+                statuses
+                    .iter()
+                    .map(|s| format!("'{}'", s.replace('\'', "''")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let limit = limit.map_or(String::new(), |n| format!("LIMIT {n}"));
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM batch_jobs {filter} ORDER BY created_at DESC, job_id {limit}"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([], job_of)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn batch_parts(&self, job_id: &str) -> anyhow::Result<Vec<BatchPart>> {
+        let sql = format!("SELECT {PART_COLUMNS} FROM batch_parts WHERE job_id = ? ORDER BY part");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params![job_id], part_of)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Provider batch ids recorded for any job (to tell adopted batches from orphans).
+    pub fn known_provider_batch_ids(&self) -> anyhow::Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT provider_batch_id FROM batch_parts WHERE provider_batch_id IS NOT NULL")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn batch_items(&self, job_id: &str) -> anyhow::Result<Vec<BatchItem>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT job_id, issue_id, custom_id, part, status, error, updated_at
+             FROM batch_items WHERE job_id = ? ORDER BY custom_id",
+        )?;
+        let rows = stmt.query_map(params![job_id], |r| {
+            Ok(BatchItem {
+                job_id: r.get(0)?,
+                issue_id: r.get(1)?,
+                custom_id: r.get(2)?,
+                part: r.get(3)?,
+                status: r.get(4)?,
+                error: r.get(5)?,
+                updated_at: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Items of a job with their issue (file path), restricted to `statuses`. Items whose
+    /// issue is no longer stored come back with an empty `file_path`.
+    pub fn batch_item_issues(
+        &self,
+        job_id: &str,
+        statuses: &[&str],
+    ) -> anyhow::Result<Vec<(BatchItem, IssueRef)>> {
+        let list = statuses
+            .iter()
+            .map(|s| format!("'{}'", s.replace('\'', "''")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT bi.job_id, bi.issue_id, bi.custom_id, bi.part, bi.status, bi.error, bi.updated_at,
+                    coalesce(i.org, ''), coalesce(i.repo, ''), coalesce(i.number, 0),
+                    coalesce(i.file_path, '')
+             FROM batch_items bi LEFT JOIN issues i ON i.id = bi.issue_id
+             WHERE bi.job_id = ? AND bi.status IN ({list})
+             ORDER BY bi.custom_id"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params![job_id], |r| {
+            let item = BatchItem {
+                job_id: r.get(0)?,
+                issue_id: r.get(1)?,
+                custom_id: r.get(2)?,
+                part: r.get(3)?,
+                status: r.get(4)?,
+                error: r.get(5)?,
+                updated_at: r.get(6)?,
+            };
+            let issue = IssueRef {
+                id: item.issue_id.clone(),
+                org: r.get(7)?,
+                repo: r.get(8)?,
+                number: r.get::<_, i64>(9)?.max(0) as u64,
+                file_path: r.get(10)?,
+                has_result: false,
+            };
+            Ok((item, issue))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Item counts of a job by status.
+    pub fn batch_item_counts(&self, job_id: &str) -> anyhow::Result<Vec<(String, i64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT status, count(*) FROM batch_items WHERE job_id = ? GROUP BY 1 ORDER BY 1",
+        )?;
+        let rows = stmt.query_map(params![job_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Item counts of one part: (completed, failed/expired/cancelled, still open).
+    pub fn batch_part_item_counts(&self, job_id: &str, part: i32) -> anyhow::Result<(i64, i64, i64)> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FILTER (WHERE status = 'completed'),
+                    count(*) FILTER (WHERE status IN ('failed', 'expired', 'cancelled')),
+                    count(*) FILTER (WHERE status IN ('preparing', 'pending'))
+             FROM batch_items WHERE job_id = ? AND part = ?",
+            params![job_id, part],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?)
+    }
+
+    /// Deletes a job's rows (items, parts, job). Stored results are never touched.
+    pub fn delete_batch_job(&mut self, job_id: &str) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM batch_items WHERE job_id = ?", params![job_id])?;
+        tx.execute("DELETE FROM batch_parts WHERE job_id = ?", params![job_id])?;
+        tx.execute("DELETE FROM batch_jobs WHERE job_id = ?", params![job_id])?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn stage_updates(tx: &duckdb::Transaction<'_>, updates: &[ItemUpdate]) -> anyhow::Result<()> {
+    tx.execute_batch(
+        "CREATE OR REPLACE TEMP TABLE _stage_items (custom_id VARCHAR, status VARCHAR, error VARCHAR)",
+    )?;
+    let mut app = tx.appender("_stage_items")?;
+    for u in updates {
+        app.append_row(params![u.custom_id, u.status, u.error])?;
+    }
+    app.flush()?;
+    Ok(())
+}
+
+fn apply_staged(tx: &duckdb::Transaction<'_>, job_id: &str, now: NaiveDateTime) -> anyhow::Result<()> {
+    tx.execute(
+        "UPDATE batch_items SET status = s.status, error = s.error, updated_at = ?
+         FROM _stage_items s
+         WHERE batch_items.job_id = ? AND batch_items.custom_id = s.custom_id",
+        params![now, job_id],
+    )?;
+    tx.execute_batch("DROP TABLE _stage_items")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str) -> BatchJob {
+        BatchJob {
+            job_id: id.into(),
+            parent_job_id: None,
+            provider: "openai".into(),
+            processor: "product-labeling".into(),
+            model: "openai:gpt-4o-mini".into(),
+            status: "preparing".into(),
+            issues_count: 3,
+            completed_count: 0,
+            failed_count: 0,
+            created_at: chrono::Utc::now().naive_utc(),
+            submitted_at: None,
+            completed_at: None,
+            collected_at: None,
+            cost_estimate: Some(0.1),
+            cost_actual: None,
+            selection_query: Some("SELECT 1".into()),
+            source_command: Some("batch submit".into()),
+            error_message: None,
+            metadata: serde_json::json!({"k": "v"}),
+        }
+    }
+
+    fn item(job: &str, n: u32) -> BatchItem {
+        BatchItem {
+            job_id: job.into(),
+            issue_id: format!("o/r#{n}"),
+            custom_id: format!("{job}-{n:07}"),
+            part: 0,
+            status: "preparing".into(),
+            error: None,
+            updated_at: None,
+        }
+    }
+
+    #[test]
+    fn jobs_parts_and_items_round_trip_and_update_in_bulk() {
+        let mut db = Db::open_in_memory().unwrap();
+        let j = job("abc123");
+        db.insert_batch_job(&j, &[item("abc123", 1), item("abc123", 2), item("abc123", 3)])
+            .unwrap();
+        assert_eq!(db.batch_job("abc123").unwrap().unwrap(), j);
+        assert_eq!(db.batch_job_ids_matching("ab").unwrap(), vec!["abc123"]);
+        assert!(db.batch_job_ids_matching("zz").unwrap().is_empty());
+        let now = chrono::Utc::now().naive_utc();
+        let part = |n: i32| BatchPart {
+            job_id: "abc123".into(),
+            part: n,
+            provider_batch_id: None,
+            input_file_id: None,
+            output_file_id: None,
+            error_file_id: None,
+            status: "preparing".into(),
+            request_count: 1,
+            bytes: 10,
+            input_path: Some(format!("batch/input/abc123-{n}.jsonl")),
+            created_at: now,
+            updated_at: Some(now),
+            completed_count: 0,
+            failed_count: 0,
+            error_message: None,
+            collected_at: None,
+        };
+        db.record_batch_parts(
+            "abc123",
+            &[
+                (part(0), "abc123-0000001".into(), "abc123-0000001".into()),
+                (part(1), "abc123-0000002".into(), "abc123-0000002".into()),
+            ],
+            &[ItemUpdate {
+                custom_id: "abc123-0000003".into(),
+                status: "failed".into(),
+                error: Some("unreadable".into()),
+            }],
+        )
+        .unwrap();
+        let items = db.batch_items("abc123").unwrap();
+        let got: Vec<(i32, &str)> = items.iter().map(|i| (i.part, i.status.as_str())).collect();
+        assert_eq!(got, vec![(0, "pending"), (1, "pending"), (0, "failed")]);
+        let mut p = part(1);
+        p.provider_batch_id = Some("batch_1".into());
+        p.status = "in_progress".into();
+        db.upsert_batch_part(&p).unwrap();
+        assert_eq!(db.batch_parts("abc123").unwrap()[1], p);
+        assert_eq!(db.batch_job_ids_matching("batch_1").unwrap(), vec!["abc123"]);
+        assert_eq!(
+            db.settle_part_items("abc123", 1, &["pending"], "expired", Some("x"))
+                .unwrap(),
+            1
+        );
+        assert_eq!(db.batch_part_item_counts("abc123", 1).unwrap(), (0, 1, 0));
+        assert_eq!(db.batch_part_item_counts("abc123", 0).unwrap(), (0, 1, 1));
+        db.delete_batch_job("abc123").unwrap();
+        assert!(db.batch_job("abc123").unwrap().is_none());
+        assert!(db.batch_items("abc123").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,305 @@
+//! `Pipeline`: a fluent selection of issues whose filters compile to ONE SQL query run by DuckDB
+//! (no filtering or limiting in Rust), then processing in real time or as a batch job.
+//!
+//! ```text
+//! Pipeline::new()
+//!     .where_missing_analysis("product-labeling")
+//!     .where_repo("replicatedhq", "kots")
+//!     .where_state(IssueState::Open)
+//!     .excluding_active_batches("product-labeling")
+//!     .limit(100)
+//!     .compile("product-labeling")?   // -> the SQL that is run and recorded in batch_jobs
+//! ```
+
+use crate::cli::IssueState;
+use crate::db::{IssueRef, ReadOnlyDb};
+use crate::error::user;
+
+/// Batch job statuses in which a job's items are still being worked on. Issues in such a job
+/// for the same processor are not selected twice.
+pub const ACTIVE_BATCH_STATUSES: &[&str] = &[
+    "preparing",
+    "submitted",
+    "validating",
+    "in_progress",
+    "finalizing",
+    "cancelling",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+enum Filter {
+    MissingAnalysis(String),
+    LowConfidence(String, f64),
+    ResultOlderThan(String, u32),
+    State(&'static str),
+    Org(String),
+    Repo(String, String),
+    ExcludingActiveBatches(String),
+}
+
+/// Where the issues come from: all stored issues, or the rows of the user's own SELECT.
+#[derive(Debug, Clone, PartialEq)]
+enum Source {
+    Issues,
+    Custom { sql: String, key: CustomKey },
+}
+
+/// How the rows of a custom query name issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustomKey {
+    Id,
+    OrgRepoNumber,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    source: Source,
+    filters: Vec<Filter>,
+    limit: Option<usize>,
+    newest_first: Option<bool>,
+    batch_mode: bool,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pipeline {
+    pub fn new() -> Self {
+        Self {
+            source: Source::Issues,
+            filters: Vec::new(),
+            limit: None,
+            newest_first: None,
+            batch_mode: false,
+        }
+    }
+
+    /// Issues with no result of `processor`.
+    pub fn where_missing_analysis(mut self, processor: &str) -> Self {
+        self.filters.push(Filter::MissingAnalysis(processor.into()));
+        self
+    }
+
+    /// Issues whose `processor` result has a confidence below `threshold`.
+    pub fn where_low_confidence(mut self, processor: &str, threshold: f64) -> Self {
+        self.filters
+            .push(Filter::LowConfidence(processor.into(), threshold));
+        self
+    }
+
+    /// Issues whose `processor` result is older than `days` days.
+    pub fn where_older_than(mut self, processor: &str, days: u32) -> Self {
+        self.filters
+            .push(Filter::ResultOlderThan(processor.into(), days));
+        self
+    }
+
+    pub fn where_state(mut self, state: IssueState) -> Self {
+        match state {
+            IssueState::Open => self.filters.push(Filter::State("open")),
+            IssueState::Closed => self.filters.push(Filter::State("closed")),
+            IssueState::All => {}
+        }
+        self
+    }
+
+    pub fn where_org(mut self, org: &str) -> Self {
+        self.filters.push(Filter::Org(org.into()));
+        self
+    }
+
+    pub fn where_repo(mut self, org: &str, repo: &str) -> Self {
+        self.filters.push(Filter::Repo(org.into(), repo.into()));
+        self
+    }
+
+    /// Select from the rows of the user's SELECT (checked by [`check_custom_sql`]).
+    pub fn from_custom_sql(mut self, sql: &str, key: CustomKey) -> Self {
+        self.source = Source::Custom {
+            sql: sql.trim().trim_end_matches(';').to_string(),
+            key,
+        };
+        self
+    }
+
+    /// Leave out issues already in a running batch job for `processor`.
+    pub fn excluding_active_batches(mut self, processor: &str) -> Self {
+        self.filters
+            .push(Filter::ExcludingActiveBatches(processor.into()));
+        self
+    }
+
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    pub fn order_by_created(mut self, desc: bool) -> Self {
+        self.newest_first = Some(desc);
+        self
+    }
+
+    pub fn enable_batch_mode(mut self) -> Self {
+        self.batch_mode = true;
+        self
+    }
+
+    pub fn batch_mode(&self) -> bool {
+        self.batch_mode
+    }
+
+    /// The one SQL query that selects the issues, with every value inlined as a quoted literal
+    /// so that the text recorded in `batch_jobs.selection_query` is exactly what ran.
+    /// Columns: id, org, repo, number, file_path, has_result (for `processor`).
+    pub fn compile(&self, processor: &str) -> String {
+        let mut sql = String::new();
+        let from = match &self.source {
+            Source::Issues => "FROM issues i".to_string(),
+            Source::Custom { sql: custom, key } => {
+                sql.push_str(&format!("WITH custom AS (\n{custom}\n)\n"));
+                match key {
+                    CustomKey::Id => {
+                        "FROM issues i\nSEMI JOIN custom c ON c.id = i.id".to_string()
+                    }
+                    CustomKey::OrgRepoNumber => "FROM issues i\nSEMI JOIN custom c \
+                         ON c.org = i.org AND c.repo = i.repo AND c.number = i.number"
+                        .to_string(),
+                }
+            }
+        };
+        sql.push_str(&format!(
+            "SELECT i.id, i.org, i.repo, i.number, i.file_path,\n       \
+             EXISTS (SELECT 1 FROM ai_results r WHERE r.issue_id = i.id AND r.processor = {}) AS has_result\n{from}",
+            lit(processor)
+        ));
+        let mut conds = Vec::new();
+        for f in &self.filters {
+            conds.push(match f {
+                Filter::MissingAnalysis(p) => format!(
+                    "NOT EXISTS (SELECT 1 FROM ai_results r WHERE r.issue_id = i.id AND r.processor = {})",
+                    lit(p)
+                ),
+                Filter::LowConfidence(p, t) => format!(
+                    "EXISTS (SELECT 1 FROM ai_results r WHERE r.issue_id = i.id AND r.processor = {} \
+                     AND coalesce(r.confidence, 0) < {t})",
+                    lit(p)
+                ),
+                Filter::ResultOlderThan(p, d) => format!(
+                    "EXISTS (SELECT 1 FROM ai_results r WHERE r.issue_id = i.id AND r.processor = {} \
+                     AND r.created_at < now()::TIMESTAMP - INTERVAL {d} DAY)",
+                    lit(p)
+                ),
+                Filter::State(s) => format!("i.state = {}", lit(s)),
+                // GitHub names are case-insensitive.
+                Filter::Org(o) => format!("lower(i.org) = lower({})", lit(o)),
+                Filter::Repo(o, r) => format!(
+                    "lower(i.org) = lower({}) AND lower(i.repo) = lower({})",
+                    lit(o),
+                    lit(r)
+                ),
+                Filter::ExcludingActiveBatches(p) => format!(
+                    "NOT EXISTS (SELECT 1 FROM batch_items bi JOIN batch_jobs bj ON bj.job_id = bi.job_id \
+                     WHERE bi.issue_id = i.id AND bj.processor = {} AND bj.status IN ({}) \
+                     AND bi.status NOT IN ('completed', 'failed', 'expired', 'cancelled'))",
+                    lit(p),
+                    ACTIVE_BATCH_STATUSES.iter().map(|s| lit(s)).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+        if !conds.is_empty() {
+            sql.push_str("\nWHERE ");
+            sql.push_str(&conds.join("\n  AND "));
+        }
+        sql.push_str(match self.newest_first {
+            Some(true) => "\nORDER BY i.created_at DESC NULLS LAST, i.id",
+            Some(false) => "\nORDER BY i.created_at ASC NULLS LAST, i.id",
+            None => "\nORDER BY i.org, i.repo, i.number",
+        });
+        if let Some(n) = self.limit {
+            sql.push_str(&format!("\nLIMIT {n}"));
+        }
+        sql
+    }
+
+    /// Runs the compiled query on a read-only connection.
+    pub fn select(&self, db: &ReadOnlyDb, processor: &str) -> anyhow::Result<Selection> {
+        let sql = self.compile(processor);
+        let issues = db.select_issues(&sql)?;
+        Ok(Selection { sql, issues })
+    }
+}
+
+/// A SQL string literal: single quotes doubled. Every value enters the query through here.
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The issues a pipeline selected and the SQL that selected them.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub sql: String,
+    pub issues: Vec<IssueRef>,
+}
+
+/// Checks that the user's custom SQL is one read-only SELECT returning issue rows, and says how
+/// its rows name issues. Anything else is refused with a message saying what is expected.
+pub fn check_custom_sql(db: &ReadOnlyDb, sql: &str) -> anyhow::Result<CustomKey> {
+    let body = sql.trim().trim_end_matches(';').trim();
+    if body.is_empty() {
+        return Err(user("the custom SQL is empty"));
+    }
+    let columns = db.result_columns(body).map_err(|e| {
+        e.context(crate::error::UserError(
+            "custom SQL must be one SELECT returning issue rows (an `id` column, or `org, repo, number`)"
+                .into(),
+        ))
+    })?;
+    let has = |c: &str| columns.iter().any(|x| x == c);
+    if has("id") {
+        Ok(CustomKey::Id)
+    } else if has("org") && has("repo") && has("number") {
+        Ok(CustomKey::OrgRepoNumber)
+    } else {
+        Err(user(format!(
+            "custom SQL must return issue rows: an `id` column, or `org, repo, number`; it returns ({})",
+            columns.join(", ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_compile_into_one_query_with_quoted_values() {
+        let sql = Pipeline::new()
+            .where_missing_analysis("product-labeling")
+            .where_repo("o'rg", "kots")
+            .where_state(IssueState::Open)
+            .excluding_active_batches("product-labeling")
+            .order_by_created(true)
+            .limit(5)
+            .compile("product-labeling");
+        assert!(sql.contains("lower(i.org) = lower('o''rg')"), "{sql}");
+        assert!(sql.contains("i.state = 'open'"));
+        assert!(sql.contains("NOT EXISTS (SELECT 1 FROM ai_results"));
+        assert!(sql.contains("bj.status IN ('preparing'"));
+        assert!(sql.ends_with("ORDER BY i.created_at DESC NULLS LAST, i.id\nLIMIT 5"));
+        assert_eq!(sql.matches("SELECT i.id").count(), 1);
+    }
+
+    #[test]
+    fn state_all_adds_no_filter_and_custom_sql_is_a_cte() {
+        let sql = Pipeline::new()
+            .from_custom_sql("SELECT * FROM issues WHERE state='closed';", CustomKey::Id)
+            .where_state(IssueState::All)
+            .compile("p");
+        assert!(sql.starts_with("WITH custom AS (\nSELECT * FROM issues WHERE state='closed'\n)"));
+        assert!(!sql.contains("i.state ="));
+        assert!(sql.contains("SEMI JOIN custom c ON c.id = i.id"));
+    }
+}
