@@ -132,7 +132,18 @@ fn measure(rt: &tokio::runtime::Runtime, n: usize, concurrency: usize, a: &Args)
     });
     let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let bar = indicatif::ProgressBar::hidden();
-    let report = rt.block_on(realtime::run(engine, &store, &mut db, items, concurrency, &bar, rx, |m| eprintln!("{m}")))?;
+    let report = rt.block_on(realtime::run(
+        engine,
+        &store,
+        &mut db,
+        items,
+        concurrency,
+        realtime::Control {
+            progress: &bar,
+            interrupts: rx,
+            on_note: |m: &str| eprintln!("{m}"),
+        },
+    ))?;
     for (i, why) in report.failed.iter().take(5) {
         eprintln!("failed {i}: {why}");
     }

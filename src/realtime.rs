@@ -275,19 +275,31 @@ pub fn store_finished(
     db.save_results(&[(row, f.validated.recommendations.clone())])
 }
 
-/// Runs the engine over the issues with at most `concurrency` in flight. Each message on
-/// `interrupts` is a Ctrl-C: the first stops new requests and lets those in flight finish (and
-/// be stored), the second abandons them.
-pub async fn run(
+/// How a run reports progress and learns about interrupts.
+pub struct Control<'a, F: FnMut(&str)> {
+    pub progress: &'a indicatif::ProgressBar,
+    /// Each message is a Ctrl-C: the first stops new requests and lets those in flight finish
+    /// (and be stored), the second abandons them.
+    pub interrupts: mpsc::UnboundedReceiver<()>,
+    /// Receives one-line notes for the user (interrupts, run-wide stops).
+    pub on_note: F,
+}
+
+/// Runs the engine over the issues with at most `concurrency` requests in flight, storing
+/// each result as soon as it is finished.
+pub async fn run<F: FnMut(&str)>(
     engine: Arc<Engine>,
     store: &Store,
     db: &mut Db,
     items: Vec<IssueRef>,
     concurrency: usize,
-    progress: &indicatif::ProgressBar,
-    mut interrupts: mpsc::UnboundedReceiver<()>,
-    mut on_note: impl FnMut(&str),
+    control: Control<'_, F>,
 ) -> anyhow::Result<RunReport> {
+    let Control {
+        progress,
+        mut interrupts,
+        mut on_note,
+    } = control;
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let concurrency = if engine.provider.kind() == ProviderKind::Rules {

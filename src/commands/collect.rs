@@ -51,8 +51,9 @@ pub async fn run(ctx: &Ctx, args: &CollectArgs) -> anyhow::Result<()> {
     ctx.store.ensure_dirs()?;
 
     let mut collector = Collector::new(&client, &ctx.store, &mut db, ctx.printer, &opts);
-    // Every page is written and loaded before the next request, so stopping at any await point
-    // (Ctrl-C) keeps all finished work; cursors only move when a repository completes.
+    // Files are written before the next request, and loaded below whatever happens, so
+    // stopping at any await point (Ctrl-C) keeps all finished work; cursors only move when a
+    // repository completes.
     let outcome = {
         let work = collector.run();
         tokio::pin!(work);
@@ -61,6 +62,8 @@ pub async fn run(ctx: &Ctx, args: &CollectArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => None,
         }
     };
+    // Load whatever was written before an interruption or a failure.
+    let flushed = collector.flush();
     let report = collector.report.clone();
     print_summary(ctx, &client, &report)?;
     for (path, why) in &report.sync_failed {
@@ -68,6 +71,7 @@ pub async fn run(ctx: &Ctx, args: &CollectArgs) -> anyhow::Result<()> {
             "{path}: written but not loaded into the database: {why}"
         ));
     }
+    flushed?;
     match outcome {
         None => Err(user(format!(
             "interrupted: the {} issues stored so far are kept; run the same command again to resume",

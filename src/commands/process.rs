@@ -188,9 +188,11 @@ pub async fn run_realtime(
         &mut db,
         todo,
         concurrency,
-        &bar,
-        rx,
-        |n| printer.note(n),
+        realtime::Control {
+            progress: &bar,
+            interrupts: rx,
+            on_note: |n: &str| printer.note(n),
+        },
     )
     .await;
     signals.abort();

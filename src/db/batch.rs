@@ -467,6 +467,15 @@ impl Db {
         )?)
     }
 
+    /// Items that could not be prepared (no part): they failed before submission.
+    pub fn batch_unprepared_count(&self, job_id: &str) -> anyhow::Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM batch_items WHERE job_id = ? AND part < 0",
+            params![job_id],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Deletes a job's rows (items, parts, job). Stored results are never touched.
     pub fn delete_batch_job(&mut self, job_id: &str) -> anyhow::Result<()> {
         let tx = self.conn.transaction()?;

@@ -154,7 +154,7 @@ fn replace_recommendations(
     );
     let mut values: Vec<duckdb::types::Value> = Vec::with_capacity(recs.len() * 8);
     let text = |s: &str| duckdb::types::Value::Text(s.to_string());
-    let opt_text = |s: Option<&str>| s.map_or(duckdb::types::Value::Null, |s| text(s));
+    let opt_text = |s: Option<&str>| s.map_or(duckdb::types::Value::Null, text);
     for rec in recs {
         values.push(text(&r.issue_id));
         values.push(text(&r.processor));

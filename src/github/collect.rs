@@ -67,7 +67,16 @@ pub struct Collector<'a> {
     pub report: CollectReport,
     /// Issues still allowed by `--limit` (across repositories).
     budget: Option<usize>,
+    /// Issue files written but not yet loaded into DuckDB (loaded in batches: one bulk load per
+    /// 1,000 issues is much cheaper than one per page), with their attachment rows.
+    pending: Vec<String>,
+    pending_attachments: (Vec<String>, Vec<AttachmentRow>),
+    /// Files the database has loaded, read once when first needed.
+    ledger: Option<HashSet<String>>,
 }
+
+/// Issues written between two bulk loads into DuckDB.
+const LOAD_BATCH: usize = 1_000;
 
 /// Parses `--since`: a date (midnight UTC) or an RFC 3339 time.
 pub fn parse_since(s: &str) -> anyhow::Result<DateTime<Utc>> {
@@ -184,6 +193,9 @@ impl<'a> Collector<'a> {
             opts,
             report: CollectReport::default(),
             budget: opts.limit,
+            pending: Vec::new(),
+            pending_attachments: (Vec::new(), Vec::new()),
+            ledger: None,
         }
     }
 
@@ -350,6 +362,8 @@ impl<'a> Collector<'a> {
             }
         }
         bar.finish_and_clear();
+        // The cursor may only move once everything fetched is in the database.
+        self.flush()?;
         // The run covered everything before `since` only if the old cursor did.
         let covered = self
             .opts
@@ -432,6 +446,7 @@ impl<'a> Collector<'a> {
                 rest::list_comments(self.client, self.db, &o, &r, new_number).await?;
         }
         self.store_issues(vec![issue], false, false).await?;
+        self.flush()?;
         self.report.repositories += 1;
         Ok(())
     }
@@ -444,11 +459,7 @@ impl<'a> Collector<'a> {
         apply_filters: bool,
         incremental: bool,
     ) -> anyhow::Result<bool> {
-        let ledger = self.db.file_records()?;
-        let mut to_sync = Vec::new();
         let mut to_write = Vec::new();
-        let mut att_ids = Vec::new();
-        let mut att_rows: Vec<AttachmentRow> = Vec::new();
         let mut more = true;
         for mut issue in issues {
             let rel = Store::issue_rel_path(&issue.org, &issue.repo, issue.issue.number)?;
@@ -477,8 +488,8 @@ impl<'a> Collector<'a> {
                         &mut self.report.attachments,
                     )
                     .await;
-                    att_ids.push(issue.key());
-                    att_rows.extend(rows);
+                    self.pending_attachments.0.push(issue.key());
+                    self.pending_attachments.1.extend(rows);
                 }
                 // Without --download-attachments, keep what an earlier run recorded.
                 None => {
@@ -491,8 +502,8 @@ impl<'a> Collector<'a> {
                 Some(o) if o.org == issue.org && o.repo == issue.repo && o.issue == issue.issue => {
                     self.report.issues_unchanged += 1;
                     // Written by a run that stopped before loading it: load it now.
-                    if !ledger.contains_key(&rel) {
-                        to_sync.push(rel);
+                    if !self.loaded()?.contains(&rel) {
+                        self.pending.push(rel);
                     }
                 }
                 Some(_) => {
@@ -505,14 +516,33 @@ impl<'a> Collector<'a> {
                 }
             }
         }
-        to_sync.extend(write_parallel(self.store, &to_write)?);
-        if !to_sync.is_empty() {
+        self.pending.extend(write_parallel(self.store, &to_write)?);
+        if self.pending.len() >= LOAD_BATCH {
+            self.flush()?;
+        }
+        Ok(more && self.budget != Some(0))
+    }
+
+    fn loaded(&mut self) -> anyhow::Result<&HashSet<String>> {
+        if self.ledger.is_none() {
+            self.ledger = Some(self.db.file_records()?.into_keys().collect());
+        }
+        Ok(self.ledger.get_or_insert_with(HashSet::new))
+    }
+
+    /// Loads every written file into DuckDB and records attachment rows. Called at the end of
+    /// each repository, and by the command after an interruption or error, so every file
+    /// written is also in the database.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        if !self.pending.is_empty() {
+            let paths = std::mem::take(&mut self.pending);
             let hidden = indicatif::ProgressBar::hidden();
-            let rep = crate::sync::sync_paths(self.store, self.db, &to_sync, &hidden)?;
+            let rep = crate::sync::sync_paths(self.store, self.db, &paths, &hidden)?;
             self.report.sync_failed.extend(rep.failed);
         }
-        self.db.replace_attachments(&att_ids, &att_rows)?;
-        Ok(more && self.budget != Some(0))
+        let (ids, rows) = std::mem::take(&mut self.pending_attachments);
+        self.db.replace_attachments(&ids, &rows)?;
+        Ok(())
     }
 
     /// `--state` and every `--labels` (GitHub's label filter matches any; ours needs all).

@@ -426,7 +426,7 @@ async fn respond(
         return (error(StatusCode::BAD_REQUEST, "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.", "invalid_request_error", None, None), request_id);
     }
     if let Err(resp) = validate(st, body) {
-        return (resp, request_id);
+        return (*resp, request_id);
     }
     // Rate limit, then latency, then the scripted reply.
     let (latency, limit_headers) = {
@@ -626,15 +626,15 @@ fn is_reasoning(model: &str) -> bool {
 }
 
 /// Request checks, in the order and wording of the real service's 400s.
-fn validate(st: &AppState, body: &Value) -> Result<(), Response> {
+fn validate(st: &AppState, body: &Value) -> Result<(), Box<Response>> {
     let bad = |msg: String, param: Option<&str>, code: Option<&str>| {
-        error(
+        Box::new(error(
             StatusCode::BAD_REQUEST,
             &msg,
             "invalid_request_error",
             param,
             code,
-        )
+        ))
     };
     let Some(obj) = body.as_object() else {
         return Err(bad(
@@ -712,7 +712,7 @@ fn validate(st: &AppState, body: &Value) -> Result<(), Response> {
         return Err(bad("Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.".into(), Some("max_tokens"), Some("unsupported_parameter")));
     }
     if let Some(n) = obj.get("max_completion_tokens") {
-        if !n.as_u64().is_some_and(|n| n >= 1) {
+        if n.as_u64().is_none_or(|n| n < 1) {
             return Err(bad(
                 "Invalid 'max_completion_tokens': integer below minimum value.".into(),
                 Some("max_completion_tokens"),
@@ -751,7 +751,7 @@ fn validate(st: &AppState, body: &Value) -> Result<(), Response> {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
                 if !name_ok {
-                    return Err(bad(format!("Invalid 'response_format.json_schema.name': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'."), Some("response_format.json_schema.name"), Some("invalid_value")));
+                    return Err(bad("Invalid 'response_format.json_schema.name': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'.".into(), Some("response_format.json_schema.name"), Some("invalid_value")));
                 }
                 for k in js
                     .as_object()

@@ -1,0 +1,138 @@
+//! Benchmark: issue selection on a large database. Builds N synthetic issues (default
+//! 1,000,000) with results for half of them (default 500,000), then times, in the same run:
+//!   1. process start: `github-analysis query sql "SELECT 1"` end to end;
+//!   2. `github-analysis process-query missing product-labeling --state all --dry-run` end to end;
+//!   3. the bare DuckDB query the dry run compiles (read from its JSON output), run in-process.
+//! Target: (2) <= 1.5 x (3) + (1).
+//!
+//! Run: `cargo build --release && cargo run --release --example selection_bench -- [N] [RESULTS]`
+//! (uses target/release/github-analysis next to this example). The `duckdb` crate is used
+//! directly here to build the synthetic database fast; product code keeps it inside `src/db/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let n: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1_000_000);
+    let with_results: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(n / 2);
+    let bin = binary()?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+
+    // Let the tool create and migrate the database, then fill it in bulk.
+    run(&bin, &data, &["status", "--format", "json"])?;
+    let t = Instant::now();
+    {
+        let conn = duckdb::Connection::open(data.join("issues.duckdb"))?;
+        conn.execute_batch(&format!(
+            "INSERT INTO issues (id, org, repo, number, title, body, state, comments_count,
+                                 labels_count, created_at, updated_at, file_path)
+             SELECT 'bench/repo-' || (i % 50) || '#' || i, 'bench', 'repo-' || (i % 50), i,
+                    'Issue ' || i || ': kotsadm upgrade fails',
+                    repeat('Steps to reproduce and logs. ', 20 + (i % 30)),
+                    CASE WHEN i % 3 = 0 THEN 'closed' ELSE 'open' END, 0, 0,
+                    TIMESTAMP '2024-01-01' + INTERVAL (i % 1000) MINUTE,
+                    TIMESTAMP '2024-06-01', 'issues/bench_repo-' || (i % 50) || '_issue_' || i || '.json'
+             FROM range(1, {n} + 1) t(i);
+             INSERT INTO ai_results (issue_id, processor, model, provider, mode, confidence,
+                                     result, created_at)
+             SELECT 'bench/repo-' || (i % 50) || '#' || i, 'product-labeling', 'rules', 'rules',
+                    'realtime', (i % 100) / 100.0, '{{}}', TIMESTAMP '2024-07-01'
+             FROM range(1, {with_results} + 1) t(i);
+             CHECKPOINT;"
+        ))?;
+    }
+    println!(
+        "built {n} issues, {with_results} results in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // Warm the OS cache once so every measurement sees the same state.
+    run(&bin, &data, &["query", "sql", "SELECT count(*) FROM issues"])?;
+
+    let start = best_of(3, || run(&bin, &data, &["query", "sql", "SELECT 1", "--format", "json"]).map(|_| ()))?;
+    let mut out = String::new();
+    let dry = best_of(3, || {
+        out = run(
+            &bin,
+            &data,
+            &[
+                "process-query", "missing", "product-labeling", "--state", "all", "--dry-run",
+                "--format", "json", "--model", "rules",
+            ],
+        )?;
+        Ok(())
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let selected = v["selected"].as_u64().unwrap_or(0);
+    let sql = v["selection_query"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("dry run printed no selection_query: {out}"))?
+        .to_string();
+    anyhow::ensure!(selected == n - with_results.min(n), "selected {selected}");
+
+    let conn = duckdb::Connection::open_with_flags(
+        data.join("issues.duckdb"),
+        duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?,
+    )?;
+    let mut bare_count = 0i64;
+    let bare = best_of(3, || {
+        bare_count = conn.query_row(&format!("SELECT count(*) FROM (\n{sql}\n)"), [], |r| r.get(0))?;
+        Ok(())
+    })?;
+    anyhow::ensure!(bare_count as u64 == selected, "bare query counted {bare_count}");
+
+    println!("process start (query sql 'SELECT 1'): {:>7.3}s", start);
+    println!("process-query missing --dry-run:      {:>7.3}s  ({selected} selected)", dry);
+    println!("bare DuckDB selection query:          {:>7.3}s", bare);
+    println!(
+        "dry run / (1.5 x bare + start) = {:.2} (target <= 1.0); dry run - start = {:.2} x bare",
+        dry / (1.5 * bare + start),
+        (dry - start) / bare
+    );
+    Ok(())
+}
+
+fn best_of(k: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let mut best = f64::MAX;
+    for _ in 0..k {
+        let t = Instant::now();
+        f()?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+fn run(bin: &Path, data: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(bin)
+        .args(args)
+        .env("GITHUB_ANALYSIS_DATA_DIR", data)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The tool binary built by the same profile as this example.
+fn binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow::anyhow!("cannot locate the target directory"))?;
+    let bin = dir.join("github-analysis");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} not found: build it first with the same profile (cargo build --release)",
+        bin.display()
+    );
+    Ok(bin)
+}

@@ -1,0 +1,210 @@
+//! CLI tests of `process-query`: SQL-selected pipelines in real time (rules, OpenAI and
+//! Anthropic fakes) and batch mode, refusals, dry runs, analytics and batch-status.
+
+mod common;
+
+use common::fake_anthropic::FakeAnthropic;
+use common::fake_openai::FakeOpenAi;
+use common::{sample, Env};
+use predicates::prelude::*;
+use serde_json::Value;
+
+fn setup() -> Env {
+    let env = Env::new();
+    let s = env.json(&[
+        "import",
+        &sample("dotnet-corefx-issues.json"),
+        &sample("webcompat-web-bugs.jsonl"),
+    ]);
+    assert_eq!(s["issues"], 400);
+    env
+}
+
+fn pq(env: &Env, vars: &[(&'static str, String)], args: &[&str]) -> assert_cmd::assert::Assert {
+    let mut c = env.cmd();
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    c.arg("process-query").args(args).assert()
+}
+
+fn pq_json(env: &Env, vars: &[(&'static str, String)], args: &[&str]) -> Value {
+    let out = pq(env, vars, &[args, &["--format", "json"]].concat()).success();
+    serde_json::from_slice(&out.get_output().stdout).unwrap()
+}
+
+fn rows(env: &Env, sql: &str) -> Vec<Value> {
+    env.json(&["query", "sql", sql]).as_array().unwrap().clone()
+}
+
+#[test]
+fn rules_realtime_missing_reprocess_and_custom_select_in_sql() {
+    let env = setup();
+    let s = pq_json(&env, &[], &["missing", "product-labeling", "--limit", "1", "--yes"]);
+    assert_eq!(s["processed"], 1);
+    let r = rows(&env, "SELECT issue_id, mode, provider FROM ai_results");
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0]["mode"], "realtime");
+    assert_eq!(r[0]["provider"], "rules");
+    let first = r[0]["issue_id"].as_str().unwrap().to_string();
+    // The result file sits where every mode writes it.
+    let n = first.rsplit('#').next().unwrap();
+    assert!(env
+        .data()
+        .join(format!("results/dotnet_corefx_issue_{n}_product-labeling.json"))
+        .exists());
+
+    // The next run selects only issues still missing a result.
+    let s = pq_json(&env, &[], &["missing", "product-labeling", "--limit", "2", "--yes"]);
+    assert_eq!(s["processed"], 2);
+    assert_eq!(env.scalar("SELECT count(DISTINCT issue_id) FROM ai_results"), 3);
+
+    // Rules give corefx issues (no Replicated product) a low confidence: all 3 are reprocessed.
+    let before = env.scalar("SELECT max(created_at) FROM ai_results");
+    let s = pq_json(
+        &env,
+        &[],
+        &["reprocess", "product-labeling", "--threshold", "0.8", "--limit", "3", "--yes"],
+    );
+    assert_eq!(s["processed"], 3);
+    assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 3);
+    assert!(env.scalar("SELECT min(created_at) FROM ai_results").as_str() > before.as_str());
+
+    // Custom SQL: closed issues only (all of them are webcompat issues).
+    let s = pq_json(
+        &env,
+        &[],
+        &["custom", "product-labeling", "SELECT * FROM issues WHERE state='closed'", "--limit", "2", "--yes"],
+    );
+    assert_eq!(s["processed"], 2);
+    assert_eq!(
+        env.scalar(
+            "SELECT count(*) FROM ai_results r JOIN issues i ON i.id = r.issue_id WHERE i.state = 'closed'"
+        ),
+        2
+    );
+    // org, repo, number also name issues.
+    let s = pq_json(
+        &env,
+        &[],
+        &["custom", "product-labeling", "SELECT org, repo, number FROM issues WHERE number = 71058", "--yes"],
+    );
+    assert_eq!(s["processed"], 1);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM ai_results WHERE issue_id = 'webcompat/web-bugs#71058'"),
+        1
+    );
+}
+
+#[test]
+fn openai_and_anthropic_realtime_store_the_same_shape() {
+    let env = setup();
+    let oa = FakeOpenAi::start();
+    let s = pq_json(
+        &env,
+        &oa.env(),
+        &["missing", "product-labeling", "--limit", "1", "--yes", "--model", "openai:gpt-4o-mini"],
+    );
+    assert_eq!(s["processed"], 1);
+    assert_eq!(oa.requests().len(), 1);
+    let an = FakeAnthropic::start();
+    let s = pq_json(
+        &env,
+        &an.env(),
+        &[
+            "missing", "product-labeling", "--limit", "1", "--yes", "--model",
+            "anthropic:claude-3-5-haiku-latest",
+        ],
+    );
+    assert_eq!(s["processed"], 1);
+    assert_eq!(an.requests().len(), 1);
+    let r = rows(&env, "SELECT provider, mode, prompt_tokens > 0 AS tokens FROM ai_results ORDER BY provider");
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0]["provider"], "anthropic");
+    assert_eq!(r[1]["provider"], "openai");
+    assert!(r.iter().all(|x| x["mode"] == "realtime" && x["tokens"] == true));
+}
+
+#[test]
+fn an_unknown_processor_fails_before_anything_is_selected() {
+    let env = setup();
+    pq(&env, &[], &["missing", "invalid-processor", "--batch-mode", "--yes"])
+        .code(1)
+        .stderr(predicate::str::contains("unknown processor \"invalid-processor\""))
+        .stderr(predicate::str::contains("product-labeling"));
+    assert_eq!(env.scalar("SELECT count(*) FROM batch_jobs"), 0);
+    assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 0);
+}
+
+#[test]
+fn without_a_terminal_and_without_yes_it_refuses_instead_of_hanging() {
+    let env = setup();
+    pq(&env, &[], &["missing", "product-labeling", "--limit", "1"])
+        .code(2)
+        .stderr(predicate::str::contains("pass --yes"));
+    assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 0);
+}
+
+#[test]
+fn zero_selected_issues_is_a_notice_not_an_error() {
+    let env = setup();
+    pq(&env, &[], &["custom", "product-labeling", "SELECT * FROM issues WHERE false", "--batch-mode"])
+        .success()
+        .stderr(predicate::str::contains("No issues selected by your query to process"));
+    assert_eq!(env.scalar("SELECT count(*) FROM batch_jobs"), 0);
+}
+
+#[test]
+fn custom_sql_must_be_a_select_of_issue_rows() {
+    let env = setup();
+    for sql in ["DELETE FROM issues", "SELECT 1; DROP TABLE issues"] {
+        pq(&env, &[], &["custom", "product-labeling", sql, "--yes"])
+            .code(1)
+            .stderr(predicate::str::contains("custom SQL must be one SELECT returning issue rows"));
+    }
+    pq(&env, &[], &["custom", "product-labeling", "SELECT name FROM labels", "--yes"])
+        .code(1)
+        .stderr(predicate::str::contains("it returns (name)"));
+    assert_eq!(env.scalar("SELECT count(*) FROM issues"), 400);
+}
+
+#[test]
+fn dry_run_counts_in_sql_and_shows_the_query() {
+    let env = setup();
+    pq_json(&env, &[], &["missing", "product-labeling", "--limit", "5", "--yes"]);
+    let v = pq_json(&env, &[], &["missing", "product-labeling", "--dry-run"]);
+    let open = env.scalar("SELECT count(*) FROM issues WHERE state = 'open'").as_u64().unwrap();
+    assert_eq!(v["selected"].as_u64().unwrap(), open - 5);
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(v["preview"].as_array().unwrap().len(), 20);
+    assert!(v["selection_query"].as_str().unwrap().contains("NOT EXISTS (SELECT 1 FROM ai_results"));
+    // Priced models get an estimate, with the batch discount in batch mode.
+    let rt = pq_json(&env, &[], &["missing", "product-labeling", "--dry-run", "--model", "openai:gpt-4o-mini"]);
+    let bt = pq_json(
+        &env,
+        &[],
+        &["missing", "product-labeling", "--dry-run", "--model", "openai:gpt-4o-mini", "--batch-mode"],
+    );
+    let (rt, bt) = (rt["est_cost_usd"].as_f64().unwrap(), bt["est_cost_usd"].as_f64().unwrap());
+    assert!(rt > 0.0 && (bt - rt / 2.0).abs() < 1e-9, "realtime {rt}, batch {bt}");
+    assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 5);
+}
+
+#[test]
+fn analytics_summarises_results_per_processor() {
+    let env = setup();
+    let empty = pq_json(&env, &[], &["analytics"]);
+    assert_eq!(empty["processors"], serde_json::json!([]));
+    pq_json(&env, &[], &["custom", "product-labeling", "SELECT * FROM issues WHERE org = 'webcompat'", "--limit", "4", "--yes"]);
+    let a = pq_json(&env, &[], &["analytics"]);
+    assert_eq!(a["processors"][0]["processor"], "product-labeling");
+    assert_eq!(a["processors"][0]["results"], 4);
+    assert_eq!(a["processors"][0]["realtime"], 4);
+    let buckets: u64 = a["confidence_distribution"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["results"].as_u64().unwrap())
+        .sum();
+    assert_eq!(buckets, 4);
+}
