@@ -70,13 +70,25 @@ fn issue(n: u64) -> StoredIssue {
         issue: Issue {
             number: n,
             title: format!("Issue {n}: {p} fails after upgrade"),
-            body: Some(format!("Running {p} in our cluster fails with error code {n}. Logs attached.")),
+            body: Some(format!(
+                "Running {p} in our cluster fails with error code {n}. Logs attached."
+            )),
             state: "open".into(),
-            labels: vec![Label { name: "bug".into(), color: None, description: None }],
-            user: Some(User { login: "reporter".into(), id: Some(1) }),
+            labels: vec![Label {
+                name: "bug".into(),
+                color: None,
+                description: None,
+            }],
+            user: Some(User {
+                login: "reporter".into(),
+                id: Some(1),
+            }),
             comments: vec![Comment {
                 id: n as i64,
-                user: Some(User { login: "helper".into(), id: Some(2) }),
+                user: Some(User {
+                    login: "helper".into(),
+                    id: Some(2),
+                }),
                 body: Some("Can you attach a support bundle?".into()),
                 created_at: Some("2024-01-01T00:00:00Z".into()),
                 updated_at: None,
@@ -106,18 +118,27 @@ struct Outcome {
 }
 
 /// One run in a fresh data directory: `n` issues, `concurrency` in flight, a fresh fake.
-fn measure(rt: &tokio::runtime::Runtime, n: usize, concurrency: usize, a: &Args) -> anyhow::Result<Outcome> {
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    n: usize,
+    concurrency: usize,
+    a: &Args,
+) -> anyhow::Result<Outcome> {
     let dir = tempfile::tempdir()?;
     let store = Store::new(dir.path().join("data"));
     store.ensure_dirs()?;
     for i in 1..=n as u64 {
         store.write_issue(&issue(i))?;
     }
-    let mut db = Db::open(&dir.path().join("data/issues.duckdb"), Duration::from_secs(10))?;
+    let mut db = Db::open(
+        &dir.path().join("data/issues.duckdb"),
+        Duration::from_secs(10),
+    )?;
     github_analysis::sync::sync(&store, &mut db, false, &indicatif::ProgressBar::hidden())?;
     let items = db.issues_for_processing(ORG, Some(REPO), None, "product-labeling")?;
 
-    let fake = fake_openai::FakeOpenAi::with_rate_limit(a.rpm, Duration::from_millis(a.latency_ms), 2);
+    let fake =
+        fake_openai::FakeOpenAi::with_rate_limit(a.rpm, Duration::from_millis(a.latency_ms), 2);
     let model = ModelSpec::parse("openai:gpt-4o-mini")?;
     let endpoint = Endpoint {
         base_url: fake.url.clone(),
@@ -165,7 +186,9 @@ fn measure(rt: &tokio::runtime::Runtime, n: usize, concurrency: usize, a: &Args)
 
 fn main() -> anyhow::Result<()> {
     let a = args();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let limit = a.rpm as f64 / 60.0;
     println!(
         "fake OpenAI: {} ms latency, {} requests/minute ({limit:.1} req/s); processor product-labeling",
@@ -173,7 +196,15 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "{:>11} {:>7} {:>7} {:>7} {:>9} {:>9} {:>8} {:>8} {:>9}",
-        "concurrency", "issues", "stored", "failed", "requests", "429s", "secs", "req/s", "of limit"
+        "concurrency",
+        "issues",
+        "stored",
+        "failed",
+        "requests",
+        "429s",
+        "secs",
+        "req/s",
+        "of limit"
     );
     let mut lost = false;
     for (n, c) in [(a.issues, a.concurrency), (a.sequential_issues, 1)] {
@@ -185,11 +216,22 @@ fn main() -> anyhow::Result<()> {
         let rate = o.processed as f64 / o.secs;
         println!(
             "{:>11} {:>7} {:>7} {:>7} {:>9} {:>9} {:>8.1} {:>8.2} {:>9.2}",
-            c, n, o.processed, o.failed, o.requests, o.rejected, o.secs, rate, rate / limit
+            c,
+            n,
+            o.processed,
+            o.failed,
+            o.requests,
+            o.rejected,
+            o.secs,
+            rate,
+            rate / limit
         );
         if o.processed != n || o.failed != 0 || o.stored != n {
             lost = true;
-            eprintln!("LOST ITEMS: {n} issues, {} processed, {} failed, {} stored", o.processed, o.failed, o.stored);
+            eprintln!(
+                "LOST ITEMS: {n} issues, {} processed, {} failed, {} stored",
+                o.processed, o.failed, o.stored
+            );
         }
     }
     if lost {

@@ -82,6 +82,9 @@ pub enum Command {
     /// SQL-selected processing pipelines, real-time or batch.
     #[command(subcommand)]
     ProcessQuery(ProcessQueryCommand),
+    /// The whole flow on the bundled sample issues, offline: import, label in batch mode with
+    /// the `rules` model, wait, then show batch status and analytics.
+    Demo(DemoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -212,7 +215,7 @@ pub struct ProcessArgs {
 }
 
 /// Options of AI processing shared by the processing commands.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct AiArgs {
     /// Taxonomy TOML file replacing the embedded Replicated product taxonomy.
     #[arg(long, value_name = "FILE")]
@@ -389,4 +392,11 @@ pub struct RunArgs {
     pub poll_interval: f64,
     #[command(flatten)]
     pub ai: AiArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Model for the labeling step (default `rules`: offline, free, no key).
+    #[arg(long, default_value = "rules")]
+    pub model: String,
 }

@@ -1,6 +1,7 @@
 //! github-analysis: parse → logging → runtime → dispatch → error report → exit code.
 
 pub mod ai;
+pub mod batch;
 pub mod cli;
 pub mod commands;
 pub mod db;

@@ -161,9 +161,7 @@ impl Pipeline {
             Source::Custom { sql: custom, key } => {
                 sql.push_str(&format!("WITH custom AS (\n{custom}\n)\n"));
                 match key {
-                    CustomKey::Id => {
-                        "FROM issues i\nSEMI JOIN custom c ON c.id = i.id".to_string()
-                    }
+                    CustomKey::Id => "FROM issues i\nSEMI JOIN custom c ON c.id = i.id".to_string(),
                     CustomKey::OrgRepoNumber => "FROM issues i\nSEMI JOIN custom c \
                          ON c.org = i.org AND c.repo = i.repo AND c.number = i.number"
                         .to_string(),

@@ -3,10 +3,11 @@
 //! recorded and never fatal to the others, run-wide errors (bad key, no quota) stop new work.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use crate::ai::http::{HttpClient, HttpFailure};
@@ -69,6 +70,26 @@ impl Engine {
             mode: "realtime",
             batch_job_id: None,
         }
+    }
+
+    /// The request body for an issue, exactly as a real-time call sends it (serialised with
+    /// `serde_json::to_vec`, a batch JSONL line carries the same bytes). `None` for `rules`.
+    pub fn request_body(&self, issue: &StoredIssue) -> Option<serde_json::Value> {
+        let (prompt, _) = self.processor.prompt(issue);
+        self.provider.request_body(&prompt, None)
+    }
+
+    /// Parses a provider response body and validates the answer: what batch collection does
+    /// with a succeeded output line. The error is the reason, with the tokens it cost.
+    pub fn parse_and_validate(&self, body: &[u8]) -> Result<(Validated, Usage), (String, Usage)> {
+        let answer = self
+            .provider
+            .parse_response(body)
+            .map_err(|e| (e.message, e.usage))?;
+        self.processor
+            .validate(&answer.value)
+            .map(|v| (v, answer.usage))
+            .map_err(|why| (why, answer.usage))
     }
 
     /// Processes one issue end to end, without storing anything.
@@ -263,16 +284,35 @@ async fn load_issue(store: &Store, issue: &IssueRef) -> Result<StoredIssue, Stri
     Ok(stored)
 }
 
-/// Stores a finished item: result file first, then its row (one transaction).
+/// Stores finished items: each result file first, then all their rows in one transaction (so a
+/// row always has its file, and a backlog costs one commit instead of one per item).
 pub fn store_finished(
     engine: &Engine,
     store: &Store,
     db: &mut Db,
-    f: &Finished,
-) -> anyhow::Result<()> {
-    let (doc, row) = results::build(f, engine.provenance())?;
-    results::write_file(store, &doc, &row, &f.issue)?;
-    db.save_results(&[(row, f.validated.recommendations.clone())])
+    finished: &[Finished],
+) -> Vec<Result<(), String>> {
+    let mut outcomes: Vec<Result<(), String>> = Vec::with_capacity(finished.len());
+    let mut rows = Vec::new();
+    let mut row_of = Vec::new();
+    for (i, f) in finished.iter().enumerate() {
+        let written = results::build(f, engine.provenance())
+            .and_then(|(doc, row)| results::write_file(store, &doc, &row, &f.issue).map(|()| row));
+        match written {
+            Ok(row) => {
+                rows.push((row, f.validated.recommendations.clone()));
+                row_of.push(i);
+                outcomes.push(Ok(()));
+            }
+            Err(e) => outcomes.push(Err(format!("cannot store the result: {e:#}"))),
+        }
+    }
+    if let Err(e) = db.save_results(&rows) {
+        for i in row_of {
+            outcomes[i] = Err(format!("cannot store the result in the database: {e:#}"));
+        }
+    }
+    outcomes
 }
 
 /// How a run reports progress and learns about interrupts.
@@ -285,8 +325,12 @@ pub struct Control<'a, F: FnMut(&str)> {
     pub on_note: F,
 }
 
-/// Runs the engine over the issues with at most `concurrency` requests in flight, storing
-/// each result as soon as it is finished.
+/// Results stored per database transaction when a backlog has built up.
+const STORE_BATCH: usize = 64;
+
+/// Runs the engine over the issues with at most `concurrency` requests in flight. A slot is
+/// freed as soon as its request is answered, so storing results (done here, on the caller's
+/// task, in small batches) never holds back the next requests.
 pub async fn run<F: FnMut(&str)>(
     engine: Arc<Engine>,
     store: &Store,
@@ -303,28 +347,50 @@ pub async fn run<F: FnMut(&str)>(
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let concurrency = if engine.provider.kind() == ProviderKind::Rules {
-        // No network: parallelism only adds scheduling.
+        // No network: parallelism beyond the cores only adds scheduling.
         concurrency.clamp(1, 4)
     } else {
         concurrency.max(1)
     };
-    let mut results = futures::stream::iter(items)
-        .map(|item| {
-            let engine = engine.clone();
-            let stop = stop.clone();
-            let store = store.clone();
-            tokio::spawn(async move {
+    let (tx, mut rx) = mpsc::unbounded_channel::<ItemResult>();
+    let producer = {
+        let engine = engine.clone();
+        let stop = stop.clone();
+        let store = store.clone();
+        let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
+        tokio::spawn(async move {
+            for item in items {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    break;
+                };
                 if stop.load(Ordering::SeqCst) {
-                    return ItemResult::NotStarted(item);
+                    let _ = tx.send(ItemResult::NotStarted(item));
+                    continue;
                 }
-                engine.process(&store, item).await
-            })
+                let (engine, store, tx) = (engine.clone(), store.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let id = item.clone();
+                    // A panic must not lose the item: it becomes a recorded failure.
+                    let result = AssertUnwindSafe(engine.process(&store, item))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| ItemResult::Failed {
+                            issue: id,
+                            reason: "internal error while processing this issue".into(),
+                            usage: Usage::default(),
+                            requests: 0,
+                            run_wide: false,
+                        });
+                    drop(permit);
+                    let _ = tx.send(result);
+                });
+            }
         })
-        .buffer_unordered(concurrency);
+    };
     let mut report = RunReport::default();
     let mut interrupts_open = true;
     loop {
-        let next = tokio::select! {
+        let first = tokio::select! {
             biased;
             signal = interrupts.recv(), if interrupts_open => {
                 if signal.is_none() {
@@ -340,63 +406,137 @@ pub async fn run<F: FnMut(&str)>(
                 on_note("interrupted: no new requests; waiting for those in flight (Ctrl-C again to abandon them)");
                 continue;
             }
-            next = results.next() => next,
+            next = rx.recv() => next,
         };
-        let Some(joined) = next else { break };
-        let item = match joined {
-            Ok(item) => item,
-            Err(e) => {
-                // A panicking task must not take the run down; count it as a failure.
-                report
-                    .failed
-                    .push(("(unknown issue)".into(), format!("worker task failed: {e}")));
-                continue;
+        // Every sender is gone: all items were answered or skipped.
+        let Some(first) = first else { break };
+        let mut batch = vec![first];
+        while batch.len() < STORE_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
             }
-        };
-        match item {
-            ItemResult::Done(f) => {
-                report.requests += u64::from(f.requests);
-                report.usage.add(&f.usage);
-                match f.cost_usd {
-                    Some(c) => report.cost_usd += c,
-                    None => report.cost_unknown = true,
-                }
-                match store_finished(&engine, store, db, &f) {
-                    Ok(()) => report.processed += 1,
-                    Err(e) => {
-                        let reason = format!("cannot store the result: {e:#}");
-                        report.failed.push((f.issue.id.clone(), reason));
+        }
+        let mut finished = Vec::new();
+        for item in batch {
+            match item {
+                ItemResult::Done(f) => {
+                    report.requests += u64::from(f.requests);
+                    report.usage.add(&f.usage);
+                    match f.cost_usd {
+                        Some(c) => report.cost_usd += c,
+                        None => report.cost_unknown = true,
                     }
+                    finished.push(*f);
                 }
-                progress.inc(1);
+                ItemResult::Failed {
+                    issue,
+                    reason,
+                    usage,
+                    requests,
+                    run_wide,
+                } => {
+                    report.requests += u64::from(requests);
+                    report.usage.add(&usage);
+                    if let Some(c) = engine.prices.cost(&engine.model, &usage, false) {
+                        report.cost_usd += c;
+                    }
+                    if run_wide && !stop.swap(true, Ordering::SeqCst) {
+                        on_note(&format!("stopping: {reason}"));
+                        report.aborted = Some(reason.clone());
+                    }
+                    let written =
+                        results::write_failure(store, &issue, engine.provenance(), &reason, requests);
+                    if let Err(e) = written {
+                        tracing::warn!("cannot record the failure of {}: {e:#}", issue.id);
+                    }
+                    report.failed.push((issue.id, reason));
+                    progress.inc(1);
+                }
+                ItemResult::NotStarted(_) => report.not_started += 1,
             }
-            ItemResult::Failed {
-                issue,
-                reason,
-                usage,
-                requests,
-                run_wide,
-            } => {
-                report.requests += u64::from(requests);
-                report.usage.add(&usage);
-                if let Some(c) = engine.prices.cost(&engine.model, &usage, false) {
-                    report.cost_usd += c;
-                }
-                if run_wide && !stop.swap(true, Ordering::SeqCst) {
-                    on_note(&format!("stopping: {reason}"));
-                    report.aborted = Some(reason.clone());
-                }
-                if let Err(e) =
-                    results::write_failure(store, &issue, engine.provenance(), &reason, requests)
-                {
-                    tracing::warn!("cannot record the failure of {}: {e:#}", issue.id);
-                }
-                report.failed.push((issue.id, reason));
-                progress.inc(1);
+        }
+        for (f, outcome) in finished.iter().zip(store_finished(&engine, store, db, &finished)) {
+            match outcome {
+                Ok(()) => report.processed += 1,
+                Err(reason) => report.failed.push((f.issue.id.clone(), reason)),
             }
-            ItemResult::NotStarted(_) => report.not_started += 1,
+            progress.inc(1);
         }
     }
+    producer.abort();
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ai::{Endpoint, GenSettings, Secret};
+    use crate::processors::Options;
+    use crate::store::{Issue, Metadata};
+
+    fn engine(model: &str) -> Engine {
+        let spec = ModelSpec::parse(model).unwrap();
+        let endpoint = Endpoint {
+            base_url: "http://127.0.0.1:9".into(),
+            key: Secret::new("k"),
+        };
+        Engine {
+            processor: Processor::get("product-labeling", &Options::default()).unwrap(),
+            model: spec.clone(),
+            provider: Provider::new(&spec, Some(endpoint), GenSettings::default()).unwrap(),
+            http: None,
+            prices: PriceTable::builtin(),
+        }
+    }
+
+    fn issue() -> StoredIssue {
+        StoredIssue {
+            org: "o".into(),
+            repo: "r".into(),
+            issue: Issue {
+                number: 1,
+                title: "kotsadm crash".into(),
+                body: Some("b".into()),
+                state: "open".into(),
+                labels: vec![],
+                user: None,
+                comments: vec![],
+                created_at: None,
+                updated_at: None,
+                attachments: vec![],
+                id: None,
+                html_url: None,
+                closed_at: None,
+                comment_count: None,
+            },
+            metadata: Metadata::now(),
+        }
+    }
+
+    #[test]
+    fn batch_bodies_are_byte_identical_to_real_time_requests() {
+        for model in ["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5"] {
+            let e = engine(model);
+            let body = e.request_body(&issue()).unwrap();
+            let sent = e.provider.http_request(&body).unwrap().body;
+            assert_eq!(serde_json::to_vec(&body).unwrap(), sent);
+            assert_eq!(e.request_body(&issue()).unwrap(), body);
+        }
+        assert!(engine("rules").request_body(&issue()).is_none());
+    }
+
+    #[test]
+    fn parse_and_validate_accepts_good_answers_and_explains_bad_ones() {
+        let e = engine("anthropic:claude-haiku-4-5");
+        let good = br#"{"content":[{"type":"tool_use","id":"t","name":"product_labeling","input":{"recommended_labels":[{"label":"product::kots","confidence":0.9,"reasoning":"r"}],"current_labels_assessment":[],"confidence":0.9,"summary":"s","reasoning":"r"}}],"stop_reason":"tool_use","usage":{"input_tokens":10,"output_tokens":5}}"#;
+        let (v, u) = e.parse_and_validate(good).unwrap();
+        assert_eq!(v.recommendations[0].value, "product::kots");
+        assert_eq!(u.completion_tokens, 5);
+        let bad = br#"{"content":[{"type":"tool_use","id":"t","name":"product_labeling","input":{"recommended_labels":[{"label":"x","confidence":0.9,"reasoning":"r"}],"current_labels_assessment":[],"confidence":0.9,"summary":"s","reasoning":"r"}}],"stop_reason":"tool_use","usage":{"input_tokens":10,"output_tokens":5}}"#;
+        let (why, u) = e.parse_and_validate(bad).unwrap_err();
+        assert!(why.contains("not in the taxonomy"));
+        assert_eq!(u.prompt_tokens, 10);
+    }
 }

@@ -738,3 +738,46 @@ fn the_fake_server_behaves_like_github() {
         "PRs are mixed into REST lists"
     );
 }
+
+/// Ctrl-C while a request hangs: what was fetched is kept (files and rows), the run says how to
+/// resume, and the next run completes.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_keeps_finished_work_and_the_next_run_resumes() {
+    let gh = server();
+    gh.push_fault(Target::GraphQl, Fault::Pass);
+    gh.push_fault(Target::GraphQl, Fault::Pass);
+    gh.push_fault(Target::GraphQl, Fault::Delay(60_000));
+    let env = Env::new();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_github-analysis"))
+        .args(["collect", "--org", "acme", "--repo", "widgets", "--state", "all"])
+        .current_dir(env.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GITHUB_ANALYSIS_DATA_DIR", env.data())
+        .envs(gh.env())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (with a generous guard, not a timing assertion) until the third request hangs.
+    let start = std::time::Instant::now();
+    while gh.request_count() < 3 {
+        assert!(start.elapsed().as_secs() < 120, "collect never reached its third request");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error: interrupted"), "{stderr}");
+    assert_eq!(env.scalar("SELECT count(*) FROM issues"), 100);
+    let s = collect(&env, &gh, &["--org", "acme", "--repo", "widgets", "--state", "all"]);
+    assert_eq!(s["new"], 29);
+    assert_eq!(env.scalar("SELECT count(*) FROM issues"), 129);
+}

@@ -16,22 +16,39 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<()> {
         names::validate_repo(repo)?;
     }
     let fallback = args.org.as_deref().zip(args.repo.as_deref());
+    let sources = args
+        .files
+        .iter()
+        .map(|f| {
+            let bytes = std::fs::read(f).map_err(|e| user(format!("cannot read: {e}")));
+            (f.display().to_string(), bytes)
+        })
+        .collect();
+    import_sources(ctx, sources, fallback)
+}
+
+/// Imports named byte sources (files, or the samples embedded for `demo`); a source that can't
+/// be read or parsed is reported and the others still import.
+pub fn import_sources(
+    ctx: &Ctx,
+    sources: Vec<(String, anyhow::Result<Vec<u8>>)>,
+    fallback: Option<(&str, &str)>,
+) -> anyhow::Result<()> {
     // Open the database first: if another process holds it, fail before writing any file.
     let mut db = ctx.db()?;
     ctx.store.ensure_dirs()?;
 
+    let source_count = sources.len();
     let mut failures: Vec<String> = Vec::new();
     let mut pull_requests = 0usize;
     // Keyed by issue so an issue listed twice is written once (the last copy wins).
     let mut issues: BTreeMap<String, StoredIssue> = BTreeMap::new();
-    for file in &args.files {
-        let values = std::fs::read(file)
-            .map_err(|e| user(format!("cannot read: {e}")))
-            .and_then(|b| parse_values(&b));
+    for (name, bytes) in sources {
+        let values = bytes.and_then(|b| parse_values(&b));
         let values = match values {
             Ok(v) => v,
             Err(e) => {
-                failures.push(format!("{}: {e}", file.display()));
+                failures.push(format!("{name}: {e}"));
                 continue;
             }
         };
@@ -41,9 +58,7 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<()> {
                     issues.insert(s.key(), *s);
                 }
                 Item::PullRequest => pull_requests += 1,
-                Item::Invalid(why) => {
-                    failures.push(format!("{}: item {}: {why}", file.display(), i + 1))
-                }
+                Item::Invalid(why) => failures.push(format!("{name}: item {}: {why}", i + 1)),
             }
         }
     }
@@ -67,7 +82,7 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<()> {
         ctx.printer.warn(f);
     }
     ctx.printer.summary(&[
-        ("files", json!(args.files.len())),
+        ("files", json!(source_count)),
         ("issues", json!(issues.len())),
         ("written", json!(report.added + report.updated)),
         ("unchanged", json!(unchanged)),

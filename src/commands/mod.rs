@@ -1,8 +1,9 @@
 //! Command dispatch: one file per command group, one function per leaf command.
 
 mod collect;
+mod demo;
 mod import;
-mod process;
+pub(crate) mod process;
 mod process_query;
 mod query;
 mod status;
@@ -50,5 +51,6 @@ pub async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<()> {
         Command::Process(p) => process::run(ctx, p).await,
         Command::Batch(_) => Err(NotImplemented("batch").into()),
         Command::ProcessQuery(q) => process_query::run(ctx, q).await,
+        Command::Demo(args) => demo::run(ctx, &args).await,
     }
 }

@@ -5,13 +5,13 @@ use std::io::IsTerminal;
 
 use serde_json::{json, Value};
 
+use crate::ai::tokens;
 use crate::cli::{OutputFormat, ProcessQueryCommand, RunArgs, SelectionArgs};
 use crate::commands::process::{self, Plan};
 use crate::commands::Ctx;
 use crate::db::SelectionSize;
 use crate::error::user;
 use crate::pipeline::{check_custom_sql, Pipeline, Selection};
-use crate::ai::tokens;
 use crate::printer::Table;
 use crate::processors::Processor;
 use crate::store::{names, StoredIssue};
@@ -117,7 +117,8 @@ async fn execute(
     let mode = if run.batch_mode { "Batch" } else { "Real-time" };
     let db = ctx.read_only_db()?;
     let sql = pipeline.compile(name);
-    let size = db.selection_size(&sql, budget_chars(&plan))?;
+    let offline = plan.model.provider == crate::ai::ProviderKind::Rules;
+    let size = db.selection_size(&sql, (!offline).then(|| budget_chars(&plan)))?;
     if size.issues == 0 {
         ctx.printer.warn(&format!("No issues {what} to process."));
         if ctx.printer.format == OutputFormat::Json {
@@ -133,7 +134,8 @@ async fn execute(
         format!("Estimated cost: {}", estimate.describe()),
     ];
     if run.dry_run {
-        let preview = db.select_issues(&format!("SELECT * FROM (\n{sql}\n) LIMIT {PREVIEW_ROWS}"))?;
+        let preview =
+            db.select_issues(&format!("SELECT * FROM (\n{sql}\n) LIMIT {PREVIEW_ROWS}"))?;
         return dry_run(ctx, &header, &sql, size, &estimate, &preview, mode, &plan);
     }
     if ctx.printer.format == OutputFormat::Table {
@@ -246,8 +248,7 @@ fn estimate(plan: &Plan, size: SelectionSize, batch: bool) -> Estimate {
             offline,
         };
     }
-    let prompt_tokens =
-        size.issues * prefix_tokens(plan) + size.chars / CHARS_PER_TOKEN;
+    let prompt_tokens = size.issues * prefix_tokens(plan) + size.chars / CHARS_PER_TOKEN;
     let completion_tokens = size.issues * process::EST_COMPLETION_TOKENS;
     let usage = crate::ai::Usage {
         prompt_tokens,
@@ -349,10 +350,13 @@ fn analytics(ctx: &Ctx) -> anyhow::Result<()> {
         }))?);
     }
     if per_processor.rows.is_empty() {
-        ctx.printer.warn("No AI results yet: run `process-query missing PROCESSOR` first.");
+        ctx.printer
+            .warn("No AI results yet: run `process-query missing PROCESSOR` first.");
     }
-    ctx.printer.titled_table("Results per processor", &per_processor)?;
-    ctx.printer.titled_table("Confidence distribution", &buckets)?;
+    ctx.printer
+        .titled_table("Results per processor", &per_processor)?;
+    ctx.printer
+        .titled_table("Confidence distribution", &buckets)?;
     ctx.printer.titled_table("Recommended labels", &labels)?;
     Ok(())
 }
@@ -361,15 +365,7 @@ fn rows_json(t: &Table) -> Value {
     Value::Array(
         t.rows
             .iter()
-            .map(|r| {
-                Value::Object(
-                    t.columns
-                        .iter()
-                        .cloned()
-                        .zip(r.iter().cloned())
-                        .collect(),
-                )
-            })
+            .map(|r| Value::Object(t.columns.iter().cloned().zip(r.iter().cloned()).collect()))
             .collect(),
     )
 }

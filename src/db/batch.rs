@@ -467,6 +467,16 @@ impl Db {
         )?)
     }
 
+    /// Moves every open item of a job into one part (a job turned local).
+    pub fn reassign_open_items(&mut self, job_id: &str, part: i32) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE batch_items SET part = ?, status = 'pending', updated_at = ?
+             WHERE job_id = ? AND status IN ('preparing', 'pending')",
+            params![part, chrono::Utc::now().naive_utc(), job_id],
+        )?;
+        Ok(())
+    }
+
     /// Items that could not be prepared (no part): they failed before submission.
     pub fn batch_unprepared_count(&self, job_id: &str) -> anyhow::Result<i64> {
         Ok(self.conn.query_row(

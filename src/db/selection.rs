@@ -7,7 +7,8 @@ use crate::error::UserError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SelectionSize {
     pub issues: u64,
-    /// Characters of title + body + comment bodies, each issue capped at `cap_chars`.
+    /// Characters of title + body + comment bodies, each issue capped at the prompt budget (0 when not
+    /// estimated).
     pub chars: u64,
 }
 
@@ -43,7 +44,16 @@ impl ReadOnlyDb {
 
     /// Count and prompt characters of a selection; threads longer than `cap_chars` count as
     /// `cap_chars` because prompts cut them to the token budget.
-    pub fn selection_size(&self, selection_sql: &str, cap_chars: u64) -> anyhow::Result<SelectionSize> {
+    pub fn selection_size(
+        &self,
+        selection_sql: &str,
+        cap_chars: Option<u64>,
+    ) -> anyhow::Result<SelectionSize> {
+        // Without a price to estimate (offline model) only the count is needed.
+        let Some(cap_chars) = cap_chars else {
+            let sql = format!("SELECT count(*)::BIGINT, 0::BIGINT FROM (\n{selection_sql}\n)");
+            return self.size_query(&sql);
+        };
         let sql = format!(
             "WITH sel AS (\n{selection_sql}\n)
              SELECT count(*)::BIGINT,
@@ -55,10 +65,16 @@ impl ReadOnlyDb {
              LEFT JOIN (SELECT issue_id, sum(length(coalesce(body, ''))) AS chars
                         FROM comments GROUP BY issue_id) c ON c.issue_id = i.id"
         );
+        self.size_query(&sql)
+    }
+
+    fn size_query(&self, sql: &str) -> anyhow::Result<SelectionSize> {
         let (issues, chars): (i64, i64) = self
             .conn
-            .query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| anyhow::Error::new(e).context(UserError("selecting issues failed".into())))?;
+            .query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| {
+                anyhow::Error::new(e).context(UserError("selecting issues failed".into()))
+            })?;
         Ok(SelectionSize {
             issues: issues.max(0) as u64,
             chars: chars.max(0) as u64,

@@ -167,12 +167,22 @@ fn explain(e: anyhow::Error, org: &str, repo: Option<&str>) -> anyhow::Error {
     }
 }
 
-/// Errors after which no other repository can succeed either (judge before `explain`).
+/// Whether an organisation-mode run should stop: only failures that concern one repository
+/// (not found, forbidden, a GraphQL error about it…) let the others go on. A rejected token,
+/// GitHub being unreachable, or a local failure (disk, database) would fail them all.
 fn is_fatal(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
+    !e.chain().any(|c| {
         matches!(
             c.downcast_ref::<GitHubError>(),
-            Some(GitHubError::Unauthorized(_) | GitHubError::GaveUp { .. })
+            Some(
+                GitHubError::NotFound { .. }
+                    | GitHubError::GraphQlNotFound { .. }
+                    | GitHubError::Gone { .. }
+                    | GitHubError::Forbidden { .. }
+                    | GitHubError::GraphQl(_)
+                    | GitHubError::Status { .. }
+                    | GitHubError::BadBody { .. }
+            )
         )
     })
 }

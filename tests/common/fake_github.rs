@@ -140,6 +140,8 @@ pub enum Fault {
     Exhausted,
     /// A normal answer: lets a test place faults after the first N requests.
     Pass,
+    /// A normal answer sent only after this many milliseconds (a slow or hanging GitHub).
+    Delay(u64),
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +168,8 @@ struct Inner {
     graphql_used: u64,
     reset: i64,
     attachments: HashMap<String, Vec<u8>>,
+    /// Set by a `Delay` fault for the request being answered.
+    delay_ms: u64,
 }
 
 pub struct FakeGitHub {
@@ -196,6 +200,7 @@ impl FakeGitHub {
             graphql_used: 0,
             reset: Utc::now().timestamp() + 3600,
             attachments: HashMap::new(),
+            delay_ms: 0,
         }));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let state = inner.clone();
@@ -308,9 +313,9 @@ impl Drop for FakeGitHub {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        // Not joined: a graceful shutdown waits for in-flight answers, and a `Delay` fault may
+        // still be sleeping for a client that is gone. The thread ends with the test process.
+        drop(self.thread.take());
     }
 }
 
@@ -462,6 +467,11 @@ async fn handle(
             .map_or("application/json; charset=utf-8", |(_, ct)| *ct);
         resp = resp.header("content-type", ct);
     }
+    let delay = std::mem::take(&mut g.delay_ms);
+    drop(g);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     resp.body(Body::from(bytes))
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
@@ -558,6 +568,10 @@ fn route(
             if fault == Fault::Pass {
                 return route_ok(g, method, uri, body, is_graphql);
             }
+            if let Fault::Delay(ms) = fault {
+                g.delay_ms = ms;
+                return route_ok(g, method, uri, body, is_graphql);
+            }
             if let Some(r) = fault_reply(g, &fault, bucket) {
                 return (r, bucket, 1);
             }
@@ -622,7 +636,7 @@ fn fault_reply(g: &Inner, fault: &Fault, bucket: &str) -> Option<Reply> {
                 .header("x-ratelimit-remaining", "0")
                 .header("x-ratelimit-reset", reset)
         }
-        Fault::Exhausted | Fault::Pass => return None,
+        Fault::Exhausted | Fault::Pass | Fault::Delay(_) => return None,
     })
 }
 

@@ -1,0 +1,154 @@
+//! The local executor: a batch job run by this tool itself with the real-time machinery (for
+//! `rules`, and for compatible servers whose batch API answers 404). Same tables and statuses as
+//! provider jobs; every finished item is stored at once, so a killed run resumes with the
+//! unfinished items on the next `batch status` / `batch collect`.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use crate::batch::{http_for, now, BatchManager, Loaded};
+use crate::db::ItemUpdate;
+use crate::realtime::{Engine, ItemResult};
+use crate::results::{self, Provenance};
+
+/// Requests in flight at once for a local job against a network provider.
+const LOCAL_CONCURRENCY: usize = 8;
+/// Item statuses are written in groups of this many (a crash re-runs at most one group).
+const FLUSH_EVERY: usize = 50;
+
+impl BatchManager<'_> {
+    /// Runs every open item of a local job, storing results with mode `batch`.
+    pub(crate) async fn run_local(&mut self, l: &mut Loaded) -> anyhow::Result<()> {
+        let job_id = l.job.job_id.clone();
+        let open = self.db.batch_item_issues(&job_id, &["preparing", "pending"])?;
+        let engine = Arc::new(Engine {
+            processor: l.plan.processor.clone(),
+            model: l.plan.model.clone(),
+            provider: l.provider.clone(),
+            http: http_for(&l.provider, &l.plan)?,
+            prices: l.plan.prices.clone(),
+        });
+        let concurrency = if engine.http.is_some() { LOCAL_CONCURRENCY } else { 2 };
+        let mut missing = Vec::new();
+        let mut runnable = Vec::new();
+        for (item, issue) in open {
+            if issue.file_path.is_empty() {
+                missing.push(ItemUpdate {
+                    custom_id: item.custom_id,
+                    status: "failed".into(),
+                    error: Some(format!("issue {} is no longer stored", item.issue_id)),
+                });
+            } else {
+                runnable.push((item.custom_id, issue));
+            }
+        }
+        self.db.update_batch_items(&job_id, &missing)?;
+        let bar = crate::progress::bar(runnable.len() as u64, "batch (local)", self.ctx.settings.quiet);
+        let store = self.ctx.store.clone();
+        let mut results = futures::stream::iter(runnable)
+            .map(|(cid, issue)| {
+                let engine = engine.clone();
+                let store = store.clone();
+                tokio::spawn(async move { (cid, engine.process(&store, issue).await) })
+            })
+            .buffer_unordered(concurrency);
+        let provenance = Provenance {
+            processor: &engine.processor,
+            model: &engine.model,
+            mode: "batch",
+            batch_job_id: Some(&job_id),
+        };
+        let mut updates = Vec::new();
+        let mut cost = 0.0;
+        let mut stopped = None;
+        while let Some(joined) = results.next().await {
+            let Ok((cid, outcome)) = joined else {
+                continue;
+            };
+            bar.inc(1);
+            match outcome {
+                ItemResult::Done(f) => {
+                    let stored = results::build(&f, provenance).and_then(|(doc, row)| {
+                        results::write_file(&self.ctx.store, &doc, &row, &f.issue)?;
+                        self.db.save_results(&[(row, f.validated.recommendations.clone())])
+                    });
+                    match stored {
+                        Ok(()) => {
+                            cost += f.cost_usd.unwrap_or(0.0);
+                            updates.push(ItemUpdate {
+                                custom_id: cid,
+                                status: "completed".into(),
+                                error: None,
+                            });
+                        }
+                        Err(e) => updates.push(ItemUpdate {
+                            custom_id: cid,
+                            status: "failed".into(),
+                            error: Some(format!("cannot store the result: {e:#}")),
+                        }),
+                    }
+                }
+                ItemResult::Failed {
+                    issue,
+                    reason,
+                    usage,
+                    run_wide,
+                    requests,
+                } => {
+                    cost += engine.prices.cost(&engine.model, &usage, false).unwrap_or(0.0);
+                    if run_wide {
+                        // Every other request would fail the same way: leave them open so a
+                        // later `batch status` resumes once the cause is fixed.
+                        stopped.get_or_insert(reason);
+                        continue;
+                    }
+                    let _ = results::write_failure(&self.ctx.store, &issue, provenance, &reason, requests);
+                    updates.push(ItemUpdate {
+                        custom_id: cid,
+                        status: "failed".into(),
+                        error: Some(reason),
+                    });
+                }
+                ItemResult::NotStarted(_) => {}
+            }
+            if updates.len() >= FLUSH_EVERY {
+                self.db.update_batch_items(&job_id, &updates)?;
+                updates.clear();
+            }
+            if stopped.is_some() {
+                break;
+            }
+        }
+        drop(results);
+        bar.finish_and_clear();
+        self.db.update_batch_items(&job_id, &updates)?;
+        l.job.cost_actual = Some(((l.job.cost_actual.unwrap_or(0.0) + cost) * 1e6).round() / 1e6);
+        let mut parts = self.db.batch_parts(&job_id)?;
+        let mut open_left = 0;
+        for p in parts.iter_mut() {
+            let (c, f, o) = self.db.batch_part_item_counts(&job_id, p.part)?;
+            p.completed_count = c;
+            p.failed_count = f;
+            open_left += o;
+            if o == 0 && p.status != "cancelled" {
+                p.status = "completed".into();
+                p.collected_at = Some(now());
+            }
+            p.error_message = stopped.clone();
+            p.updated_at = Some(now());
+            self.db.upsert_batch_part(p)?;
+        }
+        if open_left == 0 {
+            l.job.collected_at.get_or_insert_with(now);
+        }
+        self.reaggregate(&mut l.job, &parts)?;
+        if let Some(reason) = stopped {
+            return Err(crate::error::user(format!(
+                "local job {job_id} stopped after a run-wide error; {open_left} item(s) left open \
+                 (`batch status {job_id}` resumes them): {reason}"
+            )));
+        }
+        Ok(())
+    }
+}
