@@ -265,6 +265,8 @@ pub enum BatchCommand {
     },
     /// Resubmit only the failed or expired items of a job.
     Retry(JobArg),
+    /// Finish submissions a crash interrupted and report provider batches no job records.
+    Reconcile,
 }
 
 #[derive(Debug, Args)]
@@ -298,6 +300,8 @@ pub struct BatchSubmitArgs {
     /// Show the split plan and estimated cost; submit nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub ai: AiArgs,
 }
 
 #[derive(Debug, Subcommand)]

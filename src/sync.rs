@@ -27,6 +27,8 @@ pub struct SyncReport {
 #[derive(Debug, Default)]
 pub struct Plan {
     pub on_disk: usize,
+    /// Total size of the issue files on disk.
+    pub bytes: u64,
     /// Files never loaded, or whose size/mtime changed since.
     pub candidates: Vec<(String, Stat)>,
     /// Ledger entries whose file is gone.
@@ -70,11 +72,13 @@ pub fn plan(store: &Store, db: &Db, force: bool) -> anyhow::Result<Plan> {
         .cloned()
         .collect();
     let mut candidates = Vec::new();
+    let mut bytes = 0u64;
     for rel in &files {
         // A file that vanished between listing and stat is picked up as missing next time.
         let Ok(st) = stat(&store.abs(rel)) else {
             continue;
         };
+        bytes += st.size.max(0) as u64;
         let unchanged = records
             .get(rel)
             .is_some_and(|r| r.size == st.size && r.mtime_ns == st.mtime_ns);
@@ -84,6 +88,7 @@ pub fn plan(store: &Store, db: &Db, force: bool) -> anyhow::Result<Plan> {
     }
     Ok(Plan {
         on_disk: files.len(),
+        bytes,
         candidates,
         missing,
         records,

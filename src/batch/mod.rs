@@ -373,6 +373,10 @@ impl<'a> BatchManager<'a> {
         self.db.batch_parts(job_id)
     }
 
+    pub fn items(&self, job_id: &str) -> anyhow::Result<Vec<crate::db::BatchItem>> {
+        self.db.batch_items(job_id)
+    }
+
     /// Rebuilds processor, model, provider and API client of a stored job.
     pub(crate) fn load(&self, job: BatchJob) -> anyhow::Result<Loaded> {
         let config: JobConfig = serde_json::from_value(job.metadata["config"].clone())

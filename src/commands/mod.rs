@@ -1,5 +1,6 @@
 //! Command dispatch: one file per command group, one function per leaf command.
 
+mod batch;
 mod collect;
 mod demo;
 mod import;
@@ -11,7 +12,6 @@ mod sync;
 
 use crate::cli::Command;
 use crate::db::{Db, ReadOnlyDb};
-use crate::error::NotImplemented;
 use crate::printer::Printer;
 use crate::settings::Settings;
 use crate::store::Store;
@@ -49,7 +49,7 @@ pub async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<()> {
         Command::Query(q) => query::run(ctx, q),
         Command::Collect(args) => collect::run(ctx, &args).await,
         Command::Process(p) => process::run(ctx, p).await,
-        Command::Batch(_) => Err(NotImplemented("batch").into()),
+        Command::Batch(b) => batch::run(ctx, b).await,
         Command::ProcessQuery(q) => process_query::run(ctx, q).await,
         Command::Demo(args) => demo::run(ctx, &args).await,
     }

@@ -9,13 +9,7 @@ use crate::printer::Table;
 pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let db = ctx.db()?;
     let plan = crate::sync::plan(&ctx.store, &db, false)?;
-    let json_bytes: u64 = ctx
-        .store
-        .list_issue_files()?
-        .iter()
-        .filter_map(|rel| std::fs::metadata(ctx.store.abs(rel)).ok())
-        .map(|m| m.len())
-        .sum();
+    let json_bytes = plan.bytes;
     let db_path = ctx.settings.db_path();
     let db_bytes = std::fs::metadata(&db_path).map(|m| m.len()).unwrap_or(0);
     let counts = db.counts()?;

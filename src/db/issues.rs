@@ -92,22 +92,28 @@ impl Db {
         Ok(())
     }
 
-    /// Records a new stat for files whose content hash did not change (e.g. after `touch`).
+    /// Records a new stat for files whose content hash did not change (after `touch`, a copy
+    /// or a checkout every file can be in this state, so this is a bulk update too).
     pub fn touch_files(&mut self, records: &[FileRecord]) -> anyhow::Result<()> {
         if records.is_empty() {
             return Ok(());
         }
         let tx = self.conn.transaction()?;
+        tx.execute_batch(
+            "CREATE OR REPLACE TEMP TABLE _stage_stat (file_path VARCHAR, size BIGINT, mtime_ns BIGINT)",
+        )?;
         {
-            let mut stmt = tx.prepare(
-                "UPDATE issue_files SET size = ?, mtime_ns = ?, synced_at = current_timestamp
-                 WHERE file_path = ?",
-            )?;
-            // Only files whose stat changed but content did not: rare, and small in number.
+            let mut app = tx.appender("_stage_stat")?;
             for r in records {
-                stmt.execute(params![r.size, r.mtime_ns, r.file_path])?;
+                app.append_row(params![r.file_path, r.size, r.mtime_ns])?;
             }
+            app.flush()?;
         }
+        tx.execute_batch(
+            "UPDATE issue_files SET size = s.size, mtime_ns = s.mtime_ns, synced_at = now()::TIMESTAMP
+             FROM _stage_stat s WHERE issue_files.file_path = s.file_path;
+             DROP TABLE _stage_stat;",
+        )?;
         tx.commit()?;
         Ok(())
     }

@@ -361,11 +361,27 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let (resp, delay) = respond(&state, method, uri, headers, body);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
+    resp
+}
+
+/// Everything but the optional delay, synchronously (the state lock is never held across an
+/// await).
+fn respond(
+    state: &Mutex<Inner>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (Response, u64) {
     let target = uri
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| uri.path().to_string());
-    let mut g = lock(&state);
+    let mut g = lock(state);
     let graphql_kind = if uri.path() == "/graphql" {
         Some(graphql_kind(&body))
     } else {
@@ -468,12 +484,10 @@ async fn handle(
         resp = resp.header("content-type", ct);
     }
     let delay = std::mem::take(&mut g.delay_ms);
-    drop(g);
-    if delay > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-    }
-    resp.body(Body::from(bytes))
-        .unwrap_or_else(|_| Response::new(Body::empty()))
+    let resp = resp
+        .body(Body::from(bytes))
+        .unwrap_or_else(|_| Response::new(Body::empty()));
+    (resp, delay)
 }
 
 fn graphql_kind(body: &[u8]) -> &'static str {
