@@ -31,20 +31,20 @@ fn dataset(n: u64) -> Vec<FakeIssue> {
         let day = 1 + (k % 28);
         let hour = k % 24;
         let updated = format!("2024-02-{day:02}T{hour:02}:{:02}:00Z", k % 60);
-        let comments = if k % 500 == 0 {
+        let comments = if k.is_multiple_of(500) {
             150
         } else {
             ((k * 7919) % 13) as usize
         };
         let mut i = FakeIssue::new(k, &format!("Issue {k}"), &updated).with_comments(comments);
-        if k % 3 == 0 {
+        if k.is_multiple_of(3) {
             i = i.labels(&["bug"]);
         }
-        if k % 4 == 0 {
+        if k.is_multiple_of(4) {
             i = i.closed();
         }
         out.push(i);
-        if k % 20 == 0 {
+        if k.is_multiple_of(20) {
             out.push(FakeIssue::new(n + k, &format!("PR {k}"), &updated).pr());
         }
     }

@@ -242,7 +242,7 @@ pub struct AiArgs {
 #[derive(Debug, Subcommand)]
 pub enum BatchCommand {
     /// Create a batch job for a processor.
-    Submit(BatchSubmitArgs),
+    Submit(Box<BatchSubmitArgs>),
     /// Refresh and show one job.
     Status(JobArg),
     /// Download and store the results of a job.

@@ -2,8 +2,8 @@
 //! invalid answers, every finished item stored at once (so an interrupt keeps it), failures
 //! recorded and never fatal to the others, run-wide errors (bad key, no quota) stop new work.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -367,7 +367,8 @@ pub async fn run<F: FnMut(&str)>(
                     let _ = tx.send(ItemResult::NotStarted(item));
                     continue;
                 }
-                let (engine, store, tx) = (engine.clone(), store.clone(), tx.clone());
+                let (engine, store, tx, stop) =
+                    (engine.clone(), store.clone(), tx.clone(), stop.clone());
                 tokio::spawn(async move {
                     let id = item.clone();
                     // A panic must not lose the item: it becomes a recorded failure.
@@ -381,6 +382,10 @@ pub async fn run<F: FnMut(&str)>(
                             requests: 0,
                             run_wide: false,
                         });
+                    // A run-wide error stops new work before its slot is handed on.
+                    if matches!(result, ItemResult::Failed { run_wide: true, .. }) {
+                        stop.store(true, Ordering::SeqCst);
+                    }
                     drop(permit);
                     let _ = tx.send(result);
                 });
@@ -441,12 +446,18 @@ pub async fn run<F: FnMut(&str)>(
                     if let Some(c) = engine.prices.cost(&engine.model, &usage, false) {
                         report.cost_usd += c;
                     }
-                    if run_wide && !stop.swap(true, Ordering::SeqCst) {
+                    if run_wide && report.aborted.is_none() {
+                        stop.store(true, Ordering::SeqCst);
                         on_note(&format!("stopping: {reason}"));
                         report.aborted = Some(reason.clone());
                     }
-                    let written =
-                        results::write_failure(store, &issue, engine.provenance(), &reason, requests);
+                    let written = results::write_failure(
+                        store,
+                        &issue,
+                        engine.provenance(),
+                        &reason,
+                        requests,
+                    );
                     if let Err(e) = written {
                         tracing::warn!("cannot record the failure of {}: {e:#}", issue.id);
                     }
@@ -456,7 +467,18 @@ pub async fn run<F: FnMut(&str)>(
                 ItemResult::NotStarted(_) => report.not_started += 1,
             }
         }
-        for (f, outcome) in finished.iter().zip(store_finished(&engine, store, db, &finished)) {
+        // File and database writes block: tell a multi-threaded runtime, so requests in flight
+        // keep being driven by the other workers meanwhile.
+        let t0 = Instant::now();
+        let outcomes = if tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            tokio::task::block_in_place(|| store_finished(&engine, store, db, &finished))
+        } else {
+            store_finished(&engine, store, db, &finished)
+        };
+        if std::env::var_os("GA_DEBUG_STORE").is_some() { eprintln!("stored {} in {:?}", finished.len(), t0.elapsed()); }
+        for (f, outcome) in finished.iter().zip(outcomes) {
             match outcome {
                 Ok(()) => report.processed += 1,
                 Err(reason) => report.failed.push((f.issue.id.clone(), reason)),

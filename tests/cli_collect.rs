@@ -536,7 +536,7 @@ fn graphql_rate_limits_with_http_200_and_timeouts_are_retried() {
         },
     );
     gh.push_fault(Target::GraphQl, Fault::ServerError { status: 502 });
-    gh.push_fault(Target::GraphQl, Fault::ServerError { status: 504 });
+    gh.push_fault(Target::GraphQl, Fault::ServerError { status: 500 });
     gh.push_fault(Target::GraphQl, Fault::PrimaryRateLimit { status: 429 });
     let env = Env::new();
     let out = cmd(&env, &gh)
@@ -559,7 +559,7 @@ fn graphql_rate_limits_with_http_200_and_timeouts_are_retried() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("GitHub answered 504 Gateway Timeout; retrying"),
+        stderr.contains("GitHub answered 500 Internal Server Error; retrying"),
         "{stderr}"
     );
     assert!(
@@ -594,7 +594,7 @@ fn a_run_that_gives_up_keeps_finished_pages_and_the_next_run_completes() {
     gh.push_fault(Target::GraphQl, Fault::Pass);
     gh.push_fault(Target::GraphQl, Fault::Pass);
     for _ in 0..6 {
-        gh.push_fault(Target::GraphQl, Fault::ServerError { status: 502 });
+        gh.push_fault(Target::GraphQl, Fault::ServerError { status: 500 });
     }
     let env = Env::new();
     cmd(&env, &gh)
@@ -750,7 +750,9 @@ fn ctrl_c_keeps_finished_work_and_the_next_run_resumes() {
     gh.push_fault(Target::GraphQl, Fault::Delay(60_000));
     let env = Env::new();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_github-analysis"))
-        .args(["collect", "--org", "acme", "--repo", "widgets", "--state", "all"])
+        .args([
+            "collect", "--org", "acme", "--repo", "widgets", "--state", "all",
+        ])
         .current_dir(env.dir.path())
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -763,7 +765,10 @@ fn ctrl_c_keeps_finished_work_and_the_next_run_resumes() {
     // Wait (with a generous guard, not a timing assertion) until the third request hangs.
     let start = std::time::Instant::now();
     while gh.request_count() < 3 {
-        assert!(start.elapsed().as_secs() < 120, "collect never reached its third request");
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "collect never reached its third request"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let sent = std::process::Command::new("kill")
@@ -772,12 +777,85 @@ fn ctrl_c_keeps_finished_work_and_the_next_run_resumes() {
         .unwrap();
     assert!(sent.success());
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("error: interrupted"), "{stderr}");
     assert_eq!(env.scalar("SELECT count(*) FROM issues"), 100);
-    let s = collect(&env, &gh, &["--org", "acme", "--repo", "widgets", "--state", "all"]);
+    let s = collect(
+        &env,
+        &gh,
+        &["--org", "acme", "--repo", "widgets", "--state", "all"],
+    );
     assert_eq!(s["new"], 29);
     assert_eq!(env.scalar("SELECT count(*) FROM issues"), 129);
+}
+
+#[test]
+fn a_transferred_issue_is_followed_and_stored_where_it_lives_now() {
+    let gh = server();
+    gh.add_repo(
+        "acme",
+        "gadgets",
+        vec![FakeIssue::new(3, "Moved here", OLD).with_comments(1)],
+    );
+    gh.update_issue("acme", "widgets", 2, |i| {
+        i.moved_to = Some(("gadgets".into(), 3))
+    });
+    let env = Env::new();
+    cmd(&env, &gh)
+        .args([
+            "collect",
+            "--org",
+            "acme",
+            "--repo",
+            "widgets",
+            "--issue-number",
+            "2",
+        ])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "acme/widgets#2 now lives at acme/gadgets#3",
+        ));
+    let reqs = gh.requests();
+    assert_eq!(reqs[0].status, 301);
+    assert!(reqs[1].target.starts_with("/repositories/"), "{reqs:?}");
+    assert!(env.data().join("issues/acme_gadgets_issue_3.json").exists());
+    assert!(!env.data().join("issues/acme_widgets_issue_2.json").exists());
+    assert_eq!(env.scalar("SELECT title FROM issues"), "Moved here");
+    assert_eq!(env.scalar("SELECT count(*) FROM comments"), 1);
+}
+
+#[test]
+fn graphql_timeouts_shrink_the_page_instead_of_repeating_it() {
+    let gh = server();
+    gh.push_fault(Target::GraphQl, Fault::ServerError { status: 504 });
+    gh.push_fault(Target::GraphQl, Fault::ServerError { status: 502 });
+    let env = Env::new();
+    cmd(&env, &gh)
+        .args([
+            "collect", "--org", "acme", "--repo", "widgets", "--state", "all",
+        ])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "acme/widgets: GitHub timed out on a page of 100 issues; asking for 50 at a time",
+        ));
+    let firsts: Vec<Value> = graphql_requests(&gh)
+        .iter()
+        .filter(|r| r.graphql == Some("issues"))
+        .map(|r| r.variables.clone().unwrap()["first"].clone())
+        .collect();
+    assert_eq!(firsts, vec![100, 100, 50, 50, 50]);
+    assert_eq!(env.scalar("SELECT count(*) FROM issues"), 129);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM comments WHERE issue_id = 'acme/widgets#3'"),
+        150
+    );
 }

@@ -922,3 +922,33 @@ fn ctrl_c_stops_new_requests_and_keeps_finished_work() {
     );
     assert!(!result_file(&env, 4).exists());
 }
+
+#[test]
+fn keys_from_a_dot_env_file_pick_the_provider_by_default() {
+    let env = setup();
+    let fake = FakeOpenAi::start();
+    let dotenv: String = fake
+        .env()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
+    std::fs::write(env.dir.path().join(".env"), dotenv).unwrap();
+    // No --model and no key in the environment: the .env key selects OpenAI's default model.
+    let r = run(&env, &[], &["--repo", REPO, "--issue-number", "1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["model"], "openai:gpt-4o-mini");
+    assert_eq!(fake.requests().len(), 1);
+    assert_eq!(
+        fake.requests()[0].headers["authorization"],
+        format!("Bearer {}", fo::KEY)
+    );
+    // GITHUB_ANALYSIS_MODEL outranks the key-based default.
+    let r = run(
+        &env,
+        &[("GITHUB_ANALYSIS_MODEL", "rules".into())],
+        &["--reprocess"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["model"], "rules");
+    assert_eq!(fake.requests().len(), 1);
+}

@@ -88,7 +88,9 @@ impl BatchManager<'_> {
                         let path = api.anthropic_results_path(&batch, &id);
                         api.download(&path, &self.ctx.store.abs(&rel))
                             .await
-                            .map_err(|e| user(format!("cannot download the results of batch {id}: {e}")))?;
+                            .map_err(|e| {
+                                user(format!("cannot download the results of batch {id}: {e}"))
+                            })?;
                     }
                     files.push(rel);
                 }
@@ -153,7 +155,8 @@ impl BatchManager<'_> {
                 .map_err(|e| user(format!("cannot read {}: {e}", path.display())))?;
             let reader = std::io::BufReader::with_capacity(256 * 1024, file);
             for (n, line) in reader.split(b'\n').enumerate() {
-                let line = line.map_err(|e| user(format!("cannot read {}: {e}", path.display())))?;
+                let line =
+                    line.map_err(|e| user(format!("cannot read {}: {e}", path.display())))?;
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
@@ -179,23 +182,22 @@ impl BatchManager<'_> {
                     _ => openai_outcome(&v),
                 };
                 let (status, error) = match outcome {
-                    Outcome::Answer(body) => {
-                        match self.accept(l, &issue, &body, provenance) {
-                            Ok((row, recs, c)) => {
-                                cost += c;
-                                rows.push((row, recs));
-                                ("completed", None)
-                            }
-                            Err(reason) => ("failed", Some(reason)),
+                    Outcome::Answer(body) => match self.accept(l, &issue, &body, provenance) {
+                        Ok((row, recs, c)) => {
+                            cost += c;
+                            rows.push((row, recs));
+                            ("completed", None)
                         }
-                    }
+                        Err(reason) => ("failed", Some(reason)),
+                    },
                     Outcome::Failed(r) => ("failed", Some(r)),
                     Outcome::Expired(r) => ("expired", Some(r)),
                     Outcome::Cancelled(r) => ("cancelled", Some(r)),
                 };
                 if let Some(reason) = &error {
                     if status == "failed" {
-                        let _ = results::write_failure(&self.ctx.store, &issue, provenance, reason, 1);
+                        let _ =
+                            results::write_failure(&self.ctx.store, &issue, provenance, reason, 1);
                     }
                     report.failed += 1;
                     report.failures.push((issue.id.clone(), reason.clone()));
@@ -215,8 +217,14 @@ impl BatchManager<'_> {
         self.flush(&job_id, &mut rows, &mut updates)?;
         // Items with no line: what the part's end says happened to them.
         let (status, reason) = match p.status.as_str() {
-            "expired" => ("expired", "the batch expired before this request ran".to_string()),
-            "cancelled" => ("cancelled", "the batch was cancelled before this request ran".to_string()),
+            "expired" => (
+                "expired",
+                "the batch expired before this request ran".to_string(),
+            ),
+            "cancelled" => (
+                "cancelled",
+                "the batch was cancelled before this request ran".to_string(),
+            ),
             "failed" => (
                 "failed",
                 format!(
@@ -224,14 +232,22 @@ impl BatchManager<'_> {
                     p.error_message.as_deref().unwrap_or("no reason given")
                 ),
             ),
-            _ => ("failed", "the provider returned no result for this request".to_string()),
+            _ => (
+                "failed",
+                "the provider returned no result for this request".to_string(),
+            ),
         };
         for (_, issue) in open.iter() {
             report.failures.push((issue.id.clone(), reason.clone()));
         }
         report.failed += open.len();
-        self.db
-            .settle_part_items(&job_id, p.part, &["pending", "preparing"], status, Some(&reason))?;
+        self.db.settle_part_items(
+            &job_id,
+            p.part,
+            &["pending", "preparing"],
+            status,
+            Some(&reason),
+        )?;
         let (c, f, _) = self.db.batch_part_item_counts(&job_id, p.part)?;
         p.completed_count = c;
         p.failed_count = f;
@@ -342,7 +358,9 @@ fn anthropic_outcome(v: &Value) -> Outcome {
                 e["message"].as_str().unwrap_or("no message")
             ))
         }
-        Some("canceled") => Outcome::Cancelled("the batch was cancelled before this request ran".into()),
+        Some("canceled") => {
+            Outcome::Cancelled("the batch was cancelled before this request ran".into())
+        }
         Some("expired") => Outcome::Expired("the batch expired before this request ran".into()),
         other => Outcome::Failed(format!("unknown result type {other:?}")),
     }
@@ -359,7 +377,9 @@ mod tests {
         assert!(matches!(openai_outcome(&ok), Outcome::Answer(b) if b == br#"{"id":"x"}"#));
         let bad = json!({"custom_id": "a", "response": {"status_code": 400, "request_id": "r",
             "body": {"error": {"message": "bad temperature", "type": "invalid_request_error", "param": null, "code": "unsupported_value"}}}, "error": null});
-        assert!(matches!(openai_outcome(&bad), Outcome::Failed(r) if r.contains("bad temperature") && r.contains("400")));
+        assert!(
+            matches!(openai_outcome(&bad), Outcome::Failed(r) if r.contains("bad temperature") && r.contains("400"))
+        );
         let exp = json!({"custom_id": "a", "response": null, "error": {"code": "batch_expired", "message": "m"}});
         assert!(matches!(openai_outcome(&exp), Outcome::Expired(_)));
         let can = json!({"custom_id": "a", "response": null, "error": {"code": "batch_cancelled", "message": "m"}});
@@ -368,10 +388,21 @@ mod tests {
         assert!(matches!(openai_outcome(&garbage), Outcome::Failed(_)));
         let err = json!({"custom_id": "a", "result": {"type": "errored", "error": {"type": "error",
             "error": {"type": "invalid_request_error", "message": "max_tokens: too big"}}}});
-        assert!(matches!(anthropic_outcome(&err), Outcome::Failed(r) if r.contains("max_tokens: too big")));
-        assert!(matches!(anthropic_outcome(&json!({"result": {"type": "expired"}})), Outcome::Expired(_)));
-        assert!(matches!(anthropic_outcome(&json!({"result": {"type": "canceled"}})), Outcome::Cancelled(_)));
-        assert!(matches!(anthropic_outcome(&json!({"result": {"type": "succeeded", "message": {}}})), Outcome::Answer(_)));
+        assert!(
+            matches!(anthropic_outcome(&err), Outcome::Failed(r) if r.contains("max_tokens: too big"))
+        );
+        assert!(matches!(
+            anthropic_outcome(&json!({"result": {"type": "expired"}})),
+            Outcome::Expired(_)
+        ));
+        assert!(matches!(
+            anthropic_outcome(&json!({"result": {"type": "canceled"}})),
+            Outcome::Cancelled(_)
+        ));
+        assert!(matches!(
+            anthropic_outcome(&json!({"result": {"type": "succeeded", "message": {}}})),
+            Outcome::Answer(_)
+        ));
         assert!(matches!(anthropic_outcome(&json!({})), Outcome::Failed(_)));
     }
 }

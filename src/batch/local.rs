@@ -21,7 +21,9 @@ impl BatchManager<'_> {
     /// Runs every open item of a local job, storing results with mode `batch`.
     pub(crate) async fn run_local(&mut self, l: &mut Loaded) -> anyhow::Result<()> {
         let job_id = l.job.job_id.clone();
-        let open = self.db.batch_item_issues(&job_id, &["preparing", "pending"])?;
+        let open = self
+            .db
+            .batch_item_issues(&job_id, &["preparing", "pending"])?;
         let engine = Arc::new(Engine {
             processor: l.plan.processor.clone(),
             model: l.plan.model.clone(),
@@ -29,7 +31,11 @@ impl BatchManager<'_> {
             http: http_for(&l.provider, &l.plan)?,
             prices: l.plan.prices.clone(),
         });
-        let concurrency = if engine.http.is_some() { LOCAL_CONCURRENCY } else { 2 };
+        let concurrency = if engine.http.is_some() {
+            LOCAL_CONCURRENCY
+        } else {
+            2
+        };
         let mut missing = Vec::new();
         let mut runnable = Vec::new();
         for (item, issue) in open {
@@ -44,7 +50,11 @@ impl BatchManager<'_> {
             }
         }
         self.db.update_batch_items(&job_id, &missing)?;
-        let bar = crate::progress::bar(runnable.len() as u64, "batch (local)", self.ctx.settings.quiet);
+        let bar = crate::progress::bar(
+            runnable.len() as u64,
+            "batch (local)",
+            self.ctx.settings.quiet,
+        );
         let store = self.ctx.store.clone();
         let mut results = futures::stream::iter(runnable)
             .map(|(cid, issue)| {
@@ -60,6 +70,7 @@ impl BatchManager<'_> {
             batch_job_id: Some(&job_id),
         };
         let mut updates = Vec::new();
+        let mut rows = Vec::new();
         let mut cost = 0.0;
         let mut stopped = None;
         while let Some(joined) = results.next().await {
@@ -69,12 +80,15 @@ impl BatchManager<'_> {
             bar.inc(1);
             match outcome {
                 ItemResult::Done(f) => {
+                    // The file now, the row with its group: a crash before the group is
+                    // committed leaves the item open and it is redone (same file, same row).
                     let stored = results::build(&f, provenance).and_then(|(doc, row)| {
                         results::write_file(&self.ctx.store, &doc, &row, &f.issue)?;
-                        self.db.save_results(&[(row, f.validated.recommendations.clone())])
+                        Ok(row)
                     });
                     match stored {
-                        Ok(()) => {
+                        Ok(row) => {
+                            rows.push((row, f.validated.recommendations.clone()));
                             cost += f.cost_usd.unwrap_or(0.0);
                             updates.push(ItemUpdate {
                                 custom_id: cid,
@@ -96,14 +110,23 @@ impl BatchManager<'_> {
                     run_wide,
                     requests,
                 } => {
-                    cost += engine.prices.cost(&engine.model, &usage, false).unwrap_or(0.0);
+                    cost += engine
+                        .prices
+                        .cost(&engine.model, &usage, false)
+                        .unwrap_or(0.0);
                     if run_wide {
                         // Every other request would fail the same way: leave them open so a
                         // later `batch status` resumes once the cause is fixed.
                         stopped.get_or_insert(reason);
                         continue;
                     }
-                    let _ = results::write_failure(&self.ctx.store, &issue, provenance, &reason, requests);
+                    let _ = results::write_failure(
+                        &self.ctx.store,
+                        &issue,
+                        provenance,
+                        &reason,
+                        requests,
+                    );
                     updates.push(ItemUpdate {
                         custom_id: cid,
                         status: "failed".into(),
@@ -113,7 +136,9 @@ impl BatchManager<'_> {
                 ItemResult::NotStarted(_) => {}
             }
             if updates.len() >= FLUSH_EVERY {
+                self.db.save_results(&rows)?;
                 self.db.update_batch_items(&job_id, &updates)?;
+                rows.clear();
                 updates.clear();
             }
             if stopped.is_some() {
@@ -122,6 +147,7 @@ impl BatchManager<'_> {
         }
         drop(results);
         bar.finish_and_clear();
+        self.db.save_results(&rows)?;
         self.db.update_batch_items(&job_id, &updates)?;
         l.job.cost_actual = Some(((l.job.cost_actual.unwrap_or(0.0) + cost) * 1e6).round() / 1e6);
         let mut parts = self.db.batch_parts(&job_id)?;

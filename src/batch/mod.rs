@@ -27,15 +27,18 @@
 //! Item: `preparing` → `pending` → `completed` | `failed` | `expired` | `cancelled`.
 //!
 //! # Crash safety (ARCHITECTURE.md §6)
-//! 1. job row (`preparing`) + item rows, committed; 2. JSONL input files written, parts
-//! recorded, committed; 3. each part is marked `submitting` (committed) before any provider call,
-//! the OpenAI file id is recorded as soon as it is known (`uploaded`); 4. provider batch id
-//! recorded, committed. A part found in `submitting`/`uploaded` without a batch id is never
-//! simply resubmitted: the provider is searched first (OpenAI: our job id and part in the batch
-//! metadata, and the upload by its file name; Anthropic, whose batches carry no metadata: a batch
-//! created since the part was marked, with the part's request count and not claimed by another
-//! part — adopted if there is exactly one, reported if ambiguous). `check_job_status` and
-//! `reconcile` do this repair.
+//!
+//! 1. The job row (`preparing`) and the item rows are committed.
+//! 2. The JSONL input files are written and the parts recorded, committed.
+//! 3. Each part is marked `submitting` (committed) before any provider call; the OpenAI file
+//!    id is recorded as soon as it is known (`uploaded`).
+//! 4. The provider batch id is recorded, committed.
+//!
+//! A part found in `submitting`/`uploaded` without a batch id is never simply resubmitted: the
+//! provider is searched first (OpenAI: our job id and part in the batch metadata, and the upload
+//! by its file name; Anthropic, whose batches carry no metadata: a batch created since the part
+//! was marked, with the part's request count and not claimed by another part — adopted if there
+//! is exactly one, reported if ambiguous). `check_job_status` and `reconcile` do this repair.
 
 mod collect;
 mod local;
@@ -302,7 +305,11 @@ pub fn map_anthropic_status(batch: &Value) -> &'static str {
 
 /// The job status implied by its parts' statuses.
 pub fn aggregate_status(parts: &[&str]) -> &'static str {
-    if parts.is_empty() || parts.iter().any(|s| matches!(*s, "preparing" | "submitting" | "uploaded")) {
+    if parts.is_empty()
+        || parts
+            .iter()
+            .any(|s| matches!(*s, "preparing" | "submitting" | "uploaded"))
+    {
         return "preparing";
     }
     if parts.iter().any(|s| !is_terminal(s)) {
@@ -379,10 +386,18 @@ impl<'a> BatchManager<'a> {
 
     /// Rebuilds processor, model, provider and API client of a stored job.
     pub(crate) fn load(&self, job: BatchJob) -> anyhow::Result<Loaded> {
-        let config: JobConfig = serde_json::from_value(job.metadata["config"].clone())
-            .unwrap_or_default();
-        let plan = plan(self.ctx, &job.processor, Some(&job.model), &config.to_args())?;
-        let (provider, api) = provider_for(&plan, job.provider == "local" && plan.model.provider != ProviderKind::Rules)?;
+        let config: JobConfig =
+            serde_json::from_value(job.metadata["config"].clone()).unwrap_or_default();
+        let plan = plan(
+            self.ctx,
+            &job.processor,
+            Some(&job.model),
+            &config.to_args(),
+        )?;
+        let (provider, api) = provider_for(
+            &plan,
+            job.provider == "local" && plan.model.provider != ProviderKind::Rules,
+        )?;
         let api = if job.provider == "local" { None } else { api };
         Ok(Loaded {
             job,
@@ -452,14 +467,19 @@ impl<'a> BatchManager<'a> {
     }
 
     /// Recomputes a job's status and counts from its parts and saves it.
-    pub(crate) fn reaggregate(&mut self, job: &mut BatchJob, parts: &[BatchPart]) -> anyhow::Result<()> {
+    pub(crate) fn reaggregate(
+        &mut self,
+        job: &mut BatchJob,
+        parts: &[BatchPart],
+    ) -> anyhow::Result<()> {
         let statuses: Vec<&str> = parts.iter().map(|p| p.status.as_str()).collect();
         let mut status = aggregate_status(&statuses);
         if status == "preparing" && job.submitted_at.is_some() && parts.is_empty() {
             status = "submitted";
         }
         let all_collected = !parts.is_empty() && parts.iter().all(|p| p.collected_at.is_some());
-        if all_collected && !is_active(status) {
+        // A job whose every batch failed stays `failed` after collection (its items say why).
+        if all_collected && !is_active(status) && status != "failed" {
             job.status = "collected".into();
         } else {
             job.status = status.into();
@@ -470,7 +490,11 @@ impl<'a> BatchManager<'a> {
         job.failed_count += self.db.batch_unprepared_count(&job.job_id)?;
         let errors: Vec<String> = parts
             .iter()
-            .filter_map(|p| p.error_message.as_ref().map(|e| format!("part {}: {e}", p.part)))
+            .filter_map(|p| {
+                p.error_message
+                    .as_ref()
+                    .map(|e| format!("part {}: {e}", p.part))
+            })
             .collect();
         if !errors.is_empty() {
             job.error_message = Some(errors.join("; "));
@@ -577,9 +601,9 @@ impl<'a> BatchManager<'a> {
                 )));
             }
             if let Err(e) = self.cancel(job_id).await {
-                self.ctx
-                    .printer
-                    .warn(&format!("could not cancel job {job_id} before removing it: {e:#}"));
+                self.ctx.printer.warn(&format!(
+                    "could not cancel job {job_id} before removing it: {e:#}"
+                ));
             }
         }
         let mut removed = Vec::new();
@@ -591,10 +615,11 @@ impl<'a> BatchManager<'a> {
             for e in entries.flatten() {
                 let name = e.file_name();
                 let Some(name) = name.to_str() else { continue };
-                if name.starts_with(&format!("{job_id}-")) && name.ends_with(".jsonl") {
-                    if std::fs::remove_file(e.path()).is_ok() {
-                        removed.push(format!("{dir}/{name}"));
-                    }
+                if name.starts_with(&format!("{job_id}-"))
+                    && name.ends_with(".jsonl")
+                    && std::fs::remove_file(e.path()).is_ok()
+                {
+                    removed.push(format!("{dir}/{name}"));
                 }
             }
         }
@@ -625,11 +650,15 @@ impl<'a> BatchManager<'a> {
         if issues.is_empty() {
             return Err(user(format!(
                 "job {job_id} has no failed, expired or cancelled items to retry{}",
-                if job.status == "collected" { "" } else { " (collect it first?)" }
+                if job.status == "collected" {
+                    ""
+                } else {
+                    " (collect it first?)"
+                }
             )));
         }
-        let config: JobConfig = serde_json::from_value(job.metadata["config"].clone())
-            .unwrap_or_default();
+        let config: JobConfig =
+            serde_json::from_value(job.metadata["config"].clone()).unwrap_or_default();
         let args = config.to_args();
         let new = NewJob {
             processor: &job.processor,
@@ -649,7 +678,10 @@ impl<'a> BatchManager<'a> {
         for job in self.db.batch_jobs(&["preparing"], None)? {
             let id = job.job_id.clone();
             let outcome = match self.load(job) {
-                Ok(mut l) => self.resume_submission(&mut l).await.map(|()| l.job.status.clone()),
+                Ok(mut l) => self
+                    .resume_submission(&mut l)
+                    .await
+                    .map(|()| l.job.status.clone()),
                 Err(e) => Err(e),
             };
             findings.push(match outcome {
@@ -689,12 +721,18 @@ impl<'a> BatchManager<'a> {
                 findings.push(Finding {
                     kind: "orphan",
                     job_id: Some(job.to_string()),
-                    part: b["metadata"][remote::PART_KEY].as_str().and_then(|p| p.parse().ok()),
+                    part: b["metadata"][remote::PART_KEY]
+                        .as_str()
+                        .and_then(|p| p.parse().ok()),
                     provider_batch_id: Some(id),
                     detail: format!(
                         "OpenAI batch ({}) not recorded by {}",
                         b["status"].as_str().unwrap_or("?"),
-                        if exists { "its job" } else { "any job in this data directory (removed, or another data directory)" }
+                        if exists {
+                            "its job"
+                        } else {
+                            "any job in this data directory (removed, or another data directory)"
+                        }
                     ),
                 });
             }
@@ -704,7 +742,10 @@ impl<'a> BatchManager<'a> {
 }
 
 /// The provider (and batch API client) of a plan. `realtime_only` skips the batch client.
-pub(crate) fn provider_for(plan: &Plan, realtime_only: bool) -> anyhow::Result<(Provider, Option<BatchApi>)> {
+pub(crate) fn provider_for(
+    plan: &Plan,
+    realtime_only: bool,
+) -> anyhow::Result<(Provider, Option<BatchApi>)> {
     if plan.model.provider == ProviderKind::Rules {
         return Ok((Provider::Rules, None));
     }
@@ -729,7 +770,10 @@ pub(crate) fn http_for(provider: &Provider, plan: &Plan) -> anyhow::Result<Optio
 
 /// Copies a provider batch object's status, counts, file ids and errors into a part.
 pub(crate) fn apply_provider_batch(p: &mut BatchPart, kind: ProviderKind, b: &Value) {
-    let n = |v: &Value| v.as_u64().map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));
+    let n = |v: &Value| {
+        v.as_u64()
+            .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX))
+    };
     match kind {
         ProviderKind::Anthropic => {
             p.status = map_anthropic_status(b).into();
@@ -757,7 +801,10 @@ pub(crate) fn apply_provider_batch(p: &mut BatchPart, kind: ProviderKind, b: &Va
                     .iter()
                     .take(5)
                     .map(|e| {
-                        let line = e["line"].as_u64().map(|l| format!(" (line {l})")).unwrap_or_default();
+                        let line = e["line"]
+                            .as_u64()
+                            .map(|l| format!(" (line {l})"))
+                            .unwrap_or_default();
                         format!(
                             "{}{line}: {}",
                             e["code"].as_str().unwrap_or("error"),
@@ -785,8 +832,13 @@ pub(crate) fn new_job_id() -> String {
 /// The summary fields of a job, for `status` and listings.
 pub fn job_json(job: &BatchJob, parts: Option<&[BatchPart]>) -> Value {
     let ts = |t: &Option<chrono::NaiveDateTime>| {
-        t.map(|t| Value::String(t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
-            .unwrap_or(Value::Null)
+        t.map(|t| {
+            Value::String(
+                t.and_utc()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            )
+        })
+        .unwrap_or(Value::Null)
     };
     let mut v = json!({
         "job_id": job.job_id,
@@ -877,9 +929,18 @@ mod tests {
             "in_progress"
         );
         assert_eq!(aggregate_status(&[]), "preparing");
-        assert_eq!(aggregate_status(&["in_progress", "submitting"]), "preparing");
-        assert_eq!(aggregate_status(&["completed", "in_progress"]), "in_progress");
-        assert_eq!(aggregate_status(&["cancelling", "in_progress"]), "cancelling");
+        assert_eq!(
+            aggregate_status(&["in_progress", "submitting"]),
+            "preparing"
+        );
+        assert_eq!(
+            aggregate_status(&["completed", "in_progress"]),
+            "in_progress"
+        );
+        assert_eq!(
+            aggregate_status(&["cancelling", "in_progress"]),
+            "cancelling"
+        );
         assert_eq!(aggregate_status(&["failed", "failed"]), "failed");
         assert_eq!(aggregate_status(&["failed", "completed"]), "completed");
         assert_eq!(aggregate_status(&["expired", "completed"]), "expired");

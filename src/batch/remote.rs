@@ -26,9 +26,14 @@ enum Body {
     Empty,
     Json(Vec<u8>),
     /// OpenAI file upload: `purpose=batch` and the JSONL file, streamed.
-    Upload { path: PathBuf, filename: String },
+    Upload {
+        path: PathBuf,
+        filename: String,
+    },
     /// Anthropic batch create: `{"requests":[` + the JSONL lines joined by commas + `]}`.
-    Requests { path: PathBuf },
+    Requests {
+        path: PathBuf,
+    },
 }
 
 const BOUNDARY: &str = "----github-analysis-batch-7d1f3a9c";
@@ -44,7 +49,11 @@ pub struct BatchApi {
 }
 
 impl BatchApi {
-    pub fn new(kind: ProviderKind, endpoint: &Endpoint, policy: RetryPolicy) -> anyhow::Result<Self> {
+    pub fn new(
+        kind: ProviderKind,
+        endpoint: &Endpoint,
+        policy: RetryPolicy,
+    ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("github-analysis/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10).min(policy.timeout))
@@ -69,7 +78,12 @@ impl BatchApi {
 
     fn headers(&self) -> Result<HeaderMap, ApiError> {
         let mut h = HeaderMap::new();
-        let bad = || transport(ErrorKind::BadRequest, "the API key contains characters not allowed in an HTTP header".into());
+        let bad = || {
+            transport(
+                ErrorKind::BadRequest,
+                "the API key contains characters not allowed in an HTTP header".into(),
+            )
+        };
         match self.kind {
             ProviderKind::Anthropic => {
                 let mut v = HeaderValue::from_str(self.key.expose()).map_err(|_| bad())?;
@@ -95,13 +109,23 @@ impl BatchApi {
         body: &Body,
     ) -> Result<(Option<&'static str>, Option<u64>, reqwest::Body), ApiError> {
         let io = |e: std::io::Error, p: &Path| {
-            transport(ErrorKind::Other, format!("cannot read {}: {e}", p.display()))
+            transport(
+                ErrorKind::Other,
+                format!("cannot read {}: {e}", p.display()),
+            )
         };
         Ok(match body {
             Body::Empty => (None, None, reqwest::Body::from(Vec::new())),
-            Body::Json(b) => (Some("application/json"), None, reqwest::Body::from(b.clone())),
+            Body::Json(b) => (
+                Some("application/json"),
+                None,
+                reqwest::Body::from(b.clone()),
+            ),
             Body::Upload { path, filename } => {
-                let len = tokio::fs::metadata(path).await.map_err(|e| io(e, path))?.len();
+                let len = tokio::fs::metadata(path)
+                    .await
+                    .map_err(|e| io(e, path))?
+                    .len();
                 let head = format!(
                     "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
                      --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
@@ -120,7 +144,10 @@ impl BatchApi {
                 )
             }
             Body::Requests { path } => {
-                let len = tokio::fs::metadata(path).await.map_err(|e| io(e, path))?.len();
+                let len = tokio::fs::metadata(path)
+                    .await
+                    .map_err(|e| io(e, path))?
+                    .len();
                 let file = tokio::fs::File::open(path).await.map_err(|e| io(e, path))?;
                 let stream = futures::stream::iter([Ok::<_, std::io::Error>(bytes_of(
                     "{\"requests\":[".to_string(),
@@ -129,7 +156,11 @@ impl BatchApi {
                 .chain(futures::stream::iter([Ok(bytes_of("]}".to_string()))]));
                 // `{"requests":[` + the lines without their final newline + `]}`.
                 let total = 13 + len.saturating_sub(1) + 2;
-                (Some("application/json"), Some(total), reqwest::Body::wrap_stream(stream))
+                (
+                    Some("application/json"),
+                    Some(total),
+                    reqwest::Body::wrap_stream(stream),
+                )
             }
         })
     }
@@ -199,7 +230,10 @@ impl BatchApi {
             Some(d) => d,
             None => backoff.next().unwrap_or(self.policy.max_delay),
         };
-        tracing::info!("batch API attempt {attempts} failed ({error}); retrying in {} ms", delay.as_millis());
+        tracing::info!(
+            "batch API attempt {attempts} failed ({error}); retrying in {} ms",
+            delay.as_millis()
+        );
         tokio::time::sleep(delay).await;
         Ok(())
     }
@@ -221,7 +255,12 @@ impl BatchApi {
         let mut backoff = self.backoff();
         let mut attempts = 0u32;
         let dir = dest.parent().unwrap_or(Path::new("."));
-        let io = |e: std::io::Error| transport(ErrorKind::Other, format!("cannot write {}: {e}", dest.display()));
+        let io = |e: std::io::Error| {
+            transport(
+                ErrorKind::Other,
+                format!("cannot write {}: {e}", dest.display()),
+            )
+        };
         tokio::fs::create_dir_all(dir).await.map_err(io)?;
         loop {
             attempts += 1;
@@ -237,7 +276,9 @@ impl BatchApi {
                     let tmp = dir.join(format!(
                         ".tmp-{}-{}",
                         std::process::id(),
-                        dest.file_name().and_then(|n| n.to_str()).unwrap_or("download")
+                        dest.file_name()
+                            .and_then(|n| n.to_str())
+                            .unwrap_or("download")
                     ));
                     match stream_to(resp, &tmp).await {
                         Ok(n) => {
@@ -246,7 +287,10 @@ impl BatchApi {
                         }
                         Err(e) => {
                             let _ = tokio::fs::remove_file(&tmp).await;
-                            transport(ErrorKind::Network, format!("download of {path} broke off: {e}"))
+                            transport(
+                                ErrorKind::Network,
+                                format!("download of {path} broke off: {e}"),
+                            )
                         }
                     }
                 }
@@ -282,7 +326,9 @@ impl BatchApi {
     /// An uploaded batch file with this filename, if any (finds uploads whose id was lost in
     /// a crash, so they are reused instead of uploaded twice).
     pub async fn openai_find_file(&self, filename: &str) -> Result<Option<String>, ApiError> {
-        let v = self.json(Method::GET, "/files?purpose=batch", Body::Empty).await?;
+        let v = self
+            .json(Method::GET, "/files?purpose=batch", Body::Empty)
+            .await?;
         Ok(v["data"].as_array().and_then(|files| {
             files
                 .iter()
@@ -292,7 +338,12 @@ impl BatchApi {
     }
 
     /// `POST /batches` for the chat completions endpoint, our ids in its metadata.
-    pub async fn openai_create(&self, input_file_id: &str, job_id: &str, part: i32) -> Result<Value, ApiError> {
+    pub async fn openai_create(
+        &self,
+        input_file_id: &str,
+        job_id: &str,
+        part: i32,
+    ) -> Result<Value, ApiError> {
         let body = json!({
             "input_file_id": input_file_id,
             "endpoint": format!("/v1{}", crate::ai::openai::CHAT_PATH),
@@ -300,20 +351,32 @@ impl BatchApi {
             "metadata": {JOB_KEY: job_id, PART_KEY: part.to_string()},
         });
         let v = self
-            .json(Method::POST, "/batches", Body::Json(body.to_string().into_bytes()))
+            .json(
+                Method::POST,
+                "/batches",
+                Body::Json(body.to_string().into_bytes()),
+            )
             .await?;
         str_field(&v, "id", "/batches")?;
         Ok(v)
     }
 
     pub async fn openai_retrieve(&self, batch_id: &str) -> Result<Value, ApiError> {
-        self.json(Method::GET, &format!("/batches/{}", seg(batch_id)), Body::Empty)
-            .await
+        self.json(
+            Method::GET,
+            &format!("/batches/{}", seg(batch_id)),
+            Body::Empty,
+        )
+        .await
     }
 
     pub async fn openai_cancel(&self, batch_id: &str) -> Result<Value, ApiError> {
-        self.json(Method::POST, &format!("/batches/{}/cancel", seg(batch_id)), Body::Empty)
-            .await
+        self.json(
+            Method::POST,
+            &format!("/batches/{}/cancel", seg(batch_id)),
+            Body::Empty,
+        )
+        .await
     }
 
     /// Every batch of the account (paginated with `after`), newest first, at most `max`.
@@ -327,7 +390,10 @@ impl BatchApi {
             };
             let v = self.json(Method::GET, &path, Body::Empty).await?;
             let data = v["data"].as_array().cloned().unwrap_or_default();
-            let last = data.last().and_then(|b| b["id"].as_str()).map(str::to_string);
+            let last = data
+                .last()
+                .and_then(|b| b["id"].as_str())
+                .map(str::to_string);
             out.extend(data);
             if v["has_more"].as_bool() != Some(true) || out.len() >= max || last.is_none() {
                 break;
@@ -425,7 +491,10 @@ fn str_field(v: &Value, key: &str, path: &str) -> Result<String, ApiError> {
     v[key].as_str().map(str::to_string).ok_or_else(|| {
         transport(
             ErrorKind::Other,
-            format!("{path} answered without an `{key}`: {}", truncate(&v.to_string(), 200)),
+            format!(
+                "{path} answered without an `{key}`: {}",
+                truncate(&v.to_string(), 200)
+            ),
         )
     })
 }
@@ -444,35 +513,40 @@ fn file_stream(
     file: tokio::fs::File,
     join_len: Option<u64>,
 ) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
-    futures::stream::unfold((file, 0u64, false), move |(mut file, pos, done)| async move {
-        if done {
-            return None;
-        }
-        let mut buf = vec![0u8; 64 * 1024];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                let end = pos + n as u64;
-                if let Some(len) = join_len {
-                    for b in buf.iter_mut() {
-                        if *b == b'\n' {
-                            *b = b',';
+    futures::stream::unfold(
+        (file, 0u64, false),
+        move |(mut file, pos, done)| async move {
+            if done {
+                return None;
+            }
+            let mut buf = vec![0u8; 64 * 1024];
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    let end = pos + n as u64;
+                    if let Some(len) = join_len {
+                        for b in buf.iter_mut() {
+                            if *b == b'\n' {
+                                *b = b',';
+                            }
+                        }
+                        if end >= len && buf.last() == Some(&b',') {
+                            buf.pop();
                         }
                     }
-                    if end >= len && buf.last() == Some(&b',') {
-                        buf.pop();
-                    }
+                    Some((Ok(buf), (file, end, false)))
                 }
-                Some((Ok(buf), (file, end, false)))
+                Err(e) => Some((Err(e), (file, pos, true))),
             }
-            Err(e) => Some((Err(e), (file, pos, true))),
-        }
-    })
+        },
+    )
 }
 
 async fn stream_to(resp: reqwest::Response, tmp: &Path) -> Result<u64, String> {
-    let mut f = tokio::fs::File::create(tmp).await.map_err(|e| e.to_string())?;
+    let mut f = tokio::fs::File::create(tmp)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut n = 0u64;
     let mut s = resp.bytes_stream();
     while let Some(chunk) = s.next().await {
@@ -525,7 +599,10 @@ mod tests {
         let len = std::fs::metadata(&p).unwrap().len();
         let f = tokio::fs::File::open(&p).await.unwrap();
         let chunks: Vec<_> = file_stream(f, Some(len)).collect().await;
-        let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.unwrap().to_vec()).collect();
+        let bytes: Vec<u8> = chunks
+            .into_iter()
+            .flat_map(|c| c.unwrap().to_vec())
+            .collect();
         assert_eq!(String::from_utf8(bytes).unwrap(), "{\"a\":1},{\"b\":2}");
     }
 
@@ -536,8 +613,12 @@ mod tests {
             key: Secret::new("k"),
         };
         let api = BatchApi::new(ProviderKind::Anthropic, &ep, RetryPolicy::default()).unwrap();
-        let abs = json!({"results_url": "https://api.anthropic.com/v1/messages/batches/m1/results"});
-        assert_eq!(api.anthropic_results_path(&abs, "m1"), "/v1/messages/batches/m1/results");
+        let abs =
+            json!({"results_url": "https://api.anthropic.com/v1/messages/batches/m1/results"});
+        assert_eq!(
+            api.anthropic_results_path(&abs, "m1"),
+            "/v1/messages/batches/m1/results"
+        );
         assert_eq!(
             api.anthropic_results_path(&json!({}), "m/1"),
             "/v1/messages/batches/m%2F1/results"

@@ -35,7 +35,10 @@ fn build_line(
 ) -> Result<Line, String> {
     let path = store.abs(&issue.file_path);
     let bytes = std::fs::read(&path).map_err(|e| {
-        format!("cannot read issue file {}: {e} (run `sync`?)", issue.file_path)
+        format!(
+            "cannot read issue file {}: {e} (run `sync`?)",
+            issue.file_path
+        )
     })?;
     let stored = parse_issue(&path, &bytes).map_err(|e| format!("{e:#}"))?;
     if stored.key() != issue.id {
@@ -67,7 +70,8 @@ fn build_line(
     line.extend_from_slice(&body);
     line.extend_from_slice(b"}\n");
     if *prefix_tokens == 0 {
-        *prefix_tokens = (tokens::count(&prompt.system) + tokens::count(&prompt.schema.to_string()) + 20) as u64;
+        *prefix_tokens =
+            (tokens::count(&prompt.system) + tokens::count(&prompt.schema.to_string()) + 20) as u64;
     }
     Ok(Line {
         bytes: line,
@@ -141,7 +145,8 @@ fn write_inputs(
         let line = match build_line(store, plan, provider, issue, custom_id, &mut prefix_tokens) {
             Ok(l) => l,
             Err(reason) => {
-                out.unprepared.push((custom_id.clone(), issue.id.clone(), reason));
+                out.unprepared
+                    .push((custom_id.clone(), issue.id.clone(), reason));
                 continue;
             }
         };
@@ -168,7 +173,10 @@ fn write_inputs(
                 let part = out.parts.len() as i32;
                 let tmp = store.abs(&format!("{}.tmp", input_rel(job_id, part)));
                 let writer = if write {
-                    Some(BufWriter::with_capacity(256 * 1024, std::fs::File::create(&tmp)?))
+                    Some(BufWriter::with_capacity(
+                        256 * 1024,
+                        std::fs::File::create(&tmp)?,
+                    ))
                 } else {
                     None
                 };
@@ -241,12 +249,24 @@ impl BatchManager<'_> {
                 plan.settings.clone(),
             )?
         };
-        let caps = if local { None } else { Some(Caps::for_provider(plan.model.provider)?) };
+        let caps = if local {
+            None
+        } else {
+            Some(Caps::for_provider(plan.model.provider)?)
+        };
         let n = issues.len();
         let items = custom_ids("dry-run", issues);
         let written = if local {
             Written {
-                parts: vec![(PlannedPart { part: 0, requests: n, bytes: 0 }, String::new(), String::new())],
+                parts: vec![(
+                    PlannedPart {
+                        part: 0,
+                        requests: n,
+                        bytes: 0,
+                    },
+                    String::new(),
+                    String::new(),
+                )],
                 unprepared: Vec::new(),
                 prompt_tokens: 0,
                 completion_tokens: 0,
@@ -257,18 +277,29 @@ impl BatchManager<'_> {
                 &self.ctx.store,
                 &plan,
                 &provider,
-                caps.unwrap_or(Caps { max_requests: usize::MAX, max_bytes: u64::MAX }),
+                caps.unwrap_or(Caps {
+                    max_requests: usize::MAX,
+                    max_bytes: u64::MAX,
+                }),
                 "dry-run",
                 &items,
                 false,
             )?
         };
         Ok(DryRun {
-            job_provider: if local { "local" } else { plan.model.provider.name() },
+            job_provider: if local {
+                "local"
+            } else {
+                plan.model.provider.name()
+            },
             model: plan.model.id(),
             issues: n,
             parts: written.parts.into_iter().map(|(p, _, _)| p).collect(),
-            unprepared: written.unprepared.into_iter().map(|(_, i, r)| (i, r)).collect(),
+            unprepared: written
+                .unprepared
+                .into_iter()
+                .map(|(_, i, r)| (i, r))
+                .collect(),
             est_prompt_tokens: written.prompt_tokens,
             est_completion_tokens: written.completion_tokens,
             est_cost_usd: written.cost,
@@ -279,7 +310,11 @@ impl BatchManager<'_> {
     /// Creates and submits a job for `issues` (ARCHITECTURE.md §6 order). Returns the job as
     /// recorded after submission; a local job (`rules`, or a server without a batch API) has
     /// already run to completion.
-    pub async fn create_batch_job(&mut self, new: NewJob<'_>, issues: Vec<IssueRef>) -> anyhow::Result<BatchJob> {
+    pub async fn create_batch_job(
+        &mut self,
+        new: NewJob<'_>,
+        issues: Vec<IssueRef>,
+    ) -> anyhow::Result<BatchJob> {
         if issues.is_empty() {
             return Err(user("no issues selected: nothing to submit"));
         }
@@ -298,7 +333,11 @@ impl BatchManager<'_> {
         let job = BatchJob {
             job_id: job_id.clone(),
             parent_job_id: new.parent_job_id.clone(),
-            provider: if api.is_some() { plan.model.provider.name().into() } else { "local".into() },
+            provider: if api.is_some() {
+                plan.model.provider.name().into()
+            } else {
+                "local".into()
+            },
             processor: plan.processor.name().into(),
             model: plan.model.id(),
             status: "preparing".into(),
@@ -344,12 +383,22 @@ impl BatchManager<'_> {
             l.plan.model.id()
         ));
         if l.api.is_none() {
+            if l.plan.model.provider == ProviderKind::Rules {
+                l.job.cost_estimate = Some(0.0);
+            }
             self.start_local(&mut l, None)?;
             self.run_local(&mut l).await?;
             return Ok(l.job);
         }
         // §6 step 2.
-        self.prepare_inputs(&mut l, &items, caps.unwrap_or(Caps { max_requests: usize::MAX, max_bytes: u64::MAX }))?;
+        self.prepare_inputs(
+            &mut l,
+            &items,
+            caps.unwrap_or(Caps {
+                max_requests: usize::MAX,
+                max_bytes: u64::MAX,
+            }),
+        )?;
         drop(items);
         crash_point("input");
         // §6 steps 3-4.
@@ -358,7 +407,12 @@ impl BatchManager<'_> {
     }
 
     /// Writes the input files and records the parts (one transaction).
-    fn prepare_inputs(&mut self, l: &mut Loaded, items: &[(String, IssueRef)], caps: Caps) -> anyhow::Result<()> {
+    fn prepare_inputs(
+        &mut self,
+        l: &mut Loaded,
+        items: &[(String, IssueRef)],
+        caps: Caps,
+    ) -> anyhow::Result<()> {
         let written = write_inputs(
             &self.ctx.store,
             &l.plan,
@@ -401,7 +455,9 @@ impl BatchManager<'_> {
             .unprepared
             .iter()
             .map(|(cid, issue, reason)| {
-                self.ctx.printer.warn(&format!("{issue}: not submitted: {reason}"));
+                self.ctx
+                    .printer
+                    .warn(&format!("{issue}: not submitted: {reason}"));
                 ItemUpdate {
                     custom_id: cid.clone(),
                     status: "failed".into(),
@@ -431,10 +487,20 @@ impl BatchManager<'_> {
     }
 
     /// Turns a job into a local one (one part holding every open item) before running it.
-    pub(crate) fn start_local(&mut self, l: &mut Loaded, reason: Option<&str>) -> anyhow::Result<()> {
+    pub(crate) fn start_local(
+        &mut self,
+        l: &mut Loaded,
+        reason: Option<&str>,
+    ) -> anyhow::Result<()> {
         let items = self.db.batch_items(&l.job.job_id)?;
-        let first = items.first().map(|i| i.custom_id.clone()).unwrap_or_default();
-        let last = items.last().map(|i| i.custom_id.clone()).unwrap_or_default();
+        let first = items
+            .first()
+            .map(|i| i.custom_id.clone())
+            .unwrap_or_default();
+        let last = items
+            .last()
+            .map(|i| i.custom_id.clone())
+            .unwrap_or_default();
         let t = now();
         let part = BatchPart {
             job_id: l.job.job_id.clone(),
@@ -454,7 +520,8 @@ impl BatchManager<'_> {
             error_message: None,
             collected_at: None,
         };
-        self.db.record_batch_parts(&l.job.job_id, &[(part, first, last)], &[])?;
+        self.db
+            .record_batch_parts(&l.job.job_id, &[(part, first, last)], &[])?;
         // Items already assigned to parts (a job falling back after writing its inputs) go to
         // the single local part.
         self.db.reassign_open_items(&l.job.job_id, 0)?;
@@ -495,7 +562,9 @@ impl BatchManager<'_> {
                     let reason = format!(
                         "the server has no batch API ({e}); running the job locally with real-time requests"
                     );
-                    self.ctx.printer.warn(&format!("job {}: {reason}", l.job.job_id));
+                    self.ctx
+                        .printer
+                        .warn(&format!("job {}: {reason}", l.job.job_id));
                     // Nothing reached the provider: the job runs here instead.
                     self.start_local(l, Some(&reason))?;
                     return self.run_local(l).await;
@@ -510,7 +579,10 @@ impl BatchManager<'_> {
             }
         }
         let parts = self.db.batch_parts(&l.job.job_id)?;
-        if parts.iter().all(|p| p.provider_batch_id.is_some() || p.status == "cancelled") {
+        if parts
+            .iter()
+            .all(|p| p.provider_batch_id.is_some() || p.status == "cancelled")
+        {
             l.job.submitted_at.get_or_insert_with(now);
             l.job.error_message = None;
             self.reaggregate(&mut l.job, &parts)?;
@@ -534,7 +606,12 @@ impl BatchManager<'_> {
 
     /// Steps 3-4 of one part: mark it `submitting` (committed) before any call, record the file
     /// id as soon as it is known, then the batch id.
-    async fn submit_part(&mut self, api: &BatchApi, l: &Loaded, p: &mut BatchPart) -> Result<(), SubmitError> {
+    async fn submit_part(
+        &mut self,
+        api: &BatchApi,
+        l: &Loaded,
+        p: &mut BatchPart,
+    ) -> Result<(), SubmitError> {
         let input = self
             .ctx
             .store
@@ -553,11 +630,17 @@ impl BatchManager<'_> {
             self.db.upsert_batch_part(p).map_err(SubmitError::Other)?;
         }
         let batch = match api.kind {
-            ProviderKind::Anthropic => api.anthropic_create(&input).await.map_err(SubmitError::from)?,
+            ProviderKind::Anthropic => api
+                .anthropic_create(&input)
+                .await
+                .map_err(SubmitError::from)?,
             _ => {
                 if p.input_file_id.is_none() {
                     let name = format!("{}-{}.jsonl", l.job.job_id, p.part);
-                    let id = api.openai_upload(&input, &name).await.map_err(SubmitError::from)?;
+                    let id = api
+                        .openai_upload(&input, &name)
+                        .await
+                        .map_err(SubmitError::from)?;
                     p.input_file_id = Some(id);
                     p.status = "uploaded".into();
                     p.updated_at = Some(now());
@@ -615,7 +698,11 @@ impl BatchManager<'_> {
     /// For parts that may have reached the provider (`submitting`/`uploaded`, no batch id):
     /// looks for their batch (and OpenAI upload) and records it. With `strict`, an ambiguous
     /// match is an error (nothing is submitted twice); otherwise it is only reported.
-    pub(crate) async fn adopt_lost_parts(&mut self, l: &mut Loaded, strict: bool) -> anyhow::Result<()> {
+    pub(crate) async fn adopt_lost_parts(
+        &mut self,
+        l: &mut Loaded,
+        strict: bool,
+    ) -> anyhow::Result<()> {
         let Some(api) = l.api.clone() else {
             return Ok(());
         };
@@ -623,7 +710,10 @@ impl BatchManager<'_> {
         let lost: Vec<usize> = parts
             .iter()
             .enumerate()
-            .filter(|(_, p)| p.provider_batch_id.is_none() && matches!(p.status.as_str(), "submitting" | "uploaded"))
+            .filter(|(_, p)| {
+                p.provider_batch_id.is_none()
+                    && matches!(p.status.as_str(), "submitting" | "uploaded")
+            })
             .map(|(i, _)| i)
             .collect();
         if lost.is_empty() {
@@ -634,7 +724,13 @@ impl BatchManager<'_> {
             ProviderKind::Anthropic => api.anthropic_list(10_000).await,
             _ => api.openai_list(10_000).await,
         }
-        .map_err(|e| user(format!("cannot list {} batches to repair job {}: {e}", api.kind.name(), l.job.job_id)))?;
+        .map_err(|e| {
+            user(format!(
+                "cannot list {} batches to repair job {}: {e}",
+                api.kind.name(),
+                l.job.job_id
+            ))
+        })?;
         for i in lost {
             let p = &mut parts[i];
             let found: Vec<&serde_json::Value> = match api.kind {
@@ -651,10 +747,11 @@ impl BatchManager<'_> {
                                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                                 .map(|t| t.naive_utc());
                             let c = &b["request_counts"];
-                            let total: u64 = ["processing", "succeeded", "errored", "canceled", "expired"]
-                                .iter()
-                                .map(|k| c[k].as_u64().unwrap_or(0))
-                                .sum();
+                            let total: u64 =
+                                ["processing", "succeeded", "errored", "canceled", "expired"]
+                                    .iter()
+                                    .map(|k| c[k].as_u64().unwrap_or(0))
+                                    .sum();
                             !known.contains(&id)
                                 && created.is_some_and(|t| t >= since)
                                 && total == p.request_count as u64
@@ -664,8 +761,10 @@ impl BatchManager<'_> {
                 _ => listed
                     .iter()
                     .filter(|b| {
-                        b["metadata"][crate::batch::remote::JOB_KEY].as_str() == Some(l.job.job_id.as_str())
-                            && b["metadata"][crate::batch::remote::PART_KEY].as_str() == Some(p.part.to_string().as_str())
+                        b["metadata"][crate::batch::remote::JOB_KEY].as_str()
+                            == Some(l.job.job_id.as_str())
+                            && b["metadata"][crate::batch::remote::PART_KEY].as_str()
+                                == Some(p.part.to_string().as_str())
                     })
                     .collect(),
             };
@@ -719,7 +818,6 @@ impl BatchManager<'_> {
         Ok(())
     }
 }
-
 
 enum SubmitError {
     NoBatchApi(crate::ai::http::ApiError),

@@ -124,7 +124,8 @@ async fn submit(ctx: &Ctx, a: &BatchSubmitArgs) -> anyhow::Result<()> {
             }
         }
         for (i, r) in &d.unprepared {
-            ctx.printer.warn(&format!("{i}: would not be submitted: {r}"));
+            ctx.printer
+                .warn(&format!("{i}: would not be submitted: {r}"));
         }
         return Ok(());
     }
@@ -312,7 +313,8 @@ fn list(ctx: &Ctx) -> anyhow::Result<()> {
     let jobs = m.active_jobs()?;
     ctx.printer.table(&jobs_table(&jobs))?;
     if jobs.is_empty() {
-        ctx.printer.note("no active batch jobs (see `batch history` for all jobs)");
+        ctx.printer
+            .note("no active batch jobs (see `batch history` for all jobs)");
     }
     Ok(())
 }

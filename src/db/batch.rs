@@ -287,7 +287,11 @@ impl Db {
     }
 
     /// Sets the status (and reason) of many items at once.
-    pub fn update_batch_items(&mut self, job_id: &str, updates: &[ItemUpdate]) -> anyhow::Result<()> {
+    pub fn update_batch_items(
+        &mut self,
+        job_id: &str,
+        updates: &[ItemUpdate],
+    ) -> anyhow::Result<()> {
         if updates.is_empty() {
             return Ok(());
         }
@@ -345,7 +349,11 @@ impl Db {
     }
 
     /// Jobs, newest first; `statuses` limits to those statuses (empty = all).
-    pub fn batch_jobs(&self, statuses: &[&str], limit: Option<usize>) -> anyhow::Result<Vec<BatchJob>> {
+    pub fn batch_jobs(
+        &self,
+        statuses: &[&str],
+        limit: Option<usize>,
+    ) -> anyhow::Result<Vec<BatchJob>> {
         let filter = if statuses.is_empty() {
             String::new()
         } else {
@@ -376,9 +384,9 @@ impl Db {
 
     /// Provider batch ids recorded for any job (to tell adopted batches from orphans).
     pub fn known_provider_batch_ids(&self) -> anyhow::Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT provider_batch_id FROM batch_parts WHERE provider_batch_id IS NOT NULL")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT provider_batch_id FROM batch_parts WHERE provider_batch_id IS NOT NULL",
+        )?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -456,7 +464,11 @@ impl Db {
     }
 
     /// Item counts of one part: (completed, failed/expired/cancelled, still open).
-    pub fn batch_part_item_counts(&self, job_id: &str, part: i32) -> anyhow::Result<(i64, i64, i64)> {
+    pub fn batch_part_item_counts(
+        &self,
+        job_id: &str,
+        part: i32,
+    ) -> anyhow::Result<(i64, i64, i64)> {
         Ok(self.conn.query_row(
             "SELECT count(*) FILTER (WHERE status = 'completed'),
                     count(*) FILTER (WHERE status IN ('failed', 'expired', 'cancelled')),
@@ -509,7 +521,11 @@ fn stage_updates(tx: &duckdb::Transaction<'_>, updates: &[ItemUpdate]) -> anyhow
     Ok(())
 }
 
-fn apply_staged(tx: &duckdb::Transaction<'_>, job_id: &str, now: NaiveDateTime) -> anyhow::Result<()> {
+fn apply_staged(
+    tx: &duckdb::Transaction<'_>,
+    job_id: &str,
+    now: NaiveDateTime,
+) -> anyhow::Result<()> {
     tx.execute(
         "UPDATE batch_items SET status = s.status, error = s.error, updated_at = ?
          FROM _stage_items s
@@ -564,8 +580,11 @@ mod tests {
     fn jobs_parts_and_items_round_trip_and_update_in_bulk() {
         let mut db = Db::open_in_memory().unwrap();
         let j = job("abc123");
-        db.insert_batch_job(&j, &[item("abc123", 1), item("abc123", 2), item("abc123", 3)])
-            .unwrap();
+        db.insert_batch_job(
+            &j,
+            &[item("abc123", 1), item("abc123", 2), item("abc123", 3)],
+        )
+        .unwrap();
         assert_eq!(db.batch_job("abc123").unwrap().unwrap(), j);
         assert_eq!(db.batch_job_ids_matching("ab").unwrap(), vec!["abc123"]);
         assert!(db.batch_job_ids_matching("zz").unwrap().is_empty());
@@ -609,7 +628,10 @@ mod tests {
         p.status = "in_progress".into();
         db.upsert_batch_part(&p).unwrap();
         assert_eq!(db.batch_parts("abc123").unwrap()[1], p);
-        assert_eq!(db.batch_job_ids_matching("batch_1").unwrap(), vec!["abc123"]);
+        assert_eq!(
+            db.batch_job_ids_matching("batch_1").unwrap(),
+            vec!["abc123"]
+        );
         assert_eq!(
             db.settle_part_items("abc123", 1, &["pending"], "expired", Some("x"))
                 .unwrap(),

@@ -57,8 +57,9 @@ impl ClientConfig {
         };
         let max_wait = match max_wait.filter(|s| !s.trim().is_empty()) {
             None => None,
-            Some(s) => match s.trim().parse::<f64>() {
-                Ok(v) if v.is_finite() && v >= 0.0 => Some(Duration::from_secs_f64(v)),
+            // try_from refuses negative, NaN, infinite and absurdly large values.
+            Some(s) => match s.trim().parse::<f64>().map(Duration::try_from_secs_f64) {
+                Ok(Ok(d)) => Some(d),
                 _ => {
                     return Err(crate::error::user(format!(
                         "{ENV_GITHUB_MAX_WAIT} must be a non-negative number of seconds, got {s:?}"
@@ -125,6 +126,8 @@ pub enum GitHubError {
         attempts: u32,
         last: String,
     },
+    #[error("GitHub timed out answering {url}")]
+    Timeout { url: String },
     #[error("GraphQL error: {0}")]
     GraphQl(String),
     #[error("GraphQL: {message}")]
@@ -240,7 +243,7 @@ impl Client {
     /// whose `not_modified()` is true and whose body is empty).
     pub async fn get(&self, url: &Url, etag: Option<&str>) -> Result<Page, GitHubError> {
         let etag = etag.and_then(|e| HeaderValue::from_str(e).ok());
-        self.execute("core", url, || {
+        self.execute("core", url, MAX_ATTEMPTS, || {
             let mut req = self.http.get(url.clone());
             if let Some(e) = &etag {
                 req = req.header(IF_NONE_MATCH, e.clone());
@@ -269,13 +272,27 @@ impl Client {
         query: &str,
         variables: Value,
     ) -> Result<(Value, Page), GitHubError> {
+        self.graphql_with(query, variables, MAX_ATTEMPTS).await
+    }
+
+    /// Like [`Client::graphql`], but after `timeout_attempts` answers of 502/504 (GitHub's
+    /// "couldn't respond in time") returns [`GitHubError::Timeout`], so the caller can ask for
+    /// a smaller page instead of repeating a query that is too heavy.
+    pub async fn graphql_with(
+        &self,
+        query: &str,
+        variables: Value,
+        timeout_attempts: u32,
+    ) -> Result<(Value, Page), GitHubError> {
         let body = serde_json::json!({ "query": query, "variables": variables });
         let url = self.cfg.graphql_url.clone();
         let mut attempt = 0;
         loop {
             attempt += 1;
             let page = self
-                .execute("graphql", &url, || self.http.post(url.clone()).json(&body))
+                .execute("graphql", &url, timeout_attempts, || {
+                    self.http.post(url.clone()).json(&body)
+                })
                 .await?;
             let v: Value =
                 serde_json::from_slice(&page.body).map_err(|e| GitHubError::BadBody {
@@ -359,10 +376,12 @@ impl Client {
         &self,
         bucket: &str,
         url: &Url,
+        timeout_attempts: u32,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Page, GitHubError> {
         let mut backoff = backoff_delays();
         let mut secondary_hits = 0u32;
+        let mut timeouts = 0u32;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -466,7 +485,18 @@ impl Client {
                     if attempt >= MAX_ATTEMPTS {
                         return Err(give_up(format!("{status}: {message}")));
                     }
-                    let wait = backoff.next().unwrap_or(Duration::from_secs(30));
+                    if matches!(status.as_u16(), 502 | 504) {
+                        timeouts += 1;
+                        if timeouts >= timeout_attempts {
+                            return Err(GitHubError::Timeout {
+                                url: url.to_string(),
+                            });
+                        }
+                    }
+                    // A 503 may say when to come back; otherwise back off.
+                    let wait = retry_after(&headers)
+                        .or_else(|| backoff.next())
+                        .unwrap_or(Duration::from_secs(30));
                     self.sleep(wait, &format!("GitHub answered {status}; retrying"))
                         .await;
                 }
@@ -520,10 +550,6 @@ impl Client {
         let resource = header_str(headers, "x-ratelimit-resource").unwrap_or(bucket);
         if let Ok(mut m) = self.rates.lock() {
             m.insert(resource.to_string(), state);
-            // Keep the request-side name in step too, so the pre-request check finds it.
-            if resource != bucket && (bucket == "graphql") == (resource == "graphql") {
-                m.insert(bucket.to_string(), state);
-            }
         }
     }
 
@@ -563,7 +589,7 @@ impl Client {
 
 /// Decides whether a 403/429 is a rate limit and how long to wait (github.md §0.3).
 fn classify_limit(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Option<Limit> {
-    let retry_after = header_u64(headers, "retry-after").map(Duration::from_secs);
+    let retry_after = retry_after(headers);
     let remaining = header_u64(headers, "x-ratelimit-remaining");
     let reset = header_u64(headers, "x-ratelimit-reset")
         .and_then(|s| i64::try_from(s).ok())
@@ -621,6 +647,11 @@ fn backoff_delays() -> impl Iterator<Item = Duration> {
         .with_jitter()
         .with_max_times(MAX_ATTEMPTS as usize)
         .build()
+}
+
+/// `retry-after` in seconds, bounded so a hostile or broken value cannot park us for years.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    header_u64(headers, "retry-after").map(|s| Duration::from_secs(s).min(LONGEST_RESET))
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -751,6 +782,8 @@ mod tests {
         assert_eq!(c.max_wait, Some(Duration::from_millis(500)));
         assert!(ClientConfig::new(Some("ftp://x"), None, "t".into(), None).is_err());
         assert!(ClientConfig::new(None, None, "t".into(), Some("-1")).is_err());
+        assert!(ClientConfig::new(None, None, "t".into(), Some("1e300")).is_err());
+        assert!(ClientConfig::new(None, None, "t".into(), Some("NaN")).is_err());
     }
 
     #[test]

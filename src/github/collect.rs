@@ -75,6 +75,9 @@ pub struct Collector<'a> {
     ledger: Option<HashSet<String>>,
 }
 
+/// Smallest GraphQL page the collector falls back to when GitHub times out.
+const MIN_PAGE_SIZE: u32 = 12;
+
 /// Issues written between two bulk loads into DuckDB.
 const LOAD_BATCH: usize = 1_000;
 
@@ -322,6 +325,7 @@ impl<'a> Collector<'a> {
         let requests_before = self.client.requests();
         let bar = crate::progress::bar(0, repo, self.printer.quiet);
         let mut after: Option<String> = None;
+        let mut page_size = PAGE_SIZE;
         let mut started: Option<DateTime<Utc>> = None;
         let mut complete = true;
         let mut returned = 0u64;
@@ -330,10 +334,28 @@ impl<'a> Collector<'a> {
             // With --limit, do not ask for (and pay for) more issues than can still be kept.
             let first = self
                 .budget
-                .map_or(PAGE_SIZE, |b| (b as u32).clamp(1, PAGE_SIZE));
+                .map_or(page_size, |b| (b as u32).clamp(1, page_size));
             let vars = graphql::issues_variables(org, repo, first, after.as_deref(), &filter);
             let asked_at = Utc::now();
-            let (data, page) = self.client.graphql(ISSUES_QUERY, vars).await?;
+            // Pages of long threads can be too heavy for GitHub's 10 s budget (502/504): after
+            // two timeouts ask for half as many issues, down to MIN_PAGE_SIZE, which gets the
+            // client's full retry budget.
+            let timeout_attempts = if first > MIN_PAGE_SIZE { 2 } else { u32::MAX };
+            let (data, page) = match self
+                .client
+                .graphql_with(ISSUES_QUERY, vars, timeout_attempts)
+                .await
+            {
+                Err(GitHubError::Timeout { .. }) => {
+                    page_size = (first / 2).max(MIN_PAGE_SIZE);
+                    self.printer.note(&format!(
+                        "{org}/{repo}: GitHub timed out on a page of {first} issues; \
+                         asking for {page_size} at a time"
+                    ));
+                    continue;
+                }
+                other => other?,
+            };
             // GitHub's clock at the first answer: the cursor for the next run (no skew).
             started.get_or_insert(page.date.unwrap_or(asked_at));
             let data: IssuesData =
@@ -586,7 +608,13 @@ fn write_parallel(store: &Store, issues: &[StoredIssue]) -> anyhow::Result<Vec<S
     std::thread::scope(|s| {
         let handles: Vec<_> = issues
             .chunks(per)
-            .map(|part| s.spawn(move || part.iter().map(|i| store.write_issue(i)).collect::<Vec<_>>()))
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|i| store.write_issue(i))
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         let mut out = Vec::with_capacity(issues.len());
         for h in handles {

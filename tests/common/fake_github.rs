@@ -54,6 +54,9 @@ pub struct FakeIssue {
     pub pull_request: bool,
     /// Deleted: REST GET answers 410.
     pub deleted: bool,
+    /// Transferred to (repository name, number) of the same owner: REST GET answers 301 and it
+    /// is not listed here any more.
+    pub moved_to: Option<(String, u64)>,
 }
 
 impl FakeIssue {
@@ -72,6 +75,7 @@ impl FakeIssue {
             comments: Vec::new(),
             pull_request: false,
             deleted: false,
+            moved_to: None,
         }
     }
 
@@ -721,6 +725,10 @@ fn rest(g: &mut Inner, uri: &Uri) -> Reply {
             Some(i) => get_issue(g, i, n),
             None => Reply::error(404, "Not Found", DOCS),
         },
+        ["repositories", id, "issues", n] => match by_id(g, id) {
+            Some(i) => get_issue(g, i, n),
+            None => Reply::error(404, "Not Found", DOCS),
+        },
         ["repos", o, r, "issues", n, "comments"] => match repo_idx(g, o, r) {
             Some(i) => list_comments(g, i, n, &q),
             None => Reply::error(404, "Not Found", DOCS),
@@ -884,7 +892,7 @@ fn list_issues(g: &Inner, idx: usize, q: &[(String, String)]) -> Reply {
     let mut items: Vec<&FakeIssue> = r
         .issues
         .iter()
-        .filter(|i| !i.deleted)
+        .filter(|i| !i.deleted && i.moved_to.is_none())
         .filter(|i| state == "all" || i.state == state)
         .filter(|i| since.is_none_or(|s| parse_ts(&i.updated_at) >= s))
         .filter(|i| labels.iter().all(|l| i.labels.iter().any(|il| il == l)))
@@ -916,6 +924,20 @@ fn get_issue(g: &Inner, idx: usize, n: &str) -> Reply {
     };
     if i.deleted {
         return Reply::error(410, "This issue was deleted", DOCS);
+    }
+    if let Some((repo, number)) = &i.moved_to {
+        let target = g
+            .repos
+            .iter()
+            .find(|x| x.owner == r.owner && x.name == *repo)
+            .map(|x| format!("{}/repositories/{}/issues/{number}", g.base, x.id));
+        if let Some(url) = target {
+            return Reply::json(
+                301,
+                json!({"message": "Moved Permanently", "url": url, "documentation_url": DOCS}),
+            )
+            .header("location", url);
+        }
     }
     Reply::json(200, rest_issue(g, r, i))
 }
@@ -1134,7 +1156,7 @@ fn graphql(g: &Inner, body: &[u8]) -> (Reply, u64) {
     let mut matching: Vec<&FakeIssue> = repo
         .issues
         .iter()
-        .filter(|i| !i.pull_request && !i.deleted)
+        .filter(|i| !i.pull_request && !i.deleted && i.moved_to.is_none())
         .filter(|i| states.is_empty() || states.contains(&i.state.to_ascii_uppercase()))
         .filter(|i| since.is_none_or(|s| parse_ts(&i.updated_at) >= s))
         .filter(|i| labels.is_empty() || i.labels.iter().any(|l| labels.contains(l)))

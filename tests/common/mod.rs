@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_anthropic;
+pub mod fake_batches;
 pub mod fake_github;
 pub mod fake_openai;
 

@@ -1,0 +1,810 @@
+//! CLI tests of `batch …` against protocol-faithful fakes of the OpenAI Batch API and Anthropic
+//! Message Batches (tests/common/fake_batches.rs), and with the local executor: submission
+//! order and splitting, status mapping, collection (shuffled output, error files, validation
+//! failures, expiry, cancellation), idempotence, retries, faults and crashes between steps.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::fake_batches::{Advance, End, FakeBatches, LineReply};
+use common::fake_openai::FakeOpenAi;
+use common::Env;
+use serde_json::{json, Value};
+
+const ORG: &str = "replicatedhq";
+const REPO: &str = "batch-test";
+const OPENAI: &str = "openai:gpt-4o-mini";
+const ANTHROPIC: &str = "anthropic:claude-haiku-4-5";
+
+fn stored(number: u64, title: &str, body: &str) -> Value {
+    json!({
+        "org": ORG,
+        "repo": REPO,
+        "issue": {
+            "number": number, "title": title, "body": body, "state": "open",
+            "labels": [], "user": {"login": "reporter", "id": 1}, "comments": [],
+            "created_at": "2024-05-01T09:00:00Z", "updated_at": "2024-05-02T09:00:00Z",
+            "attachments": []
+        },
+        "metadata": {"collection_timestamp": "2024-05-03T00:00:00Z", "tool_version": "test"}
+    })
+}
+
+/// Four issues: kots, troubleshoot, embedded-cluster, none.
+fn setup() -> Env {
+    let env = Env::new();
+    let issues = json!([
+        stored(
+            1,
+            "kotsadm pod crashes after upgrade",
+            "kots admin console is blank after the upgrade."
+        ),
+        stored(
+            2,
+            "support-bundle collectors hang",
+            "troubleshoot support-bundle never finishes."
+        ),
+        stored(
+            3,
+            "Install fails on k0s",
+            "embedded-cluster install stops at the mirror step."
+        ),
+        stored(
+            4,
+            "Question about our invoice",
+            "Who should we contact about billing?"
+        ),
+    ]);
+    let path = env.dir.path().join("issues.json");
+    std::fs::write(&path, serde_json::to_vec(&issues).unwrap()).unwrap();
+    let s = env.json(&["import", path.to_str().unwrap()]);
+    assert_eq!(s["issues"], 4, "{s}");
+    env
+}
+
+fn id(n: u64) -> String {
+    format!("{ORG}/{REPO}#{n}")
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout not JSON ({e}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+    fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+fn run(env: &Env, vars: &[(&str, String)], args: &[&str]) -> Run {
+    let mut c = env.cmd();
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    let out = c.args(args).args(["--format", "json"]).output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn rows(env: &Env, sql: &str) -> Vec<Value> {
+    env.json(&["query", "sql", sql]).as_array().unwrap().clone()
+}
+
+fn submit(env: &Env, vars: &[(&str, String)], model: &str) -> Value {
+    run(
+        env,
+        vars,
+        &[
+            "batch",
+            "submit",
+            "product-labeling",
+            "--org",
+            ORG,
+            "--model",
+            model,
+        ],
+    )
+    .ok()
+    .json()
+}
+
+fn result_file(env: &Env, n: u64) -> std::path::PathBuf {
+    env.data().join(format!(
+        "results/{ORG}_{REPO}_issue_{n}_product-labeling.json"
+    ))
+}
+
+/// Item statuses of a job by issue number.
+fn item_statuses(env: &Env, vars: &[(&str, String)], job: &str) -> Vec<(String, String)> {
+    let d = run(env, vars, &["batch", "details", job]).ok().json();
+    d["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["issue"].as_str().unwrap().to_string(),
+                i["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn with(a: &[(&'static str, String)], b: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    let mut v = a.to_vec();
+    v.extend(b.iter().map(|(k, x)| (*k, x.to_string())));
+    v
+}
+
+#[test]
+fn rules_jobs_run_locally_and_store_batch_results() {
+    let env = setup();
+    let job = submit(&env, &[], "rules");
+    let jid = job["job_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (job["provider"].as_str(), job["status"].as_str()),
+        (Some("local"), Some("collected"))
+    );
+    assert_eq!(
+        (job["completed"].as_i64(), job["failed"].as_i64()),
+        (Some(4), Some(0))
+    );
+    let r = rows(
+        &env,
+        "SELECT mode, batch_job_id, count(*) AS n FROM ai_results GROUP BY ALL",
+    );
+    assert_eq!(
+        r,
+        vec![json!({"mode": "batch", "batch_job_id": jid, "n": 4})]
+    );
+    let doc: Value = serde_json::from_slice(&std::fs::read(result_file(&env, 1)).unwrap()).unwrap();
+    assert_eq!(doc["processor"]["mode"], "batch");
+    assert_eq!(doc["processor"]["batch_job_id"], jid.as_str());
+    // Prefix lookups, listings, idempotent collect.
+    let status = run(&env, &[], &["batch", "status", &jid[..4]]).ok().json();
+    assert_eq!(status["status"], "collected");
+    assert_eq!(run(&env, &[], &["batch", "list"]).ok().json(), json!([]));
+    let hist = run(&env, &[], &["batch", "history"]).ok().json();
+    assert_eq!(hist[0]["job_id"], jid.as_str());
+    let c = run(&env, &[], &["batch", "collect", &jid[..6]]).ok().json();
+    assert_eq!(
+        (c["stored"].as_i64(), c["failed"].as_i64()),
+        (Some(0), Some(0))
+    );
+    assert!(item_statuses(&env, &[], &jid)
+        .iter()
+        .all(|(_, s)| s == "completed"));
+    // Unknown and empty ids are user errors.
+    let bad = run(&env, &[], &["batch", "status", "zzzz"]);
+    assert_eq!(bad.code, 1, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("no batch job matches"),
+        "{}",
+        bad.stderr
+    );
+    // A selection that matches nothing, and no selection at all, are user errors.
+    let none = run(
+        &env,
+        &[],
+        &["batch", "submit", "product-labeling", "--model", "rules"],
+    );
+    assert_eq!(none.code, 1, "{}", none.stderr);
+}
+
+#[test]
+fn openai_job_split_polled_collected_idempotently_and_retried() {
+    let env = setup();
+    let fake = FakeBatches::start();
+    // #2: an answer with a label outside the taxonomy; #4: the inner request fails.
+    fake.set_script(Arc::new(|c| match c.issue.as_deref() {
+        Some(i) if i.ends_with("#2") => LineReply::Invalid(json!({
+            "recommended_labels": [{"label": "product::nonexistent", "confidence": 0.9, "reasoning": "r"}],
+            "current_labels_assessment": [], "confidence": 0.9, "summary": "s", "reasoning": "r"})),
+        Some(i) if i.ends_with("#4") => LineReply::HttpError { status: 400, message: "max_completion_tokens is too large".into() },
+        _ => common::fake_batches::default_reply(c),
+    }));
+    let vars = with(
+        &fake.openai_env(),
+        &[("GITHUB_ANALYSIS_OPENAI_BATCH_MAX_REQUESTS", "3")],
+    );
+    // Dry run: the split plan and an estimate, nothing sent or recorded.
+    let dry = run(
+        &env,
+        &vars,
+        &[
+            "batch",
+            "submit",
+            "product-labeling",
+            "--org",
+            ORG,
+            "--model",
+            OPENAI,
+            "--dry-run",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(dry["parts"].as_array().unwrap().len(), 2, "{dry}");
+    assert_eq!(
+        (
+            dry["parts"][0]["requests"].as_i64(),
+            dry["parts"][1]["requests"].as_i64()
+        ),
+        (Some(3), Some(1))
+    );
+    assert!(dry["est_cost_usd"].as_f64().unwrap() > 0.0);
+    assert!(fake.requests().is_empty());
+    assert_eq!(
+        run(&env, &vars, &["batch", "history"]).ok().json(),
+        json!([])
+    );
+
+    let job = submit(&env, &vars, OPENAI);
+    let jid = job["job_id"].as_str().unwrap().to_string();
+    assert_eq!(job["provider"], "openai");
+    assert_eq!(job["parts"].as_array().unwrap().len(), 2);
+    assert_eq!(fake.count("POST", "/v1/files"), 2);
+    assert_eq!(fake.count("POST", "/v1/batches"), 2);
+    // Our job id and part travel in the batch metadata.
+    let batches = fake.batches();
+    assert_eq!(batches[0]["metadata"]["github_analysis_job"], jid.as_str());
+    assert_eq!(batches[1]["metadata"]["github_analysis_part"], "1");
+    // The uploaded file is exactly the input file on disk.
+    let input0 = std::fs::read(env.data().join(format!("batch/input/{jid}-0.jsonl"))).unwrap();
+    let file_id = batches[0]["input_file_id"].as_str().unwrap();
+    assert_eq!(fake.file_bytes(file_id).unwrap(), input0);
+    assert_eq!(String::from_utf8_lossy(&input0).lines().count(), 3);
+    assert_eq!(
+        run(&env, &vars, &["batch", "list"]).ok().json()[0]["job_id"],
+        jid.as_str()
+    );
+
+    // Each poll advances the fake one state: validating → in_progress → finalizing → completed.
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let s = run(&env, &vars, &["batch", "status", &jid[..5]])
+            .ok()
+            .json();
+        seen.push(s["parts"][0]["status"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        seen,
+        ["in_progress", "finalizing", "completed", "completed"]
+    );
+    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
+    assert_eq!(
+        (
+            c["stored"].as_i64(),
+            c["failed"].as_i64(),
+            c["status"].as_str()
+        ),
+        (Some(2), Some(2), Some("collected")),
+        "{c}"
+    );
+    let failures = c["failures"].to_string();
+    assert!(
+        failures.contains("invalid answer") && failures.contains("product::nonexistent"),
+        "{failures}"
+    );
+    assert!(
+        failures.contains("max_completion_tokens is too large"),
+        "{failures}"
+    );
+    // Output AND error files are kept; output lines are not in input order.
+    let out0 =
+        std::fs::read_to_string(env.data().join(format!("batch/output/{jid}-0.jsonl"))).unwrap();
+    // Part 0 (#1-#3) had no failed request, part 1 (#4) only one: no output file, an error file.
+    assert!(!env
+        .data()
+        .join(format!("batch/output/{jid}-0-errors.jsonl"))
+        .exists());
+    assert!(env
+        .data()
+        .join(format!("batch/output/{jid}-1-errors.jsonl"))
+        .is_file());
+    assert!(!env
+        .data()
+        .join(format!("batch/output/{jid}-1.jsonl"))
+        .exists());
+    let order: Vec<String> = out0
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["custom_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_ne!(
+        order, sorted,
+        "the fake shuffles output; the join must not depend on order"
+    );
+    // Rows: mode batch, the job id, the batch-discounted cost of 1000 + 100 tokens of gpt-4o-mini.
+    let r = rows(&env, "SELECT issue_id, mode, batch_job_id, prompt_tokens, completion_tokens, round(cost_usd, 9) AS cost FROM ai_results ORDER BY 1");
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(r[0]["issue_id"], id(1).as_str());
+    assert_eq!(r[1]["issue_id"], id(3).as_str());
+    assert_eq!(
+        (r[0]["mode"].as_str(), r[0]["batch_job_id"].as_str()),
+        (Some("batch"), Some(jid.as_str()))
+    );
+    assert_eq!(r[0]["cost"].as_f64(), Some(0.000105));
+    let recs = rows(
+        &env,
+        &format!(
+            "SELECT issue_id, value, batch_job_id FROM ai_recommendations WHERE issue_id = '{}'",
+            id(1)
+        ),
+    );
+    assert!(
+        recs.iter()
+            .any(|x| x["value"] == "product::kots" && x["batch_job_id"] == jid.as_str()),
+        "{recs:?}"
+    );
+    assert!(!result_file(&env, 2).exists() && !result_file(&env, 4).exists());
+    let statuses = item_statuses(&env, &vars, &jid);
+    assert_eq!(statuses.iter().filter(|(_, s)| s == "completed").count(), 2);
+    assert_eq!(statuses.iter().filter(|(_, s)| s == "failed").count(), 2);
+
+    // A second collect changes nothing: same rows, same files, no new downloads.
+    let dump = |env: &Env| {
+        rows(
+            env,
+            "SELECT * EXCLUDE (id) FROM ai_results ORDER BY issue_id",
+        )
+    };
+    let before = (dump(&env), std::fs::read(result_file(&env, 1)).unwrap());
+    let downloads = fake.count("GET", "/v1/files/");
+    let again = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
+    assert_eq!(
+        (again["stored"].as_i64(), again["failed"].as_i64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(
+        (dump(&env), std::fs::read(result_file(&env, 1)).unwrap()),
+        before
+    );
+    assert_eq!(fake.count("GET", "/v1/files/"), downloads);
+
+    // Retry: a new job, linked to its parent, with only the two failed items.
+    fake.set_script(Arc::new(common::fake_batches::default_reply));
+    let retry = run(&env, &vars, &["batch", "retry", &jid[..6]]).ok().json();
+    let rid = retry["job_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (retry["parent_job_id"].as_str(), retry["issues"].as_i64()),
+        (Some(jid.as_str()), Some(2))
+    );
+    fake.finish_all();
+    let c = run(&env, &vars, &["batch", "collect", &rid]).ok().json();
+    assert_eq!(
+        (c["stored"].as_i64(), c["failed"].as_i64()),
+        (Some(2), Some(0)),
+        "{c}"
+    );
+    assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 4);
+    assert_eq!(
+        env.scalar(&format!(
+            "SELECT count(*) FROM ai_results WHERE batch_job_id = '{rid}'"
+        )),
+        2
+    );
+}
+
+#[test]
+fn batch_lines_are_byte_identical_to_real_time_requests() {
+    let env = setup();
+    let chat = FakeOpenAi::start();
+    let mut c = env.cmd();
+    for (k, v) in chat.env() {
+        c.env(k, v);
+    }
+    let out = c
+        .args([
+            "process",
+            "product-labeling",
+            "--org",
+            ORG,
+            "--repo",
+            REPO,
+            "--issue-number",
+            "3",
+            "--model",
+            OPENAI,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent = chat.requests_for(&id(3));
+    let realtime = serde_json::to_string(&sent[0].body).unwrap();
+    let fake = FakeBatches::start();
+    let job = submit(&env, &fake.openai_env(), OPENAI);
+    let jid = job["job_id"].as_str().unwrap();
+    let input =
+        std::fs::read_to_string(env.data().join(format!("batch/input/{jid}-0.jsonl"))).unwrap();
+    let line = input.lines().find(|l| l.contains("Issue #3")).unwrap();
+    let v: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["body"], sent[0].body);
+    assert!(
+        line.contains(&format!("\"body\":{realtime}}}")),
+        "the body bytes differ from the real-time request"
+    );
+    assert_eq!(
+        (v["method"].as_str(), v["url"].as_str()),
+        (Some("POST"), Some("/v1/chat/completions"))
+    );
+}
+
+#[test]
+fn anthropic_job_expired_keeps_partial_results() {
+    let env = setup();
+    let fake = FakeBatches::start();
+    fake.set_end(End::Expired { processed: 2 });
+    let vars = fake.anthropic_env();
+    let job = submit(&env, &vars, ANTHROPIC);
+    let jid = job["job_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (job["provider"].as_str(), job["parts"][0]["status"].as_str()),
+        (Some("anthropic"), Some("in_progress"))
+    );
+    let lines = fake.input_lines(job["parts"][0]["provider_batch_id"].as_str().unwrap());
+    assert_eq!(lines.len(), 4);
+    assert!(lines[0]["params"]["tool_choice"]["name"].is_string());
+    // The results endpoint refuses until the batch has ended; collect before that stores nothing.
+    fake.set_advance(Advance::Manual);
+    let early = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
+    assert_eq!(
+        (early["stored"].as_i64(), early["parts_running"].as_i64()),
+        (Some(0), Some(1))
+    );
+    fake.finish_all();
+    let s = run(&env, &vars, &["batch", "status", &jid]).ok().json();
+    assert_eq!(s["status"], "expired");
+    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
+    assert_eq!(
+        (
+            c["stored"].as_i64(),
+            c["failed"].as_i64(),
+            c["status"].as_str()
+        ),
+        (Some(2), Some(2), Some("collected")),
+        "{c}"
+    );
+    let statuses = item_statuses(&env, &vars, &jid);
+    assert_eq!(
+        statuses.iter().filter(|(_, s)| s == "expired").count(),
+        2,
+        "{statuses:?}"
+    );
+    // Anthropic usage: 200 input + 800 cache read + 80 output tokens, batch price.
+    let r = rows(
+        &env,
+        "SELECT prompt_tokens, cached_tokens, completion_tokens, mode FROM ai_results LIMIT 1",
+    );
+    assert_eq!(
+        r[0],
+        json!({"prompt_tokens": 1000, "cached_tokens": 800, "completion_tokens": 80, "mode": "batch"})
+    );
+    let retry = run(&env, &vars, &["batch", "retry", &jid]).ok().json();
+    assert_eq!(retry["issues"], 2);
+    assert_eq!(fake.count("POST", "/v1/messages/batches"), 2);
+}
+
+#[test]
+fn a_crash_between_any_two_submit_steps_is_repaired_without_double_submission() {
+    for (provider, step) in [
+        ("openai", "rows"),
+        ("openai", "input"),
+        ("openai", "upload"),
+        ("openai", "create"),
+        ("anthropic", "input"),
+        ("anthropic", "create"),
+    ] {
+        let env = setup();
+        let fake = FakeBatches::start();
+        let (vars, model, create) = match provider {
+            "openai" => (fake.openai_env(), OPENAI, "/v1/batches"),
+            _ => (fake.anthropic_env(), ANTHROPIC, "/v1/messages/batches"),
+        };
+        let crash = with(&vars, &[("GITHUB_ANALYSIS_BATCH_CRASH_AT", step)]);
+        let r = run(
+            &env,
+            &crash,
+            &[
+                "batch",
+                "submit",
+                "product-labeling",
+                "--org",
+                ORG,
+                "--model",
+                model,
+            ],
+        );
+        assert_ne!(r.code, 0, "{provider}/{step}: the crash hook did not fire");
+        let hist = run(&env, &vars, &["batch", "history"]).ok().json();
+        let jid = hist[0]["job_id"].as_str().unwrap().to_string();
+        assert_eq!(hist[0]["status"], "preparing", "{provider}/{step}");
+        let created_before = fake.count("POST", create);
+        let s = run(&env, &vars, &["batch", "status", &jid]).ok().json();
+        assert!(
+            !["preparing", "failed"].contains(&s["status"].as_str().unwrap()),
+            "{provider}/{step}: {s}"
+        );
+        assert_eq!(
+            fake.count("POST", create),
+            1,
+            "{provider}/{step}: submitted {} times",
+            fake.count("POST", create)
+        );
+        if step == "create" {
+            assert_eq!(created_before, 1, "{provider}/{step}");
+        }
+        if provider == "openai" {
+            assert_eq!(
+                fake.count("POST", "/v1/files"),
+                1,
+                "{provider}/{step}: uploaded twice"
+            );
+        }
+        // Reconcile finds nothing left to repair and no orphans.
+        let rec = run(&env, &vars, &["batch", "reconcile"]).ok().json();
+        assert_eq!(rec, json!([]), "{provider}/{step}");
+        fake.finish_all();
+        let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
+        assert_eq!(c["stored"], 4, "{provider}/{step}: {c}");
+        assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 4);
+    }
+}
+
+#[test]
+fn provider_429_and_5xx_on_every_call_are_retried() {
+    let env = setup();
+    let fake = FakeBatches::start();
+    fake.fail_next("POST", "/v1/files", 429, 2);
+    fake.fail_next("POST", "/v1/batches", 500, 1);
+    fake.fail_next("GET", "/v1/batches/", 503, 1);
+    fake.fail_next("GET", "/v1/files/", 429, 1);
+    let vars = fake.openai_env();
+    let job = submit(&env, &vars, OPENAI);
+    let jid = job["job_id"].as_str().unwrap().to_string();
+    assert_eq!(fake.count("POST", "/v1/files"), 3);
+    assert_eq!(fake.count("POST", "/v1/batches"), 2);
+    fake.finish_all();
+    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
+    assert_eq!(c["stored"], 4, "{c}");
+    let statuses: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s != 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    // Anthropic: 529 on create and on the results download.
+    let env = setup();
+    let fake = FakeBatches::start();
+    fake.fail_next("POST", "/v1/messages/batches", 529, 1);
+    fake.fail_next("GET", "/v1/messages/batches/", 500, 1);
+    let vars = fake.anthropic_env();
+    let job = submit(&env, &vars, ANTHROPIC);
+    fake.finish_all();
+    let c = run(
+        &env,
+        &vars,
+        &["batch", "collect", job["job_id"].as_str().unwrap()],
+    )
+    .ok()
+    .json();
+    assert_eq!(c["stored"], 4, "{c}");
+    // A rejected key is a clear error and no job is left half-submitted silently.
+    let env = setup();
+    let bad = with(&fake.openai_env(), &[("OPENAI_API_KEY", "sk-wrong")]);
+    let r = run(
+        &env,
+        &bad,
+        &[
+            "batch",
+            "submit",
+            "product-labeling",
+            "--org",
+            ORG,
+            "--model",
+            OPENAI,
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("401") && !r.stderr.contains("sk-wrong"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn failed_batches_and_all_failed_items_are_recorded_with_reasons() {
+    // Validation failure of the whole batch (seen on a later poll).
+    let env = setup();
+    let fake = FakeBatches::start();
+    fake.reject_batches(
+        "token_limit_exceeded",
+        "Enqueued token limit reached for gpt-4o-mini.",
+    );
+    let vars = fake.openai_env();
+    let job = submit(&env, &vars, OPENAI);
+    let jid = job["job_id"].as_str().unwrap().to_string();
+    let s = run(&env, &vars, &["batch", "status", &jid]).ok().json();
+    assert_eq!(s["status"], "failed");
+    assert!(
+        s["parts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("token_limit_exceeded"),
+        "{s}"
+    );
+    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
+    assert_eq!(
+        (
+            c["stored"].as_i64(),
+            c["failed"].as_i64(),
+            c["status"].as_str()
+        ),
+        (Some(0), Some(4), Some("failed")),
+        "{c}"
+    );
+    assert!(
+        c["failures"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Enqueued token limit"),
+        "{c}"
+    );
+    assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 0);
+
+    // Every item failed: no output file, only an error file.
+    let env = setup();
+    let fake = FakeBatches::start();
+    fake.set_script(Arc::new(|_| LineReply::HttpError {
+        status: 500,
+        message: "The server had an error".into(),
+    }));
+    let vars = fake.openai_env();
+    let job = submit(&env, &vars, OPENAI);
+    let jid = job["job_id"].as_str().unwrap().to_string();
+    fake.finish_all();
+    let s = run(&env, &vars, &["batch", "status", &jid]).ok().json();
+    assert_eq!(
+        (
+            s["parts"][0]["output_file_id"].as_str(),
+            s["parts"][0]["status"].as_str()
+        ),
+        (None, Some("completed"))
+    );
+    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
+    assert_eq!(
+        (c["stored"].as_i64(), c["failed"].as_i64()),
+        (Some(0), Some(4)),
+        "{c}"
+    );
+    assert!(!env
+        .data()
+        .join(format!("batch/output/{jid}-0.jsonl"))
+        .exists());
+    // Part 0 (#1-#3) had no failed request, part 1 (#4) only one: no output file, an error file.
+    assert!(!env
+        .data()
+        .join(format!("batch/output/{jid}-0-errors.jsonl"))
+        .exists());
+    assert!(env
+        .data()
+        .join(format!("batch/output/{jid}-1-errors.jsonl"))
+        .is_file());
+    assert!(!env
+        .data()
+        .join(format!("batch/output/{jid}-1.jsonl"))
+        .exists());
+    assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 0);
+    assert!(env
+        .data()
+        .join(format!(
+            "results/failures/{ORG}_{REPO}_issue_1_product-labeling.json"
+        ))
+        .is_file());
+}
+
+#[test]
+fn cancel_keeps_partial_results_and_remove_keeps_stored_results() {
+    let env = setup();
+    let fake = FakeBatches::start();
+    fake.set_advance(Advance::Manual);
+    let vars = fake.openai_env();
+    let job = submit(&env, &vars, OPENAI);
+    let jid = job["job_id"].as_str().unwrap().to_string();
+    let refused = run(&env, &vars, &["batch", "remove", &jid]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("--force"), "{}", refused.stderr);
+    let c = run(&env, &vars, &["batch", "cancel", &jid]).ok().json();
+    assert_eq!(c["status"], "cancelling");
+    assert_eq!(fake.count("POST", "/v1/batches/"), 1);
+    fake.finish_all();
+    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
+    assert_eq!(
+        (c["stored"].as_i64(), c["failed"].as_i64()),
+        (Some(1), Some(3)),
+        "{c}"
+    );
+    let statuses = item_statuses(&env, &vars, &jid);
+    assert_eq!(
+        statuses.iter().filter(|(_, s)| s == "cancelled").count(),
+        3,
+        "{statuses:?}"
+    );
+    let again = run(&env, &vars, &["batch", "cancel", &jid]);
+    assert_eq!(again.code, 1);
+    let removed = run(&env, &vars, &["batch", "remove", &jid]).ok().json();
+    assert!(
+        removed["removed_files"].as_array().unwrap().len() >= 2,
+        "{removed}"
+    );
+    assert_eq!(
+        run(&env, &vars, &["batch", "history"]).ok().json(),
+        json!([])
+    );
+    assert_eq!(env.scalar("SELECT count(*) FROM batch_items"), 0);
+    assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 1);
+    assert!(std::fs::read_dir(env.data().join("batch/input"))
+        .unwrap()
+        .next()
+        .is_none());
+
+    // --force removes an active job after cancelling it at the provider.
+    let job = submit(&env, &vars, OPENAI);
+    let jid = job["job_id"].as_str().unwrap().to_string();
+    let forced = run(&env, &vars, &["batch", "remove", &jid, "--force"])
+        .ok()
+        .json();
+    assert_eq!(forced["removed_job"], jid.as_str());
+    assert_eq!(fake.count("POST", "/v1/batches/"), 2);
+}
+
+#[test]
+fn a_server_without_a_batch_api_runs_the_job_locally() {
+    let env = setup();
+    let chat = FakeOpenAi::start();
+    let job = submit(&env, &chat.env(), OPENAI);
+    assert_eq!(
+        (job["provider"].as_str(), job["status"].as_str()),
+        (Some("local"), Some("collected")),
+        "{job}"
+    );
+    assert_eq!(job["completed"], 4);
+    let r = rows(
+        &env,
+        "SELECT mode, provider, count(*) AS n FROM ai_results GROUP BY ALL",
+    );
+    assert_eq!(
+        r,
+        vec![json!({"mode": "batch", "provider": "openai", "n": 4})]
+    );
+}
