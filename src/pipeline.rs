@@ -15,17 +15,6 @@ use crate::cli::IssueState;
 use crate::db::{IssueRef, ReadOnlyDb};
 use crate::error::user;
 
-/// Batch job statuses in which a job's items are still being worked on. Issues in such a job
-/// for the same processor are not selected twice.
-pub const ACTIVE_BATCH_STATUSES: &[&str] = &[
-    "preparing",
-    "submitted",
-    "validating",
-    "in_progress",
-    "finalizing",
-    "cancelling",
-];
-
 #[derive(Debug, Clone, PartialEq)]
 enum Filter {
     MissingAnalysis(String),
@@ -203,7 +192,7 @@ impl Pipeline {
                      WHERE bi.issue_id = i.id AND bj.processor = {} AND bj.status IN ({}) \
                      AND bi.status NOT IN ('completed', 'failed', 'expired', 'cancelled'))",
                     lit(p),
-                    ACTIVE_BATCH_STATUSES.iter().map(|s| lit(s)).collect::<Vec<_>>().join(", ")
+                    crate::batch::ACTIVE_STATUSES.iter().map(|s| lit(s)).collect::<Vec<_>>().join(", ")
                 ),
             });
         }

@@ -469,7 +469,6 @@ pub async fn run<F: FnMut(&str)>(
         }
         // File and database writes block: tell a multi-threaded runtime, so requests in flight
         // keep being driven by the other workers meanwhile.
-        let t0 = Instant::now();
         let outcomes = if tokio::runtime::Handle::current().runtime_flavor()
             == tokio::runtime::RuntimeFlavor::MultiThread
         {
@@ -477,7 +476,6 @@ pub async fn run<F: FnMut(&str)>(
         } else {
             store_finished(&engine, store, db, &finished)
         };
-        if std::env::var_os("GA_DEBUG_STORE").is_some() { eprintln!("stored {} in {:?}", finished.len(), t0.elapsed()); }
         for (f, outcome) in finished.iter().zip(outcomes) {
             match outcome {
                 Ok(()) => report.processed += 1,

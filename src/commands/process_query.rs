@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use serde_json::{json, Value};
 
 use crate::ai::tokens;
+use crate::batch::{self, BatchManager, NewJob};
 use crate::cli::{OutputFormat, ProcessQueryCommand, RunArgs, SelectionArgs};
 use crate::commands::process::{self, Plan};
 use crate::commands::Ctx;
@@ -370,18 +371,164 @@ fn rows_json(t: &Table) -> Value {
     )
 }
 
+/// Creates one batch job for the selection (split into provider batches as needed), prints
+/// its id, and with `--wait` polls until it ends and collects its results.
 async fn submit_batch(
-    _ctx: &Ctx,
-    _plan: Plan,
-    _selection: Selection,
-    _source_command: &str,
-    _run: &RunArgs,
+    ctx: &Ctx,
+    plan: Plan,
+    selection: Selection,
+    source_command: &str,
+    run: &RunArgs,
 ) -> anyhow::Result<()> {
-    Err(crate::error::NotImplemented("process-query --batch-mode").into())
+    if !run.poll_interval.is_finite() || run.poll_interval <= 0.0 || run.poll_interval > 3600.0 {
+        return Err(user(format!(
+            "--poll-interval {}: must be between 0 and 3600 seconds",
+            run.poll_interval
+        )));
+    }
+    let mut db = ctx.db()?;
+    let mut m = BatchManager::new(ctx, &mut db);
+    let model = plan.model.id();
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    let job = m
+        .create_batch_job(
+            NewJob {
+                processor: plan.processor.name(),
+                model: Some(&model),
+                ai: Some(&run.ai),
+                selection_query: Some(selection.sql),
+                source_command: format!("{source_command} ({command_line})"),
+                parent_job_id: None,
+            },
+            selection.issues,
+        )
+        .await?;
+    let parts = m.parts(&job.job_id)?;
+    ctx.printer.note(&format!(
+        "Created batch job {} ({} issues, {} provider batch{}, provider {})",
+        job.job_id,
+        job.issues_count,
+        parts.len().max(1),
+        if parts.len() > 1 { "es" } else { "" },
+        job.provider
+    ));
+    if !run.wait {
+        ctx.printer
+            .note("Use 'process-query batch-status' to monitor progress.");
+        return match ctx.printer.format {
+            OutputFormat::Table => Ok(ctx.printer.line(&format!("Job ID: {}", job.job_id))?),
+            _ => Ok(ctx.printer.json(&batch::job_json(&job, Some(&parts)))?),
+        };
+    }
+    let bar = crate::progress::bar(job.issues_count.max(0) as u64, "batch", ctx.settings.quiet);
+    let mut job = job;
+    while batch::is_active(&job.status) {
+        bar.set_position((job.completed_count + job.failed_count).max(0) as u64);
+        bar.set_message(job.status.clone());
+        tokio::time::sleep(std::time::Duration::from_secs_f64(run.poll_interval)).await;
+        job = m.check_job_status(&job.job_id).await?;
+    }
+    bar.finish_and_clear();
+    let report = m.collect_results(&job.job_id).await?;
+    for (issue, why) in &report.failures {
+        ctx.printer.warn(&format!("{issue}: {why}"));
+    }
+    let job = m.job(&job.job_id)?;
+    ctx.printer.summary(&[
+        ("job_id", json!(job.job_id)),
+        ("status", json!(job.status)),
+        ("issues", json!(job.issues_count)),
+        ("completed", json!(job.completed_count)),
+        ("failed", json!(job.failed_count)),
+        ("stored_now", json!(report.stored)),
+        ("cost_usd", json!(job.cost_actual)),
+    ])?;
+    if job.failed_count > 0 {
+        return Err(user(format!(
+            "{} item(s) of job {} failed (listed above); retry them with `batch retry {}`",
+            job.failed_count, job.job_id, job.job_id
+        )));
+    }
+    Ok(())
 }
 
-async fn batch_status(_ctx: &Ctx, _no_refresh: bool, _limit: usize) -> anyhow::Result<()> {
-    Err(crate::error::NotImplemented("process-query batch-status").into())
+/// Refreshes active jobs from their providers, collects every job that has ended and is not
+/// collected yet, then lists the most recent jobs.
+async fn batch_status(ctx: &Ctx, no_refresh: bool, limit: usize) -> anyhow::Result<()> {
+    let mut db = ctx.db()?;
+    let mut m = BatchManager::new(ctx, &mut db);
+    if !no_refresh {
+        for job in m.active_jobs()? {
+            if let Err(e) = m.check_job_status(&job.job_id).await {
+                ctx.printer
+                    .warn(&format!("could not refresh job {}: {e:#}", job.job_id));
+            }
+        }
+        let ended: Vec<String> = m
+            .history(None)?
+            .into_iter()
+            .filter(|j| !batch::is_active(&j.status) && j.status != "collected")
+            .filter(|j| j.collected_at.is_none())
+            .map(|j| j.job_id)
+            .collect();
+        for id in ended {
+            match m.collect_results(&id).await {
+                Ok(r) if r.stored > 0 || r.failed > 0 => ctx.printer.note(&format!(
+                    "Collected job {id}: {} result(s) stored, {} failed",
+                    r.stored, r.failed
+                )),
+                Ok(_) => {}
+                Err(e) => ctx
+                    .printer
+                    .warn(&format!("could not collect job {id}: {e:#}")),
+            }
+        }
+    }
+    let jobs = m.history(Some(limit))?;
+    if ctx.printer.format == OutputFormat::Json {
+        return Ok(ctx.printer.json(&Value::Array(
+            jobs.iter().map(|j| batch::job_json(j, None)).collect(),
+        ))?);
+    }
+    if jobs.is_empty() {
+        ctx.printer.warn("No batch jobs found");
+        return Ok(());
+    }
+    let mut table = Table::new([
+        "Job ID",
+        "Processor",
+        "Model",
+        "Status",
+        "Progress",
+        "Created",
+        "Cost",
+    ]);
+    for j in &jobs {
+        let progress = if j.failed_count > 0 {
+            format!(
+                "{}/{} ({} failed)",
+                j.completed_count, j.issues_count, j.failed_count
+            )
+        } else {
+            format!("{}/{}", j.completed_count, j.issues_count)
+        };
+        let cost = j
+            .cost_actual
+            .map(|c| format!("${c:.4}"))
+            .or_else(|| j.cost_estimate.map(|c| format!("~${c:.4}")))
+            .unwrap_or_default();
+        table.push(vec![
+            json!(j.job_id),
+            json!(j.processor),
+            json!(j.model),
+            json!(j.status),
+            json!(progress),
+            json!(j.created_at.format("%Y-%m-%d %H:%M").to_string()),
+            json!(cost),
+        ]);
+    }
+    ctx.printer.titled_table("Recent Batch Jobs", &table)?;
+    Ok(())
 }
 
 #[cfg(test)]

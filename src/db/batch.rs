@@ -540,6 +540,13 @@ fn apply_staged(
 mod tests {
     use super::*;
 
+    /// Microsecond precision, as DuckDB stores timestamps.
+    fn t0() -> NaiveDateTime {
+        chrono::DateTime::from_timestamp(1_700_000_000, 0)
+            .unwrap()
+            .naive_utc()
+    }
+
     fn job(id: &str) -> BatchJob {
         BatchJob {
             job_id: id.into(),
@@ -551,7 +558,7 @@ mod tests {
             issues_count: 3,
             completed_count: 0,
             failed_count: 0,
-            created_at: chrono::Utc::now().naive_utc(),
+            created_at: t0(),
             submitted_at: None,
             completed_at: None,
             collected_at: None,
@@ -569,7 +576,7 @@ mod tests {
             job_id: job.into(),
             issue_id: format!("o/r#{n}"),
             custom_id: format!("{job}-{n:07}"),
-            part: 0,
+            part: -1,
             status: "preparing".into(),
             error: None,
             updated_at: None,
@@ -588,7 +595,7 @@ mod tests {
         assert_eq!(db.batch_job("abc123").unwrap().unwrap(), j);
         assert_eq!(db.batch_job_ids_matching("ab").unwrap(), vec!["abc123"]);
         assert!(db.batch_job_ids_matching("zz").unwrap().is_empty());
-        let now = chrono::Utc::now().naive_utc();
+        let now = t0();
         let part = |n: i32| BatchPart {
             job_id: "abc123".into(),
             part: n,
@@ -622,7 +629,8 @@ mod tests {
         .unwrap();
         let items = db.batch_items("abc123").unwrap();
         let got: Vec<(i32, &str)> = items.iter().map(|i| (i.part, i.status.as_str())).collect();
-        assert_eq!(got, vec![(0, "pending"), (1, "pending"), (0, "failed")]);
+        assert_eq!(got, vec![(0, "pending"), (1, "pending"), (-1, "failed")]);
+        assert_eq!(db.batch_unprepared_count("abc123").unwrap(), 1);
         let mut p = part(1);
         p.provider_batch_id = Some("batch_1".into());
         p.status = "in_progress".into();
@@ -638,7 +646,7 @@ mod tests {
             1
         );
         assert_eq!(db.batch_part_item_counts("abc123", 1).unwrap(), (0, 1, 0));
-        assert_eq!(db.batch_part_item_counts("abc123", 0).unwrap(), (0, 1, 1));
+        assert_eq!(db.batch_part_item_counts("abc123", 0).unwrap(), (0, 0, 1));
         db.delete_batch_job("abc123").unwrap();
         assert!(db.batch_job("abc123").unwrap().is_none());
         assert!(db.batch_items("abc123").unwrap().is_empty());
