@@ -208,3 +208,138 @@ fn analytics_summarises_results_per_processor() {
         .sum();
     assert_eq!(buckets, 4);
 }
+
+/// The original task's validation steps, offline with `rules` (local batch executor).
+#[test]
+fn validation_steps_with_rules() {
+    let env = setup();
+    validation_steps(&env, &[], "rules", &mut |_| {});
+}
+
+/// Runs the validation steps; `advance` lets a provider fake finish the batches it holds.
+pub fn validation_steps(
+    env: &Env,
+    vars: &[(&'static str, String)],
+    model: &str,
+    advance: &mut dyn FnMut(&Env),
+) {
+    let m = ["--model", model];
+    // batch-status with no jobs.
+    pq(env, vars, &["batch-status"])
+        .success()
+        .stderr(predicate::str::contains("No batch jobs found"));
+    assert_eq!(pq_json(env, vars, &["batch-status"]), serde_json::json!([]));
+
+    // missing --limit 1 (real-time).
+    let s = pq_json(env, vars, &[&["missing", "product-labeling", "--limit", "1", "--yes"][..], &m].concat());
+    assert_eq!(s["processed"], 1);
+    assert_eq!(env.scalar("SELECT count(*) FROM ai_results WHERE mode = 'realtime'"), 1);
+
+    // missing --batch-mode --limit 5.
+    let job1 = pq_json(
+        env,
+        vars,
+        &[&["missing", "product-labeling", "--batch-mode", "--limit", "5", "--yes"][..], &m].concat(),
+    );
+    assert_eq!(job1["issues"], 5);
+    let job1 = job1["job_id"].as_str().unwrap().to_string();
+    // Issues in a running job are not selected twice; nor are those with results.
+    advance(env);
+    pq(env, vars, &["batch-status"]).success();
+    assert_eq!(
+        env.scalar(&format!("SELECT count(*) FROM ai_results WHERE batch_job_id = '{job1}'")),
+        5
+    );
+    assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 6);
+
+    // reprocess --threshold 0.8 --batch-mode --limit 3: low-confidence results are redone.
+    let low = env.scalar("SELECT count(*) FROM ai_results WHERE confidence < 0.8").as_u64().unwrap();
+    let job2 = pq_json(
+        env,
+        vars,
+        &[&["reprocess", "product-labeling", "--threshold", "0.8", "--batch-mode", "--limit", "3", "--yes"][..], &m]
+            .concat(),
+    );
+    assert_eq!(job2["issues"].as_u64().unwrap(), low.min(3));
+    let job2 = job2["job_id"].as_str().unwrap().to_string();
+
+    // custom "SELECT * FROM issues WHERE state='closed'" --batch-mode --limit 2.
+    let job3 = pq_json(
+        env,
+        vars,
+        &[
+            &["custom", "product-labeling", "SELECT * FROM issues WHERE state='closed'", "--batch-mode", "--limit", "2", "--yes"][..],
+            &m,
+        ]
+        .concat(),
+    );
+    assert_eq!(job3["issues"], 2);
+    let job3 = job3["job_id"].as_str().unwrap().to_string();
+
+    // batch-status refreshes and collects everything that ended.
+    advance(env);
+    let jobs = pq_json(env, vars, &["batch-status"]);
+    let statuses: Vec<&str> = jobs.as_array().unwrap().iter().map(|j| j["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["collected"; 3], "{jobs}");
+    assert_eq!(
+        env.scalar(&format!("SELECT count(*) FROM ai_results WHERE batch_job_id = '{job2}'")),
+        low.min(3)
+    );
+    assert_eq!(
+        env.scalar(&format!(
+            "SELECT count(*) FROM ai_results r JOIN issues i ON i.id = r.issue_id \
+             WHERE r.batch_job_id = '{job3}' AND i.state = 'closed'"
+        )),
+        2
+    );
+
+    // The batch_jobs SQL of the design shows the jobs, with their selection query and command.
+    let rows = env.json(&[
+        "query",
+        "sql",
+        "SELECT job_id, processor, status FROM batch_jobs ORDER BY created_at DESC LIMIT 5",
+    ]);
+    assert_eq!(rows.as_array().unwrap().len(), 3);
+    assert_eq!(rows[0]["job_id"], job3.as_str());
+    let sel = env.scalar(&format!("SELECT selection_query FROM batch_jobs WHERE job_id = '{job3}'"));
+    assert!(sel.as_str().unwrap().contains("state='closed'"), "{sel}");
+    let src = env.scalar(&format!("SELECT source_command FROM batch_jobs WHERE job_id = '{job1}'"));
+    assert!(src.as_str().unwrap().starts_with("process-query missing"), "{src}");
+
+    // The same `missing --limit 2` in real time, then in batch mode: same files, same rows.
+    let s = pq_json(env, vars, &[&["missing", "product-labeling", "--limit", "2", "--yes"][..], &m].concat());
+    assert_eq!(s["processed"], 2);
+    let rt_ids = env.json(&["query", "sql", "SELECT issue_id FROM ai_results WHERE mode = 'realtime' ORDER BY created_at DESC LIMIT 2"]);
+    let job4 = pq_json(
+        env,
+        vars,
+        &[&["missing", "product-labeling", "--batch-mode", "--limit", "2", "--yes"][..], &m].concat(),
+    );
+    let job4 = job4["job_id"].as_str().unwrap().to_string();
+    advance(env);
+    pq(env, vars, &["batch-status"]).success();
+    let bt_ids = env.json(&["query", "sql", &format!("SELECT issue_id, file_path FROM ai_results WHERE batch_job_id = '{job4}'")]);
+    assert_eq!(bt_ids.as_array().unwrap().len(), 2);
+    for r in rt_ids.as_array().unwrap().iter().chain(bt_ids.as_array().unwrap()) {
+        let id = r["issue_id"].as_str().unwrap();
+        let (repo, n) = id.split_once('#').unwrap();
+        let file = env
+            .data()
+            .join(format!("results/{}_issue_{n}_product-labeling.json", repo.replace('/', "_")));
+        let doc: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(doc["issue_reference"]["issue_number"].as_u64().unwrap().to_string(), n);
+        assert!(doc["analysis"]["confidence"].is_number());
+    }
+    // One row per issue and processor, whichever mode wrote it.
+    assert_eq!(
+        env.scalar("SELECT count(*) - count(DISTINCT issue_id) FROM ai_results"),
+        0
+    );
+
+    // An unknown processor fails before anything is created.
+    let jobs_before = env.scalar("SELECT count(*) FROM batch_jobs");
+    pq(env, vars, &["missing", "invalid-processor", "--batch-mode"])
+        .code(1)
+        .stderr(predicate::str::contains("known processors: product-labeling"));
+    assert_eq!(env.scalar("SELECT count(*) FROM batch_jobs"), jobs_before);
+}
