@@ -2,7 +2,7 @@
 //! loopback fake of the OpenAI Batch API: JSONL build throughput, peak RSS of the CLI process
 //! (flat = streaming), and collect time next to DuckDB's own `read_json` over the same output.
 //!
-//! Run: `cargo build && cargo run --example batch_bench -- [N]` (it runs the `github-analysis`
+//! Run: `cargo build && cargo run --example batch_bench -- [N] [--submit-only]` (it runs the `github-analysis`
 //! binary next to this example's folder as a child process, so RSS is the CLI's alone; the fake
 //! server lives in this process). Uses the `duckdb` crate directly for the baseline only.
 
@@ -122,6 +122,7 @@ fn main() -> anyhow::Result<()> {
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(50_000);
+    let submit_only = std::env::args().any(|a| a == "--submit-only");
     let bin = binary()?;
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
@@ -163,6 +164,9 @@ fn main() -> anyhow::Result<()> {
         job["parts"].as_array().map_or(0, Vec::len),
         input_bytes as f64 / 1e6 / secs.max(1e-9)
     );
+    if submit_only {
+        return Ok(());
+    }
     fake.finish_all();
     let (out, secs, rss) = timed(&bin, &data, &env, &["batch", "collect", &jid])?;
     let report: serde_json::Value = serde_json::from_str(&out)?;

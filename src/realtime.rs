@@ -107,12 +107,17 @@ impl Engine {
                 }
             }
         };
-        let (prompt, prompt_note) = self.processor.prompt(&stored);
+        // The rules model reads the issue itself: no prompt to build.
+        let mut prompt_note = None;
         let outcome = match (&self.provider, &self.http) {
             (Provider::Rules, _) => {
                 Ok((self.processor.offline(&stored), Usage::default(), 0, None))
             }
-            (_, Some(http)) => self.ask(http, &prompt).await,
+            (_, Some(http)) => {
+                let (prompt, note) = self.processor.prompt(&stored);
+                prompt_note = note;
+                self.ask(http, &prompt).await
+            }
             (_, None) => Err(CallFailure {
                 reason: "no HTTP client for a network provider".into(),
                 usage: Usage::default(),

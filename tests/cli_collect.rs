@@ -859,3 +859,64 @@ fn graphql_timeouts_shrink_the_page_instead_of_repeating_it() {
         150
     );
 }
+
+#[test]
+fn a_renamed_repository_is_collected_under_its_new_name() {
+    let gh = server();
+    gh.rename("acme", "widgets", "gizmos");
+    let env = Env::new();
+    cmd(&env, &gh)
+        .args([
+            "collect", "--org", "acme", "--repo", "widgets", "--state", "all",
+        ])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "acme/widgets was renamed to acme/gizmos: collecting it under the new name",
+        ));
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM issues WHERE repo = 'gizmos'"),
+        129
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM issues WHERE repo = 'widgets'"),
+        0
+    );
+    // One page under the old name is discarded.
+    assert_eq!(gh.request_count(), 4);
+    // REST paths with the old name follow the 301.
+    gh.clear_log();
+    collect(
+        &env,
+        &gh,
+        &["--org", "acme", "--repo", "widgets", "--issue-number", "1"],
+    );
+    let reqs = gh.requests();
+    assert_eq!(reqs[0].status, 301);
+    assert!(
+        reqs[1].target.starts_with("/repositories/1000/issues/1"),
+        "{reqs:?}"
+    );
+    assert_eq!(env.scalar("SELECT count(*) FROM issues"), 129);
+}
+
+#[test]
+fn table_summary_and_per_repository_lines() {
+    let gh = server();
+    let env = Env::new();
+    cmd(&env, &gh)
+        .args(["collect", "--org", "acme", "--repo", "widgets"])
+        .assert()
+        .success()
+        .stdout(predicate::str::is_match(r"(?m)^new\s+128$").unwrap())
+        .stdout(predicate::str::is_match(r"(?m)^requests\s+3$").unwrap())
+        .stdout(predicate::str::is_match(r"(?m)^rate_limit_remaining_graphql\s+\d+$").unwrap())
+        .stderr(predicate::str::contains(
+            "acme/widgets: 128 issues (128 new, 0 updated, 0 unchanged), 3 requests",
+        ));
+    cmd(&env, &gh)
+        .args(["collect", "--org", "acme", "--repo", "widgets", "-q"])
+        .assert()
+        .success()
+        .stderr("");
+}

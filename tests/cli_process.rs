@@ -526,7 +526,7 @@ fn timeouts_are_retried() {
     let env = setup();
     let fake = FakeOpenAi::with_script(Arc::new(|c: &fo::Call| {
         if c.issue.as_deref().is_some_and(|i| i.ends_with("#1")) && c.attempt == 1 {
-            fo::Reply::Hang(Duration::from_secs(5))
+            fo::Reply::Hang(Duration::from_secs(30))
         } else {
             fo::Reply::Answer(fo::default_answer(c))
         }
@@ -534,7 +534,7 @@ fn timeouts_are_retried() {
     let r = run(
         &env,
         &fake.env(),
-        &["--model", "openai:gpt-4o-mini", "--request-timeout", "0.5"],
+        &["--model", "openai:gpt-4o-mini", "--request-timeout", "2"],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["processed"], 4);

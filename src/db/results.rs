@@ -2,7 +2,9 @@
 //! results. One result per (issue, processor); storing again replaces it and its recommendations.
 
 use chrono::NaiveDateTime;
-use duckdb::{params, params_from_iter, Transaction};
+use std::collections::HashMap;
+
+use duckdb::params;
 
 use crate::db::Db;
 use crate::processors::Recommendation;
@@ -79,7 +81,9 @@ impl Db {
     }
 
     /// Stores results with their recommendations in one transaction: an existing result of the
-    /// same (issue, processor) is replaced, and so are its recommendations.
+    /// same (issue, processor) is replaced, and so are its recommendations. Rows go through
+    /// Appender-filled temp tables and set-based statements, so the cost per call is nearly
+    /// constant: a batch collection of 50,000 results is a handful of statements.
     pub fn save_results(
         &mut self,
         items: &[(ResultRow, Vec<Recommendation>)],
@@ -87,92 +91,93 @@ impl Db {
         if items.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
-        for (row, recs) in items {
-            upsert_result(&tx, row)?;
-            replace_recommendations(&tx, row, recs)?;
+        // Within one call the last result of an (issue, processor) wins, as if saved in order.
+        let mut last: HashMap<(&str, &str), usize> = HashMap::new();
+        for (i, (row, _)) in items.iter().enumerate() {
+            last.insert((row.issue_id.as_str(), row.processor.as_str()), i);
         }
+        let mut keep: Vec<usize> = last.into_values().collect();
+        keep.sort_unstable();
+        let tx = self.conn.transaction()?;
+        tx.execute_batch(
+            "CREATE OR REPLACE TEMP TABLE _stage_results (
+                 issue_id VARCHAR, processor VARCHAR, processor_version VARCHAR, model VARCHAR,
+                 provider VARCHAR, mode VARCHAR, confidence DOUBLE, result VARCHAR,
+                 prompt_tokens BIGINT, cached_tokens BIGINT, completion_tokens BIGINT,
+                 cost_usd DOUBLE, processing_time_ms BIGINT, created_at TIMESTAMP,
+                 file_path VARCHAR, batch_job_id VARCHAR);
+             CREATE OR REPLACE TEMP TABLE _stage_recs (
+                 issue_id VARCHAR, processor VARCHAR, kind VARCHAR, value VARCHAR,
+                 confidence DOUBLE, reasoning VARCHAR, created_at TIMESTAMP, batch_job_id VARCHAR);",
+        )?;
+        {
+            let mut results = tx.appender("_stage_results")?;
+            let mut recs = tx.appender("_stage_recs")?;
+            for &i in &keep {
+                let (r, rs) = &items[i];
+                results.append_row(params![
+                    r.issue_id,
+                    r.processor,
+                    r.processor_version,
+                    r.model,
+                    r.provider,
+                    r.mode,
+                    r.confidence,
+                    r.result_json,
+                    r.prompt_tokens,
+                    r.cached_tokens,
+                    r.completion_tokens,
+                    r.cost_usd,
+                    r.processing_time_ms,
+                    r.created_at,
+                    r.file_path,
+                    r.batch_job_id,
+                ])?;
+                for rec in rs {
+                    recs.append_row(params![
+                        r.issue_id,
+                        r.processor,
+                        rec.kind,
+                        rec.value,
+                        rec.confidence,
+                        rec.reasoning,
+                        r.created_at,
+                        r.batch_job_id,
+                    ])?;
+                }
+            }
+            results.flush()?;
+            recs.flush()?;
+        }
+        tx.execute_batch(
+            "INSERT INTO ai_results (issue_id, processor, processor_version, model, provider, mode,
+                 confidence, result, prompt_tokens, cached_tokens, completion_tokens, cost_usd,
+                 processing_time_ms, created_at, file_path, batch_job_id)
+             SELECT issue_id, processor, processor_version, model, provider, mode, confidence,
+                 result::JSON, prompt_tokens, cached_tokens, completion_tokens, cost_usd,
+                 processing_time_ms, created_at, file_path, batch_job_id
+             FROM _stage_results
+             ON CONFLICT (issue_id, processor) DO UPDATE SET
+                 processor_version = excluded.processor_version, model = excluded.model,
+                 provider = excluded.provider, mode = excluded.mode,
+                 confidence = excluded.confidence, result = excluded.result,
+                 prompt_tokens = excluded.prompt_tokens, cached_tokens = excluded.cached_tokens,
+                 completion_tokens = excluded.completion_tokens, cost_usd = excluded.cost_usd,
+                 processing_time_ms = excluded.processing_time_ms,
+                 created_at = excluded.created_at, file_path = excluded.file_path,
+                 batch_job_id = excluded.batch_job_id;
+             DELETE FROM ai_recommendations a USING _stage_results s
+             WHERE a.issue_id = s.issue_id AND a.processor = s.processor;
+             INSERT INTO ai_recommendations (issue_id, processor, kind, value, confidence,
+                 reasoning, created_at, batch_job_id)
+             SELECT issue_id, processor, kind, value, confidence, reasoning, created_at, batch_job_id
+             FROM _stage_recs;
+             DROP TABLE _stage_results;
+             DROP TABLE _stage_recs;",
+        )?;
         tx.commit()?;
         Ok(())
     }
-}
-
-fn upsert_result(tx: &Transaction<'_>, r: &ResultRow) -> anyhow::Result<()> {
-    tx.execute(
-        "INSERT INTO ai_results (issue_id, processor, processor_version, model, provider, mode,
-             confidence, result, prompt_tokens, cached_tokens, completion_tokens, cost_usd,
-             processing_time_ms, created_at, file_path, batch_job_id)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?::JSON, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (issue_id, processor) DO UPDATE SET
-             processor_version = excluded.processor_version, model = excluded.model,
-             provider = excluded.provider, mode = excluded.mode, confidence = excluded.confidence,
-             result = excluded.result, prompt_tokens = excluded.prompt_tokens,
-             cached_tokens = excluded.cached_tokens, completion_tokens = excluded.completion_tokens,
-             cost_usd = excluded.cost_usd, processing_time_ms = excluded.processing_time_ms,
-             created_at = excluded.created_at, file_path = excluded.file_path,
-             batch_job_id = excluded.batch_job_id",
-        params![
-            r.issue_id,
-            r.processor,
-            r.processor_version,
-            r.model,
-            r.provider,
-            r.mode,
-            r.confidence,
-            r.result_json,
-            r.prompt_tokens,
-            r.cached_tokens,
-            r.completion_tokens,
-            r.cost_usd,
-            r.processing_time_ms,
-            r.created_at,
-            r.file_path,
-            r.batch_job_id,
-        ],
-    )?;
-    Ok(())
-}
-
-fn replace_recommendations(
-    tx: &Transaction<'_>,
-    r: &ResultRow,
-    recs: &[Recommendation],
-) -> anyhow::Result<()> {
-    tx.execute(
-        "DELETE FROM ai_recommendations WHERE issue_id = ? AND processor = ?",
-        params![r.issue_id, r.processor],
-    )?;
-    if recs.is_empty() {
-        return Ok(());
-    }
-    // A handful of rows per result: one multi-row INSERT (the Appender cannot fill the id
-    // column's sequence default).
-    let placeholders = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; recs.len()].join(", ");
-    let sql = format!(
-        "INSERT INTO ai_recommendations (issue_id, processor, kind, value, confidence, reasoning,
-             created_at, batch_job_id) VALUES {placeholders}"
-    );
-    let mut values: Vec<duckdb::types::Value> = Vec::with_capacity(recs.len() * 8);
-    let text = |s: &str| duckdb::types::Value::Text(s.to_string());
-    let opt_text = |s: Option<&str>| s.map_or(duckdb::types::Value::Null, text);
-    for rec in recs {
-        values.push(text(&r.issue_id));
-        values.push(text(&r.processor));
-        values.push(text(&rec.kind));
-        values.push(text(&rec.value));
-        values.push(
-            rec.confidence
-                .map_or(duckdb::types::Value::Null, duckdb::types::Value::Double),
-        );
-        values.push(opt_text(rec.reasoning.as_deref()));
-        values.push(duckdb::types::Value::Timestamp(
-            duckdb::types::TimeUnit::Microsecond,
-            r.created_at.and_utc().timestamp_micros(),
-        ));
-        values.push(opt_text(r.batch_job_id.as_deref()));
-    }
-    tx.execute(&sql, params_from_iter(values))?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -211,6 +216,32 @@ mod tests {
 
     fn count(db: &Db, sql: &str) -> i64 {
         db.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_batch_with_repeats_keeps_the_last_result_of_each_issue() {
+        let mut db = Db::open_in_memory().unwrap();
+        let batch: Vec<_> = (0..200)
+            .map(|i| {
+                (
+                    row(&format!("o/r#{}", i % 50), i as f64 / 200.0),
+                    vec![rec(&format!("l{i}"))],
+                )
+            })
+            .collect();
+        db.save_results(&batch).unwrap();
+        assert_eq!(count(&db, "SELECT count(*) FROM ai_results"), 50);
+        assert_eq!(count(&db, "SELECT count(*) FROM ai_recommendations"), 50);
+        let v: String = db
+            .conn
+            .query_row(
+                "SELECT value FROM ai_recommendations WHERE issue_id = 'o/r#7'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(v, "l157");
+        db.save_results(&[]).unwrap();
     }
 
     #[test]

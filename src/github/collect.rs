@@ -75,6 +75,15 @@ pub struct Collector<'a> {
     ledger: Option<HashSet<String>>,
 }
 
+/// The new `(owner, name)` when GitHub's `nameWithOwner` differs from what was asked (a renamed or
+/// transferred repository), if both are valid names.
+fn renamed(name_with_owner: Option<&str>, org: &str, repo: &str) -> Option<(String, String)> {
+    let (o, r) = name_with_owner?.split_once('/')?;
+    let same = o.eq_ignore_ascii_case(org) && r.eq_ignore_ascii_case(repo);
+    (!same && names::validate_org(o).is_ok() && names::validate_repo(r).is_ok())
+        .then(|| (o.to_string(), r.to_string()))
+}
+
 /// Smallest GraphQL page the collector falls back to when GitHub times out.
 const MIN_PAGE_SIZE: u32 = 12;
 
@@ -224,7 +233,7 @@ impl<'a> Collector<'a> {
             }
             (Some(repo), None) => {
                 names::validate_repo(&repo)?;
-                self.collect_repo(&org, &repo)
+                self.collect_repo(&org, &repo, true)
                     .await
                     .map_err(|e| explain(e, &org, Some(&repo)))
             }
@@ -278,7 +287,7 @@ impl<'a> Collector<'a> {
                     .push((format!("{org}/{repo}"), e.to_string()));
                 continue;
             }
-            if let Err(e) = self.collect_repo(org, &repo).await {
+            if let Err(e) = self.collect_repo(org, &repo, true).await {
                 let fatal = is_fatal(&e);
                 let e = explain(e, org, Some(&repo));
                 if fatal {
@@ -294,7 +303,13 @@ impl<'a> Collector<'a> {
     }
 
     /// Repository mode: GraphQL pages of 100 issues with labels and their first 100 comments.
-    async fn collect_repo(&mut self, org: &str, repo: &str) -> anyhow::Result<()> {
+    /// `follow_rename`: whether a rename reported by GitHub may be followed (once).
+    async fn collect_repo(
+        &mut self,
+        org: &str,
+        repo: &str,
+        follow_rename: bool,
+    ) -> anyhow::Result<()> {
         let scope = scope_key(self.opts.state, &self.opts.labels);
         let cursor = if self.opts.full {
             None
@@ -369,6 +384,18 @@ impl<'a> Collector<'a> {
                 }
                 .into());
             };
+            if after.is_none() && follow_rename {
+                if let Some((new_org, new_repo)) = renamed(r.name_with_owner.as_deref(), org, repo)
+                {
+                    // Store under the current name, so files, rows and cursors do not split
+                    // between the old and the new one. The old name's first page is discarded.
+                    bar.finish_and_clear();
+                    self.printer.note(&format!(
+                        "{org}/{repo} was renamed to {new_org}/{new_repo}: collecting it under the new name"
+                    ));
+                    return Box::pin(self.collect_repo(&new_org, &new_repo, false)).await;
+                }
+            }
             let conn = r.issues;
             bar.set_length(conn.total_count);
             let mut issues = Vec::with_capacity(conn.nodes.len());
@@ -664,6 +691,17 @@ mod tests {
         assert_eq!(parse_size("1.5 M").unwrap(), 1024 * 1024 * 3 / 2);
         assert!(parse_size("ten").is_err());
         assert!(parse_size("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn renames_are_detected_but_case_is_not_a_rename() {
+        assert_eq!(
+            renamed(Some("acme/gizmos"), "acme", "widgets"),
+            Some(("acme".into(), "gizmos".into()))
+        );
+        assert_eq!(renamed(Some("Acme/Widgets"), "acme", "widgets"), None);
+        assert_eq!(renamed(None, "acme", "widgets"), None);
+        assert_eq!(renamed(Some("acme/../x"), "acme", "widgets"), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub const PAGE_SIZE: u32 = 100;
 /// `--limit` keeps the most recently active issues.
 pub const ISSUES_QUERY: &str = r#"query Issues($owner: String!, $name: String!, $first: Int!, $cursor: String, $filter: IssueFilters) {
   repository(owner: $owner, name: $name) {
+    nameWithOwner
     issues(first: $first, after: $cursor, filterBy: $filter, orderBy: {field: UPDATED_AT, direction: DESC}) {
       totalCount
       pageInfo { hasNextPage endCursor }
@@ -94,7 +95,12 @@ pub struct IssuesData {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RepositoryIssues {
+    /// `owner/name` as GitHub knows it now: differs from what was asked after a rename (GitHub
+    /// resolves old names).
+    #[serde(default)]
+    pub name_with_owner: Option<String>,
     pub issues: IssueConnection,
 }
 

@@ -198,6 +198,9 @@ pub fn router(state: Shared) -> axum::Router {
         .route("/v1/messages/batches/{id}", get(an_retrieve))
         .route("/v1/messages/batches/{id}/cancel", post(an_cancel))
         .route("/v1/messages/batches/{id}/results", get(an_results))
+        // Bodies up to the real caps are accepted here; the handlers answer like the services
+        // beyond them (OpenAI 400 over 200 MB, Anthropic 413 over 256 MB).
+        .layer(axum::extract::DefaultBodyLimit::max(300_000_000))
         .with_state(state)
 }
 
@@ -802,6 +805,9 @@ async fn oa_upload(State(st): State<Shared>, headers: HeaderMap, body: Bytes) ->
         Some(p) => return bad(&format!("'{p}' is not one of ['assistants', 'batch', 'fine-tune', 'vision', 'user_data', 'evals'] - 'purpose'")),
         None => return bad("Missing required parameter: 'purpose'."),
     }
+    if file.2.len() > 200_000_000 {
+        return bad("File is too large: batch input files are limited to 200 MB.");
+    }
     let filename = file.1.clone().unwrap_or_default();
     if !filename.ends_with(".jsonl") {
         return bad("Invalid file format for Batch API. Must be .jsonl");
@@ -1200,6 +1206,14 @@ async fn oa_cancel(
 async fn an_create(State(st): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = gate(&st, "POST", "/v1/messages/batches", &headers) {
         return *r;
+    }
+    if body.len() > 256_000_000 {
+        return error(
+            Kind::Anthropic,
+            413,
+            "request_too_large",
+            "Request exceeds the maximum allowed number of bytes.",
+        );
     }
     let bad = |m: String| error(Kind::Anthropic, 400, "invalid_request_error", &m);
     let Ok(v) = serde_json::from_slice::<Value>(&body) else {

@@ -166,6 +166,8 @@ struct Inner {
     repos: Vec<FakeRepo>,
     /// Organisation login → id (for `/organizations/{id}/repos` links).
     orgs: HashMap<String, u64>,
+    /// (owner, old name, repository id) of renamed repositories.
+    renames: Vec<(String, String, u64)>,
     faults: VecDeque<(Target, Fault)>,
     log: Vec<Logged>,
     core_used: u64,
@@ -198,6 +200,7 @@ impl FakeGitHub {
             base: url.clone(),
             repos: Vec::new(),
             orgs: HashMap::new(),
+            renames: Vec::new(),
             faults: VecDeque::new(),
             log: Vec::new(),
             core_used: 0,
@@ -244,6 +247,21 @@ impl FakeGitHub {
             archived: false,
             issues,
         });
+    }
+
+    /// Renames a repository: REST paths with the old name answer 301 to `/repositories/{id}/…`,
+    /// GraphQL resolves the old name to the repository (whose `nameWithOwner` is the new one).
+    pub fn rename(&self, owner: &str, old: &str, new: &str) {
+        let mut g = lock(&self.inner);
+        if let Some(r) = g
+            .repos
+            .iter_mut()
+            .find(|r| r.owner == owner && r.name == old)
+        {
+            r.name = new.to_string();
+            let id = r.id;
+            g.renames.push((owner.to_string(), old.to_string(), id));
+        }
     }
 
     pub fn archive(&self, owner: &str, name: &str) {
@@ -700,6 +718,28 @@ fn rest(g: &mut Inner, uri: &Uri) -> Reply {
             .position(|x| x.owner.eq_ignore_ascii_case(o) && x.name.eq_ignore_ascii_case(r))
     };
     let by_id = |g: &Inner, id: &str| g.repos.iter().position(|x| x.id.to_string() == id);
+    if let ["repos", o, r, rest @ ..] = segs.as_slice() {
+        let moved = g
+            .renames
+            .iter()
+            .find(|(ro, rr, _)| ro.eq_ignore_ascii_case(o) && rr.eq_ignore_ascii_case(r));
+        if let (None, Some((_, _, id))) = (repo_idx(g, o, r), moved) {
+            let mut url = format!("{}/repositories/{id}", g.base);
+            for part in rest {
+                url.push('/');
+                url.push_str(part);
+            }
+            if let Some(q) = uri.query() {
+                url.push('?');
+                url.push_str(q);
+            }
+            return Reply::json(
+                301,
+                json!({"message": "Moved Permanently", "url": url, "documentation_url": DOCS}),
+            )
+            .header("location", url);
+        }
+    }
     match segs.as_slice() {
         ["orgs", org, "repos"] => org_repos(g, org, &q),
         ["organizations", id, "repos"] => {
@@ -1045,10 +1085,15 @@ fn graphql(g: &Inner, body: &[u8]) -> (Reply, u64) {
             0,
         );
     };
-    let repo = g
-        .repos
+    let renamed_id = g
+        .renames
         .iter()
-        .find(|r| r.owner.eq_ignore_ascii_case(owner) && r.name.eq_ignore_ascii_case(name));
+        .find(|(o, n, _)| o.eq_ignore_ascii_case(owner) && n.eq_ignore_ascii_case(name))
+        .map(|(_, _, id)| *id);
+    let repo = g.repos.iter().find(|r| {
+        (r.owner.eq_ignore_ascii_case(owner) && r.name.eq_ignore_ascii_case(name))
+            || Some(r.id) == renamed_id
+    });
     let cost_of = |first: u64| (((1 + 2 * first) as f64 / 100.0).round() as u64).max(1);
     let kind = if query.contains("issue(number:") {
         "comments"
@@ -1175,7 +1220,7 @@ fn graphql(g: &Inner, body: &[u8]) -> (Reply, u64) {
         .collect();
     let end = offset + nodes.len();
     let data = json!({
-        "repository": {"issues": {
+        "repository": {"nameWithOwner": format!("{}/{}", repo.owner, repo.name), "issues": {
             "totalCount": total,
             "pageInfo": {"hasNextPage": end < total, "endCursor": if nodes.is_empty() { Value::Null } else { json!(encode_cursor(end)) }},
             "nodes": nodes
