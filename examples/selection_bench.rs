@@ -3,6 +3,7 @@
 //!   1. process start: `github-analysis query sql "SELECT 1"` end to end;
 //!   2. `github-analysis process-query missing product-labeling --state all --dry-run` end to end;
 //!   3. the bare DuckDB query the dry run compiles (read from its JSON output), run in-process.
+//!
 //! Target: (2) <= 1.5 x (3) + (1).
 //!
 //! Run: `cargo build --release && cargo run --release --example selection_bench -- [N] [RESULTS]`
@@ -15,7 +16,11 @@ use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let n: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1_000_000);
+    let n: u64 = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
     let with_results: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(n / 2);
     let bin = binary()?;
     let dir = tempfile::tempdir()?;
@@ -51,17 +56,36 @@ fn main() -> anyhow::Result<()> {
     );
 
     // Warm the OS cache once so every measurement sees the same state.
-    run(&bin, &data, &["query", "sql", "SELECT count(*) FROM issues"])?;
+    run(
+        &bin,
+        &data,
+        &["query", "sql", "SELECT count(*) FROM issues"],
+    )?;
 
-    let start = best_of(3, || run(&bin, &data, &["query", "sql", "SELECT 1", "--format", "json"]).map(|_| ()))?;
+    let start = best_of(3, || {
+        run(
+            &bin,
+            &data,
+            &["query", "sql", "SELECT 1", "--format", "json"],
+        )
+        .map(|_| ())
+    })?;
     let mut out = String::new();
     let dry = best_of(3, || {
         out = run(
             &bin,
             &data,
             &[
-                "process-query", "missing", "product-labeling", "--state", "all", "--dry-run",
-                "--format", "json", "--model", "rules",
+                "process-query",
+                "missing",
+                "product-labeling",
+                "--state",
+                "all",
+                "--dry-run",
+                "--format",
+                "json",
+                "--model",
+                "rules",
             ],
         )?;
         Ok(())
@@ -80,13 +104,21 @@ fn main() -> anyhow::Result<()> {
     )?;
     let mut bare_count = 0i64;
     let bare = best_of(3, || {
-        bare_count = conn.query_row(&format!("SELECT count(*) FROM (\n{sql}\n)"), [], |r| r.get(0))?;
+        bare_count = conn.query_row(&format!("SELECT count(*) FROM (\n{sql}\n)"), [], |r| {
+            r.get(0)
+        })?;
         Ok(())
     })?;
-    anyhow::ensure!(bare_count as u64 == selected, "bare query counted {bare_count}");
+    anyhow::ensure!(
+        bare_count as u64 == selected,
+        "bare query counted {bare_count}"
+    );
 
     println!("process start (query sql 'SELECT 1'): {:>7.3}s", start);
-    println!("process-query missing --dry-run:      {:>7.3}s  ({selected} selected)", dry);
+    println!(
+        "process-query missing --dry-run:      {:>7.3}s  ({selected} selected)",
+        dry
+    );
     println!("bare DuckDB selection query:          {:>7.3}s", bare);
     println!(
         "dry run / (1.5 x bare + start) = {:.2} (target <= 1.0); dry run - start = {:.2} x bare",

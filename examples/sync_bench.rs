@@ -134,7 +134,7 @@ fn synthetic(i: u64, per: u64) -> StoredIssue {
                  support bundle never finishes. Logs attached below.\n{}",
                 "log line with some detail about the cluster state\n".repeat(8)
             )),
-            state: if i % 3 == 0 { "closed" } else { "open" }.into(),
+            state: if i.is_multiple_of(3) { "closed" } else { "open" }.into(),
             labels: (0..(i % 4))
                 .map(|l| Label {
                     name: format!("label-{l}"),

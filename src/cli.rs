@@ -234,7 +234,8 @@ pub struct AiArgs {
     /// Seconds before one AI request is abandoned and retried (default 120).
     #[arg(long, env = crate::settings::ENV_REQUEST_TIMEOUT, value_name = "SECONDS")]
     pub request_timeout: Option<f64>,
-    /// Retries of a request after rate limits, overloads, server errors and timeouts (default 5).
+    /// Retries of a request after overloads, server errors, timeouts and network errors
+    /// (default 5; rate-limit answers have their own budget of 20 waits).
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
 }

@@ -521,6 +521,7 @@ fn a_crash_between_any_two_submit_steps_is_repaired_without_double_submission() 
         ("openai", "input"),
         ("openai", "upload"),
         ("openai", "create"),
+        ("anthropic", "rows"),
         ("anthropic", "input"),
         ("anthropic", "create"),
     ] {

@@ -737,6 +737,34 @@ fn the_fake_server_behaves_like_github() {
         page.contains("\"pull_request\""),
         "PRs are mixed into REST lists"
     );
+    // GraphQL validation errors come back with HTTP 200.
+    let post = |query: &str, vars: Value| {
+        let body = serde_json::json!({"query": query, "variables": vars}).to_string();
+        let addr = gh.url.trim_start_matches("http://").to_string();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "POST /graphql HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: t\r\n{auth}\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let vars = serde_json::json!({"owner": "acme", "name": "widgets", "first": 101, "filter": {}});
+    let too_many = post(github_analysis::github::graphql::ISSUES_QUERY, vars);
+    assert!(too_many.starts_with("HTTP/1.1 200"), "{too_many}");
+    assert!(too_many.contains("Requesting 101 records"), "{too_many}");
+    let no_direction = post(
+        "query { repository(owner: \"acme\", name: \"widgets\") { issues(first: 1, orderBy: {field: UPDATED_AT}) { totalCount } } }",
+        serde_json::json!({"owner": "acme", "name": "widgets"}),
+    );
+    assert!(
+        no_direction.contains("Expected type 'IssueOrder'"),
+        "{no_direction}"
+    );
 }
 
 /// Ctrl-C while a request hangs: what was fetched is kept (files and rows), the run says how to
@@ -919,4 +947,86 @@ fn table_summary_and_per_repository_lines() {
         .assert()
         .success()
         .stderr("");
+}
+
+/// Recorded real GitHub answers (octokit/fixtures): our Link parser walks the five pages in the
+/// order GitHub linked them, and every recorded issue object parses with our REST model.
+#[test]
+fn recorded_github_pagination_and_issue_objects_are_understood() {
+    let recorded: Vec<Value> = serde_json::from_slice(
+        &std::fs::read(common::fixture("octokit-paginate-issues.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(recorded.len(), 5);
+    let mut issues = 0;
+    for (i, exchange) in recorded.iter().enumerate() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (k, v) in exchange["headers"].as_object().unwrap() {
+            let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            headers.insert(
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                reqwest::header::HeaderValue::from_str(&v).unwrap(),
+            );
+        }
+        let next = github_analysis::github::client::next_link(&headers);
+        match recorded.get(i + 1) {
+            Some(following) => {
+                let path = following["path"].as_str().unwrap();
+                assert_eq!(
+                    next.as_deref(),
+                    Some(format!("https://api.github.com{path}").as_str())
+                );
+            }
+            None => assert_eq!(next, None, "the last page links nowhere onward"),
+        }
+        for item in exchange["response"].as_array().unwrap() {
+            let issue: github_analysis::github::models::RestIssue =
+                serde_json::from_value(item.clone()).unwrap();
+            assert!(!issue.is_pull_request());
+            let stored = issue
+                .into_stored("octokit-fixture-org".into(), "paginate-issues".into())
+                .unwrap();
+            assert!(stored.issue.title.starts_with("Test issue"));
+            issues += 1;
+        }
+    }
+    assert_eq!(issues, 13);
+}
+
+#[test]
+fn graphql_errors_with_http_200_fail_clearly_even_with_partial_data() {
+    let gh = server();
+    gh.push_fault(
+        Target::GraphQl,
+        Fault::GraphQlError {
+            kind: "FORBIDDEN",
+            message: "Resource protected by organization SAML enforcement. You must grant your Personal Access token access to this organization.",
+            with_data: false,
+        },
+    );
+    let env = Env::new();
+    cmd(&env, &gh)
+        .args(["collect", "--org", "acme", "--repo", "widgets"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "error: GitHub refused the query for acme/widgets: Resource protected by organization SAML enforcement",
+        ));
+    // A page cut short (data and errors together) is not stored as if it were complete.
+    gh.push_fault(
+        Target::GraphQl,
+        Fault::GraphQlError {
+            kind: "SERVICE_UNAVAILABLE",
+            message: "Something went wrong while executing your query.",
+            with_data: true,
+        },
+    );
+    cmd(&env, &gh)
+        .args(["collect", "--org", "acme", "--repo", "widgets"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "Something went wrong while executing your query",
+        ));
+    assert_eq!(env.scalar("SELECT count(*) FROM issues"), 0);
 }

@@ -420,7 +420,7 @@ fn status_on_an_empty_data_dir_and_as_a_table() {
 }
 
 #[test]
-fn exit_codes_for_usage_help_and_later_commands() {
+fn exit_codes_for_usage_and_help() {
     let env = Env::new();
     env.cmd()
         .arg("--help")
@@ -430,10 +430,10 @@ fn exit_codes_for_usage_help_and_later_commands() {
     env.cmd().arg("no-such-command").assert().code(2);
     env.cmd().args(["query", "sql"]).assert().code(2);
     env.cmd()
-        .args(["batch", "list"])
+        .args(["query", "sql", "SELECT 1", "--format", "xml"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("not implemented yet"));
+        .stderr(predicate::str::contains("invalid value 'xml'"));
 }
 
 #[test]

@@ -952,3 +952,295 @@ fn keys_from_a_dot_env_file_pick_the_provider_by_default() {
     assert_eq!(r.json()["model"], "rules");
     assert_eq!(fake.requests().len(), 1);
 }
+
+#[test]
+fn anthropic_repairs_answer_the_tool_use_and_cut_offs_fail() {
+    let env = setup();
+    let fake = FakeAnthropic::with_script(Arc::new(|c: &fa::Call| {
+        match (
+            c.issue
+                .as_deref()
+                .and_then(|i| i.rsplit('#').next())
+                .unwrap_or(""),
+            c.attempt,
+        ) {
+            ("1", 1) => fa::Reply::Tool(
+                json!({"recommended_labels": [{"label": "product::nope", "confidence": 0.5, "reasoning": "r"}],
+                "current_labels_assessment": [], "confidence": 0.5, "summary": "s", "reasoning": "r"}),
+            ),
+            ("2", 1) => fa::Reply::Text("It is about troubleshoot.".into()),
+            ("3", _) => fa::Reply::MaxTokens,
+            _ => fa::Reply::Tool(fa::default_answer(c)),
+        }
+    }));
+    let r = run(
+        &env,
+        &fake.env(),
+        &["--model", "anthropic:claude-haiku-4-5"],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let s = r.json();
+    assert_eq!(
+        (s["processed"].clone(), s["failed"].clone()),
+        (json!(3), json!(1))
+    );
+    // #1: the rejected tool call is answered by an error tool_result, which the fake accepts.
+    let q = fake.requests_for(&id(1));
+    assert_eq!(
+        q.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![200, 200]
+    );
+    let msgs = q[1].body["messages"].as_array().unwrap();
+    assert_eq!(msgs[1]["role"], "assistant");
+    assert_eq!(msgs[1]["content"][0]["type"], "tool_use");
+    assert_eq!(msgs[2]["content"][0]["type"], "tool_result");
+    assert_eq!(msgs[2]["content"][0]["is_error"], true);
+    assert!(msgs[2]["content"][0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("not in the taxonomy"));
+    // #2: a text answer is replayed as text and corrected by a plain user turn.
+    let q = fake.requests_for(&id(2));
+    assert_eq!(q.len(), 2);
+    assert!(q[1].body["messages"][2]["content"]
+        .as_str()
+        .unwrap()
+        .contains("without calling the tool"));
+    // #3: cut off twice: a recorded failure.
+    assert_eq!(fake.requests_for(&id(3)).len(), 2);
+    assert!(s["failures"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("max_tokens"));
+    assert!(!result_file(&env, 3).exists());
+}
+
+#[test]
+fn reasoning_models_get_their_own_parameters() {
+    let env = setup();
+    let fake = FakeOpenAi::start();
+    let r = run(
+        &env,
+        &fake.env(),
+        &[
+            "--model",
+            "openai:o4-mini",
+            "--setting",
+            "reasoning_effort=low",
+            "--repo",
+            REPO,
+            "--issue-number",
+            "1",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let body = &fake.requests()[0].body;
+    assert_eq!(body["reasoning_effort"], "low");
+    assert!(body.get("temperature").is_none());
+    assert!(body["max_completion_tokens"].as_u64().unwrap() > 2000);
+    // Non-reasoning models take the temperature and completion budget given.
+    let r = run(
+        &env,
+        &fake.env(),
+        &[
+            "--model",
+            "openai:gpt-4o-mini",
+            "--setting",
+            "temperature=0.3",
+            "--setting",
+            "max_completion_tokens=500",
+            "--reprocess",
+            "--repo",
+            REPO,
+            "--issue-number",
+            "1",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let body = &fake.requests()[1].body;
+    assert_eq!(
+        (
+            body["temperature"].clone(),
+            body["max_completion_tokens"].clone()
+        ),
+        (json!(0.3), json!(500))
+    );
+}
+
+/// The fakes refuse what the real services refuse, so a test passing against them means the
+/// client's requests are acceptable (these are the requests our client must never send).
+#[tokio::test]
+async fn the_fakes_are_as_strict_as_the_services() {
+    let openai = FakeOpenAi::start();
+    let anthropic = FakeAnthropic::start();
+    let http = reqwest::Client::new();
+    let post = |url: String, body: Value, headers: Vec<(&'static str, String)>| {
+        let mut r = http.post(url).json(&body);
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        r.send()
+    };
+    let bearer = vec![("authorization", format!("Bearer {}", fo::KEY))];
+    let chat = format!("{}/chat/completions", openai.url);
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    let cases = [
+        (
+            json!({"model": "o3-mini", "messages": msgs, "temperature": 0.2}),
+            400,
+            "unsupported_value",
+        ),
+        (
+            json!({"model": "gpt-4o-mini", "messages": msgs, "colour": 1}),
+            400,
+            "Unrecognized request argument",
+        ),
+        (
+            json!({"model": "gpt-4o-mini", "messages": []}),
+            400,
+            "too short",
+        ),
+        (
+            json!({"model": "gpt-4o-mini", "messages": msgs, "response_format": {"type": "json_schema",
+            "json_schema": {"name": "bad name", "schema": {}}}}),
+            400,
+            "does not match pattern",
+        ),
+        (
+            json!({"model": "gpt-4o-mini", "messages": msgs, "response_format": {"type": "json_schema",
+            "json_schema": {"name": "x", "strict": true, "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": false}}}}),
+            400,
+            "Missing 'a'",
+        ),
+    ];
+    for (body, status, text) in cases {
+        let r = post(chat.clone(), body.clone(), bearer.clone())
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{body}");
+        assert!(r.headers().contains_key("x-request-id"));
+        let e: Value = r.json().await.unwrap();
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(text) || e["error"]["code"] == text,
+            "{e}"
+        );
+    }
+    let r = post(
+        chat.clone(),
+        json!({"model": "gpt-4o-mini", "messages": msgs}),
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    let messages = format!("{}/v1/messages", anthropic.url);
+    let key = vec![
+        ("x-api-key", fa::KEY.to_string()),
+        ("anthropic-version", fa::VERSION.to_string()),
+    ];
+    let base = json!({"model": "claude-haiku-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    let cases = [
+        (with("temperature", json!(1.5)), "temperature"),
+        (
+            with("response_format", json!({})),
+            "Extra inputs are not permitted",
+        ),
+        (
+            with("tool_choice", json!({"type": "tool", "name": "missing"})),
+            "not found in provided tools",
+        ),
+        (
+            with(
+                "messages",
+                json!([{"role": "user", "content": "a"}, {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "x", "input": {}}]}, {"role": "user", "content": "no result"}]),
+            ),
+            "without `tool_result`",
+        ),
+        (with("max_tokens", json!(0)), "greater than or equal to 1"),
+    ];
+    for (body, text) in cases {
+        let r = post(messages.clone(), body.clone(), key.clone())
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{body}");
+        assert!(r.headers().contains_key("request-id"));
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["type"], "error");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(text),
+            "{e}"
+        );
+    }
+    let r = post(
+        messages.clone(),
+        base.clone(),
+        vec![("x-api-key", fa::KEY.to_string())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 400, "anthropic-version is required");
+    let r = post(
+        messages,
+        base,
+        vec![("anthropic-version", fa::VERSION.to_string())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}
+
+#[test]
+fn retries_are_bounded_and_rate_limits_have_their_own_budget() {
+    let env = setup();
+    let fake = FakeOpenAi::with_script(Arc::new(|c: &fo::Call| {
+        match (
+            c.issue
+                .as_deref()
+                .and_then(|i| i.rsplit('#').next())
+                .unwrap_or(""),
+            c.attempt,
+        ) {
+            ("1", 1..=3) => fo::Reply::RateLimited { retry_after_ms: 5 },
+            ("2", _) => fo::Reply::Overloaded {
+                retry_after_ms: Some(5),
+            },
+            ("3", _) => fo::Reply::RateLimited { retry_after_ms: 5 },
+            _ => fo::Reply::Answer(fo::default_answer(c)),
+        }
+    }));
+    let r = run(
+        &env,
+        &fake.env(),
+        &[
+            "--model",
+            "openai:gpt-4o-mini",
+            "--max-retries",
+            "1",
+            "--concurrency",
+            "1",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let s = r.json();
+    assert_eq!(
+        (s["processed"].clone(), s["failed"].clone()),
+        (json!(2), json!(2))
+    );
+    // Three 429s are waited out although --max-retries is 1 …
+    assert_eq!(fake.requests_for(&id(1)).len(), 4);
+    assert!(result_file(&env, 1).exists());
+    // … while overloads stop after 1 retry, and endless 429s after 20.
+    assert_eq!(fake.requests_for(&id(2)).len(), 2);
+    assert_eq!(fake.requests_for(&id(3)).len(), 21);
+    let reasons = s["failures"].to_string();
+    assert!(
+        reasons.contains("after 2 attempts") && reasons.contains("after 21 attempts"),
+        "{reasons}"
+    );
+}

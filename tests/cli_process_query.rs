@@ -40,7 +40,11 @@ fn rows(env: &Env, sql: &str) -> Vec<Value> {
 #[test]
 fn rules_realtime_missing_reprocess_and_custom_select_in_sql() {
     let env = setup();
-    let s = pq_json(&env, &[], &["missing", "product-labeling", "--limit", "1", "--yes"]);
+    let s = pq_json(
+        &env,
+        &[],
+        &["missing", "product-labeling", "--limit", "1", "--yes"],
+    );
     assert_eq!(s["processed"], 1);
     let r = rows(&env, "SELECT issue_id, mode, provider FROM ai_results");
     assert_eq!(r.len(), 1);
@@ -51,30 +55,58 @@ fn rules_realtime_missing_reprocess_and_custom_select_in_sql() {
     let n = first.rsplit('#').next().unwrap();
     assert!(env
         .data()
-        .join(format!("results/dotnet_corefx_issue_{n}_product-labeling.json"))
+        .join(format!(
+            "results/dotnet_corefx_issue_{n}_product-labeling.json"
+        ))
         .exists());
 
     // The next run selects only issues still missing a result.
-    let s = pq_json(&env, &[], &["missing", "product-labeling", "--limit", "2", "--yes"]);
+    let s = pq_json(
+        &env,
+        &[],
+        &["missing", "product-labeling", "--limit", "2", "--yes"],
+    );
     assert_eq!(s["processed"], 2);
-    assert_eq!(env.scalar("SELECT count(DISTINCT issue_id) FROM ai_results"), 3);
+    assert_eq!(
+        env.scalar("SELECT count(DISTINCT issue_id) FROM ai_results"),
+        3
+    );
 
     // Rules give corefx issues (no Replicated product) a low confidence: all 3 are reprocessed.
     let before = env.scalar("SELECT max(created_at) FROM ai_results");
     let s = pq_json(
         &env,
         &[],
-        &["reprocess", "product-labeling", "--threshold", "0.8", "--limit", "3", "--yes"],
+        &[
+            "reprocess",
+            "product-labeling",
+            "--threshold",
+            "0.8",
+            "--limit",
+            "3",
+            "--yes",
+        ],
     );
     assert_eq!(s["processed"], 3);
     assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 3);
-    assert!(env.scalar("SELECT min(created_at) FROM ai_results").as_str() > before.as_str());
+    assert!(
+        env.scalar("SELECT min(created_at) FROM ai_results")
+            .as_str()
+            > before.as_str()
+    );
 
     // Custom SQL: closed issues only (all of them are webcompat issues).
     let s = pq_json(
         &env,
         &[],
-        &["custom", "product-labeling", "SELECT * FROM issues WHERE state='closed'", "--limit", "2", "--yes"],
+        &[
+            "custom",
+            "product-labeling",
+            "SELECT * FROM issues WHERE state='closed'",
+            "--limit",
+            "2",
+            "--yes",
+        ],
     );
     assert_eq!(s["processed"], 2);
     assert_eq!(
@@ -87,7 +119,12 @@ fn rules_realtime_missing_reprocess_and_custom_select_in_sql() {
     let s = pq_json(
         &env,
         &[],
-        &["custom", "product-labeling", "SELECT org, repo, number FROM issues WHERE number = 71058", "--yes"],
+        &[
+            "custom",
+            "product-labeling",
+            "SELECT org, repo, number FROM issues WHERE number = 71058",
+            "--yes",
+        ],
     );
     assert_eq!(s["processed"], 1);
     assert_eq!(
@@ -103,7 +140,15 @@ fn openai_and_anthropic_realtime_store_the_same_shape() {
     let s = pq_json(
         &env,
         &oa.env(),
-        &["missing", "product-labeling", "--limit", "1", "--yes", "--model", "openai:gpt-4o-mini"],
+        &[
+            "missing",
+            "product-labeling",
+            "--limit",
+            "1",
+            "--yes",
+            "--model",
+            "openai:gpt-4o-mini",
+        ],
     );
     assert_eq!(s["processed"], 1);
     assert_eq!(oa.requests().len(), 1);
@@ -112,26 +157,42 @@ fn openai_and_anthropic_realtime_store_the_same_shape() {
         &env,
         &an.env(),
         &[
-            "missing", "product-labeling", "--limit", "1", "--yes", "--model",
+            "missing",
+            "product-labeling",
+            "--limit",
+            "1",
+            "--yes",
+            "--model",
             "anthropic:claude-3-5-haiku-latest",
         ],
     );
     assert_eq!(s["processed"], 1);
     assert_eq!(an.requests().len(), 1);
-    let r = rows(&env, "SELECT provider, mode, prompt_tokens > 0 AS tokens FROM ai_results ORDER BY provider");
+    let r = rows(
+        &env,
+        "SELECT provider, mode, prompt_tokens > 0 AS tokens FROM ai_results ORDER BY provider",
+    );
     assert_eq!(r.len(), 2);
     assert_eq!(r[0]["provider"], "anthropic");
     assert_eq!(r[1]["provider"], "openai");
-    assert!(r.iter().all(|x| x["mode"] == "realtime" && x["tokens"] == true));
+    assert!(r
+        .iter()
+        .all(|x| x["mode"] == "realtime" && x["tokens"] == true));
 }
 
 #[test]
 fn an_unknown_processor_fails_before_anything_is_selected() {
     let env = setup();
-    pq(&env, &[], &["missing", "invalid-processor", "--batch-mode", "--yes"])
-        .code(1)
-        .stderr(predicate::str::contains("unknown processor \"invalid-processor\""))
-        .stderr(predicate::str::contains("product-labeling"));
+    pq(
+        &env,
+        &[],
+        &["missing", "invalid-processor", "--batch-mode", "--yes"],
+    )
+    .code(1)
+    .stderr(predicate::str::contains(
+        "unknown processor \"invalid-processor\"",
+    ))
+    .stderr(predicate::str::contains("product-labeling"));
     assert_eq!(env.scalar("SELECT count(*) FROM batch_jobs"), 0);
     assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 0);
 }
@@ -148,9 +209,20 @@ fn without_a_terminal_and_without_yes_it_refuses_instead_of_hanging() {
 #[test]
 fn zero_selected_issues_is_a_notice_not_an_error() {
     let env = setup();
-    pq(&env, &[], &["custom", "product-labeling", "SELECT * FROM issues WHERE false", "--batch-mode"])
-        .success()
-        .stderr(predicate::str::contains("No issues selected by your query to process"));
+    pq(
+        &env,
+        &[],
+        &[
+            "custom",
+            "product-labeling",
+            "SELECT * FROM issues WHERE false",
+            "--batch-mode",
+        ],
+    )
+    .success()
+    .stderr(predicate::str::contains(
+        "No issues selected by your query to process",
+    ));
     assert_eq!(env.scalar("SELECT count(*) FROM batch_jobs"), 0);
 }
 
@@ -160,33 +232,77 @@ fn custom_sql_must_be_a_select_of_issue_rows() {
     for sql in ["DELETE FROM issues", "SELECT 1; DROP TABLE issues"] {
         pq(&env, &[], &["custom", "product-labeling", sql, "--yes"])
             .code(1)
-            .stderr(predicate::str::contains("custom SQL must be one SELECT returning issue rows"));
+            .stderr(predicate::str::contains(
+                "custom SQL must be one SELECT returning issue rows",
+            ));
     }
-    pq(&env, &[], &["custom", "product-labeling", "SELECT name FROM labels", "--yes"])
-        .code(1)
-        .stderr(predicate::str::contains("it returns (name)"));
+    pq(
+        &env,
+        &[],
+        &[
+            "custom",
+            "product-labeling",
+            "SELECT name FROM labels",
+            "--yes",
+        ],
+    )
+    .code(1)
+    .stderr(predicate::str::contains("it returns (name)"));
     assert_eq!(env.scalar("SELECT count(*) FROM issues"), 400);
 }
 
 #[test]
 fn dry_run_counts_in_sql_and_shows_the_query() {
     let env = setup();
-    pq_json(&env, &[], &["missing", "product-labeling", "--limit", "5", "--yes"]);
+    pq_json(
+        &env,
+        &[],
+        &["missing", "product-labeling", "--limit", "5", "--yes"],
+    );
     let v = pq_json(&env, &[], &["missing", "product-labeling", "--dry-run"]);
-    let open = env.scalar("SELECT count(*) FROM issues WHERE state = 'open'").as_u64().unwrap();
+    let open = env
+        .scalar("SELECT count(*) FROM issues WHERE state = 'open'")
+        .as_u64()
+        .unwrap();
     assert_eq!(v["selected"].as_u64().unwrap(), open - 5);
     assert_eq!(v["dry_run"], true);
     assert_eq!(v["preview"].as_array().unwrap().len(), 20);
-    assert!(v["selection_query"].as_str().unwrap().contains("NOT EXISTS (SELECT 1 FROM ai_results"));
+    assert!(v["selection_query"]
+        .as_str()
+        .unwrap()
+        .contains("NOT EXISTS (SELECT 1 FROM ai_results"));
     // Priced models get an estimate, with the batch discount in batch mode.
-    let rt = pq_json(&env, &[], &["missing", "product-labeling", "--dry-run", "--model", "openai:gpt-4o-mini"]);
+    let rt = pq_json(
+        &env,
+        &[],
+        &[
+            "missing",
+            "product-labeling",
+            "--dry-run",
+            "--model",
+            "openai:gpt-4o-mini",
+        ],
+    );
     let bt = pq_json(
         &env,
         &[],
-        &["missing", "product-labeling", "--dry-run", "--model", "openai:gpt-4o-mini", "--batch-mode"],
+        &[
+            "missing",
+            "product-labeling",
+            "--dry-run",
+            "--model",
+            "openai:gpt-4o-mini",
+            "--batch-mode",
+        ],
     );
-    let (rt, bt) = (rt["est_cost_usd"].as_f64().unwrap(), bt["est_cost_usd"].as_f64().unwrap());
-    assert!(rt > 0.0 && (bt - rt / 2.0).abs() < 1e-9, "realtime {rt}, batch {bt}");
+    let (rt, bt) = (
+        rt["est_cost_usd"].as_f64().unwrap(),
+        bt["est_cost_usd"].as_f64().unwrap(),
+    );
+    assert!(
+        rt > 0.0 && (bt - rt / 2.0).abs() < 1e-9,
+        "realtime {rt}, batch {bt}"
+    );
     assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 5);
 }
 
@@ -195,7 +311,18 @@ fn analytics_summarises_results_per_processor() {
     let env = setup();
     let empty = pq_json(&env, &[], &["analytics"]);
     assert_eq!(empty["processors"], serde_json::json!([]));
-    pq_json(&env, &[], &["custom", "product-labeling", "SELECT * FROM issues WHERE org = 'webcompat'", "--limit", "4", "--yes"]);
+    pq_json(
+        &env,
+        &[],
+        &[
+            "custom",
+            "product-labeling",
+            "SELECT * FROM issues WHERE org = 'webcompat'",
+            "--limit",
+            "4",
+            "--yes",
+        ],
+    );
     let a = pq_json(&env, &[], &["analytics"]);
     assert_eq!(a["processors"][0]["processor"], "product-labeling");
     assert_eq!(a["processors"][0]["results"], 4);
@@ -231,15 +358,37 @@ pub fn validation_steps(
     assert_eq!(pq_json(env, vars, &["batch-status"]), serde_json::json!([]));
 
     // missing --limit 1 (real-time).
-    let s = pq_json(env, vars, &[&["missing", "product-labeling", "--limit", "1", "--yes"][..], &m].concat());
+    let s = pq_json(
+        env,
+        vars,
+        &[
+            &["missing", "product-labeling", "--limit", "1", "--yes"][..],
+            &m,
+        ]
+        .concat(),
+    );
     assert_eq!(s["processed"], 1);
-    assert_eq!(env.scalar("SELECT count(*) FROM ai_results WHERE mode = 'realtime'"), 1);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM ai_results WHERE mode = 'realtime'"),
+        1
+    );
 
     // missing --batch-mode --limit 5.
     let job1 = pq_json(
         env,
         vars,
-        &[&["missing", "product-labeling", "--batch-mode", "--limit", "5", "--yes"][..], &m].concat(),
+        &[
+            &[
+                "missing",
+                "product-labeling",
+                "--batch-mode",
+                "--limit",
+                "5",
+                "--yes",
+            ][..],
+            &m,
+        ]
+        .concat(),
     );
     assert_eq!(job1["issues"], 5);
     let job1 = job1["job_id"].as_str().unwrap().to_string();
@@ -247,18 +396,35 @@ pub fn validation_steps(
     advance(env);
     pq(env, vars, &["batch-status"]).success();
     assert_eq!(
-        env.scalar(&format!("SELECT count(*) FROM ai_results WHERE batch_job_id = '{job1}'")),
+        env.scalar(&format!(
+            "SELECT count(*) FROM ai_results WHERE batch_job_id = '{job1}'"
+        )),
         5
     );
     assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 6);
 
     // reprocess --threshold 0.8 --batch-mode --limit 3: low-confidence results are redone.
-    let low = env.scalar("SELECT count(*) FROM ai_results WHERE confidence < 0.8").as_u64().unwrap();
+    let low = env
+        .scalar("SELECT count(*) FROM ai_results WHERE confidence < 0.8")
+        .as_u64()
+        .unwrap();
     let job2 = pq_json(
         env,
         vars,
-        &[&["reprocess", "product-labeling", "--threshold", "0.8", "--batch-mode", "--limit", "3", "--yes"][..], &m]
-            .concat(),
+        &[
+            &[
+                "reprocess",
+                "product-labeling",
+                "--threshold",
+                "0.8",
+                "--batch-mode",
+                "--limit",
+                "3",
+                "--yes",
+            ][..],
+            &m,
+        ]
+        .concat(),
     );
     assert_eq!(job2["issues"].as_u64().unwrap(), low.min(3));
     let job2 = job2["job_id"].as_str().unwrap().to_string();
@@ -268,7 +434,15 @@ pub fn validation_steps(
         env,
         vars,
         &[
-            &["custom", "product-labeling", "SELECT * FROM issues WHERE state='closed'", "--batch-mode", "--limit", "2", "--yes"][..],
+            &[
+                "custom",
+                "product-labeling",
+                "SELECT * FROM issues WHERE state='closed'",
+                "--batch-mode",
+                "--limit",
+                "2",
+                "--yes",
+            ][..],
             &m,
         ]
         .concat(),
@@ -279,10 +453,17 @@ pub fn validation_steps(
     // batch-status refreshes and collects everything that ended.
     advance(env);
     let jobs = pq_json(env, vars, &["batch-status"]);
-    let statuses: Vec<&str> = jobs.as_array().unwrap().iter().map(|j| j["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, ["collected"; 3], "{jobs}");
     assert_eq!(
-        env.scalar(&format!("SELECT count(*) FROM ai_results WHERE batch_job_id = '{job2}'")),
+        env.scalar(&format!(
+            "SELECT count(*) FROM ai_results WHERE batch_job_id = '{job2}'"
+        )),
         low.min(3)
     );
     assert_eq!(
@@ -301,33 +482,79 @@ pub fn validation_steps(
     ]);
     assert_eq!(rows.as_array().unwrap().len(), 3);
     assert_eq!(rows[0]["job_id"], job3.as_str());
-    let sel = env.scalar(&format!("SELECT selection_query FROM batch_jobs WHERE job_id = '{job3}'"));
+    let sel = env.scalar(&format!(
+        "SELECT selection_query FROM batch_jobs WHERE job_id = '{job3}'"
+    ));
     assert!(sel.as_str().unwrap().contains("state='closed'"), "{sel}");
-    let src = env.scalar(&format!("SELECT source_command FROM batch_jobs WHERE job_id = '{job1}'"));
-    assert!(src.as_str().unwrap().starts_with("process-query missing"), "{src}");
+    let src = env.scalar(&format!(
+        "SELECT source_command FROM batch_jobs WHERE job_id = '{job1}'"
+    ));
+    assert!(
+        src.as_str().unwrap().starts_with("process-query missing"),
+        "{src}"
+    );
 
     // The same `missing --limit 2` in real time, then in batch mode: same files, same rows.
-    let s = pq_json(env, vars, &[&["missing", "product-labeling", "--limit", "2", "--yes"][..], &m].concat());
+    let s = pq_json(
+        env,
+        vars,
+        &[
+            &["missing", "product-labeling", "--limit", "2", "--yes"][..],
+            &m,
+        ]
+        .concat(),
+    );
     assert_eq!(s["processed"], 2);
-    let rt_ids = env.json(&["query", "sql", "SELECT issue_id FROM ai_results WHERE mode = 'realtime' ORDER BY created_at DESC LIMIT 2"]);
+    let rt_ids = env.json(&[
+        "query",
+        "sql",
+        "SELECT issue_id FROM ai_results WHERE mode = 'realtime' ORDER BY created_at DESC LIMIT 2",
+    ]);
     let job4 = pq_json(
         env,
         vars,
-        &[&["missing", "product-labeling", "--batch-mode", "--limit", "2", "--yes"][..], &m].concat(),
+        &[
+            &[
+                "missing",
+                "product-labeling",
+                "--batch-mode",
+                "--limit",
+                "2",
+                "--yes",
+            ][..],
+            &m,
+        ]
+        .concat(),
     );
     let job4 = job4["job_id"].as_str().unwrap().to_string();
     advance(env);
     pq(env, vars, &["batch-status"]).success();
-    let bt_ids = env.json(&["query", "sql", &format!("SELECT issue_id, file_path FROM ai_results WHERE batch_job_id = '{job4}'")]);
+    let bt_ids = env.json(&[
+        "query",
+        "sql",
+        &format!("SELECT issue_id, file_path FROM ai_results WHERE batch_job_id = '{job4}'"),
+    ]);
     assert_eq!(bt_ids.as_array().unwrap().len(), 2);
-    for r in rt_ids.as_array().unwrap().iter().chain(bt_ids.as_array().unwrap()) {
+    for r in rt_ids
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(bt_ids.as_array().unwrap())
+    {
         let id = r["issue_id"].as_str().unwrap();
         let (repo, n) = id.split_once('#').unwrap();
-        let file = env
-            .data()
-            .join(format!("results/{}_issue_{n}_product-labeling.json", repo.replace('/', "_")));
+        let file = env.data().join(format!(
+            "results/{}_issue_{n}_product-labeling.json",
+            repo.replace('/', "_")
+        ));
         let doc: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-        assert_eq!(doc["issue_reference"]["issue_number"].as_u64().unwrap().to_string(), n);
+        assert_eq!(
+            doc["issue_reference"]["issue_number"]
+                .as_u64()
+                .unwrap()
+                .to_string(),
+            n
+        );
         assert!(doc["analysis"]["confidence"].is_number());
     }
     // One row per issue and processor, whichever mode wrote it.
@@ -340,6 +567,8 @@ pub fn validation_steps(
     let jobs_before = env.scalar("SELECT count(*) FROM batch_jobs");
     pq(env, vars, &["missing", "invalid-processor", "--batch-mode"])
         .code(1)
-        .stderr(predicate::str::contains("known processors: product-labeling"));
+        .stderr(predicate::str::contains(
+            "known processors: product-labeling",
+        ));
     assert_eq!(env.scalar("SELECT count(*) FROM batch_jobs"), jobs_before);
 }

@@ -39,8 +39,12 @@ impl HttpRequest {
 /// server's delay up to two minutes), with more attempts because a CLI run is unattended.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
-    /// Retries after the first attempt.
+    /// Retries after the first attempt for server errors, overloads, timeouts and network
+    /// failures.
     pub max_retries: u32,
+    /// Retries after rate-limit answers (429 with a limit, not a quota): the server says when
+    /// to come back, so waiting is safe, but a run must still end.
+    pub max_rate_limit_retries: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
     /// A server asking for a longer wait than this ends the item instead (the SDKs use 120 s).
@@ -53,6 +57,7 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             max_retries: 5,
+            max_rate_limit_retries: 20,
             base_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(30),
             max_server_delay: Duration::from_secs(120),
@@ -390,6 +395,13 @@ impl RateGate {
 
     /// Learns the pace from a response's rate-limit headers.
     pub fn observe(&self, headers: &HeaderMap) {
+        self.observe_with_tokens(headers, 0);
+    }
+
+    /// Like [`Self::observe`]; also pauses everyone until the tokens window resets when it has
+    /// fewer tokens left than a request like this one needs (`est_tokens`), so a
+    /// tokens-per-minute limit is waited out instead of being hit by every worker.
+    pub fn observe_with_tokens(&self, headers: &HeaderMap, est_tokens: u64) {
         let header = |name: &str| {
             headers
                 .get(name)
@@ -400,12 +412,35 @@ impl RateGate {
             .or_else(|| header("anthropic-ratelimit-requests-limit"))
             .and_then(|v| v.parse::<f64>().ok())
             .filter(|v| v.is_finite() && *v >= 1.0);
-        let exhausted = exhausted_window_reset(headers);
+        let mut pause = exhausted_window_reset(headers);
+        if est_tokens > 0 {
+            let low = |remaining: Option<&str>| {
+                remaining
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|left| left < est_tokens)
+            };
+            if low(header("x-ratelimit-remaining-tokens")) {
+                let d = header("x-ratelimit-reset-tokens").and_then(parse_go_duration);
+                pause = pause.max(d);
+            }
+            for window in ["tokens", "input-tokens"] {
+                if low(header(&format!("anthropic-ratelimit-{window}-remaining"))) {
+                    let d = header(&format!("anthropic-ratelimit-{window}-reset"))
+                        .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
+                        .map(|when| {
+                            let ms = (when.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                                .num_milliseconds();
+                            Duration::from_millis(ms.max(0) as u64)
+                        });
+                    pause = pause.max(d);
+                }
+            }
+        }
         let Ok(mut s) = self.state.lock() else { return };
         if let Some(rpm) = rpm {
             s.interval = Some(Duration::from_secs_f64(60.0 / rpm));
         }
-        if let Some(d) = exhausted {
+        if let Some(d) = pause {
             let until = Instant::now() + d;
             s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
         }
@@ -481,6 +516,9 @@ impl HttpClient {
             .with_max_times(self.policy.max_retries as usize)
             .build();
         let mut attempts = 0u32;
+        let mut rate_limited = 0u32;
+        // What this request draws from a tokens-per-minute window (≈ 4 bytes per token).
+        let est_tokens = (req.body.len() / 4) as u64;
         loop {
             self.gate.wait_turn().await;
             attempts += 1;
@@ -495,7 +533,7 @@ impl HttpClient {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let resp_headers = resp.headers().clone();
-                    self.gate.observe(&resp_headers);
+                    self.gate.observe_with_tokens(&resp_headers, est_tokens);
                     match resp.bytes().await {
                         Ok(body) if (200..300).contains(&status) => {
                             return Ok(HttpSuccess {
@@ -509,7 +547,13 @@ impl HttpClient {
                 }
                 Err(e) => transport_error(&e, secret),
             };
-            let done = attempts > self.policy.max_retries || !error.retryable();
+            if error.kind == ErrorKind::RateLimited {
+                rate_limited += 1;
+            }
+            let other_failures = attempts - rate_limited;
+            let done = !error.retryable()
+                || other_failures > self.policy.max_retries
+                || rate_limited > self.policy.max_rate_limit_retries;
             if done {
                 return Err(HttpFailure { error, attempts });
             }
@@ -711,6 +755,37 @@ mod tests {
             (e.message.as_str(), e.error_type.as_deref()),
             ("m", Some("BadRequestError"))
         );
+    }
+
+    #[test]
+    fn a_nearly_empty_tokens_window_pauses_everyone_until_it_resets() {
+        let gate = RateGate::default();
+        let h = headers(&[
+            ("x-ratelimit-remaining-tokens", "1500"),
+            ("x-ratelimit-reset-tokens", "2s"),
+        ]);
+        gate.observe_with_tokens(&h, 1000);
+        assert_eq!(
+            gate.reserve(Instant::now()),
+            Duration::ZERO,
+            "enough tokens left"
+        );
+        gate.observe_with_tokens(&h, 2000);
+        let wait = gate.reserve(Instant::now());
+        assert!(
+            !wait.is_zero() && wait <= Duration::from_secs(2),
+            "{wait:?}"
+        );
+        let gate = RateGate::default();
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(3)).to_rfc3339();
+        gate.observe_with_tokens(
+            &headers(&[
+                ("anthropic-ratelimit-input-tokens-remaining", "10"),
+                ("anthropic-ratelimit-input-tokens-reset", &later),
+            ]),
+            500,
+        );
+        assert!(!gate.reserve(Instant::now()).is_zero());
     }
 
     #[test]

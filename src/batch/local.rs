@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use crate::batch::{http_for, now, BatchManager, Loaded};
+use crate::batch::{crash_point, http_for, now, BatchManager, Loaded, ENV_CRASH_AT};
 use crate::db::ItemUpdate;
 use crate::realtime::{Engine, ItemResult};
 use crate::results::{self, Provenance};
@@ -73,6 +73,9 @@ impl BatchManager<'_> {
         let mut rows = Vec::new();
         let mut cost = 0.0;
         let mut stopped = None;
+        let mut done = 0usize;
+        // Test hook: stop dead after two stored items, as a kill would.
+        let crash_after_two = std::env::var(ENV_CRASH_AT).is_ok_and(|v| v == "local");
         while let Some(joined) = results.next().await {
             let Ok((cid, outcome)) = joined else {
                 continue;
@@ -135,11 +138,15 @@ impl BatchManager<'_> {
                 }
                 ItemResult::NotStarted(_) => {}
             }
-            if updates.len() >= FLUSH_EVERY {
+            done += 1;
+            if updates.len() >= FLUSH_EVERY || (crash_after_two && done == 2) {
                 self.db.save_results(&rows)?;
                 self.db.update_batch_items(&job_id, &updates)?;
                 rows.clear();
                 updates.clear();
+                if crash_after_two && done == 2 {
+                    crash_point("local");
+                }
             }
             if stopped.is_some() {
                 break;

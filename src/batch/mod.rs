@@ -70,7 +70,8 @@ pub const ENV_ANTHROPIC_MAX_REQUESTS: &str = "GITHUB_ANALYSIS_ANTHROPIC_BATCH_MA
 /// Largest Anthropic message batch body in bytes (default 256 MB).
 pub const ENV_ANTHROPIC_MAX_BYTES: &str = "GITHUB_ANALYSIS_ANTHROPIC_BATCH_MAX_BYTES";
 /// Test hook: abort the process at a named step of a submission (`rows`, `input`, `upload`,
-/// `create`) to prove a crash there is repaired by `batch status` / `batch reconcile`.
+/// `create`), or after two items of a local job (`local`), to prove a crash there is repaired by
+/// `batch status` / `batch reconcile`.
 pub const ENV_CRASH_AT: &str = "GITHUB_ANALYSIS_BATCH_CRASH_AT";
 
 /// Job statuses in which a job's items are still being worked on.

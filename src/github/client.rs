@@ -27,7 +27,7 @@ const SECONDARY_MIN_WAIT: Duration = Duration::from_secs(60);
 const LONGEST_RESET: Duration = Duration::from_secs(3700);
 
 /// Where and how to talk to GitHub.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientConfig {
     pub api_url: Url,
     pub graphql_url: Url,
@@ -73,6 +73,18 @@ impl ClientConfig {
             token,
             max_wait,
         })
+    }
+}
+
+/// Never prints the token.
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("api_url", &self.api_url.as_str())
+            .field("graphql_url", &self.graphql_url.as_str())
+            .field("token", &"<redacted>")
+            .field("max_wait", &self.max_wait)
+            .finish()
     }
 }
 

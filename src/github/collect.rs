@@ -171,9 +171,14 @@ fn explain(e: anyhow::Error, org: &str, repo: Option<&str>) -> anyhow::Error {
             "GitHub refused access to {target} (403): {message}"
         )),
         Some(GitHubError::GaveUp { .. }) => user(format!("cannot collect {target}: {e}")),
-        Some(
-            GitHubError::GraphQl(_) | GitHubError::BadBody { .. } | GitHubError::Status { .. },
-        ) => e.context(format!("collecting {target}")),
+        // GitHub refusing the query for this repository (e.g. SAML enforcement, a forbidden
+        // field) is about access, not a bug here.
+        Some(GitHubError::GraphQl(msg)) => {
+            user(format!("GitHub refused the query for {target}: {msg}"))
+        }
+        Some(GitHubError::BadBody { .. } | GitHubError::Status { .. }) => {
+            e.context(format!("collecting {target}"))
+        }
         // Our own user errors (bad names, pull requests…) already say what is wrong.
         _ => e,
     }

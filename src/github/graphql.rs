@@ -258,7 +258,26 @@ impl IssueNode {
         names::validate_org(org)?;
         names::validate_repo(repo)?;
         let mut comments = Vec::with_capacity(self.comments.nodes.len());
-        convert_comments(self.comments.nodes, &mut comments);
+        let unkeyed = convert_comments(self.comments.nodes, &mut comments);
+        if unkeyed > 0 {
+            tracing::warn!(
+                "{org}/{repo}#{}: {unkeyed} comment(s) without a database id were skipped",
+                self.number
+            );
+        }
+        if let Some(l) = self
+            .labels
+            .as_ref()
+            .filter(|l| l.total_count > l.nodes.len() as u64)
+        {
+            // 100 labels on one issue is GitHub's page size; more is not worth a second query.
+            tracing::warn!(
+                "{org}/{repo}#{}: only the first {} of {} labels were fetched",
+                self.number,
+                l.nodes.len(),
+                l.total_count
+            );
+        }
         let labels = self
             .labels
             .map(|l| l.nodes)

@@ -146,6 +146,13 @@ pub enum Fault {
     Pass,
     /// A normal answer sent only after this many milliseconds (a slow or hanging GitHub).
     Delay(u64),
+    /// HTTP 200 with a GraphQL error of this type and message; `with_data` keeps the normal
+    /// `data` next to it (GitHub's partial answers of cut-off queries).
+    GraphQlError {
+        kind: &'static str,
+        message: &'static str,
+        with_data: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -608,6 +615,23 @@ fn route(
                 g.delay_ms = ms;
                 return route_ok(g, method, uri, body, is_graphql);
             }
+            if let Fault::GraphQlError {
+                kind,
+                message,
+                with_data,
+            } = fault
+            {
+                let (mut r, b, c) = route_ok(g, method, uri, body, is_graphql);
+                let data = match (&r.body, with_data) {
+                    (Some(v), true) => v.get("data").cloned().unwrap_or(Value::Null),
+                    _ => Value::Null,
+                };
+                r.body = Some(json!({
+                    "data": data,
+                    "errors": [{"type": kind, "path": ["repository"], "message": message}]
+                }));
+                return (r, b, c);
+            }
             if let Some(r) = fault_reply(g, &fault, bucket) {
                 return (r, bucket, 1);
             }
@@ -672,7 +696,9 @@ fn fault_reply(g: &Inner, fault: &Fault, bucket: &str) -> Option<Reply> {
                 .header("x-ratelimit-remaining", "0")
                 .header("x-ratelimit-reset", reset)
         }
-        Fault::Exhausted | Fault::Pass | Fault::Delay(_) => return None,
+        Fault::Exhausted | Fault::Pass | Fault::Delay(_) | Fault::GraphQlError { .. } => {
+            return None
+        }
     })
 }
 
