@@ -19,6 +19,8 @@ use crate::results::{self, Finished, Provenance};
 
 /// Results and item updates are committed in groups of this many lines.
 const CHUNK: usize = 500;
+/// Threads writing the result files of a group.
+const WRITERS: usize = 8;
 
 /// What one `collect` did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -146,9 +148,7 @@ impl BatchManager<'_> {
             mode: "batch",
             batch_job_id: Some(&job_id),
         };
-        let mut rows: Vec<(ResultRow, Vec<Recommendation>)> = Vec::new();
-        let mut updates: Vec<ItemUpdate> = Vec::new();
-        let mut cost = 0.0;
+        let mut batch: Vec<(String, IssueRef, Outcome)> = Vec::with_capacity(CHUNK);
         for rel in files {
             let path = self.ctx.store.abs(rel);
             let file = std::fs::File::open(&path)
@@ -181,40 +181,13 @@ impl BatchManager<'_> {
                     ProviderKind::Anthropic => anthropic_outcome(&v),
                     _ => openai_outcome(&v),
                 };
-                let (status, error) = match outcome {
-                    Outcome::Answer(body) => match self.accept(l, &issue, &body, provenance) {
-                        Ok((row, recs, c)) => {
-                            cost += c;
-                            rows.push((row, recs));
-                            ("completed", None)
-                        }
-                        Err(reason) => ("failed", Some(reason)),
-                    },
-                    Outcome::Failed(r) => ("failed", Some(r)),
-                    Outcome::Expired(r) => ("expired", Some(r)),
-                    Outcome::Cancelled(r) => ("cancelled", Some(r)),
-                };
-                if let Some(reason) = &error {
-                    if status == "failed" {
-                        let _ =
-                            results::write_failure(&self.ctx.store, &issue, provenance, reason, 1);
-                    }
-                    report.failed += 1;
-                    report.failures.push((issue.id.clone(), reason.clone()));
-                } else {
-                    report.stored += 1;
-                }
-                updates.push(ItemUpdate {
-                    custom_id: cid.to_string(),
-                    status: status.into(),
-                    error,
-                });
-                if updates.len() >= CHUNK {
-                    self.flush(&job_id, &mut rows, &mut updates)?;
+                batch.push((cid.to_string(), issue, outcome));
+                if batch.len() >= CHUNK {
+                    self.settle(l, provenance, &mut batch, report)?;
                 }
             }
         }
-        self.flush(&job_id, &mut rows, &mut updates)?;
+        self.settle(l, provenance, &mut batch, report)?;
         // Items with no line: what the part's end says happened to them.
         let (status, reason) = match p.status.as_str() {
             "expired" => (
@@ -254,64 +227,122 @@ impl BatchManager<'_> {
         p.collected_at = Some(now());
         p.updated_at = Some(now());
         self.db.upsert_batch_part(p)?;
-        report.cost_usd += cost;
-        l.job.cost_actual = Some(((l.job.cost_actual.unwrap_or(0.0) + cost) * 1e6).round() / 1e6);
+        // From the stored rows, so a collect interrupted between two groups still adds up.
+        l.job.cost_actual = self.db.batch_job_result_cost(&job_id)?;
         self.db.update_batch_job(&l.job)?;
         Ok(())
     }
 
-    /// Parses and validates one answer like real-time mode, and writes its result file.
-    fn accept(
-        &self,
-        l: &Loaded,
-        issue: &IssueRef,
-        body: &[u8],
-        provenance: Provenance<'_>,
-    ) -> Result<(ResultRow, Vec<Recommendation>, f64), String> {
-        if issue.file_path.is_empty() {
-            return Err(format!("issue {} is no longer stored", issue.id));
-        }
-        let answer = l
-            .provider
-            .parse_response(body)
-            .map_err(|e| format!("unusable response: {}", e.message))?;
-        let validated = l
-            .plan
-            .processor
-            .validate(&answer.value)
-            .map_err(|why| format!("invalid answer: {why}"))?;
-        let usage: Usage = answer.usage;
-        let cost = l.plan.prices.cost(&l.plan.model, &usage, true);
-        let f = Finished {
-            issue: issue.clone(),
-            validated,
-            usage,
-            cost_usd: cost,
-            processing_time_ms: 0,
-            requests: 1,
-            response_id: answer.response_id,
-            prompt_note: None,
-        };
-        let (doc, row) = results::build(&f, provenance).map_err(|e| format!("{e:#}"))?;
-        results::write_file(&self.ctx.store, &doc, &row, issue)
-            .map_err(|e| format!("cannot store the result: {e:#}"))?;
-        Ok((row, f.validated.recommendations, cost.unwrap_or(0.0)))
-    }
-
-    /// Result rows first, then item statuses: a crash between the two leaves items open, and
-    /// the next collect stores the same results again (same rows, same files).
-    fn flush(
+    /// Settles a group of joined lines: answers are parsed, validated and written to their
+    /// result files in parallel (file writes are fsync-bound), then the rows and item statuses
+    /// are committed (rows first: a crash in between leaves the items open, and the next
+    /// collect stores the same results again).
+    fn settle(
         &mut self,
-        job_id: &str,
-        rows: &mut Vec<(ResultRow, Vec<Recommendation>)>,
-        updates: &mut Vec<ItemUpdate>,
+        l: &Loaded,
+        provenance: Provenance<'_>,
+        batch: &mut Vec<(String, IssueRef, Outcome)>,
+        report: &mut CollectReport,
     ) -> anyhow::Result<()> {
-        self.db.save_results(rows)?;
-        self.db.update_batch_items(job_id, updates)?;
-        rows.clear();
-        updates.clear();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let store = &self.ctx.store;
+        let work = |(cid, issue, outcome): &(String, IssueRef, Outcome)| {
+            let settled = match outcome {
+                Outcome::Answer(body) => {
+                    accept(store, l, issue, body, provenance).map_err(|reason| ("failed", reason))
+                }
+                Outcome::Failed(r) => Err(("failed", r.clone())),
+                Outcome::Expired(r) => Err(("expired", r.clone())),
+                Outcome::Cancelled(r) => Err(("cancelled", r.clone())),
+            };
+            if let Err(("failed", reason)) = &settled {
+                let _ = results::write_failure(store, issue, provenance, reason, 1);
+            }
+            (cid.clone(), issue.id.clone(), settled)
+        };
+        let threads = WRITERS.min(batch.len()).max(1);
+        let size = batch.len().div_ceil(threads);
+        let done: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = batch
+                .chunks(size)
+                .map(|chunk| scope.spawn(move || chunk.iter().map(work).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        let mut rows: Vec<(ResultRow, Vec<Recommendation>)> = Vec::new();
+        let mut updates: Vec<ItemUpdate> = Vec::new();
+        for (cid, issue_id, settled) in done {
+            match settled {
+                Ok((row, recs, cost)) => {
+                    report.stored += 1;
+                    report.cost_usd += cost;
+                    rows.push((row, recs));
+                    updates.push(ItemUpdate {
+                        custom_id: cid,
+                        status: "completed".into(),
+                        error: None,
+                    });
+                }
+                Err((status, reason)) => {
+                    report.failed += 1;
+                    report.failures.push((issue_id, reason.clone()));
+                    updates.push(ItemUpdate {
+                        custom_id: cid,
+                        status: status.into(),
+                        error: Some(reason),
+                    });
+                }
+            }
+        }
+        // A worker that panicked returns nothing: its items stay open for the next collect.
+        batch.clear();
+        self.db.save_results(&rows)?;
+        self.db.update_batch_items(&l.job.job_id, &updates)?;
         Ok(())
     }
+}
+
+/// Parses and validates one answer like real-time mode, and writes its result file.
+fn accept(
+    store: &crate::store::Store,
+    l: &Loaded,
+    issue: &IssueRef,
+    body: &[u8],
+    provenance: Provenance<'_>,
+) -> Result<(ResultRow, Vec<Recommendation>, f64), String> {
+    if issue.file_path.is_empty() {
+        return Err(format!("issue {} is no longer stored", issue.id));
+    }
+    let answer = l
+        .provider
+        .parse_response(body)
+        .map_err(|e| format!("unusable response: {}", e.message))?;
+    let validated = l
+        .plan
+        .processor
+        .validate(&answer.value)
+        .map_err(|why| format!("invalid answer: {why}"))?;
+    let usage: Usage = answer.usage;
+    let cost = l.plan.prices.cost(&l.plan.model, &usage, true);
+    let f = Finished {
+        issue: issue.clone(),
+        validated,
+        usage,
+        cost_usd: cost,
+        processing_time_ms: 0,
+        requests: 1,
+        response_id: answer.response_id,
+        prompt_note: None,
+    };
+    let (doc, row) = results::build(&f, provenance).map_err(|e| format!("{e:#}"))?;
+    results::write_file(store, &doc, &row, issue)
+        .map_err(|e| format!("cannot store the result: {e:#}"))?;
+    Ok((row, f.validated.recommendations, cost.unwrap_or(0.0)))
 }
 
 fn url_seg(id: &str) -> String {

@@ -412,7 +412,8 @@ impl<'a> BatchManager<'a> {
     /// local job) and returns it with updated status and counts.
     pub async fn check_job_status(&mut self, job_id: &str) -> anyhow::Result<BatchJob> {
         let job = self.job(job_id)?;
-        if job.status == "collected" || (!is_active(&job.status) && job.provider == "local") {
+        // Ended jobs have nothing left to ask the provider (and need no key to be shown).
+        if !is_active(&job.status) {
             return Ok(job);
         }
         let mut l = self.load(job)?;
@@ -474,10 +475,7 @@ impl<'a> BatchManager<'a> {
         parts: &[BatchPart],
     ) -> anyhow::Result<()> {
         let statuses: Vec<&str> = parts.iter().map(|p| p.status.as_str()).collect();
-        let mut status = aggregate_status(&statuses);
-        if status == "preparing" && job.submitted_at.is_some() && parts.is_empty() {
-            status = "submitted";
-        }
+        let status = aggregate_status(&statuses);
         let all_collected = !parts.is_empty() && parts.iter().all(|p| p.collected_at.is_some());
         // A job whose every batch failed stays `failed` after collection (its items say why).
         if all_collected && !is_active(status) && status != "failed" {

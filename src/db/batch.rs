@@ -489,6 +489,16 @@ impl Db {
         Ok(())
     }
 
+    /// What the stored results of a job cost (`None` when it has none with a price).
+    pub fn batch_job_result_cost(&self, job_id: &str) -> anyhow::Result<Option<f64>> {
+        let c: Option<f64> = self.conn.query_row(
+            "SELECT round(sum(cost_usd), 6) FROM ai_results WHERE batch_job_id = ?",
+            params![job_id],
+            |r| r.get(0),
+        )?;
+        Ok(c)
+    }
+
     /// Items that could not be prepared (no part): they failed before submission.
     pub fn batch_unprepared_count(&self, job_id: &str) -> anyhow::Result<i64> {
         Ok(self.conn.query_row(
