@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::ai::{ModelSpec, Usage};
 use crate::db::{IssueRef, ResultRow};
-use crate::processors::{Processor, Validated};
+use crate::processors::{Processor, Recommendation, Validated};
 use crate::store::{names, write_atomic, Store, RESULTS_DIR};
 
 /// Failure records live beside the results, one per (issue, processor), removed on success.
@@ -190,4 +190,65 @@ pub fn write_failure(
     }
     write_atomic(&path, &serde_json::to_vec_pretty(&doc)?)?;
     Ok(rel)
+}
+
+/// Reads a result file back into its `ai_results` row and recommendations (for
+/// `sync --ai-results`, e.g. after the database was lost). The analysis must parse as the
+/// processor's output with confidences in [0, 1]; labels are not checked against today's
+/// taxonomy, because the file may come from a run with another one.
+pub fn read_file(rel: &str, bytes: &[u8]) -> anyhow::Result<(ResultRow, Vec<Recommendation>)> {
+    use crate::processors::product_labeling::{self, Analysis, ProductLabeling};
+    let doc: Value =
+        serde_json::from_slice(bytes).map_err(|e| anyhow::anyhow!("not valid JSON: {e}"))?;
+    let field = |path: &[&str]| -> Option<&Value> { path.iter().try_fold(&doc, |v, k| v.get(*k)) };
+    let text = |path: &[&str]| field(path).and_then(Value::as_str).map(str::to_string);
+    let int = |path: &[&str]| field(path).and_then(Value::as_i64).unwrap_or(0);
+    let (Some(org), Some(repo), Some(number)) = (
+        text(&["issue_reference", "org"]),
+        text(&["issue_reference", "repo"]),
+        field(&["issue_reference", "issue_number"]).and_then(Value::as_u64),
+    ) else {
+        anyhow::bail!("missing issue_reference.org / repo / issue_number");
+    };
+    names::validate_org(&org)?;
+    names::validate_repo(&repo)?;
+    let processor = text(&["processor", "name"]).unwrap_or_default();
+    if processor != product_labeling::NAME {
+        anyhow::bail!(
+            "unknown processor {processor:?}; known processors: {}",
+            crate::processors::KNOWN.join(", ")
+        );
+    }
+    let analysis_value = field(&["analysis"]).cloned().unwrap_or(Value::Null);
+    let analysis: Analysis = serde_json::from_value(analysis_value)
+        .map_err(|e| anyhow::anyhow!("analysis does not match {processor}'s output: {e}"))?;
+    let confidences = std::iter::once(analysis.confidence)
+        .chain(analysis.recommended_labels.iter().map(|r| r.confidence));
+    for c in confidences {
+        if !(c.is_finite() && (0.0..=1.0).contains(&c)) {
+            anyhow::bail!("confidence {c} is outside [0, 1]");
+        }
+    }
+    let created_at = text(&["processor", "timestamp"])
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+        .map_or_else(|| chrono::Utc::now().naive_utc(), |t| t.naive_utc());
+    let row = ResultRow {
+        issue_id: crate::store::model::issue_key(&org, &repo, number),
+        processor,
+        processor_version: text(&["processor", "version"]).unwrap_or_default(),
+        model: text(&["processor", "model"]).unwrap_or_default(),
+        provider: text(&["processor", "provider"]).unwrap_or_default(),
+        mode: text(&["processor", "mode"]).unwrap_or_else(|| "realtime".into()),
+        confidence: analysis.confidence,
+        result_json: serde_json::to_string(&doc)?,
+        prompt_tokens: int(&["usage", "prompt_tokens"]),
+        cached_tokens: int(&["usage", "cached_tokens"]),
+        completion_tokens: int(&["usage", "completion_tokens"]),
+        cost_usd: field(&["usage", "cost_usd"]).and_then(Value::as_f64),
+        processing_time_ms: int(&["usage", "processing_time_ms"]),
+        created_at,
+        file_path: rel.to_string(),
+        batch_job_id: text(&["processor", "batch_job_id"]),
+    };
+    Ok((row, ProductLabeling::recommendations(&analysis)))
 }

@@ -882,3 +882,36 @@ fn a_server_without_a_batch_api_runs_the_job_locally() {
         vec![json!({"mode": "batch", "provider": "openai", "n": 4})]
     );
 }
+
+#[test]
+fn anthropic_cancel_ends_with_partial_results_and_cancelled_items() {
+    let env = setup();
+    let fake = FakeBatches::start();
+    fake.set_advance(Advance::Manual);
+    let vars = fake.anthropic_env();
+    let job = submit(&env, &vars, ANTHROPIC);
+    let jid = job["job_id"].as_str().unwrap().to_string();
+    let c = run(&env, &vars, &["batch", "cancel", &jid[..7]])
+        .ok()
+        .json();
+    assert_eq!(c["status"], "cancelling");
+    assert_eq!(fake.count("POST", "/v1/messages/batches/"), 1);
+    fake.finish_all();
+    let s = run(&env, &vars, &["batch", "status", &jid]).ok().json();
+    assert_eq!(s["status"], "cancelled");
+    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
+    assert_eq!(
+        (c["stored"].as_i64(), c["failed"].as_i64()),
+        (Some(1), Some(3)),
+        "{c}"
+    );
+    let statuses = item_statuses(&env, &vars, &jid);
+    assert_eq!(
+        statuses.iter().filter(|(_, s)| s == "cancelled").count(),
+        3,
+        "{statuses:?}"
+    );
+    // A cancelled job can be retried: only its cancelled items.
+    let retry = run(&env, &vars, &["batch", "retry", &jid]).ok().json();
+    assert_eq!(retry["issues"], 3);
+}

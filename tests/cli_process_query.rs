@@ -572,3 +572,59 @@ pub fn validation_steps(
         ));
     assert_eq!(env.scalar("SELECT count(*) FROM batch_jobs"), jobs_before);
 }
+
+#[test]
+fn a_lost_database_gets_issues_and_results_back_from_the_files() {
+    let env = setup();
+    pq_json(
+        &env,
+        &[],
+        &["missing", "product-labeling", "--limit", "3", "--yes"],
+    );
+    pq_json(
+        &env,
+        &[],
+        &[
+            "custom",
+            "product-labeling",
+            "SELECT * FROM issues WHERE org = 'webcompat'",
+            "--limit",
+            "2",
+            "--batch-mode",
+            "--yes",
+        ],
+    );
+    let before = env.json(&[
+        "query",
+        "sql",
+        "SELECT issue_id, mode, confidence, batch_job_id IS NOT NULL AS batch FROM ai_results ORDER BY issue_id",
+    ]);
+    let recs = env.scalar("SELECT count(*) FROM ai_recommendations");
+    assert_eq!(before.as_array().unwrap().len(), 5);
+    std::fs::remove_file(env.data().join("issues.duckdb")).unwrap();
+    // A result file that is not ours is reported, the others load.
+    std::fs::write(
+        env.data()
+            .join("results/junk_x_issue_1_product-labeling.json"),
+        "{}",
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .args(["sync", "--ai-results", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["added"], 400);
+    assert_eq!(s["result_files_loaded"], 5);
+    assert_eq!(s["result_files_failed"], 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("junk_x_issue_1_product-labeling.json"));
+    let after = env.json(&[
+        "query",
+        "sql",
+        "SELECT issue_id, mode, confidence, batch_job_id IS NOT NULL AS batch FROM ai_results ORDER BY issue_id",
+    ]);
+    assert_eq!(after, before);
+    assert_eq!(env.scalar("SELECT count(*) FROM ai_recommendations"), recs);
+}
