@@ -253,6 +253,87 @@ fn openai_job_split_polled_collected_idempotently_and_retried() {
     );
     assert!(dry["est_cost_usd"].as_f64().unwrap() > 0.0);
     assert!(fake.requests().is_empty());
+    // The byte cap splits too: every part stays under it; a request bigger than the cap alone
+    // is refused with a reason instead of being sent.
+    let cap = dry["parts"][0]["bytes"].as_u64().unwrap() - 1;
+    let by_bytes = with(
+        &fake.openai_env(),
+        &[("GITHUB_ANALYSIS_OPENAI_BATCH_MAX_BYTES", &cap.to_string())],
+    );
+    let dry2 = run(
+        &env,
+        &by_bytes,
+        &[
+            "batch",
+            "submit",
+            "product-labeling",
+            "--org",
+            ORG,
+            "--model",
+            OPENAI,
+            "--dry-run",
+        ],
+    )
+    .ok()
+    .json();
+    let parts = dry2["parts"].as_array().unwrap();
+    assert!(parts.len() >= 2, "{dry2}");
+    let total: u64 = parts.iter().map(|p| p["requests"].as_u64().unwrap()).sum();
+    assert_eq!(total, 4, "{dry2}");
+    assert!(
+        parts.iter().all(|p| p["bytes"].as_u64().unwrap() <= cap),
+        "{dry2}"
+    );
+    let tiny = with(
+        &fake.openai_env(),
+        &[("GITHUB_ANALYSIS_OPENAI_BATCH_MAX_BYTES", "100")],
+    );
+    let dry3 = run(
+        &env,
+        &tiny,
+        &[
+            "batch",
+            "submit",
+            "product-labeling",
+            "--org",
+            ORG,
+            "--model",
+            OPENAI,
+            "--dry-run",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(dry3["unprepared"].as_array().unwrap().len(), 4, "{dry3}");
+    assert!(dry3["unprepared"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("batch size cap"));
+    let bad = with(
+        &fake.openai_env(),
+        &[("GITHUB_ANALYSIS_OPENAI_BATCH_MAX_REQUESTS", "many")],
+    );
+    let r = run(
+        &env,
+        &bad,
+        &[
+            "batch",
+            "submit",
+            "product-labeling",
+            "--org",
+            ORG,
+            "--model",
+            OPENAI,
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("GITHUB_ANALYSIS_OPENAI_BATCH_MAX_REQUESTS"),
+        "{}",
+        r.stderr
+    );
+    assert!(fake.requests().is_empty());
     assert_eq!(
         run(&env, &vars, &["batch", "history"]).ok().json(),
         json!([])
@@ -914,4 +995,104 @@ fn anthropic_cancel_ends_with_partial_results_and_cancelled_items() {
     // A cancelled job can be retried: only its cancelled items.
     let retry = run(&env, &vars, &["batch", "retry", &jid]).ok().json();
     assert_eq!(retry["issues"], 3);
+}
+
+#[test]
+fn a_submission_that_gave_up_is_finished_by_status_without_uploading_again() {
+    let env = setup();
+    let fake = FakeBatches::start();
+    // Six attempts (one try + five retries) all rate limited: the submit gives up.
+    fake.fail_next("POST", "/v1/batches", 429, 10);
+    let vars = fake.openai_env();
+    let r = run(
+        &env,
+        &vars,
+        &[
+            "batch",
+            "submit",
+            "product-labeling",
+            "--org",
+            ORG,
+            "--model",
+            OPENAI,
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("could not be fully submitted") && r.stderr.contains("429"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(fake.count("POST", "/v1/batches"), 6);
+    let hist = run(&env, &vars, &["batch", "history"]).ok().json();
+    let jid = hist[0]["job_id"].as_str().unwrap().to_string();
+    assert_eq!(hist[0]["status"], "preparing");
+    let d = run(&env, &vars, &["batch", "details", &jid]).ok().json();
+    assert!(d["error"].as_str().unwrap().contains("429"), "{d}");
+    assert_eq!(d["parts"][0]["status"], "uploaded", "{d}");
+    // The next status looks for the batch first (none), reuses the upload, and creates it.
+    let s = run(&env, &vars, &["batch", "status", &jid]).ok().json();
+    assert_eq!(s["parts"][0]["status"], "in_progress", "{s}");
+    assert_eq!(fake.count("POST", "/v1/files"), 1);
+    assert_eq!(fake.count("POST", "/v1/batches"), 11);
+    assert_eq!(fake.batches().len(), 1);
+}
+
+#[test]
+fn an_ambiguous_lost_anthropic_batch_is_reported_not_resubmitted() {
+    // Two jobs of the same size crash right after creating their message batches. Message
+    // batches carry no metadata, so either batch could be either job's: nothing is guessed.
+    let env = setup();
+    let fake = FakeBatches::start();
+    let vars = fake.anthropic_env();
+    let crash = with(&vars, &[("GITHUB_ANALYSIS_BATCH_CRASH_AT", "create")]);
+    for sql in [
+        "SELECT id FROM issues WHERE number <= 2",
+        "SELECT id FROM issues WHERE number > 2",
+    ] {
+        let args = [
+            "batch",
+            "submit",
+            "product-labeling",
+            "--sql",
+            sql,
+            "--model",
+            ANTHROPIC,
+        ];
+        assert_ne!(run(&env, &crash, &args).code, 0);
+    }
+    assert_eq!(fake.count("POST", "/v1/messages/batches"), 2);
+    let hist = run(&env, &vars, &["batch", "history"]).ok().json();
+    let jid = hist[0]["job_id"].as_str().unwrap().to_string();
+    let r = run(&env, &vars, &["batch", "status", &jid]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("may have been created as any of 2"),
+        "{}",
+        r.stderr
+    );
+    let rec = run(&env, &vars, &["batch", "reconcile"]);
+    assert_eq!(rec.code, 1, "{}", rec.stderr);
+    assert_eq!(
+        rec.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["kind"] == "error")
+            .count(),
+        2
+    );
+    assert_eq!(
+        fake.count("POST", "/v1/messages/batches"),
+        2,
+        "nothing may be submitted twice"
+    );
+    // Cancelling settles the job locally and names the candidate batches to check.
+    let c = run(&env, &vars, &["batch", "cancel", &jid]).ok();
+    assert!(
+        c.stderr.contains("cancel it at the provider"),
+        "{}",
+        c.stderr
+    );
+    assert_eq!(c.json()["status"], "cancelled");
 }

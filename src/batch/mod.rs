@@ -17,7 +17,8 @@
 //!
 //! # Statuses
 //! Job: `preparing` → `submitted` → `validating` / `in_progress` / `finalizing` → `completed` |
-//! `failed` | `expired` | `cancelled` (via `cancelling`) → `collected` once every result is stored.
+//! `failed` | `expired` | `cancelled` (via `cancelling`) → `collected` once every result is stored
+//! (an all-failed job stays `failed`, one cancelled before anything came back stays `cancelled`).
 //! OpenAI's eight batch statuses map onto these one to one; Anthropic's `in_progress` →
 //! `in_progress`, `canceling` → `cancelling`, `ended` → `cancelled` (if a cancel was initiated),
 //! `expired` (if any request expired) or `completed`. A job split into several provider batches
@@ -538,7 +539,15 @@ impl<'a> BatchManager<'a> {
                     }
                 }
                 _ => {
-                    // Never submitted (or a local job): nothing runs anywhere.
+                    // Never submitted (or a local job): nothing runs anywhere — unless the search
+                    // for a lost batch was ambiguous, which the user must settle at the provider.
+                    if matches!(p.status.as_str(), "submitting" | "uploaded") {
+                        if let Some(why) = &p.error_message {
+                            self.ctx.printer.warn(&format!(
+                                "job {job_id}: {why}; cancel it at the provider if it runs"
+                            ));
+                        }
+                    }
                     p.status = "cancelled".into();
                     p.updated_at = Some(now());
                     self.db.settle_part_items(
@@ -551,7 +560,7 @@ impl<'a> BatchManager<'a> {
                     let (c, f, _) = self.db.batch_part_item_counts(job_id, p.part)?;
                     p.completed_count = c;
                     p.failed_count = f;
-                    p.collected_at = Some(now());
+                    // Not `collected`: nothing came back, and the job stays `cancelled`.
                 }
             }
             self.db.upsert_batch_part(p)?;
