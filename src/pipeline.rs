@@ -157,10 +157,26 @@ impl Pipeline {
                 }
             }
         };
+        // When a filter already decides whether a result exists, say so instead of asking
+        // DuckDB to join ai_results once more for every selected row.
+        let has_result = if self
+            .filters
+            .iter()
+            .any(|f| matches!(f, Filter::MissingAnalysis(p) if p == processor))
+        {
+            "FALSE".to_string()
+        } else if self.filters.iter().any(|f| {
+            matches!(f, Filter::LowConfidence(p, _) | Filter::ResultOlderThan(p, _) if p == processor)
+        }) {
+            "TRUE".to_string()
+        } else {
+            format!(
+                "EXISTS (SELECT 1 FROM ai_results r WHERE r.issue_id = i.id AND r.processor = {})",
+                lit(processor)
+            )
+        };
         sql.push_str(&format!(
-            "SELECT i.id, i.org, i.repo, i.number, i.file_path,\n       \
-             EXISTS (SELECT 1 FROM ai_results r WHERE r.issue_id = i.id AND r.processor = {}) AS has_result\n{from}",
-            lit(processor)
+            "SELECT i.id, i.org, i.repo, i.number, i.file_path,\n       {has_result} AS has_result\n{from}"
         ));
         let mut conds = Vec::new();
         for f in &self.filters {

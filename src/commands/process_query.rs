@@ -119,7 +119,9 @@ async fn execute(
     let db = ctx.read_only_db()?;
     let sql = pipeline.compile(name);
     let offline = plan.model.provider == crate::ai::ProviderKind::Rules;
-    let size = db.selection_size(&sql, (!offline).then(|| budget_chars(&plan)))?;
+    let preview_rows = if run.dry_run { PREVIEW_ROWS } else { 0 };
+    let (size, preview) =
+        db.selection_overview(&sql, (!offline).then(|| budget_chars(&plan)), preview_rows)?;
     if size.issues == 0 {
         ctx.printer.warn(&format!("No issues {what} to process."));
         if ctx.printer.format == OutputFormat::Json {
@@ -135,8 +137,6 @@ async fn execute(
         format!("Estimated cost: {}", estimate.describe()),
     ];
     if run.dry_run {
-        let preview =
-            db.select_issues(&format!("SELECT * FROM (\n{sql}\n) LIMIT {PREVIEW_ROWS}"))?;
         return dry_run(ctx, &header, &sql, size, &estimate, &preview, mode, &plan);
     }
     if ctx.printer.format == OutputFormat::Table {

@@ -43,41 +43,65 @@ impl ReadOnlyDb {
     }
 
     /// Count and prompt characters of a selection; threads longer than `cap_chars` count as
-    /// `cap_chars` because prompts cut them to the token budget.
+    /// `cap_chars` because prompts cut them to the token budget. `None`: count only.
     pub fn selection_size(
         &self,
         selection_sql: &str,
         cap_chars: Option<u64>,
     ) -> anyhow::Result<SelectionSize> {
-        // Without a price to estimate (offline model) only the count is needed.
-        let Some(cap_chars) = cap_chars else {
-            let sql = format!("SELECT count(*)::BIGINT, 0::BIGINT FROM (\n{selection_sql}\n)");
-            return self.size_query(&sql);
-        };
-        let sql = format!(
-            "WITH sel AS (\n{selection_sql}\n)
-             SELECT count(*)::BIGINT,
-                    coalesce(sum(least(
-                        length(coalesce(i.title, '')) + length(coalesce(i.body, ''))
-                          + coalesce(c.chars, 0),
-                        {cap_chars})), 0)::BIGINT
-             FROM sel JOIN issues i ON i.id = sel.id
-             LEFT JOIN (SELECT issue_id, sum(length(coalesce(body, ''))) AS chars
-                        FROM comments GROUP BY issue_id) c ON c.issue_id = i.id"
-        );
-        self.size_query(&sql)
+        Ok(self.selection_overview(selection_sql, cap_chars, 0)?.0)
     }
 
-    fn size_query(&self, sql: &str) -> anyhow::Result<SelectionSize> {
-        let (issues, chars): (i64, i64) = self
-            .conn
-            .query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| {
-                anyhow::Error::new(e).context(UserError("selecting issues failed".into()))
-            })?;
-        Ok(SelectionSize {
-            issues: issues.max(0) as u64,
-            chars: chars.max(0) as u64,
-        })
+    /// Size of a selection and its first `preview` issues, from ONE execution of the
+    /// selection (materialized once, then counted and sampled).
+    pub fn selection_overview(
+        &self,
+        selection_sql: &str,
+        cap_chars: Option<u64>,
+        preview: usize,
+    ) -> anyhow::Result<(SelectionSize, Vec<IssueRef>)> {
+        let totals = match cap_chars {
+            None => "SELECT count(*)::BIGINT AS n, 0::BIGINT AS chars FROM sel".to_string(),
+            Some(cap) => format!(
+                "SELECT count(*)::BIGINT AS n,
+                        coalesce(sum(least(
+                            length(coalesce(i.title, '')) + length(coalesce(i.body, ''))
+                              + coalesce(c.chars, 0),
+                            {cap})), 0)::BIGINT AS chars
+                 FROM sel JOIN issues i ON i.id = sel.id
+                 LEFT JOIN (SELECT issue_id, sum(length(coalesce(body, ''))) AS chars
+                            FROM comments GROUP BY issue_id) c ON c.issue_id = i.id"
+            ),
+        };
+        let sql = format!(
+            "WITH sel AS MATERIALIZED (\n{selection_sql}\n),
+             tot AS ({totals})
+             SELECT p.id, p.org, p.repo, p.number, p.file_path, p.has_result, tot.n, tot.chars
+             FROM tot LEFT JOIN (SELECT * FROM sel LIMIT {preview}) p ON true"
+        );
+        let fail = |e: duckdb::Error| {
+            anyhow::Error::new(e).context(UserError("selecting issues failed".into()))
+        };
+        let mut stmt = self.conn.prepare(&sql).map_err(fail)?;
+        let mut rows = stmt.query([]).map_err(fail)?;
+        let mut size = SelectionSize::default();
+        let mut issues = Vec::new();
+        while let Some(r) = rows.next().map_err(fail)? {
+            size.issues = r.get::<_, i64>(6).map_err(fail)?.max(0) as u64;
+            size.chars = r.get::<_, i64>(7).map_err(fail)?.max(0) as u64;
+            // With an empty preview the LEFT JOIN yields one row of NULL issue columns.
+            let Some(id) = r.get::<_, Option<String>>(0).map_err(fail)? else {
+                continue;
+            };
+            issues.push(IssueRef {
+                id,
+                org: r.get(1).map_err(fail)?,
+                repo: r.get(2).map_err(fail)?,
+                number: r.get::<_, i64>(3).map_err(fail)?.max(0) as u64,
+                file_path: r.get(4).map_err(fail)?,
+                has_result: r.get(5).map_err(fail)?,
+            });
+        }
+        Ok((size, issues))
     }
 }
