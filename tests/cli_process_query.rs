@@ -4,6 +4,7 @@
 mod common;
 
 use common::fake_anthropic::FakeAnthropic;
+use common::fake_batches as fb;
 use common::fake_openai::FakeOpenAi;
 use common::{sample, Env};
 use predicates::prelude::*;
@@ -341,6 +342,57 @@ fn analytics_summarises_results_per_processor() {
 fn validation_steps_with_rules() {
     let env = setup();
     validation_steps(&env, &[], "rules", &mut |_| {});
+}
+
+/// Batch answers with a confidence below the reprocess threshold, so that `reprocess` has
+/// provider results to redo.
+fn low_confidence_batches(state: &fb::Shared) {
+    fb::set_advance(state, fb::Advance::Manual);
+    fb::set_script(
+        state,
+        std::sync::Arc::new(|c: &fb::LineCall| match fb::default_reply(c) {
+            fb::LineReply::Answer(mut v) => {
+                v["confidence"] = serde_json::json!(0.5);
+                fb::LineReply::Answer(v)
+            }
+            other => other,
+        }),
+    );
+}
+
+/// The validation steps against the fake OpenAI service (Chat Completions, Files and Batches on
+/// one base URL).
+#[test]
+fn validation_steps_with_openai() {
+    let env = setup();
+    let batches = fb::new_state();
+    low_confidence_batches(&batches);
+    let oa = FakeOpenAi::with_batches(batches.clone());
+    validation_steps(&env, &oa.env(), "openai:gpt-4o-mini", &mut |_| {
+        fb::finish_all(&batches)
+    });
+    let files = oa
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/v1/chat/completions"))
+        .count();
+    assert_eq!(files, 3, "real-time requests: 1 + 2");
+}
+
+/// The validation steps against the fake Anthropic service (Messages and Message Batches).
+#[test]
+fn validation_steps_with_anthropic() {
+    let env = setup();
+    let batches = fb::new_state();
+    low_confidence_batches(&batches);
+    let an = FakeAnthropic::with_batches(batches.clone());
+    validation_steps(
+        &env,
+        &an.env(),
+        "anthropic:claude-3-5-haiku-latest",
+        &mut |_| fb::finish_all(&batches),
+    );
+    assert_eq!(an.requests().len(), 3, "real-time requests: 1 + 2");
 }
 
 /// Runs the validation steps; `advance` lets a provider fake finish the batches it holds.

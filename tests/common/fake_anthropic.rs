@@ -90,6 +90,19 @@ impl FakeAnthropic {
     }
 
     pub fn with_script(script: Script) -> Self {
+        Self::build(script, None)
+    }
+
+    /// Messages and Message Batches on one base URL, as the real service serves them: the
+    /// batch routes of [`super::fake_batches`] over `batches`, this fake for everything else.
+    pub fn with_batches(batches: super::fake_batches::Shared) -> Self {
+        Self::build(
+            Arc::new(|c: &Call| Reply::Tool(default_answer(c))),
+            Some(batches),
+        )
+    }
+
+    fn build(script: Script, batches: Option<super::fake_batches::Shared>) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr: SocketAddr = listener.local_addr().expect("addr");
@@ -101,6 +114,10 @@ impl FakeAnthropic {
             next_id: 1,
         }));
         let state = inner.clone();
+        let extra = batches.map(|b| {
+            super::fake_batches::set_base_url(&b, &format!("http://{addr}"));
+            super::fake_batches::router(b)
+        });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -110,7 +127,11 @@ impl FakeAnthropic {
                 .expect("runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let app = axum::Router::new().fallback(handle).with_state(state);
+                let chat = axum::Router::new().fallback(handle).with_state(state);
+                let app = match extra {
+                    Some(batch_routes) => batch_routes.merge(chat),
+                    None => chat,
+                };
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async {
                         let _ = rx.await;

@@ -33,8 +33,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{json, Value};
 
-pub const OPENAI_KEY: &str = "sk-test-fake-batches-openai-0123456789";
-pub const ANTHROPIC_KEY: &str = "sk-ant-test-fake-batches-0123456789";
+/// The same keys as the chat fakes, so both can be served on one base URL.
+pub const OPENAI_KEY: &str = super::fake_openai::KEY;
+pub const ANTHROPIC_KEY: &str = super::fake_anthropic::KEY;
 
 /// What the model answers to one request line.
 #[derive(Debug, Clone)]
@@ -185,6 +186,30 @@ pub fn new_state() -> Shared {
     }))
 }
 
+/// Tells the batch routes the base URL they are served at (Anthropic's `results_url`).
+pub fn set_base_url(state: &Shared, url: &str) {
+    lock(state).base_url = url.to_string();
+}
+
+/// How batches of `state` advance from now on.
+pub fn set_advance(state: &Shared, a: Advance) {
+    lock(state).advance = a;
+}
+
+/// How the lines of batches of `state` are answered from now on.
+pub fn set_script(state: &Shared, script: LineScript) {
+    lock(state).script = script;
+}
+
+/// Moves every running batch of `state` to its end now.
+pub fn finish_all(state: &Shared) {
+    let mut g = lock(state);
+    let n = g.batches.len();
+    for i in 0..n {
+        finish(&mut g, i);
+    }
+}
+
 /// The routes of both providers' batch APIs, over a shared state.
 pub fn router(state: Shared) -> axum::Router {
     axum::Router::new()
@@ -290,11 +315,7 @@ impl FakeBatches {
 
     /// Moves every running batch to its end now.
     pub fn finish_all(&self) {
-        let mut g = lock(&self.state);
-        let n = g.batches.len();
-        for i in 0..n {
-            finish(&mut g, i);
-        }
+        finish_all(&self.state);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {

@@ -125,7 +125,19 @@ impl FakeOpenAi {
     }
 
     pub fn with_script(script: Script) -> Self {
-        Self::build(script, None, Duration::ZERO, 2)
+        Self::build(script, None, Duration::ZERO, 2, None)
+    }
+
+    /// Chat Completions, Files and Batches on one base URL, as the real service serves them:
+    /// the routes of [`super::fake_batches`] over `batches`, this fake for everything else.
+    pub fn with_batches(batches: super::fake_batches::Shared) -> Self {
+        Self::build(
+            Arc::new(|c: &Call| Reply::Answer(default_answer(c))),
+            None,
+            Duration::ZERO,
+            2,
+            Some(batches),
+        )
     }
 
     /// A fake with `latency` per request and a requests-per-minute limit enforced by a token
@@ -144,6 +156,7 @@ impl FakeOpenAi {
             Some(bucket),
             latency,
             worker_threads,
+            None,
         )
     }
 
@@ -152,6 +165,7 @@ impl FakeOpenAi {
         bucket: Option<Bucket>,
         latency: Duration,
         worker_threads: usize,
+        batches: Option<super::fake_batches::Shared>,
     ) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -171,6 +185,10 @@ impl FakeOpenAi {
             release: release.clone(),
             allowed: Arc::new(allowed_request_fields()),
         };
+        let extra = batches.map(|b| {
+            super::fake_batches::set_base_url(&b, &format!("http://{addr}"));
+            super::fake_batches::router(b)
+        });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -180,7 +198,11 @@ impl FakeOpenAi {
                 .expect("runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let app = axum::Router::new().fallback(handle).with_state(state);
+                let chat = axum::Router::new().fallback(handle).with_state(state);
+                let app = match extra {
+                    Some(batch_routes) => batch_routes.merge(chat),
+                    None => chat,
+                };
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async {
                         let _ = rx.await;
