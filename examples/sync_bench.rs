@@ -125,7 +125,10 @@ fn native_ingest(db: &Path, issues: &Path) -> anyhow::Result<(i64, i64, i64)> {
              unnest(issue.comments, recursive := true) FROM raw"
             .to_string(),
     ];
-    for (name, sql) in ["read_json", "issues", "labels", "comments"].iter().zip(&steps) {
+    for (name, sql) in ["read_json", "issues", "labels", "comments"]
+        .iter()
+        .zip(&steps)
+    {
         let t = Instant::now();
         conn.execute_batch(sql)?;
         println!("  duckdb {name:<10} {:>7.2}s", t.elapsed().as_secs_f64());
@@ -152,7 +155,12 @@ fn synthetic(i: u64, per: u64) -> StoredIssue {
                  support bundle never finishes. Logs attached below.\n{}",
                 "log line with some detail about the cluster state\n".repeat(8)
             )),
-            state: if i.is_multiple_of(3) { "closed" } else { "open" }.into(),
+            state: if i.is_multiple_of(3) {
+                "closed"
+            } else {
+                "open"
+            }
+            .into(),
             labels: (0..(i % 4))
                 .map(|l| Label {
                     name: format!("label-{l}"),

@@ -59,11 +59,7 @@ fn sync_results(ctx: &Ctx, db: &mut crate::db::Db) -> anyhow::Result<ResultsLoad
 
 /// Prints a sync report; any file that failed makes the command fail (exit 1) after the rest
 /// loaded.
-fn print_report(
-    ctx: &Ctx,
-    r: &SyncReport,
-    results: Option<&ResultsLoaded>,
-) -> anyhow::Result<()> {
+fn print_report(ctx: &Ctx, r: &SyncReport, results: Option<&ResultsLoaded>) -> anyhow::Result<()> {
     let mut failed: Vec<&(String, String)> = r.failed.iter().collect();
     if let Some(res) = results {
         failed.extend(res.failed.iter());
