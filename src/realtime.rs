@@ -16,7 +16,7 @@ use crate::ai::{Answer, AnswerError, ModelSpec, Provider, ProviderKind, Repair, 
 use crate::db::{Db, IssueRef};
 use crate::processors::{Processor, Validated};
 use crate::results::{self, Finished, Provenance};
-use crate::store::{parse_issue, Store, StoredIssue};
+use crate::store::{Store, StoredIssue};
 
 /// Everything needed to process one issue, shared by all workers.
 #[derive(Debug)]
@@ -95,7 +95,7 @@ impl Engine {
     /// Processes one issue end to end, without storing anything.
     pub async fn process(&self, store: &Store, issue: IssueRef) -> ItemResult {
         let start = Instant::now();
-        let stored = match load_issue(store, &issue).await {
+        let stored = match crate::store::load_issue(store, &issue.file_path, &issue.id) {
             Ok(s) => s,
             Err(reason) => {
                 return ItemResult::Failed {
@@ -267,26 +267,6 @@ struct CallFailure {
     usage: Usage,
     requests: u32,
     run_wide: bool,
-}
-
-async fn load_issue(store: &Store, issue: &IssueRef) -> Result<StoredIssue, String> {
-    let path = store.abs(&issue.file_path);
-    let bytes = tokio::fs::read(&path).await.map_err(|e| {
-        format!(
-            "cannot read issue file {}: {e} (run `sync`?)",
-            issue.file_path
-        )
-    })?;
-    let stored = parse_issue(&path, &bytes).map_err(|e| format!("{e:#}"))?;
-    if stored.key() != issue.id {
-        return Err(format!(
-            "issue file {} holds {}, not {} (run `sync`)",
-            issue.file_path,
-            stored.key(),
-            issue.id
-        ));
-    }
-    Ok(stored)
 }
 
 /// Stores finished items: each result file first, then all their rows in one transaction (so a

@@ -156,7 +156,7 @@ impl ApiError {
         )
     }
 
-    fn transport(kind: ErrorKind, message: String) -> Self {
+    pub fn transport(kind: ErrorKind, message: String) -> Self {
         Self {
             status: None,
             kind,
@@ -602,7 +602,8 @@ fn build_headers(req: &HttpRequest) -> Result<HeaderMap, String> {
     Ok(h)
 }
 
-fn transport_error(e: &reqwest::Error, secret: &Secret) -> ApiError {
+/// A network or timeout failure of a request, with its whole source chain, key scrubbed.
+pub fn transport_error(e: &reqwest::Error, secret: &Secret) -> ApiError {
     let kind = if e.is_timeout() {
         ErrorKind::Timeout
     } else {

@@ -196,10 +196,10 @@ impl BatchApi {
                     match resp.bytes().await {
                         Ok(b) if (200..300).contains(&status) => return Ok(b.to_vec()),
                         Ok(b) => decode_error(status, &rh, &b, &self.key),
-                        Err(e) => transport_of(&e, &self.key),
+                        Err(e) => crate::ai::http::transport_error(&e, &self.key),
                     }
                 }
-                Err(e) => transport_of(&e, &self.key),
+                Err(e) => crate::ai::http::transport_error(&e, &self.key),
             };
             self.wait_or_fail(error, attempts, &mut backoff).await?;
         }
@@ -300,7 +300,7 @@ impl BatchApi {
                     let b = resp.bytes().await.unwrap_or_default();
                     decode_error(status, &rh, &b, &self.key)
                 }
-                Err(e) => transport_of(&e, &self.key),
+                Err(e) => crate::ai::http::transport_error(&e, &self.key),
             };
             self.wait_or_fail(error, attempts, &mut backoff).await?;
         }
@@ -559,32 +559,7 @@ async fn stream_to(resp: reqwest::Response, tmp: &Path) -> Result<u64, String> {
 }
 
 pub fn transport(kind: ErrorKind, message: String) -> ApiError {
-    ApiError {
-        status: None,
-        kind,
-        error_type: None,
-        code: None,
-        message,
-        request_id: None,
-        retry_after: None,
-        should_retry: None,
-    }
-}
-
-fn transport_of(e: &reqwest::Error, secret: &Secret) -> ApiError {
-    let kind = if e.is_timeout() {
-        ErrorKind::Timeout
-    } else {
-        ErrorKind::Network
-    };
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    transport(kind, secret.scrub(&msg))
+    ApiError::transport(kind, message)
 }
 
 #[cfg(test)]

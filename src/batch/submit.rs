@@ -14,7 +14,7 @@ use crate::batch::{
 use crate::commands::process::{plan, Plan, EST_COMPLETION_TOKENS};
 use crate::db::{BatchItem, BatchJob, BatchPart, IssueRef, ItemUpdate};
 use crate::error::user;
-use crate::store::{parse_issue, Store};
+use crate::store::Store;
 
 /// One request line, built exactly as real-time mode would send the body.
 struct Line {
@@ -33,22 +33,7 @@ fn build_line(
     custom_id: &str,
     prefix_tokens: &mut u64,
 ) -> Result<Line, String> {
-    let path = store.abs(&issue.file_path);
-    let bytes = std::fs::read(&path).map_err(|e| {
-        format!(
-            "cannot read issue file {}: {e} (run `sync`?)",
-            issue.file_path
-        )
-    })?;
-    let stored = parse_issue(&path, &bytes).map_err(|e| format!("{e:#}"))?;
-    if stored.key() != issue.id {
-        return Err(format!(
-            "issue file {} holds {}, not {} (run `sync`)",
-            issue.file_path,
-            stored.key(),
-            issue.id
-        ));
-    }
+    let stored = crate::store::load_issue(store, &issue.file_path, &issue.id)?;
     let (prompt, _) = plan.processor.prompt(&stored);
     let body = provider
         .request_body(&prompt, None)

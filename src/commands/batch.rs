@@ -267,42 +267,27 @@ async fn collect(ctx: &Ctx, job: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Columns of job listings: keys of [`job_json`], in display order.
+const JOB_COLUMNS: [&str; 12] = [
+    "job_id",
+    "parent_job_id",
+    "provider",
+    "processor",
+    "model",
+    "status",
+    "issues",
+    "completed",
+    "failed",
+    "cost_estimate_usd",
+    "cost_actual_usd",
+    "created_at",
+];
+
 fn jobs_table(jobs: &[BatchJob]) -> Table {
-    let mut t = Table::new([
-        "job_id",
-        "parent_job_id",
-        "provider",
-        "processor",
-        "model",
-        "status",
-        "issues",
-        "completed",
-        "failed",
-        "cost_estimate_usd",
-        "cost_actual_usd",
-        "created_at",
-    ]);
+    let mut t = Table::new(JOB_COLUMNS);
     for j in jobs {
         let v = job_json(j, None);
-        t.push(
-            [
-                "job_id",
-                "parent_job_id",
-                "provider",
-                "processor",
-                "model",
-                "status",
-                "issues",
-                "completed",
-                "failed",
-                "cost_estimate_usd",
-                "cost_actual_usd",
-                "created_at",
-            ]
-            .iter()
-            .map(|k| v[*k].clone())
-            .collect(),
-        );
+        t.push(JOB_COLUMNS.iter().map(|k| v[*k].clone()).collect());
     }
     t
 }

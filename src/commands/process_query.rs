@@ -194,27 +194,7 @@ fn budget_chars(plan: &Plan) -> u64 {
 /// Tokens of the stable prompt prefix (instructions, taxonomy, schema), the same for every
 /// issue: counted once on an empty issue.
 fn prefix_tokens(plan: &Plan) -> u64 {
-    let empty = StoredIssue {
-        org: "o".into(),
-        repo: "r".into(),
-        issue: crate::store::Issue {
-            number: 0,
-            title: String::new(),
-            body: None,
-            state: "open".into(),
-            labels: vec![],
-            user: None,
-            comments: vec![],
-            created_at: None,
-            updated_at: None,
-            attachments: vec![],
-            id: None,
-            html_url: None,
-            closed_at: None,
-            comment_count: None,
-        },
-        metadata: crate::store::Metadata::now(),
-    };
+    let empty = StoredIssue::new("o", "r", 0, "");
     let (prompt, _) = plan.processor.prompt(&empty);
     (tokens::count(&prompt.system) + tokens::count(&prompt.schema.to_string())) as u64
 }

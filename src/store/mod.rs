@@ -96,6 +96,22 @@ impl Store {
     }
 }
 
+/// Reads the issue file at `rel` and checks it still holds issue `expected_key`; the error is a
+/// reason for a failure record (processing commands report it per issue, they don't stop).
+pub fn load_issue(store: &Store, rel: &str, expected_key: &str) -> Result<StoredIssue, String> {
+    let path = store.abs(rel);
+    let bytes = std::fs::read(&path)
+        .map_err(|e| format!("cannot read issue file {rel}: {e} (run `sync`?)"))?;
+    let stored = parse_issue(&path, &bytes).map_err(|e| format!("{e:#}"))?;
+    if stored.key() != expected_key {
+        return Err(format!(
+            "issue file {rel} holds {}, not {expected_key} (run `sync`)",
+            stored.key()
+        ));
+    }
+    Ok(stored)
+}
+
 /// Parses an issue file, checking the names it carries; errors name the path and the reason.
 pub fn parse_issue(path: &Path, bytes: &[u8]) -> anyhow::Result<StoredIssue> {
     let issue: StoredIssue = serde_json::from_slice(bytes)

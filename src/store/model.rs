@@ -86,6 +86,31 @@ impl Metadata {
 }
 
 impl StoredIssue {
+    /// A bare open issue (no body, labels, user or comments), for building on in code and tests.
+    pub fn new(org: &str, repo: &str, number: u64, title: &str) -> Self {
+        Self {
+            org: org.into(),
+            repo: repo.into(),
+            issue: Issue {
+                number,
+                title: title.into(),
+                body: None,
+                state: "open".into(),
+                labels: Vec::new(),
+                user: None,
+                comments: Vec::new(),
+                created_at: None,
+                updated_at: None,
+                attachments: Vec::new(),
+                id: None,
+                html_url: None,
+                closed_at: None,
+                comment_count: None,
+            },
+            metadata: Metadata::now(),
+        }
+    }
+
     /// The database key of an issue: `org/repo#number`.
     pub fn key(&self) -> String {
         issue_key(&self.org, &self.repo, self.issue.number)
