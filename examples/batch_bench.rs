@@ -8,6 +8,11 @@
 
 #[path = "../tests/common/fake_batches.rs"]
 mod fake_batches;
+// The batch fake shares its keys with the chat fakes.
+#[path = "../tests/common/fake_anthropic.rs"]
+mod fake_anthropic;
+#[path = "../tests/common/fake_openai.rs"]
+mod fake_openai;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -9,6 +9,11 @@
 
 #[path = "../tests/common/fake_openai.rs"]
 mod fake_openai;
+// The fake OpenAI server can also serve batch routes; it names these siblings.
+#[path = "../tests/common/fake_anthropic.rs"]
+mod fake_anthropic;
+#[path = "../tests/common/fake_batches.rs"]
+mod fake_batches;
 
 use std::sync::Arc;
 use std::time::Duration;
