@@ -11,9 +11,13 @@
 //!     .compile("product-labeling")?   // -> the SQL that is run and recorded in batch_jobs
 //! ```
 
-use crate::cli::IssueState;
-use crate::db::{IssueRef, ReadOnlyDb};
+use crate::batch::{BatchManager, NewJob};
+use crate::cli::{AiArgs, IssueState};
+use crate::commands::process::{self, Plan};
+use crate::commands::Ctx;
+use crate::db::{BatchJob, IssueRef, ReadOnlyDb};
 use crate::error::user;
+use crate::realtime::RunReport;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Filter {
@@ -40,30 +44,54 @@ pub enum CustomKey {
     OrgRepoNumber,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Default)]
 pub struct Pipeline {
     source: Source,
     filters: Vec<Filter>,
     limit: Option<usize>,
     newest_first: Option<bool>,
     batch_mode: bool,
+    /// Filled by [`Pipeline::process_with`]: the issues the compiled query selected,
+    pub selected_issues: Vec<IssueRef>,
+    /// the real-time run's results (real-time mode),
+    pub results: Option<RunReport>,
+    /// and the batch jobs created (batch mode).
+    pub batch_jobs: Vec<BatchJob>,
 }
 
-impl Default for Pipeline {
+/// What a processed pipeline produced, in numbers.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Summary {
+    pub selected: usize,
+    pub processed: usize,
+    pub failed: usize,
+    pub avg_confidence: Option<f64>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: f64,
+    pub batch_jobs: Vec<String>,
+}
+
+/// How `process_with` runs what it selected.
+#[derive(Debug, Clone)]
+pub struct RunOptions<'a> {
+    /// Requests in flight at once (real-time mode).
+    pub concurrency: usize,
+    /// Taxonomy, settings, prices, timeouts recorded with a batch job.
+    pub ai: Option<&'a AiArgs>,
+    /// The command that created a batch job, recorded with it.
+    pub source_command: String,
+}
+
+impl Default for Source {
     fn default() -> Self {
-        Self::new()
+        Self::Issues
     }
 }
 
 impl Pipeline {
     pub fn new() -> Self {
-        Self {
-            source: Source::Issues,
-            filters: Vec::new(),
-            limit: None,
-            newest_first: None,
-            batch_mode: false,
-        }
+        Self::default()
     }
 
     /// Issues with no result of `processor`.
@@ -232,6 +260,70 @@ impl Pipeline {
         let sql = self.compile(processor);
         let issues = db.select_issues(&sql)?;
         Ok(Selection { sql, issues })
+    }
+
+    /// Selects the issues (read-only), then processes them with `plan`'s processor and model:
+    /// one real-time run, or — after [`Pipeline::enable_batch_mode`] — one batch job (split into
+    /// provider batches as needed) recording the compiled SQL as its `selection_query`.
+    pub async fn process_with(
+        &mut self,
+        ctx: &Ctx,
+        plan: Plan,
+        opts: RunOptions<'_>,
+    ) -> anyhow::Result<()> {
+        let selection = self.select(&ctx.read_only_db()?, plan.processor.name())?;
+        self.selected_issues = selection.issues.clone();
+        if self.selected_issues.is_empty() {
+            return Ok(());
+        }
+        if self.batch_mode {
+            let mut db = ctx.db()?;
+            let mut m = BatchManager::new(ctx, &mut db);
+            let model = plan.model.id();
+            let job = m
+                .create_batch_job(
+                    NewJob {
+                        processor: plan.processor.name(),
+                        model: Some(&model),
+                        ai: opts.ai,
+                        selection_query: Some(selection.sql),
+                        source_command: opts.source_command,
+                        parent_job_id: None,
+                    },
+                    selection.issues,
+                )
+                .await?;
+            self.batch_jobs.push(job);
+        } else {
+            let report =
+                process::execute_realtime(ctx, plan, selection.issues, opts.concurrency).await?;
+            self.results = Some(report);
+        }
+        Ok(())
+    }
+
+    /// Processed, failed, average confidence, tokens and cost of what `process_with` did (a
+    /// batch job's numbers are those known so far).
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary {
+            selected: self.selected_issues.len(),
+            batch_jobs: self.batch_jobs.iter().map(|j| j.job_id.clone()).collect(),
+            ..Summary::default()
+        };
+        if let Some(r) = &self.results {
+            s.processed = r.processed;
+            s.failed = r.failed.len();
+            s.avg_confidence = r.avg_confidence();
+            s.prompt_tokens = r.usage.prompt_tokens;
+            s.completion_tokens = r.usage.completion_tokens;
+            s.cost_usd = r.cost_usd;
+        }
+        for j in &self.batch_jobs {
+            s.processed += j.completed_count.max(0) as usize;
+            s.failed += j.failed_count.max(0) as usize;
+            s.cost_usd += j.cost_actual.unwrap_or(0.0);
+        }
+        s
     }
 }
 

@@ -60,6 +60,15 @@ pub struct RunReport {
     pub interrupted: bool,
     /// Why the run stopped early (a run-wide error), if it did.
     pub aborted: Option<String>,
+    /// Sum of the confidences of the stored results (for their average).
+    pub confidence_sum: f64,
+}
+
+impl RunReport {
+    /// Average confidence of the stored results, if any were stored.
+    pub fn avg_confidence(&self) -> Option<f64> {
+        (self.processed > 0).then(|| self.confidence_sum / self.processed as f64)
+    }
 }
 
 impl Engine {
@@ -463,7 +472,10 @@ pub async fn run<F: FnMut(&str)>(
         };
         for (f, outcome) in finished.iter().zip(outcomes) {
             match outcome {
-                Ok(()) => report.processed += 1,
+                Ok(()) => {
+                    report.processed += 1;
+                    report.confidence_sum += f.validated.confidence;
+                }
                 Err(reason) => report.failed.push((f.issue.id.clone(), reason)),
             }
             progress.inc(1);

@@ -149,7 +149,20 @@ pub async fn run_realtime(
     skipped_existing: usize,
 ) -> anyhow::Result<()> {
     let processor = plan.processor.name();
-    let selected = todo.len() + skipped_existing;
+    let model = plan.model.id();
+    let to_run = todo.len();
+    let report = execute_realtime(ctx, plan, todo, concurrency).await?;
+    report_realtime(ctx, processor, &model, &report, to_run, skipped_existing)
+}
+
+/// Processes issues in real time (bounded concurrency, Ctrl-C aware) and stores each result;
+/// prints nothing but progress. Used by `process` and by `Pipeline::process_with`.
+pub async fn execute_realtime(
+    ctx: &Ctx,
+    plan: Plan,
+    todo: Vec<IssueRef>,
+    concurrency: usize,
+) -> anyhow::Result<realtime::RunReport> {
     let mut db = ctx.db()?;
     let endpoint = if todo.is_empty() {
         None
@@ -180,7 +193,6 @@ pub async fn run_realtime(
         }
     });
     let bar = crate::progress::bar(todo.len() as u64, "process", ctx.settings.quiet);
-    let to_run = todo.len();
     let printer = ctx.printer;
     let report = realtime::run(
         engine,
@@ -197,7 +209,19 @@ pub async fn run_realtime(
     .await;
     signals.abort();
     bar.finish_and_clear();
-    let report = report?;
+    report
+}
+
+/// Prints a real-time run's summary and turns failures and interruptions into the exit code.
+pub fn report_realtime(
+    ctx: &Ctx,
+    processor: &str,
+    model: &str,
+    report: &realtime::RunReport,
+    to_run: usize,
+    skipped_existing: usize,
+) -> anyhow::Result<()> {
+    let selected = to_run + skipped_existing;
     for (issue, reason) in &report.failed {
         ctx.printer.warn(&format!("{issue}: {reason}"));
     }
@@ -205,12 +229,18 @@ pub async fn run_realtime(
     let secs = report.elapsed.as_secs_f64();
     let mut fields: Vec<(&str, Value)> = vec![
         ("processor", json!(processor)),
-        ("model", json!(plan.model.id())),
+        ("model", json!(model)),
         ("selected", json!(selected)),
         ("skipped_existing", json!(skipped_existing)),
         ("processed", json!(report.processed)),
         ("failed", json!(report.failed.len())),
         ("not_started", json!(not_started)),
+        (
+            "avg_confidence",
+            report
+                .avg_confidence()
+                .map_or(Value::Null, |c| json!((c * 1000.0).round() / 1000.0)),
+        ),
         ("requests", json!(report.requests)),
         ("prompt_tokens", json!(report.usage.prompt_tokens)),
         ("cached_tokens", json!(report.usage.cached_tokens)),
@@ -240,11 +270,10 @@ pub async fn run_realtime(
     ctx.printer.summary(&fields)?;
     if report.cost_unknown {
         ctx.printer.warn(&format!(
-            "no price known for {}: cost not recorded (add it with --prices FILE)",
-            plan.model.id()
+            "no price known for {model}: cost not recorded (add it with --prices FILE)"
         ));
     }
-    if let Some(reason) = report.aborted {
+    if let Some(reason) = &report.aborted {
         return Err(user(format!(
             "stopped after a run-wide error; {} result(s) stored: {reason}",
             report.processed

@@ -6,13 +6,14 @@ use std::io::IsTerminal;
 use serde_json::{json, Value};
 
 use crate::ai::tokens;
-use crate::batch::{self, BatchManager, NewJob};
+use crate::batch::{self, BatchManager};
 use crate::cli::{OutputFormat, ProcessQueryCommand, RunArgs, SelectionArgs};
 use crate::commands::process::{self, Plan};
 use crate::commands::Ctx;
+use crate::db::BatchJob;
 use crate::db::SelectionSize;
 use crate::error::user;
-use crate::pipeline::{check_custom_sql, Pipeline, Selection};
+use crate::pipeline::{check_custom_sql, Pipeline, RunOptions};
 use crate::printer::Table;
 use crate::processors::Processor;
 use crate::store::{names, StoredIssue};
@@ -110,6 +111,12 @@ async fn execute(
     what: &str,
     source_command: &str,
 ) -> anyhow::Result<()> {
+    if !run.poll_interval.is_finite() || run.poll_interval <= 0.0 || run.poll_interval > 3600.0 {
+        return Err(user(format!(
+            "--poll-interval {}: must be between 0 and 3600 seconds",
+            run.poll_interval
+        )));
+    }
     let name = plan.processor.name();
     pipeline = pipeline.excluding_active_batches(name);
     if run.batch_mode {
@@ -151,16 +158,36 @@ async fn execute(
     if !run.yes {
         confirm()?;
     }
-    let selection = Selection {
-        issues: db.select_issues(&sql)?,
-        sql,
-    };
     drop(db);
-    if run.batch_mode {
-        submit_batch(ctx, plan, selection, source_command, run).await
-    } else {
-        let concurrency = process::concurrency(run.concurrency)?;
-        process::run_realtime(ctx, plan, selection.issues, concurrency, 0).await
+    let (processor, model) = (plan.processor.name(), plan.model.id());
+    let concurrency = process::concurrency(run.concurrency)?;
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    pipeline
+        .process_with(
+            ctx,
+            plan,
+            RunOptions {
+                concurrency,
+                ai: Some(&run.ai),
+                source_command: format!("{source_command} ({command_line})"),
+            },
+        )
+        .await?;
+    match (&pipeline.results, pipeline.batch_jobs.first()) {
+        (Some(report), _) => process::report_realtime(
+            ctx,
+            processor,
+            &model,
+            report,
+            pipeline.selected_issues.len(),
+            0,
+        ),
+        (None, Some(job)) => follow_batch(ctx, job.clone(), run).await,
+        // Everything selected a moment ago was taken meanwhile (e.g. by another job).
+        (None, None) => {
+            ctx.printer.warn(&format!("No issues {what} to process."));
+            Ok(())
+        }
     }
 }
 
@@ -351,38 +378,11 @@ fn rows_json(t: &Table) -> Value {
     )
 }
 
-/// Creates one batch job for the selection (split into provider batches as needed), prints
-/// its id, and with `--wait` polls until it ends and collects its results.
-async fn submit_batch(
-    ctx: &Ctx,
-    plan: Plan,
-    selection: Selection,
-    source_command: &str,
-    run: &RunArgs,
-) -> anyhow::Result<()> {
-    if !run.poll_interval.is_finite() || run.poll_interval <= 0.0 || run.poll_interval > 3600.0 {
-        return Err(user(format!(
-            "--poll-interval {}: must be between 0 and 3600 seconds",
-            run.poll_interval
-        )));
-    }
+/// Prints a created batch job's id, and with `--wait` polls until it ends and collects its
+/// results.
+async fn follow_batch(ctx: &Ctx, job: BatchJob, run: &RunArgs) -> anyhow::Result<()> {
     let mut db = ctx.db()?;
     let mut m = BatchManager::new(ctx, &mut db);
-    let model = plan.model.id();
-    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
-    let job = m
-        .create_batch_job(
-            NewJob {
-                processor: plan.processor.name(),
-                model: Some(&model),
-                ai: Some(&run.ai),
-                selection_query: Some(selection.sql),
-                source_command: format!("{source_command} ({command_line})"),
-                parent_job_id: None,
-            },
-            selection.issues,
-        )
-        .await?;
     let parts = m.parts(&job.job_id)?;
     ctx.printer.note(&format!(
         "Created batch job {} ({} issues, {} provider batch{}, provider {})",
