@@ -47,6 +47,11 @@ fn rules_realtime_missing_reprocess_and_custom_select_in_sql() {
         &["missing", "product-labeling", "--limit", "1", "--yes"],
     );
     assert_eq!(s["processed"], 1);
+    // The summary's average confidence is the stored one.
+    assert_eq!(
+        s["avg_confidence"],
+        env.scalar("SELECT round(avg(confidence), 3) FROM ai_results")
+    );
     let r = rows(&env, "SELECT issue_id, mode, provider FROM ai_results");
     assert_eq!(r.len(), 1);
     assert_eq!(r[0]["mode"], "realtime");
