@@ -685,3 +685,59 @@ fn a_lost_database_gets_issues_and_results_back_from_the_files() {
     assert_eq!(after, before);
     assert_eq!(env.scalar("SELECT count(*) FROM ai_recommendations"), recs);
 }
+
+#[test]
+fn batch_status_collects_a_failed_job_once_and_then_leaves_the_provider_alone() {
+    let env = setup();
+    let batches = fb::new_state();
+    fb::reject_batches(
+        &batches,
+        "token_limit_exceeded",
+        "Enqueued token limit reached",
+    );
+    let oa = FakeOpenAi::with_batches(batches.clone());
+    let vars = oa.env();
+    let job = pq_json(
+        &env,
+        &vars,
+        &[
+            "missing",
+            "product-labeling",
+            "--batch-mode",
+            "--limit",
+            "2",
+            "--yes",
+            "--model",
+            "openai:gpt-4o-mini",
+        ],
+    );
+    let job = job["job_id"].as_str().unwrap().to_string();
+    fb::finish_all(&batches);
+    let first = pq_json(&env, &vars, &["batch-status"]);
+    assert_eq!(first[0]["status"], "failed", "{first}");
+    assert_eq!(first[0]["failed"], 2);
+    assert_eq!(
+        env.scalar(&format!(
+            "SELECT count(*) FROM batch_items WHERE job_id = '{job}' AND status = 'failed' AND error IS NOT NULL"
+        )),
+        2
+    );
+    let polls = fb::count(&batches, "GET", "/v1/batches");
+    // Once collected, the job needs neither the provider nor its key again.
+    let out = env
+        .cmd()
+        .args(["process-query", "batch-status", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("could not"), "{stderr}");
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again, first);
+    assert_eq!(
+        fb::count(&batches, "GET", "/v1/batches"),
+        polls,
+        "asked the provider again"
+    );
+    assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 0);
+}

@@ -118,7 +118,12 @@ impl BatchManager<'_> {
         }
         job = l.job;
         self.reaggregate(&mut job, &parts)?;
-        if job.status == "collected" {
+        // A job that ended failed or cancelled never becomes `collected`, but once nothing is
+        // left running its collection is done too: mark it, so `process-query batch-status`
+        // does not ask the provider about it again on every run.
+        if job.status == "collected"
+            || (report.parts_running == 0 && !super::is_active(&job.status))
+        {
             job.collected_at.get_or_insert_with(now);
             self.db.update_batch_job(&job)?;
         }

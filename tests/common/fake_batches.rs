@@ -191,6 +191,20 @@ pub fn set_base_url(state: &Shared, url: &str) {
     lock(state).base_url = url.to_string();
 }
 
+/// Requests to `state`'s routes with this method whose path starts with `prefix`.
+pub fn count(state: &Shared, method: &str, prefix: &str) -> usize {
+    lock(state)
+        .log
+        .iter()
+        .filter(|r| r.method == method && r.path.starts_with(prefix))
+        .count()
+}
+
+/// Every OpenAI batch created from now on fails validation with this error.
+pub fn reject_batches(state: &Shared, code: &str, message: &str) {
+    lock(state).reject = Some((code.to_string(), message.to_string()));
+}
+
 /// How batches of `state` advance from now on.
 pub fn set_advance(state: &Shared, a: Advance) {
     lock(state).advance = a;
@@ -310,7 +324,7 @@ impl FakeBatches {
     /// Every OpenAI batch created from now on fails validation with this error (e.g.
     /// `token_limit_exceeded`), as the real service reports on a later poll.
     pub fn reject_batches(&self, code: &str, message: &str) {
-        lock(&self.state).reject = Some((code.to_string(), message.to_string()));
+        reject_batches(&self.state, code, message);
     }
 
     /// Moves every running batch to its end now.
@@ -324,11 +338,7 @@ impl FakeBatches {
 
     /// Requests with this method whose path starts with `prefix`.
     pub fn count(&self, method: &str, prefix: &str) -> usize {
-        lock(&self.state)
-            .log
-            .iter()
-            .filter(|r| r.method == method && r.path.starts_with(prefix))
-            .count()
+        count(&self.state, method, prefix)
     }
 
     /// Public objects of every batch, oldest first.
