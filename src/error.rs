@@ -8,11 +8,6 @@ use std::process::ExitCode;
 #[error("{0}")]
 pub struct UserError(pub String);
 
-/// A command whose implementation belongs to a later issue.
-#[derive(Debug, thiserror::Error)]
-#[error("`{0}` is not implemented yet")]
-pub struct NotImplemented(pub &'static str);
-
 pub fn user(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UserError(msg.into()))
 }
