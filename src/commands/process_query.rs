@@ -420,7 +420,6 @@ async fn follow_batch(ctx: &Ctx, job: BatchJob, run: &RunArgs) -> anyhow::Result
         ("issues", json!(job.issues_count)),
         ("completed", json!(job.completed_count)),
         ("failed", json!(job.failed_count)),
-        ("stored_now", json!(report.stored)),
         ("cost_usd", json!(job.cost_actual)),
     ])?;
     if job.failed_count > 0 {
