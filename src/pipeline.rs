@@ -31,10 +31,14 @@ enum Filter {
 }
 
 /// Where the issues come from: all stored issues, or the rows of the user's own SELECT.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 enum Source {
+    #[default]
     Issues,
-    Custom { sql: String, key: CustomKey },
+    Custom {
+        sql: String,
+        key: CustomKey,
+    },
 }
 
 /// How the rows of a custom query name issues.
@@ -81,12 +85,6 @@ pub struct RunOptions<'a> {
     pub ai: Option<&'a AiArgs>,
     /// The command that created a batch job, recorded with it.
     pub source_command: String,
-}
-
-impl Default for Source {
-    fn default() -> Self {
-        Self::Issues
-    }
 }
 
 impl Pipeline {
