@@ -55,8 +55,9 @@ pub struct Pipeline {
     limit: Option<usize>,
     newest_first: Option<bool>,
     batch_mode: bool,
-    /// Filled by [`Pipeline::process_with`]: the issues the compiled query selected,
-    pub selected_issues: Vec<IssueRef>,
+    /// The compiled query and the issues it selected (by [`Pipeline::select_into`], or by
+    /// [`Pipeline::process_with`] when nothing was selected before),
+    selection: Option<Selection>,
     /// the real-time run's results (real-time mode),
     pub results: Option<RunReport>,
     /// and the batch jobs created (batch mode).
@@ -260,20 +261,34 @@ impl Pipeline {
         Ok(Selection { sql, issues })
     }
 
-    /// Selects the issues (read-only), then processes them with `plan`'s processor and model:
-    /// one real-time run, or — after [`Pipeline::enable_batch_mode`] — one batch job (split into
-    /// provider batches as needed) recording the compiled SQL as its `selection_query`.
+    /// Runs the selection once and keeps it: [`Pipeline::process_with`] then processes exactly
+    /// these issues, without selecting again.
+    pub fn select_into(&mut self, db: &ReadOnlyDb, processor: &str) -> anyhow::Result<&[IssueRef]> {
+        let selection = self.select(db, processor)?;
+        Ok(&self.selection.insert(selection).issues)
+    }
+
+    /// The issues selected so far (none before a selection ran).
+    pub fn selected_issues(&self) -> &[IssueRef] {
+        self.selection.as_ref().map_or(&[], |s| &s.issues)
+    }
+
+    /// Processes the selected issues (selecting them first, read-only, if that has not happened)
+    /// with `plan`'s processor and model: one real-time run, or — after
+    /// [`Pipeline::enable_batch_mode`] — one batch job (split into provider batches as needed)
+    /// recording the compiled SQL as its `selection_query`.
     pub async fn process_with(
         &mut self,
         ctx: &Ctx,
         plan: Plan,
         opts: RunOptions<'_>,
     ) -> anyhow::Result<()> {
-        let selection = self.select(&ctx.read_only_db()?, plan.processor.name())?;
-        self.selected_issues = selection.issues.clone();
-        if self.selected_issues.is_empty() {
-            return Ok(());
+        if self.selection.is_none() {
+            self.select_into(&ctx.read_only_db()?, plan.processor.name())?;
         }
+        let Some(selection) = self.selection.clone().filter(|s| !s.issues.is_empty()) else {
+            return Ok(());
+        };
         if self.batch_mode {
             let mut db = ctx.db()?;
             let mut m = BatchManager::new(ctx, &mut db);
@@ -304,7 +319,7 @@ impl Pipeline {
     /// batch job's numbers are those known so far).
     pub fn summary(&self) -> Summary {
         let mut s = Summary {
-            selected: self.selected_issues.len(),
+            selected: self.selected_issues().len(),
             batch_jobs: self.batch_jobs.iter().map(|j| j.job_id.clone()).collect(),
             ..Summary::default()
         };

@@ -18,14 +18,21 @@ pub fn result_rel_path(
     number: u64,
     processor: &str,
 ) -> anyhow::Result<String> {
-    names::validate_org(org)?;
-    names::validate_repo(repo)?;
-    Ok(format!(
-        "{RESULTS_DIR}/{org}_{repo}_issue_{number}_{processor}.json"
-    ))
+    rel_path(RESULTS_DIR, org, repo, number, processor)
 }
 
+/// The same name under `results/failures/`.
 pub fn failure_rel_path(
+    org: &str,
+    repo: &str,
+    number: u64,
+    processor: &str,
+) -> anyhow::Result<String> {
+    rel_path(FAILURES_DIR, org, repo, number, processor)
+}
+
+fn rel_path(
+    dir: &str,
     org: &str,
     repo: &str,
     number: u64,
@@ -34,7 +41,7 @@ pub fn failure_rel_path(
     names::validate_org(org)?;
     names::validate_repo(repo)?;
     Ok(format!(
-        "{FAILURES_DIR}/{org}_{repo}_issue_{number}_{processor}.json"
+        "{dir}/{org}_{repo}_issue_{number}_{processor}.json"
     ))
 }
 

@@ -86,7 +86,7 @@ async fn submit(ctx: &Ctx, a: &BatchSubmitArgs) -> anyhow::Result<()> {
         model: a.model.as_deref(),
         ai: Some(&a.ai),
         selection_query: Some(sql),
-        source_command: source_command(),
+        source_command: super::command_line(),
         parent_job_id: None,
     };
     if a.dry_run {
@@ -147,11 +147,6 @@ fn short(id: &str) -> &str {
 }
 
 /// The command line as typed (recorded with the job), keys never included (they are env only).
-fn source_command() -> String {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    format!("github-analysis {}", args.join(" "))
-}
-
 fn show_job(ctx: &Ctx, job: &BatchJob, parts: &[BatchPart]) -> anyhow::Result<()> {
     let v = job_json(job, Some(parts));
     match ctx.printer.format {

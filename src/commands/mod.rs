@@ -54,3 +54,9 @@ pub async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(ctx, &args).await,
     }
 }
+
+/// The command line as typed (keys never travel on it), recorded with the batch jobs it creates.
+pub fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!("github-analysis {}", args.join(" "))
+}

@@ -124,11 +124,21 @@ async fn execute(
     }
     let mode = if run.batch_mode { "Batch" } else { "Real-time" };
     let db = ctx.read_only_db()?;
-    let sql = pipeline.compile(name);
     let offline = plan.model.provider == crate::ai::ProviderKind::Rules;
-    let preview_rows = if run.dry_run { PREVIEW_ROWS } else { 0 };
-    let (size, preview) =
-        db.selection_overview(&sql, (!offline).then(|| budget_chars(&plan)), preview_rows)?;
+    let cap_chars = (!offline).then(|| budget_chars(&plan));
+    let sql = pipeline.compile(name);
+    // A dry run only counts and previews; a real run selects its issues once, here, and
+    // processes exactly those.
+    let (size, preview) = if run.dry_run {
+        db.selection_overview(&sql, cap_chars, PREVIEW_ROWS)?
+    } else {
+        let issues = pipeline.select_into(&db, name)?.len() as u64;
+        let chars = match cap_chars {
+            Some(_) => db.selection_size(&sql, cap_chars)?.chars,
+            None => 0,
+        };
+        (SelectionSize { issues, chars }, Vec::new())
+    };
     if size.issues == 0 {
         ctx.printer.warn(&format!("No issues {what} to process."));
         if ctx.printer.format == OutputFormat::Json {
@@ -161,7 +171,6 @@ async fn execute(
     drop(db);
     let (processor, model) = (plan.processor.name(), plan.model.id());
     let concurrency = process::concurrency(run.concurrency)?;
-    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     pipeline
         .process_with(
             ctx,
@@ -169,7 +178,7 @@ async fn execute(
             RunOptions {
                 concurrency,
                 ai: Some(&run.ai),
-                source_command: format!("{source_command} ({command_line})"),
+                source_command: format!("{source_command} ({})", super::command_line()),
             },
         )
         .await?;
@@ -179,11 +188,11 @@ async fn execute(
             processor,
             &model,
             report,
-            pipeline.selected_issues.len(),
+            pipeline.selected_issues().len(),
             0,
         ),
         (None, Some(job)) => follow_batch(ctx, job.clone(), run).await,
-        // Everything selected a moment ago was taken meanwhile (e.g. by another job).
+        // Only an empty selection leaves neither; it was answered above, this keeps it total.
         (None, None) => {
             ctx.printer.warn(&format!("No issues {what} to process."));
             Ok(())
