@@ -13,6 +13,8 @@ mod fake_batches;
 mod fake_anthropic;
 #[path = "../tests/common/fake_openai.rs"]
 mod fake_openai;
+#[path = "../tests/common/serve.rs"]
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -8,6 +8,8 @@
 
 #[path = "../tests/common/fake_github.rs"]
 mod fake_github;
+#[path = "../tests/common/serve.rs"]
+mod serve;
 
 use std::time::{Duration, Instant};
 

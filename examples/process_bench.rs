@@ -14,6 +14,8 @@ mod fake_openai;
 mod fake_anthropic;
 #[path = "../tests/common/fake_batches.rs"]
 mod fake_batches;
+#[path = "../tests/common/serve.rs"]
+mod serve;
 
 use std::sync::Arc;
 use std::time::Duration;

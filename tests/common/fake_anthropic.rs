@@ -76,8 +76,8 @@ pub struct FakeAnthropic {
     /// Base URL without `/v1`, as `ANTHROPIC_BASE_URL` expects.
     pub url: String,
     inner: Arc<Mutex<Inner>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// The running server; dropping it stops the server.
+    _served: super::serve::Served,
 }
 
 fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
@@ -118,32 +118,17 @@ impl FakeAnthropic {
             super::fake_batches::set_base_url(&b, &format!("http://{addr}"));
             super::fake_batches::router(b)
         });
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let chat = axum::Router::new().fallback(handle).with_state(state);
-                let app = match extra {
-                    Some(batch_routes) => batch_routes.merge(chat),
-                    None => chat,
-                };
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
+        let served = super::serve::spawn(listener, 2, true, move || {
+            let chat = axum::Router::new().fallback(handle).with_state(state);
+            match extra {
+                Some(batch_routes) => batch_routes.merge(chat),
+                None => chat,
+            }
         });
         Self {
             url: format!("http://{addr}"),
             inner,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _served: served,
         }
     }
 
@@ -163,17 +148,6 @@ impl FakeAnthropic {
             ("ANTHROPIC_BASE_URL", self.url.clone()),
             ("ANTHROPIC_API_KEY", KEY.to_string()),
         ]
-    }
-}
-
-impl Drop for FakeAnthropic {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -247,8 +247,8 @@ pub struct FakeBatches {
     /// Base URL without `/v1` (Anthropic's convention; OpenAI's is this + `/v1`).
     pub url: String,
     pub state: Shared,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// The running server; dropping it stops the server.
+    _served: super::serve::Served,
 }
 
 impl FakeBatches {
@@ -259,27 +259,11 @@ impl FakeBatches {
         let addr: SocketAddr = listener.local_addr().expect("addr");
         lock(&state).base_url = format!("http://{addr}");
         let app = router(state.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-        });
+        let served = super::serve::spawn(listener, 2, true, move || app);
         Self {
             url: format!("http://{addr}"),
             state,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _served: served,
         }
     }
 
@@ -363,17 +347,6 @@ impl FakeBatches {
             .files
             .get(file_id)
             .map(|f| f.bytes.clone())
-    }
-}
-
-impl Drop for FakeBatches {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -188,8 +188,8 @@ struct Inner {
 pub struct FakeGitHub {
     pub url: String,
     inner: Arc<Mutex<Inner>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// The running server; dropping it stops the server.
+    _served: super::serve::Served,
 }
 
 fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
@@ -216,29 +216,15 @@ impl FakeGitHub {
             attachments: HashMap::new(),
             delay_ms: 0,
         }));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let state = inner.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let app = axum::Router::new().fallback(handle).with_state(state);
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
+        // Not joined on drop: a `Delay` fault may still be sleeping for a client that is gone.
+        let served = super::serve::spawn(listener, 2, false, move || {
+            axum::Router::new().fallback(handle).with_state(state)
         });
         Self {
             url,
             inner,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _served: served,
         }
     }
 
@@ -334,17 +320,6 @@ impl FakeGitHub {
     /// `YYYY-MM-DDTHH:MM:SSZ` for now (GitHub's timestamp format).
     pub fn now() -> String {
         Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
-    }
-}
-
-impl Drop for FakeGitHub {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        // Not joined: a graceful shutdown waits for in-flight answers, and a `Delay` fault may
-        // still be sleeping for a client that is gone. The thread ends with the test process.
-        drop(self.thread.take());
     }
 }
 

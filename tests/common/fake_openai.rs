@@ -103,8 +103,8 @@ pub struct FakeOpenAi {
     pub url: String,
     inner: Arc<Mutex<Inner>>,
     release: Arc<tokio::sync::Semaphore>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// The running server; dropping it stops the server.
+    _served: super::serve::Served,
 }
 
 fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
@@ -189,33 +189,18 @@ impl FakeOpenAi {
             super::fake_batches::set_base_url(&b, &format!("http://{addr}"));
             super::fake_batches::router(b)
         });
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(worker_threads.max(1))
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let chat = axum::Router::new().fallback(handle).with_state(state);
-                let app = match extra {
-                    Some(batch_routes) => batch_routes.merge(chat),
-                    None => chat,
-                };
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
+        let served = super::serve::spawn(listener, worker_threads, true, move || {
+            let chat = axum::Router::new().fallback(handle).with_state(state);
+            match extra {
+                Some(batch_routes) => batch_routes.merge(chat),
+                None => chat,
+            }
         });
         Self {
             url: format!("http://{addr}/v1"),
             inner,
             release,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _served: served,
         }
     }
 
@@ -254,12 +239,7 @@ impl Drop for FakeOpenAi {
     fn drop(&mut self) {
         // Held requests must not keep the server from shutting down.
         self.release.add_permits(1_000_000);
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        // (`_served` is dropped next, which stops and joins the server.)
     }
 }
 

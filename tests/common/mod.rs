@@ -6,6 +6,7 @@ pub mod fake_anthropic;
 pub mod fake_batches;
 pub mod fake_github;
 pub mod fake_openai;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 
