@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::fake_batches::{Advance, End, FakeBatches, LineReply};
 use common::fake_openai::FakeOpenAi;
-use common::Env;
+use common::{Env, Run};
 use serde_json::{json, Value};
 
 const ORG: &str = "replicatedhq";
@@ -18,17 +18,7 @@ const OPENAI: &str = "openai:gpt-4o-mini";
 const ANTHROPIC: &str = "anthropic:claude-haiku-4-5";
 
 fn stored(number: u64, title: &str, body: &str) -> Value {
-    json!({
-        "org": ORG,
-        "repo": REPO,
-        "issue": {
-            "number": number, "title": title, "body": body, "state": "open",
-            "labels": [], "user": {"login": "reporter", "id": 1}, "comments": [],
-            "created_at": "2024-05-01T09:00:00Z", "updated_at": "2024-05-02T09:00:00Z",
-            "attachments": []
-        },
-        "metadata": {"collection_timestamp": "2024-05-03T00:00:00Z", "tool_version": "test"}
-    })
+    common::stored_issue(ORG, REPO, number, title, body, &[], &[])
 }
 
 /// Four issues: kots, troubleshoot, embedded-cluster, none.
@@ -56,9 +46,7 @@ fn setup() -> Env {
             "Who should we contact about billing?"
         ),
     ]);
-    let path = env.dir.path().join("issues.json");
-    std::fs::write(&path, serde_json::to_vec(&issues).unwrap()).unwrap();
-    let s = env.json(&["import", path.to_str().unwrap()]);
+    let s = env.import_json(&issues);
     assert_eq!(s["issues"], 4, "{s}");
     env
 }
@@ -67,46 +55,8 @@ fn id(n: u64) -> String {
     format!("{ORG}/{REPO}#{n}")
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout not JSON ({e}): {}\nstderr: {}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-    fn ok(self) -> Self {
-        assert_eq!(
-            self.code, 0,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-}
-
 fn run(env: &Env, vars: &[(&str, String)], args: &[&str]) -> Run {
-    let mut c = env.cmd();
-    for (k, v) in vars {
-        c.env(k, v);
-    }
-    let out = c.args(args).args(["--format", "json"]).output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn rows(env: &Env, sql: &str) -> Vec<Value> {
-    env.json(&["query", "sql", sql]).as_array().unwrap().clone()
+    env.run_json(vars, args)
 }
 
 fn submit(env: &Env, vars: &[(&str, String)], model: &str) -> Value {
@@ -168,10 +118,7 @@ fn rules_jobs_run_locally_and_store_batch_results() {
         (job["completed"].as_i64(), job["failed"].as_i64()),
         (Some(4), Some(0))
     );
-    let r = rows(
-        &env,
-        "SELECT mode, batch_job_id, count(*) AS n FROM ai_results GROUP BY ALL",
-    );
+    let r = env.rows("SELECT mode, batch_job_id, count(*) AS n FROM ai_results GROUP BY ALL");
     assert_eq!(
         r,
         vec![json!({"mode": "batch", "batch_job_id": jid, "n": 4})]
@@ -422,7 +369,7 @@ fn openai_job_split_polled_collected_idempotently_and_retried() {
         "the fake shuffles output; the join must not depend on order"
     );
     // Rows: mode batch, the job id, the batch-discounted cost of 1000 + 100 tokens of gpt-4o-mini.
-    let r = rows(&env, "SELECT issue_id, mode, batch_job_id, prompt_tokens, completion_tokens, round(cost_usd, 9) AS cost FROM ai_results ORDER BY 1");
+    let r = env.rows("SELECT issue_id, mode, batch_job_id, prompt_tokens, completion_tokens, round(cost_usd, 9) AS cost FROM ai_results ORDER BY 1");
     assert_eq!(r.len(), 2, "{r:?}");
     assert_eq!(r[0]["issue_id"], id(1).as_str());
     assert_eq!(r[1]["issue_id"], id(3).as_str());
@@ -431,13 +378,10 @@ fn openai_job_split_polled_collected_idempotently_and_retried() {
         (Some("batch"), Some(jid.as_str()))
     );
     assert_eq!(r[0]["cost"].as_f64(), Some(0.000105));
-    let recs = rows(
-        &env,
-        &format!(
-            "SELECT issue_id, value, batch_job_id FROM ai_recommendations WHERE issue_id = '{}'",
-            id(1)
-        ),
-    );
+    let recs = env.rows(&format!(
+        "SELECT issue_id, value, batch_job_id FROM ai_recommendations WHERE issue_id = '{}'",
+        id(1)
+    ));
     assert!(
         recs.iter()
             .any(|x| x["value"] == "product::kots" && x["batch_job_id"] == jid.as_str()),
@@ -449,12 +393,7 @@ fn openai_job_split_polled_collected_idempotently_and_retried() {
     assert_eq!(statuses.iter().filter(|(_, s)| s == "failed").count(), 2);
 
     // A second collect changes nothing: same rows, same files, no new downloads.
-    let dump = |env: &Env| {
-        rows(
-            env,
-            "SELECT * EXCLUDE (id) FROM ai_results ORDER BY issue_id",
-        )
-    };
+    let dump = |env: &Env| env.rows("SELECT * EXCLUDE (id) FROM ai_results ORDER BY issue_id");
     let before = (dump(&env), std::fs::read(result_file(&env, 1)).unwrap());
     let downloads = fake.count("GET", "/v1/files/");
     let again = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
@@ -582,8 +521,7 @@ fn anthropic_job_expired_keeps_partial_results() {
         "{statuses:?}"
     );
     // Anthropic usage: 200 input + 800 cache read + 80 output tokens, batch price.
-    let r = rows(
-        &env,
+    let r = env.rows(
         "SELECT prompt_tokens, cached_tokens, completion_tokens, mode FROM ai_results LIMIT 1",
     );
     assert_eq!(
@@ -954,10 +892,7 @@ fn a_server_without_a_batch_api_runs_the_job_locally() {
         "{job}"
     );
     assert_eq!(job["completed"], 4);
-    let r = rows(
-        &env,
-        "SELECT mode, provider, count(*) AS n FROM ai_results GROUP BY ALL",
-    );
+    let r = env.rows("SELECT mode, provider, count(*) AS n FROM ai_results GROUP BY ALL");
     assert_eq!(
         r,
         vec![json!({"mode": "batch", "provider": "openai", "n": 4})]

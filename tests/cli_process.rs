@@ -8,33 +8,14 @@ use std::time::Duration;
 
 use common::fake_anthropic::{self as fa, FakeAnthropic};
 use common::fake_openai::{self as fo, FakeOpenAi};
-use common::Env;
+use common::{Env, Run};
 use serde_json::{json, Value};
 
 const ORG: &str = "replicatedhq";
 const REPO: &str = "triage-test";
 
 fn stored(number: u64, title: &str, body: &str, labels: &[&str], comments: &[&str]) -> Value {
-    json!({
-        "org": ORG,
-        "repo": REPO,
-        "issue": {
-            "number": number,
-            "title": title,
-            "body": body,
-            "state": "open",
-            "labels": labels.iter().map(|l| json!({"name": l, "color": "ededed", "description": null})).collect::<Vec<_>>(),
-            "user": {"login": "reporter", "id": 1},
-            "comments": comments.iter().enumerate().map(|(i, c)| json!({
-                "id": number as i64 * 100 + i as i64, "user": {"login": "helper", "id": 2}, "body": c,
-                "created_at": "2024-05-01T10:00:00Z", "updated_at": "2024-05-01T10:00:00Z"
-            })).collect::<Vec<_>>(),
-            "created_at": "2024-05-01T09:00:00Z",
-            "updated_at": "2024-05-02T09:00:00Z",
-            "attachments": []
-        },
-        "metadata": {"collection_timestamp": "2024-05-03T00:00:00Z", "tool_version": "test"}
-    })
+    common::stored_issue(ORG, REPO, number, title, body, labels, comments)
 }
 
 /// Four issues: kots, troubleshoot, embedded-cluster, and one about no product.
@@ -70,9 +51,7 @@ fn setup() -> Env {
             &[]
         ),
     ]);
-    let path = env.dir.path().join("issues.json");
-    std::fs::write(&path, serde_json::to_vec(&issues).unwrap()).unwrap();
-    let s = env.json(&["import", path.to_str().unwrap()]);
+    let s = env.import_json(&issues);
     assert_eq!(s["issues"], 4, "{s}");
     env
 }
@@ -81,43 +60,11 @@ fn id(n: u64) -> String {
     format!("{ORG}/{REPO}#{n}")
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout not JSON ({e}): {}\nstderr: {}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-}
-
 fn run(env: &Env, vars: &[(&str, String)], args: &[&str]) -> Run {
-    let mut c = env.cmd();
-    for (k, v) in vars {
-        c.env(k, v);
-    }
-    let out = c
-        .args(["process", "product-labeling", "--org", ORG])
-        .args(args)
-        .args(["--format", "json"])
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn rows(env: &Env, sql: &str) -> Vec<Value> {
-    env.json(&["query", "sql", sql]).as_array().unwrap().clone()
+    env.run_json(
+        vars,
+        &[&["process", "product-labeling", "--org", ORG], args].concat(),
+    )
 }
 
 fn result_file(env: &Env, n: u64) -> std::path::PathBuf {
@@ -168,7 +115,7 @@ fn rules_labels_offline_without_any_key_and_reprocessing_replaces() {
     );
     assert_eq!(s["cost_usd"], 0.0);
 
-    let got = rows(&env, "SELECT issue_id, value FROM ai_recommendations WHERE kind = 'label' ORDER BY issue_id, confidence DESC");
+    let got = env.rows("SELECT issue_id, value FROM ai_recommendations WHERE kind = 'label' ORDER BY issue_id, confidence DESC");
     let top = |n: u64| {
         got.iter()
             .find(|r| r["issue_id"] == id(n))
@@ -180,13 +127,10 @@ fn rules_labels_offline_without_any_key_and_reprocessing_replaces() {
     assert_eq!(top(4), None);
     // The wrong current label of #2 is flagged for removal.
     assert_eq!(
-        rows(
-            &env,
-            "SELECT value FROM ai_recommendations WHERE kind = 'remove_label'"
-        ),
+        env.rows("SELECT value FROM ai_recommendations WHERE kind = 'remove_label'"),
         vec![json!({"value": "product::kots"})]
     );
-    let r1 = &rows(&env, &format!("SELECT provider, model, mode, prompt_tokens, cost_usd, file_path FROM ai_results WHERE issue_id = '{}'", id(1)))[0];
+    let r1 = &env.rows(&format!("SELECT provider, model, mode, prompt_tokens, cost_usd, file_path FROM ai_results WHERE issue_id = '{}'", id(1)))[0];
     assert_eq!(
         (
             r1["provider"].clone(),
@@ -232,18 +176,12 @@ fn rules_labels_offline_without_any_key_and_reprocessing_replaces() {
     )
     .json();
     assert_eq!(re["processed"], 1);
+    assert_eq!(env.rows("SELECT count(*) AS n FROM ai_results")[0]["n"], 4);
     assert_eq!(
-        rows(&env, "SELECT count(*) AS n FROM ai_results")[0]["n"],
-        4
-    );
-    assert_eq!(
-        rows(
-            &env,
-            &format!(
-                "SELECT count(*) AS n FROM ai_recommendations WHERE issue_id = '{}'",
-                id(1)
-            )
-        )[0]["n"],
+        env.rows(&format!(
+            "SELECT count(*) AS n FROM ai_recommendations WHERE issue_id = '{}'",
+            id(1)
+        ))[0]["n"],
         1
     );
 }
@@ -278,7 +216,7 @@ fn openai_end_to_end_against_the_fake() {
             "user"
         );
     }
-    let got = rows(&env, "SELECT provider, model, prompt_tokens, cached_tokens, completion_tokens, cost_usd FROM ai_results ORDER BY issue_id");
+    let got = env.rows("SELECT provider, model, prompt_tokens, cached_tokens, completion_tokens, cost_usd FROM ai_results ORDER BY issue_id");
     assert_eq!(got.len(), 4);
     for g in &got {
         assert_eq!(
@@ -346,8 +284,7 @@ fn anthropic_end_to_end_against_the_fake() {
         );
         assert_eq!(q.body["system"], reqs[0].body["system"]);
     }
-    let got = rows(
-        &env,
+    let got = env.rows(
         "SELECT provider, prompt_tokens, cached_tokens, cost_usd FROM ai_results ORDER BY issue_id",
     );
     assert!(got
@@ -424,10 +361,7 @@ fn anthropic_429_529_and_500_are_retried() {
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["requests"], 7);
-    assert_eq!(
-        rows(&env, "SELECT count(*) AS n FROM ai_results")[0]["n"],
-        4
-    );
+    assert_eq!(env.rows("SELECT count(*) AS n FROM ai_results")[0]["n"], 4);
     let statuses: Vec<u16> = fake.requests_for(&id(2)).iter().map(|r| r.status).collect();
     assert_eq!(statuses, vec![529, 200]);
 }
@@ -474,13 +408,10 @@ fn invalid_answers_get_one_repair_then_become_recorded_failures() {
     assert_eq!(fake.requests_for(&id(2)).len(), 2);
     assert!(!result_file(&env, 2).exists());
     assert_eq!(
-        rows(
-            &env,
-            &format!(
-                "SELECT count(*) AS n FROM ai_results WHERE issue_id = '{}'",
-                id(2)
-            )
-        )[0]["n"],
+        env.rows(&format!(
+            "SELECT count(*) AS n FROM ai_results WHERE issue_id = '{}'",
+            id(2)
+        ))[0]["n"],
         0
     );
     let failure: Value = serde_json::from_slice(
@@ -642,10 +573,7 @@ fn exhausted_quota_is_not_retried_and_stops_new_requests() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("insufficient_quota"), "{}", r.stderr);
     assert_eq!(fake.requests().len(), 1);
-    assert_eq!(
-        rows(&env, "SELECT count(*) AS n FROM ai_results")[0]["n"],
-        0
-    );
+    assert_eq!(env.rows("SELECT count(*) AS n FROM ai_results")[0]["n"], 0);
 }
 
 #[test]
@@ -668,10 +596,7 @@ fn dry_run_estimates_tokens_and_cost_and_calls_nothing() {
     let expected = (prompt as f64 * 0.15 + 1600.0 * 0.60) / 1e6;
     assert!((cost - expected).abs() < 1e-5, "{cost} vs {expected}");
     assert!(fake.requests().is_empty());
-    assert_eq!(
-        rows(&env, "SELECT count(*) AS n FROM ai_results")[0]["n"],
-        0
-    );
+    assert_eq!(env.rows("SELECT count(*) AS n FROM ai_results")[0]["n"], 0);
     // No key is needed to plan, and an unknown model's cost is unknown, not zero.
     let r = run(&env, &[], &["--model", "openai:my-finetune", "--dry-run"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -720,10 +645,7 @@ fn missing_keys_bad_settings_and_bad_taxonomies_are_user_errors() {
     let r = run(&env, &[], &["--repo", "no-such-repo"]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("no stored issues"), "{}", r.stderr);
-    assert_eq!(
-        rows(&env, "SELECT count(*) AS n FROM ai_results")[0]["n"],
-        0
-    );
+    assert_eq!(env.rows("SELECT count(*) AS n FROM ai_results")[0]["n"], 0);
 }
 
 #[test]
@@ -749,7 +671,7 @@ signals = [{ pattern = '\binstall', weight = 1.0 }]
     .unwrap();
     let r = run(&env, &[], &["--taxonomy", t.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let got = rows(&env, "SELECT issue_id, value FROM ai_recommendations WHERE kind = 'label' ORDER BY issue_id, value");
+    let got = env.rows("SELECT issue_id, value FROM ai_recommendations WHERE kind = 'label' ORDER BY issue_id, value");
     assert_eq!(
         got,
         vec![
@@ -911,7 +833,7 @@ fn ctrl_c_stops_new_requests_and_keeps_finished_work() {
         (json!(3), json!(1))
     );
     assert!(fake.requests_for(&id(4)).is_empty());
-    let stored: Vec<Value> = rows(&env, "SELECT issue_id FROM ai_results ORDER BY issue_id");
+    let stored: Vec<Value> = env.rows("SELECT issue_id FROM ai_results ORDER BY issue_id");
     assert_eq!(
         stored,
         vec![

@@ -34,10 +34,6 @@ fn pq_json(env: &Env, vars: &[(&'static str, String)], args: &[&str]) -> Value {
     serde_json::from_slice(&out.get_output().stdout).unwrap()
 }
 
-fn rows(env: &Env, sql: &str) -> Vec<Value> {
-    env.json(&["query", "sql", sql]).as_array().unwrap().clone()
-}
-
 #[test]
 fn rules_realtime_missing_reprocess_and_custom_select_in_sql() {
     let env = setup();
@@ -52,7 +48,7 @@ fn rules_realtime_missing_reprocess_and_custom_select_in_sql() {
         s["avg_confidence"],
         env.scalar("SELECT round(avg(confidence), 3) FROM ai_results")
     );
-    let r = rows(&env, "SELECT issue_id, mode, provider FROM ai_results");
+    let r = env.rows("SELECT issue_id, mode, provider FROM ai_results");
     assert_eq!(r.len(), 1);
     assert_eq!(r[0]["mode"], "realtime");
     assert_eq!(r[0]["provider"], "rules");
@@ -174,8 +170,7 @@ fn openai_and_anthropic_realtime_store_the_same_shape() {
     );
     assert_eq!(s["processed"], 1);
     assert_eq!(an.requests().len(), 1);
-    let r = rows(
-        &env,
+    let r = env.rows(
         "SELECT provider, mode, prompt_tokens > 0 AS tokens FROM ai_results ORDER BY provider",
     );
     assert_eq!(r.len(), 2);

@@ -60,6 +60,35 @@ impl Env {
         })
     }
 
+    /// Runs the binary with extra environment variables and `--format json`, whatever the outcome.
+    pub fn run_json(&self, vars: &[(&str, String)], args: &[&str]) -> Run {
+        let mut c = self.cmd();
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        let out = c.args(args).args(["--format", "json"]).output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Rows of a read-only query, as JSON objects.
+    pub fn rows(&self, sql: &str) -> Vec<serde_json::Value> {
+        self.json(&["query", "sql", sql])
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Writes StoredIssue (or REST) objects to a file and imports them; returns the summary.
+    pub fn import_json(&self, issues: &serde_json::Value) -> serde_json::Value {
+        let path = self.dir.path().join("issues.json");
+        std::fs::write(&path, serde_json::to_vec(issues).unwrap()).unwrap();
+        self.json(&["import", path.to_str().unwrap()])
+    }
+
     /// First column of the first row of a query.
     pub fn scalar(&self, sql: &str) -> serde_json::Value {
         let rows = self.json(&["query", "sql", sql]);
@@ -86,4 +115,66 @@ pub fn fixture(name: &str) -> String {
         .join(name)
         .display()
         .to_string()
+}
+
+/// What one run of the binary produced.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Stdout as JSON (panics with both streams when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout not JSON ({e}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// Asserts exit code 0.
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// A StoredIssue of an open issue with these labels and comments (comment ids derive from the
+/// issue number), as JSON for `import`.
+pub fn stored_issue(
+    org: &str,
+    repo: &str,
+    number: u64,
+    title: &str,
+    body: &str,
+    labels: &[&str],
+    comments: &[&str],
+) -> serde_json::Value {
+    serde_json::json!({
+        "org": org,
+        "repo": repo,
+        "issue": {
+            "number": number,
+            "title": title,
+            "body": body,
+            "state": "open",
+            "labels": labels.iter().map(|l| serde_json::json!({"name": l, "color": "ededed", "description": null})).collect::<Vec<_>>(),
+            "user": {"login": "reporter", "id": 1},
+            "comments": comments.iter().enumerate().map(|(i, c)| serde_json::json!({
+                "id": number as i64 * 100 + i as i64, "user": {"login": "helper", "id": 2}, "body": c,
+                "created_at": "2024-05-01T10:00:00Z", "updated_at": "2024-05-01T10:00:00Z"
+            })).collect::<Vec<_>>(),
+            "created_at": "2024-05-01T09:00:00Z",
+            "updated_at": "2024-05-02T09:00:00Z",
+            "attachments": []
+        },
+        "metadata": {"collection_timestamp": "2024-05-03T00:00:00Z", "tool_version": "test"}
+    })
 }
