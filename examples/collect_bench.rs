@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use fake_github::{FakeGitHub, FakeIssue};
-use github_analysis::cli::{Cli, OutputFormat};
-use github_analysis::commands::{dispatch, Ctx};
+use github_analysis::cli::Cli;
+use github_analysis::commands::{dispatch, Ctx, Settings};
+use github_analysis::error::ExitStatus;
 use github_analysis::github::client::{Client, ClientConfig};
-use github_analysis::printer::Printer;
-use github_analysis::settings::Settings;
+use github_analysis::printer::OutputFormat;
+use github_analysis::report::Silent;
 use serde_json::Value;
 
 const OWNER: &str = "bench";
@@ -81,9 +82,16 @@ async fn run_collect(gh: &FakeGitHub, dir: &std::path::Path, extra: &[&str]) -> 
     let cli = Cli::try_parse_from(argv).expect("valid arguments");
     let ctx = Ctx::new(settings(dir));
     let start = Instant::now();
-    if let Err(e) = dispatch(cli.command, &ctx).await {
-        eprintln!("collect failed: {e:#}");
-        std::process::exit(1);
+    match dispatch(cli.command, &ctx).await {
+        Ok(ExitStatus::Success) => {}
+        Ok(status) => {
+            eprintln!("collect ended with {status:?}");
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("collect failed: {e:#}");
+            std::process::exit(1);
+        }
     }
     let took = start.elapsed();
     (gh.request_count(), took)
@@ -94,7 +102,7 @@ async fn run_collect(gh: &FakeGitHub, dir: &std::path::Path, extra: &[&str]) -> 
 async fn run_rest(gh: &FakeGitHub) -> anyhow::Result<(usize, Duration, usize)> {
     gh.clear_log();
     let cfg = ClientConfig::new(Some(&gh.url), None, fake_github::TOKEN.into(), Some("0.1"))?;
-    let client = Client::new(cfg, Printer::new(OutputFormat::Json, true))?;
+    let client = Client::new(cfg, std::sync::Arc::new(Silent))?;
     let start = Instant::now();
     let mut next = Some(client.api(&format!(
         "repos/{OWNER}/{REPO}/issues?state=all&per_page=100"

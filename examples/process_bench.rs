@@ -23,10 +23,13 @@ use std::time::Duration;
 use github_analysis::ai::http::{HttpClient, RetryPolicy};
 use github_analysis::ai::pricing::PriceTable;
 use github_analysis::ai::{Endpoint, GenSettings, ModelSpec, Provider, Secret};
-use github_analysis::db::Db;
+use github_analysis::db::{Db, IssueRef, ReadOnlyDb};
+use github_analysis::pipeline::Pipeline;
 use github_analysis::processors::{Options, Processor};
 use github_analysis::realtime::{self, Engine};
-use github_analysis::store::{Comment, Issue, Label, Metadata, Store, StoredIssue, User};
+use github_analysis::store::{
+    Comment, Issue, IssueState, Label, Metadata, Store, StoredIssue, User,
+};
 
 const ORG: &str = "benchorg";
 const REPO: &str = "bench";
@@ -137,12 +140,21 @@ fn measure(
     for i in 1..=n as u64 {
         store.write_issue(&issue(i))?;
     }
-    let mut db = Db::open(
-        &dir.path().join("data/issues.duckdb"),
-        Duration::from_secs(10),
-    )?;
-    github_analysis::sync::sync(&store, &mut db, false, &indicatif::ProgressBar::hidden())?;
-    let items = db.issues_for_processing(ORG, Some(REPO), None, "product-labeling")?;
+    let path = dir.path().join("data/issues.duckdb");
+    let mut db = Db::open(&path, Duration::from_secs(10))?;
+    github_analysis::ingest::sync(&store, &mut db, false, &indicatif::ProgressBar::hidden())?;
+    // One connection per file in a process: the selection runs read-only between two.
+    drop(db);
+    let select = || -> anyhow::Result<Vec<IssueRef>> {
+        let ro = ReadOnlyDb::open(&path, Duration::from_secs(10))?;
+        Ok(Pipeline::new()
+            .where_state(IssueState::All)
+            .where_repo(ORG, REPO)
+            .select(&ro, "product-labeling")?
+            .issues)
+    };
+    let items = select()?;
+    let mut db = Db::open(&path, Duration::from_secs(10))?;
 
     let fake =
         fake_openai::FakeOpenAi::with_rate_limit(a.rpm, Duration::from_millis(a.latency_ms), 2);
@@ -175,8 +187,8 @@ fn measure(
     for (i, why) in report.failed.iter().take(5) {
         eprintln!("failed {i}: {why}");
     }
-    let stored = db
-        .issues_for_processing(ORG, Some(REPO), None, "product-labeling")?
+    drop(db);
+    let stored = select()?
         .iter()
         .filter(|i| i.has_result)
         .count();

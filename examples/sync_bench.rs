@@ -47,7 +47,7 @@ fn main() -> anyhow::Result<()> {
         std::time::Duration::from_secs(5),
     )?;
     let report =
-        github_analysis::sync::sync(&store, &mut db, false, &indicatif::ProgressBar::hidden())?;
+        github_analysis::ingest::sync(&store, &mut db, false, &indicatif::ProgressBar::hidden())?;
     let ours = t.elapsed().as_secs_f64();
     anyhow::ensure!(
         report.added as u64 == n && report.failed.is_empty(),
@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
         std::time::Duration::from_secs(5),
     )?;
     let again =
-        github_analysis::sync::sync(&store, &mut db, false, &indicatif::ProgressBar::hidden())?;
+        github_analysis::ingest::sync(&store, &mut db, false, &indicatif::ProgressBar::hidden())?;
     println!(
         "sync (unchanged):  {:>7.2}s  ({} unchanged)",
         t.elapsed().as_secs_f64(),

@@ -1,12 +1,30 @@
 //! Every clap type of the command line, and nothing else: no logic lives here.
 //!
-//! The tree mirrors ARCHITECTURE.md §2 (the original Python tool's command tree).
+//! The tree mirrors the original Python tool's command tree (see docs/architecture.md).
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand};
 
-use crate::settings::{ENV_DATA_DIR, ENV_LOCK_TIMEOUT};
+use crate::env;
+pub use crate::printer::OutputFormat;
+pub use crate::store::IssueState;
+
+/// `--format` values, parsed into the printer's [`OutputFormat`].
+fn format_parser() -> impl TypedValueParser<Value = OutputFormat> {
+    PossibleValuesParser::new([
+        PossibleValue::new("table").help("Human-readable tables"),
+        PossibleValue::new("json").help("JSON: lists are arrays of objects with typed values"),
+        PossibleValue::new("csv").help("RFC 4180 CSV with a header row"),
+    ])
+    .try_map(|s| s.parse::<OutputFormat>())
+}
+
+/// `--state` values, parsed into the store's [`IssueState`].
+fn state_parser() -> impl TypedValueParser<Value = IssueState> {
+    PossibleValuesParser::new(IssueState::NAMES).try_map(|s| s.parse::<IssueState>())
+}
 
 /// Triage GitHub issues with AI: collect issues into JSON files and DuckDB, select them with SQL,
 /// and run AI processors over them in real time or through provider batch APIs.
@@ -23,7 +41,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Data directory holding issues/, results/, batch/ and issues.duckdb.
-    #[arg(long, global = true, env = ENV_DATA_DIR, value_name = "DIR")]
+    #[arg(long, global = true, env = env::DATA_DIR, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
     /// More log output on stderr (repeat for more).
@@ -35,29 +53,12 @@ pub struct GlobalArgs {
     pub quiet: bool,
 
     /// Output format of everything written to stdout.
-    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    #[arg(long, global = true, value_parser = format_parser(), default_value = "table")]
     pub format: OutputFormat,
 
     /// Seconds to wait for another process holding the database before giving up.
-    #[arg(long, global = true, env = ENV_LOCK_TIMEOUT, value_name = "SECONDS")]
+    #[arg(long, global = true, env = env::LOCK_TIMEOUT, value_name = "SECONDS")]
     pub lock_timeout: Option<f64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    /// Human-readable tables.
-    Table,
-    /// JSON: lists are arrays of objects with typed values.
-    Json,
-    /// RFC 4180 CSV with a header row.
-    Csv,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum IssueState {
-    Open,
-    Closed,
-    All,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +86,26 @@ pub enum Command {
     /// The whole flow on the bundled sample issues, offline: import, label in batch mode with
     /// the `rules` model, wait, then show batch status and analytics.
     Demo(DemoArgs),
+    /// Print a shell completion script, or the man page (`completions man`), on stdout.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// `bash`, `zsh`, `fish`, `elvish`, `powershell`, or `man` for the roff man page.
+    #[arg(value_enum)]
+    pub target: CompletionTarget,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompletionTarget {
+    Bash,
+    Zsh,
+    Fish,
+    Elvish,
+    Powershell,
+    /// The man page (roff), e.g. `github-analysis completions man > github-analysis.1`.
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -102,7 +123,7 @@ pub struct CollectArgs {
     #[arg(long = "labels")]
     pub labels: Vec<String>,
     /// Issue state to collect.
-    #[arg(long, value_enum, default_value_t = IssueState::Open)]
+    #[arg(long, value_parser = state_parser(), default_value = "open")]
     pub state: IssueState,
     /// Only issues updated at or after this date (YYYY-MM-DD or RFC 3339).
     #[arg(long)]
@@ -132,7 +153,7 @@ pub struct CollectArgs {
     #[arg(long)]
     pub include_archived: bool,
     /// GitHub token (default: env GITHUB_TOKEN).
-    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
+    #[arg(long, env = env::GITHUB_TOKEN, hide_env_values = true)]
     pub token: Option<String>,
 }
 
@@ -229,10 +250,10 @@ pub struct AiArgs {
     #[arg(long, value_name = "TOKENS")]
     pub token_budget: Option<usize>,
     /// Price table override (TOML), for models not built in or changed prices.
-    #[arg(long, env = crate::settings::ENV_PRICES, value_name = "FILE")]
+    #[arg(long, env = env::PRICES, value_name = "FILE")]
     pub prices: Option<PathBuf>,
     /// Seconds before one AI request is abandoned and retried (default 120).
-    #[arg(long, env = crate::settings::ENV_REQUEST_TIMEOUT, value_name = "SECONDS")]
+    #[arg(long, env = env::REQUEST_TIMEOUT, value_name = "SECONDS")]
     pub request_timeout: Option<f64>,
     /// Retries of a request after overloads, server errors, timeouts and network errors
     /// (default 5; rate-limit answers have their own budget of 20 waits).
@@ -365,7 +386,7 @@ pub struct SelectionArgs {
     #[arg(long, requires = "org")]
     pub repo: Option<String>,
     /// Issue state.
-    #[arg(long, value_enum, default_value_t = IssueState::Open)]
+    #[arg(long, value_parser = state_parser(), default_value = "open")]
     pub state: IssueState,
     /// Process at most this many issues.
     #[arg(long)]

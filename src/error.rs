@@ -1,9 +1,10 @@
-//! Error kinds and exit codes: 0 ok, 1 user error, 2 usage or unexpected error.
+//! Error kinds and exit statuses: 0 success, 1 failure (the user's input or environment, or a
+//! run that finished with failed items), 2 usage error or unexpected error.
 
 use std::process::ExitCode;
 
 /// A failure caused by the user's input or environment (bad SQL, bad file, bad name, locked
-/// database). Attach it as the error or as context; it turns the exit code into 1.
+/// database). Attach it as the error or as context; it turns the exit status into `Failure`.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UserError(pub String);
@@ -26,38 +27,47 @@ where
     }
 }
 
-pub const EXIT_USER: u8 = 1;
-pub const EXIT_UNEXPECTED: u8 = 2;
+/// How a command ended, as the process exit code tells it. Commands return it; an error that
+/// escapes a command is turned into one by [`ExitStatus::of_error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Everything asked for was done.
+    Success,
+    /// Done as far as possible, but something the user must look at failed (exit 1).
+    Failure,
+    /// Usage error or unexpected error (exit 2).
+    Error,
+}
 
-/// Prints `error: …` with its `Caused by:` chain on stderr and picks the exit code.
-pub fn report(err: &anyhow::Error) -> ExitCode {
-    if is_broken_pipe(err) {
-        return ExitCode::SUCCESS;
-    }
-    let mut chain = err.chain();
-    if let Some(top) = chain.next() {
-        eprintln!("error: {top}");
-    }
-    let causes: Vec<String> = chain.map(|c| c.to_string()).collect();
-    if !causes.is_empty() {
-        eprintln!();
-        eprintln!("Caused by:");
-        for (i, c) in causes.iter().enumerate() {
-            eprintln!("  {i}: {c}");
+impl ExitStatus {
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Success => 0,
+            Self::Failure => 1,
+            Self::Error => 2,
         }
     }
-    ExitCode::from(exit_code(err))
-}
 
-pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if err.downcast_ref::<UserError>().is_some() {
-        EXIT_USER
-    } else {
-        EXIT_UNEXPECTED
+    /// The status of an error: a [`UserError`] (as the error or any context on it) is a `Failure`; a closed
+    /// stdout (`| head`) is a `Success`; anything else is an `Error`.
+    pub fn of_error(err: &anyhow::Error) -> Self {
+        if is_broken_pipe(err) {
+            Self::Success
+        } else if err.downcast_ref::<UserError>().is_some() {
+            Self::Failure
+        } else {
+            Self::Error
+        }
     }
 }
 
-fn is_broken_pipe(err: &anyhow::Error) -> bool {
+impl From<ExitStatus> for ExitCode {
+    fn from(s: ExitStatus) -> Self {
+        ExitCode::from(s.code())
+    }
+}
+
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)

@@ -1,23 +1,27 @@
 //! `Pipeline`: a fluent selection of issues whose filters compile to ONE SQL query run by DuckDB
-//! (no filtering or limiting in Rust), then processing in real time or as a batch job.
+//! (no filtering or limiting in Rust); [`run`] then processes a [`Selection`] in real time or
+//! as one batch job.
 //!
 //! ```text
-//! Pipeline::new()
+//! let selection = Pipeline::new()
 //!     .where_missing_analysis("product-labeling")
 //!     .where_repo("replicatedhq", "kots")
 //!     .where_state(IssueState::Open)
 //!     .excluding_active_batches("product-labeling")
 //!     .limit(100)
-//!     .compile("product-labeling")?   // -> the SQL that is run and recorded in batch_jobs
+//!     .select(&read_only_db, "product-labeling")?;   // the SQL, recorded with a batch job
+//! let outcome = pipeline::run(selection, plan, Mode::Batch { .. }, deps).await?;
 //! ```
 
+use crate::ai::Provider;
 use crate::batch::{BatchManager, NewJob};
-use crate::cli::{AiArgs, IssueState};
-use crate::commands::process::{self, Plan};
-use crate::commands::Ctx;
-use crate::db::{BatchJob, IssueRef, ReadOnlyDb};
+use crate::db::{sql_list, BatchJob, Db, IssueRef, ItemStatus, JobStatus, ReadOnlyDb};
+use crate::env::EnvFn;
 use crate::error::user;
-use crate::realtime::RunReport;
+use crate::plan::{AiConfig, Plan};
+use crate::realtime::{self, Engine, RunReport};
+use crate::report::Reporter;
+use crate::store::{IssueState, Store};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Filter {
@@ -27,6 +31,7 @@ enum Filter {
     State(&'static str),
     Org(String),
     Repo(String, String),
+    Issue(String, String, u64),
     ExcludingActiveBatches(String),
 }
 
@@ -54,17 +59,31 @@ pub struct Pipeline {
     filters: Vec<Filter>,
     limit: Option<usize>,
     newest_first: Option<bool>,
-    batch_mode: bool,
-    /// The compiled query and the issues it selected (by [`Pipeline::select_into`], or by
-    /// [`Pipeline::process_with`] when nothing was selected before),
-    selection: Option<Selection>,
-    /// the real-time run's results (real-time mode),
-    pub results: Option<RunReport>,
-    /// and the batch jobs created (batch mode).
-    pub batch_jobs: Vec<BatchJob>,
 }
 
-/// What a processed pipeline produced, in numbers.
+/// How [`run`] processes a selection.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// One request per issue now, at most `concurrency` in flight.
+    Realtime { concurrency: usize },
+    /// One batch job (split into provider batches as needed), recording the configuration and
+    /// the command that created it.
+    Batch {
+        config: AiConfig,
+        source_command: String,
+    },
+}
+
+/// What [`run`] did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The selection was empty: nothing ran.
+    Nothing,
+    Realtime(RunReport),
+    Batch(BatchJob),
+}
+
+/// What a processed selection produced, in numbers (a batch job's are those known so far).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Summary {
     pub selected: usize,
@@ -77,15 +96,91 @@ pub struct Summary {
     pub batch_jobs: Vec<String>,
 }
 
-/// How `process_with` runs what it selected.
-#[derive(Debug, Clone)]
-pub struct RunOptions<'a> {
-    /// Requests in flight at once (real-time mode).
-    pub concurrency: usize,
-    /// Taxonomy, settings, prices, timeouts recorded with a batch job.
-    pub ai: Option<&'a AiArgs>,
-    /// The command that created a batch job, recorded with it.
-    pub source_command: String,
+impl Outcome {
+    pub fn summary(&self, selected: usize) -> Summary {
+        let mut s = Summary {
+            selected,
+            ..Summary::default()
+        };
+        match self {
+            Outcome::Nothing => {}
+            Outcome::Realtime(r) => {
+                s.processed = r.processed;
+                s.failed = r.failed.len();
+                s.avg_confidence = r.avg_confidence();
+                s.prompt_tokens = r.usage.prompt_tokens;
+                s.completion_tokens = r.usage.completion_tokens;
+                s.cost_usd = r.cost_usd;
+            }
+            Outcome::Batch(j) => {
+                s.processed = j.completed_count.max(0) as usize;
+                s.failed = j.failed_count.max(0) as usize;
+                s.cost_usd = j.cost_actual.unwrap_or(0.0);
+                s.batch_jobs.push(j.job_id.clone());
+            }
+        }
+        s
+    }
+}
+
+/// What a run works with: the data directory and its database, the environment (keys, base
+/// URLs, caps) and where progress and notices go.
+pub struct Deps<'a> {
+    pub store: &'a Store,
+    pub db: &'a mut Db,
+    pub env: &'a EnvFn,
+    pub reporter: &'a dyn Reporter,
+}
+
+/// Processes the selected issues with the plan's processor and model: one real-time run, or
+/// one batch job recording the selection's SQL as its `selection_query`.
+pub async fn run(
+    selection: Selection,
+    plan: Plan,
+    mode: Mode,
+    deps: Deps<'_>,
+) -> anyhow::Result<Outcome> {
+    if selection.issues.is_empty() {
+        return Ok(Outcome::Nothing);
+    }
+    match mode {
+        Mode::Batch {
+            config,
+            source_command,
+        } => {
+            let model = plan.model.id();
+            let mut m = BatchManager::new(deps.store, deps.db, deps.env, deps.reporter);
+            let job = m
+                .create_batch_job(
+                    NewJob {
+                        processor: plan.processor.name(),
+                        model: Some(&model),
+                        config,
+                        selection_query: Some(selection.sql),
+                        source_command,
+                        parent_job_id: None,
+                    },
+                    selection.issues,
+                )
+                .await?;
+            Ok(Outcome::Batch(job))
+        }
+        Mode::Realtime { concurrency } => {
+            let endpoint = plan.endpoint(deps.env)?;
+            let provider = Provider::from_plan(&plan, endpoint)?;
+            let engine = Engine::new(plan, provider)?;
+            let report = realtime::execute(
+                engine,
+                deps.store,
+                deps.db,
+                selection.issues,
+                concurrency,
+                deps.reporter,
+            )
+            .await?;
+            Ok(Outcome::Realtime(report))
+        }
+    }
 }
 
 impl Pipeline {
@@ -132,6 +227,13 @@ impl Pipeline {
         self
     }
 
+    /// One issue.
+    pub fn where_issue(mut self, org: &str, repo: &str, number: u64) -> Self {
+        self.filters
+            .push(Filter::Issue(org.into(), repo.into(), number));
+        self
+    }
+
     /// Select from the rows of the user's SELECT (checked by [`check_custom_sql`]).
     pub fn from_custom_sql(mut self, sql: &str, key: CustomKey) -> Self {
         self.source = Source::Custom {
@@ -156,15 +258,6 @@ impl Pipeline {
     pub fn order_by_created(mut self, desc: bool) -> Self {
         self.newest_first = Some(desc);
         self
-    }
-
-    pub fn enable_batch_mode(mut self) -> Self {
-        self.batch_mode = true;
-        self
-    }
-
-    pub fn batch_mode(&self) -> bool {
-        self.batch_mode
     }
 
     /// The one SQL query that selects the issues, with every value inlined as a quoted literal
@@ -230,12 +323,18 @@ impl Pipeline {
                     lit(o),
                     lit(r)
                 ),
+                Filter::Issue(o, r, n) => format!(
+                    "lower(i.org) = lower({}) AND lower(i.repo) = lower({}) AND i.number = {n}",
+                    lit(o),
+                    lit(r)
+                ),
                 Filter::ExcludingActiveBatches(p) => format!(
                     "NOT EXISTS (SELECT 1 FROM batch_items bi JOIN batch_jobs bj ON bj.job_id = bi.job_id \
                      WHERE bi.issue_id = i.id AND bj.processor = {} AND bj.status IN ({}) \
-                     AND bi.status NOT IN ('completed', 'failed', 'expired', 'cancelled'))",
+                     AND bi.status IN ({}))",
                     lit(p),
-                    crate::batch::ACTIVE_STATUSES.iter().map(|s| lit(s)).collect::<Vec<_>>().join(", ")
+                    sql_list(JobStatus::ACTIVE, JobStatus::as_str),
+                    sql_list(ItemStatus::OPEN, ItemStatus::as_str)
                 ),
             });
         }
@@ -260,84 +359,6 @@ impl Pipeline {
         let issues = db.select_issues(&sql)?;
         Ok(Selection { sql, issues })
     }
-
-    /// Runs the selection once and keeps it: [`Pipeline::process_with`] then processes exactly
-    /// these issues, without selecting again.
-    pub fn select_into(&mut self, db: &ReadOnlyDb, processor: &str) -> anyhow::Result<&[IssueRef]> {
-        let selection = self.select(db, processor)?;
-        Ok(&self.selection.insert(selection).issues)
-    }
-
-    /// The issues selected so far (none before a selection ran).
-    pub fn selected_issues(&self) -> &[IssueRef] {
-        self.selection.as_ref().map_or(&[], |s| &s.issues)
-    }
-
-    /// Processes the selected issues (selecting them first, read-only, if that has not happened)
-    /// with `plan`'s processor and model: one real-time run, or — after
-    /// [`Pipeline::enable_batch_mode`] — one batch job (split into provider batches as needed)
-    /// recording the compiled SQL as its `selection_query`.
-    pub async fn process_with(
-        &mut self,
-        ctx: &Ctx,
-        plan: Plan,
-        opts: RunOptions<'_>,
-    ) -> anyhow::Result<()> {
-        if self.selection.is_none() {
-            self.select_into(&ctx.read_only_db()?, plan.processor.name())?;
-        }
-        let Some(selection) = self.selection.clone().filter(|s| !s.issues.is_empty()) else {
-            return Ok(());
-        };
-        if self.batch_mode {
-            let mut db = ctx.db()?;
-            let mut m = BatchManager::new(ctx, &mut db);
-            let model = plan.model.id();
-            let job = m
-                .create_batch_job(
-                    NewJob {
-                        processor: plan.processor.name(),
-                        model: Some(&model),
-                        ai: opts.ai,
-                        selection_query: Some(selection.sql),
-                        source_command: opts.source_command,
-                        parent_job_id: None,
-                    },
-                    selection.issues,
-                )
-                .await?;
-            self.batch_jobs.push(job);
-        } else {
-            let report =
-                process::execute_realtime(ctx, plan, selection.issues, opts.concurrency).await?;
-            self.results = Some(report);
-        }
-        Ok(())
-    }
-
-    /// Processed, failed, average confidence, tokens and cost of what `process_with` did (a
-    /// batch job's numbers are those known so far).
-    pub fn summary(&self) -> Summary {
-        let mut s = Summary {
-            selected: self.selected_issues().len(),
-            batch_jobs: self.batch_jobs.iter().map(|j| j.job_id.clone()).collect(),
-            ..Summary::default()
-        };
-        if let Some(r) = &self.results {
-            s.processed = r.processed;
-            s.failed = r.failed.len();
-            s.avg_confidence = r.avg_confidence();
-            s.prompt_tokens = r.usage.prompt_tokens;
-            s.completion_tokens = r.usage.completion_tokens;
-            s.cost_usd = r.cost_usd;
-        }
-        for j in &self.batch_jobs {
-            s.processed += j.completed_count.max(0) as usize;
-            s.failed += j.failed_count.max(0) as usize;
-            s.cost_usd += j.cost_actual.unwrap_or(0.0);
-        }
-        s
-    }
 }
 
 /// A SQL string literal: single quotes doubled. Every value enters the query through here.
@@ -350,6 +371,16 @@ fn lit(s: &str) -> String {
 pub struct Selection {
     pub sql: String,
     pub issues: Vec<IssueRef>,
+}
+
+impl Selection {
+    pub fn len(&self) -> usize {
+        self.issues.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.issues.is_empty()
+    }
 }
 
 /// Checks that the user's custom SQL is one read-only SELECT returning issue rows, and says how
@@ -396,6 +427,7 @@ mod tests {
         assert!(sql.contains("i.state = 'open'"));
         assert!(sql.contains("NOT EXISTS (SELECT 1 FROM ai_results"));
         assert!(sql.contains("bj.status IN ('preparing'"));
+        assert!(sql.contains("bi.status IN ('preparing', 'pending')"));
         assert!(sql.ends_with("ORDER BY i.created_at DESC NULLS LAST, i.id\nLIMIT 5"));
         assert_eq!(sql.matches("SELECT i.id").count(), 1);
     }

@@ -1,32 +1,39 @@
-//! The only writer of stdout: tables (comfy-table), JSON and CSV; notes and warnings go to stderr.
+//! The output module, the only writer of stdout and of the tool's own stderr lines: tables
+//! (comfy-table), JSON and CSV on stdout; notes, warnings, errors and progress bars on stderr.
+
+#![allow(clippy::print_stderr)]
 
 use std::io::{self, IsTerminal, Write};
 
 use comfy_table::{presets, ContentArrangement};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use owo_colors::{OwoColorize, Stream};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde_json::Value;
 
-use crate::cli::OutputFormat;
+use crate::report::Reporter;
+pub use crate::table::Table;
 
-/// Rows with named columns and typed (JSON) values: what queries and listings produce.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Table {
-    pub columns: Vec<String>,
-    pub rows: Vec<Vec<Value>>,
+/// The format of everything written to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Human-readable tables.
+    Table,
+    /// JSON: lists are arrays of objects with typed values.
+    Json,
+    /// RFC 4180 CSV with a header row.
+    Csv,
 }
 
-impl Table {
-    pub fn new<S: Into<String>>(columns: impl IntoIterator<Item = S>) -> Self {
-        Self {
-            columns: columns.into_iter().map(Into::into).collect(),
-            rows: Vec::new(),
+impl std::str::FromStr for OutputFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "table" => Ok(Self::Table),
+            "json" => Ok(Self::Json),
+            "csv" => Ok(Self::Csv),
+            other => Err(format!("unknown output format {other:?}")),
         }
-    }
-
-    pub fn push(&mut self, row: Vec<Value>) {
-        debug_assert_eq!(row.len(), self.columns.len());
-        self.rows.push(row);
     }
 }
 
@@ -130,6 +137,13 @@ impl Printer {
         }
     }
 
+    /// Bytes on stdout as they are (generated scripts and pages), whatever the format.
+    pub fn raw(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        out.write_all(bytes)?;
+        out.flush()
+    }
+
     /// A plain line of text on stdout, only in table format (machine formats stay parseable).
     pub fn line(&self, text: &str) -> io::Result<()> {
         if self.format == OutputFormat::Table {
@@ -152,6 +166,49 @@ impl Printer {
             "{} {text}",
             "warning:".if_supports_color(Stream::Stderr, |t| t.yellow())
         );
+    }
+
+    /// `error: …` and its `Caused by:` chain on stderr.
+    pub fn error(&self, err: &anyhow::Error) {
+        let mut chain = err.chain();
+        if let Some(top) = chain.next() {
+            eprintln!("error: {top}");
+        }
+        let causes: Vec<String> = chain.map(|c| c.to_string()).collect();
+        if !causes.is_empty() {
+            eprintln!();
+            eprintln!("Caused by:");
+            for (i, c) in causes.iter().enumerate() {
+                eprintln!("  {i}: {c}");
+            }
+        }
+    }
+
+    /// A progress bar on stderr, shown only on a terminal (plain runs and CI logs stay clean).
+    pub fn bar(&self, len: u64, message: &str) -> ProgressBar {
+        if self.quiet || !io::stderr().is_terminal() {
+            return ProgressBar::hidden();
+        }
+        let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template(
+            "{msg:>10} [{bar:30}] {pos}/{len} ({per_sec}, {eta} left)",
+        ) {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb.set_message(message.to_string());
+        pb
+    }
+}
+
+impl Reporter for Printer {
+    fn note(&self, text: &str) {
+        Printer::note(self, text);
+    }
+    fn warn(&self, text: &str) {
+        Printer::warn(self, text);
+    }
+    fn progress(&self, len: u64, label: &str) -> ProgressBar {
+        self.bar(len, label)
     }
 }
 

@@ -14,8 +14,10 @@ use crate::ai::http::{HttpClient, HttpFailure};
 use crate::ai::pricing::PriceTable;
 use crate::ai::{Answer, AnswerError, ModelSpec, Provider, ProviderKind, Repair, Usage};
 use crate::db::{Db, IssueRef};
+use crate::plan::Plan;
 use crate::processors::{Processor, Validated};
-use crate::results::{self, Finished, Provenance};
+use crate::report::Reporter;
+use crate::result_files::{self as results, Finished, Provenance};
 use crate::store::{Store, StoredIssue};
 
 /// Everything needed to process one issue, shared by all workers.
@@ -72,6 +74,21 @@ impl RunReport {
 }
 
 impl Engine {
+    /// The engine of a plan and its provider, with an HTTP client for network providers.
+    pub fn new(plan: Plan, provider: Provider) -> anyhow::Result<Self> {
+        let http = match provider {
+            Provider::Rules => None,
+            _ => Some(HttpClient::new(plan.policy.clone())?),
+        };
+        Ok(Self {
+            processor: plan.processor,
+            model: plan.model,
+            provider,
+            http,
+            prices: plan.prices,
+        })
+    }
+
     fn provenance(&self) -> Provenance<'_> {
         Provenance {
             processor: &self.processor,
@@ -317,6 +334,44 @@ pub struct Control<'a, F: FnMut(&str)> {
     pub interrupts: mpsc::UnboundedReceiver<()>,
     /// Receives one-line notes for the user (interrupts, run-wide stops).
     pub on_note: F,
+}
+
+/// Processes issues in real time with bounded concurrency, a progress bar and Ctrl-C handling
+/// (the first stops new requests, the second abandons those in flight), storing each result;
+/// prints nothing but progress and notes.
+pub async fn execute(
+    engine: Engine,
+    store: &Store,
+    db: &mut Db,
+    todo: Vec<IssueRef>,
+    concurrency: usize,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<RunReport> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let signals = tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    let bar = reporter.progress(todo.len() as u64, "process");
+    let report = run(
+        Arc::new(engine),
+        store,
+        db,
+        todo,
+        concurrency,
+        Control {
+            progress: &bar,
+            interrupts: rx,
+            on_note: |n: &str| reporter.note(n),
+        },
+    )
+    .await;
+    signals.abort();
+    bar.finish_and_clear();
+    report
 }
 
 /// Results stored per database transaction when a backlog has built up.

@@ -1,14 +1,15 @@
 //! The thin send shared by every provider: one POST with retries, backoff and rate pacing, and
 //! the one decoder of error responses (OpenAI, Anthropic and compatible servers' envelopes).
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde_json::Value;
 
 use crate::ai::Secret;
+use crate::http::{Backoff, Verdict};
 
 /// How the key travels: OpenAI uses a bearer token, Anthropic an `x-api-key` header.
 #[derive(Debug, Clone)]
@@ -51,6 +52,18 @@ pub struct RetryPolicy {
     pub max_server_delay: Duration,
     /// Whole-request timeout (connect + send + body).
     pub timeout: Duration,
+}
+
+impl RetryPolicy {
+    /// The backoff between attempts that fail without a server-given delay: enough delays for
+    /// both budgets (the client's judge enforces each budget itself).
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            min: self.base_delay,
+            max: self.max_delay,
+            times: self.max_retries + self.max_rate_limit_retries,
+        }
+    }
 }
 
 impl Default for RetryPolicy {
@@ -499,87 +512,87 @@ impl HttpClient {
     /// backoff with jitter. Never returns an error text that contains the key.
     pub async fn send(&self, req: &HttpRequest) -> Result<HttpSuccess, HttpFailure> {
         let secret = req.secret();
-        let headers = match build_headers(req) {
-            Ok(h) => h,
-            Err(message) => {
-                return Err(HttpFailure {
-                    error: ApiError::transport(ErrorKind::BadRequest, message),
-                    attempts: 0,
-                })
-            }
-        };
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(self.policy.base_delay)
-            .with_max_delay(self.policy.max_delay)
-            .with_factor(2.0)
-            .with_jitter()
-            .with_max_times(self.policy.max_retries as usize)
-            .build();
-        let mut attempts = 0u32;
-        let mut rate_limited = 0u32;
+        let headers = build_headers(req).map_err(|message| HttpFailure {
+            error: ApiError::transport(ErrorKind::BadRequest, message),
+            attempts: 0,
+        })?;
+        let policy = &self.policy;
+        let gate = &*self.gate;
+        let rate_limited = AtomicU32::new(0);
+        let rate_limited = &rate_limited;
         // What this request draws from a tokens-per-minute window (≈ 4 bytes per token).
         let est_tokens = (req.body.len() / 4) as u64;
-        loop {
-            self.gate.wait_turn().await;
-            attempts += 1;
-            let result = self
-                .client
-                .post(&req.url)
-                .headers(headers.clone())
-                .body(req.body.clone())
-                .send()
-                .await;
-            let error = match result {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let resp_headers = resp.headers().clone();
-                    self.gate.observe_with_tokens(&resp_headers, est_tokens);
-                    match resp.bytes().await {
-                        Ok(body) if (200..300).contains(&status) => {
-                            return Ok(HttpSuccess {
-                                body: body.to_vec(),
-                                attempts,
-                            })
-                        }
-                        Ok(body) => decode_error(status, &resp_headers, &body, secret),
-                        Err(e) => transport_error(&e, secret),
-                    }
+        crate::http::send(
+            policy.backoff(),
+            |_| {
+                let builder = self
+                    .client
+                    .post(&req.url)
+                    .headers(headers.clone())
+                    .body(req.body.clone());
+                async move {
+                    gate.wait_turn().await;
+                    Ok(builder)
                 }
-                Err(e) => transport_error(&e, secret),
-            };
-            if error.kind == ErrorKind::RateLimited {
-                rate_limited += 1;
-            }
-            let other_failures = attempts - rate_limited;
-            let done = !error.retryable()
-                || other_failures > self.policy.max_retries
-                || rate_limited > self.policy.max_rate_limit_retries;
-            if done {
-                return Err(HttpFailure { error, attempts });
-            }
-            let delay = match error.retry_after {
-                Some(d) if d > self.policy.max_server_delay => {
+            },
+            |attempts, sent| async move {
+                let error = match sent {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        let resp_headers = resp.headers().clone();
+                        gate.observe_with_tokens(&resp_headers, est_tokens);
+                        match resp.bytes().await {
+                            Ok(body) if (200..300).contains(&status) => {
+                                return Verdict::Done(HttpSuccess {
+                                    body: body.to_vec(),
+                                    attempts,
+                                })
+                            }
+                            Ok(body) => decode_error(status, &resp_headers, &body, secret),
+                            Err(e) => transport_error(&e, secret),
+                        }
+                    }
+                    Err(e) => transport_error(&e, secret),
+                };
+                let limited = error.kind == ErrorKind::RateLimited;
+                let limited_so_far = if limited {
+                    rate_limited.fetch_add(1, Ordering::SeqCst) + 1
+                } else {
+                    rate_limited.load(Ordering::SeqCst)
+                };
+                let other_failures = attempts - limited_so_far;
+                if !error.retryable()
+                    || other_failures > policy.max_retries
+                    || limited_so_far > policy.max_rate_limit_retries
+                {
+                    return Verdict::Fail(HttpFailure { error, attempts });
+                }
+                if let Some(d) = error.retry_after.filter(|d| *d > policy.max_server_delay) {
                     let mut error = error;
                     error.message = format!(
                         "{} (the server asked to wait {:.0}s, more than the {:.0}s this tool waits)",
                         error.message,
                         d.as_secs_f64(),
-                        self.policy.max_server_delay.as_secs_f64()
+                        policy.max_server_delay.as_secs_f64()
                     );
-                    return Err(HttpFailure { error, attempts });
+                    return Verdict::Fail(HttpFailure { error, attempts });
                 }
-                Some(d) => d,
-                None => backoff.next().unwrap_or(self.policy.max_delay),
-            };
-            if error.kind == ErrorKind::RateLimited {
-                self.gate.pause_for(delay);
-            }
-            tracing::info!(
-                "attempt {attempts} failed ({error}); retrying in {} ms",
-                delay.as_millis()
-            );
-            tokio::time::sleep(delay).await;
-        }
+                let reason = (limited, format!("attempt {attempts} failed ({error})"));
+                Verdict::Retry {
+                    after: error.retry_after,
+                    error: HttpFailure { error, attempts },
+                    reason,
+                }
+            },
+            |(limited, why): (bool, String), delay| async move {
+                if limited {
+                    gate.pause_for(delay);
+                }
+                tracing::info!("{why}; retrying in {} ms", delay.as_millis());
+                tokio::time::sleep(delay).await;
+            },
+        )
+        .await
     }
 }
 
@@ -611,14 +624,7 @@ pub fn transport_error(e: &reqwest::Error, secret: &Secret) -> ApiError {
     };
     // The full source chain says why (refused, reset, TLS); the key is never in it, but scrub
     // anyway since the text ends up in result failure records.
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    ApiError::transport(kind, secret.scrub(&msg))
+    ApiError::transport(kind, secret.scrub(&crate::http::error_chain(e)))
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ pub mod anthropic;
 pub mod http;
 pub mod openai;
 pub mod pricing;
-pub mod rules;
 pub mod secret;
 pub mod tokens;
 
@@ -18,9 +17,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::user;
-use crate::settings::{
-    ENV_ANTHROPIC_API_KEY, ENV_ANTHROPIC_BASE_URL, ENV_MODEL, ENV_OPENAI_API_KEY,
-    ENV_OPENAI_BASE_URL,
+use crate::env::{
+    ANTHROPIC_API_KEY as ENV_ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL as ENV_ANTHROPIC_BASE_URL,
+    MODEL as ENV_MODEL, OPENAI_API_KEY as ENV_OPENAI_API_KEY,
+    OPENAI_BASE_URL as ENV_OPENAI_BASE_URL,
 };
 pub use secret::Secret;
 
@@ -142,7 +142,7 @@ pub struct ResolvedModel {
     pub notice: Option<String>,
 }
 
-/// ARCHITECTURE.md §5: `--model` > env `GITHUB_ANALYSIS_MODEL` > OpenAI if `OPENAI_API_KEY` is set
+/// The default order (docs/process.md): `--model` > env `GITHUB_ANALYSIS_MODEL` > OpenAI if `OPENAI_API_KEY` is set
 /// > Anthropic if `ANTHROPIC_API_KEY` is set > `rules` (with a one-line notice).
 pub fn resolve_model(
     cli: Option<&str>,

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use crate::batch::{crash_point, http_for, now, BatchManager, Loaded, ENV_CRASH_AT};
-use crate::db::ItemUpdate;
+use crate::batch::{crash_point, now, BatchManager, Loaded};
+use crate::db::{ItemStatus, ItemUpdate, PartStatus};
 use crate::realtime::{Engine, ItemResult};
-use crate::results::{self, Provenance};
+use crate::result_files::{self as results, Provenance};
 
 /// Requests in flight at once for a local job against a network provider.
 const LOCAL_CONCURRENCY: usize = 8;
@@ -23,14 +23,8 @@ impl BatchManager<'_> {
         let job_id = l.job.job_id.clone();
         let open = self
             .db
-            .batch_item_issues(&job_id, &["preparing", "pending"])?;
-        let engine = Arc::new(Engine {
-            processor: l.plan.processor.clone(),
-            model: l.plan.model.clone(),
-            provider: l.provider.clone(),
-            http: http_for(&l.provider, &l.plan)?,
-            prices: l.plan.prices.clone(),
-        });
+            .batch_item_issues(&job_id, ItemStatus::OPEN)?;
+        let engine = Arc::new(Engine::new(l.plan.clone(), l.provider.clone())?);
         let concurrency = if engine.http.is_some() {
             LOCAL_CONCURRENCY
         } else {
@@ -42,7 +36,7 @@ impl BatchManager<'_> {
             if issue.file_path.is_empty() {
                 missing.push(ItemUpdate {
                     custom_id: item.custom_id,
-                    status: "failed".into(),
+                    status: ItemStatus::Failed,
                     error: Some(format!("issue {} is no longer stored", item.issue_id)),
                 });
             } else {
@@ -50,12 +44,10 @@ impl BatchManager<'_> {
             }
         }
         self.db.update_batch_items(&job_id, &missing)?;
-        let bar = crate::progress::bar(
-            runnable.len() as u64,
-            "batch (local)",
-            self.ctx.settings.quiet,
-        );
-        let store = self.ctx.store.clone();
+        let bar = self
+            .reporter
+            .progress(runnable.len() as u64, "batch (local)");
+        let store = self.store.clone();
         let mut results = futures::stream::iter(runnable)
             .map(|(cid, issue)| {
                 let engine = engine.clone();
@@ -75,7 +67,7 @@ impl BatchManager<'_> {
         let mut stopped = None;
         let mut done = 0usize;
         // Test hook: stop dead after two stored items, as a kill would.
-        let crash_after_two = std::env::var(ENV_CRASH_AT).is_ok_and(|v| v == "local");
+        let crash_after_two = crate::env::crash_requested("local");
         while let Some(joined) = results.next().await {
             let Ok((cid, outcome)) = joined else {
                 continue;
@@ -86,7 +78,7 @@ impl BatchManager<'_> {
                     // The file now, the row with its group: a crash before the group is
                     // committed leaves the item open and it is redone (same file, same row).
                     let stored = results::build(&f, provenance).and_then(|(doc, row)| {
-                        results::write_file(&self.ctx.store, &doc, &row, &f.issue)?;
+                        results::write_file(self.store, &doc, &row, &f.issue)?;
                         Ok(row)
                     });
                     match stored {
@@ -95,13 +87,13 @@ impl BatchManager<'_> {
                             cost += f.cost_usd.unwrap_or(0.0);
                             updates.push(ItemUpdate {
                                 custom_id: cid,
-                                status: "completed".into(),
+                                status: ItemStatus::Completed,
                                 error: None,
                             });
                         }
                         Err(e) => updates.push(ItemUpdate {
                             custom_id: cid,
-                            status: "failed".into(),
+                            status: ItemStatus::Failed,
                             error: Some(format!("cannot store the result: {e:#}")),
                         }),
                     }
@@ -124,7 +116,7 @@ impl BatchManager<'_> {
                         continue;
                     }
                     let _ = results::write_failure(
-                        &self.ctx.store,
+                        self.store,
                         &issue,
                         provenance,
                         &reason,
@@ -132,7 +124,7 @@ impl BatchManager<'_> {
                     );
                     updates.push(ItemUpdate {
                         custom_id: cid,
-                        status: "failed".into(),
+                        status: ItemStatus::Failed,
                         error: Some(reason),
                     });
                 }
@@ -164,8 +156,8 @@ impl BatchManager<'_> {
             p.completed_count = c;
             p.failed_count = f;
             open_left += o;
-            if o == 0 && p.status != "cancelled" {
-                p.status = "completed".into();
+            if o == 0 && p.status != PartStatus::Cancelled {
+                p.status = PartStatus::Completed;
                 p.collected_at = Some(now());
             }
             p.error_message = stopped.clone();

@@ -3,16 +3,16 @@
 
 use serde_json::{json, Value};
 
-use crate::batch::{job_json, BatchManager, CollectReport, NewJob};
-use crate::cli::{BatchCommand, BatchSubmitArgs, OutputFormat};
-use crate::commands::Ctx;
-use crate::db::{BatchJob, BatchPart, IssueRef};
-use crate::error::user;
-use crate::pipeline::{check_custom_sql, CustomKey, Pipeline};
-use crate::printer::Table;
+use crate::batch::{job_json, CollectReport, FindingKind, NewJob};
+use crate::cli::{BatchCommand, BatchSubmitArgs};
+use crate::commands::{ai_config, command_line, Ctx};
+use crate::db::{Backend, BatchJob, BatchPart};
+use crate::error::{user, ExitStatus};
+use crate::pipeline::{check_custom_sql, Pipeline, Selection};
+use crate::printer::{OutputFormat, Table};
 use crate::store::names;
 
-pub async fn run(ctx: &Ctx, cmd: BatchCommand) -> anyhow::Result<()> {
+pub async fn run(ctx: &Ctx, cmd: BatchCommand) -> anyhow::Result<ExitStatus> {
     match cmd {
         BatchCommand::Submit(args) => submit(ctx, &args).await,
         BatchCommand::Status(j) => status(ctx, &j.job).await,
@@ -24,16 +24,12 @@ pub async fn run(ctx: &Ctx, cmd: BatchCommand) -> anyhow::Result<()> {
         BatchCommand::Remove { job, force } => remove(ctx, &job.job, force).await,
         BatchCommand::Retry(j) => retry(ctx, &j.job).await,
         BatchCommand::Reconcile => reconcile(ctx).await,
-    }
-}
-
-/// A SQL string literal (single quotes doubled).
-fn lit(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    }?;
+    Ok(ExitStatus::Success)
 }
 
 /// The issues a submit selects, and the SQL that selected them (recorded with the job).
-fn select(ctx: &Ctx, a: &BatchSubmitArgs) -> anyhow::Result<(String, Vec<IssueRef>)> {
+fn select(ctx: &Ctx, a: &BatchSubmitArgs) -> anyhow::Result<Selection> {
     let processor = a.processor.as_str();
     let mut p = Pipeline::new();
     let ro = ctx.read_only_db()?;
@@ -42,22 +38,14 @@ fn select(ctx: &Ctx, a: &BatchSubmitArgs) -> anyhow::Result<(String, Vec<IssueRe
         p = p.from_custom_sql(sql, key);
     } else if let Some(org) = &a.org {
         names::validate_org(org)?;
-        match (&a.repo, a.issue_number) {
-            (Some(repo), Some(n)) => {
-                names::validate_repo(repo)?;
-                let sql = format!(
-                    "SELECT org, repo, number FROM issues WHERE lower(org) = lower({}) AND lower(repo) = lower({}) AND number = {n}",
-                    lit(org),
-                    lit(repo)
-                );
-                p = p.from_custom_sql(&sql, CustomKey::OrgRepoNumber);
-            }
-            (Some(repo), None) => {
-                names::validate_repo(repo)?;
-                p = p.where_repo(org, repo);
-            }
-            _ => p = p.where_org(org),
+        if let Some(repo) = &a.repo {
+            names::validate_repo(repo)?;
         }
+        p = match (&a.repo, a.issue_number) {
+            (Some(repo), Some(n)) => p.where_issue(org, repo, n),
+            (Some(repo), None) => p.where_repo(org, repo),
+            _ => p.where_org(org),
+        };
     } else if !a.missing_analysis {
         return Err(user(
             "choose the issues: --org ORG [--repo REPO [--issue-number N]], --sql SQL, or --missing-analysis",
@@ -68,25 +56,24 @@ fn select(ctx: &Ctx, a: &BatchSubmitArgs) -> anyhow::Result<(String, Vec<IssueRe
     }
     // An issue already waiting in a running job of this processor is not submitted twice.
     p = p.excluding_active_batches(processor);
-    let sel = p.select(&ro, processor)?;
-    Ok((sel.sql, sel.issues))
+    p.select(&ro, processor)
 }
 
 async fn submit(ctx: &Ctx, a: &BatchSubmitArgs) -> anyhow::Result<()> {
-    let (sql, issues) = select(ctx, a)?;
+    let Selection { sql, issues } = select(ctx, a)?;
     if issues.is_empty() {
         return Err(user(
             "no stored issues match the selection (issues already in a running job of this processor are left out)",
         ));
     }
     let mut db = ctx.db()?;
-    let mut m = BatchManager::new(ctx, &mut db);
+    let mut m = ctx.batches(&mut db);
     let new = NewJob {
         processor: &a.processor,
         model: a.model.as_deref(),
-        ai: Some(&a.ai),
+        config: ai_config(&a.ai),
         selection_query: Some(sql),
-        source_command: super::command_line(),
+        source_command: command_line(),
         parent_job_id: None,
     };
     if a.dry_run {
@@ -97,7 +84,7 @@ async fn submit(ctx: &Ctx, a: &BatchSubmitArgs) -> anyhow::Result<()> {
         }
         let summary = json!({
             "dry_run": true,
-            "provider": d.job_provider,
+            "provider": d.backend,
             "model": d.model,
             "issues": d.issues,
             "parts": d.parts.iter().map(|p| json!({"part": p.part, "requests": p.requests, "bytes": p.bytes})).collect::<Vec<_>>(),
@@ -116,7 +103,7 @@ async fn submit(ctx: &Ctx, a: &BatchSubmitArgs) -> anyhow::Result<()> {
                     d.issues,
                     d.model,
                     d.parts.len(),
-                    d.job_provider,
+                    d.backend,
                     d.est_prompt_tokens,
                     d.est_completion_tokens,
                     d.est_cost_usd.map_or("unknown (no price for this model)".into(), |c| format!("${c:.4}"))
@@ -132,7 +119,7 @@ async fn submit(ctx: &Ctx, a: &BatchSubmitArgs) -> anyhow::Result<()> {
     let job = m.create_batch_job(new, issues).await?;
     let parts = m.parts(&job.job_id)?;
     show_job(ctx, &job, &parts)?;
-    if job.provider != "local" {
+    if job.provider != Backend::Local {
         ctx.printer.note(&format!(
             "check it with `batch status {}`; store its results with `batch collect {}` once it has ended",
             short(&job.job_id),
@@ -199,7 +186,7 @@ fn parts_table(parts: &[BatchPart]) -> Table {
 
 async fn status(ctx: &Ctx, job: &str) -> anyhow::Result<()> {
     let mut db = ctx.db()?;
-    let mut m = BatchManager::new(ctx, &mut db);
+    let mut m = ctx.batches(&mut db);
     let id = m.resolve_job(job)?;
     let job = m.check_job_status(&id).await?;
     let parts = m.parts(&id)?;
@@ -208,7 +195,7 @@ async fn status(ctx: &Ctx, job: &str) -> anyhow::Result<()> {
 
 async fn collect(ctx: &Ctx, job: &str) -> anyhow::Result<()> {
     let mut db = ctx.db()?;
-    let mut m = BatchManager::new(ctx, &mut db);
+    let mut m = ctx.batches(&mut db);
     let id = m.resolve_job(job)?;
     let r: CollectReport = m.collect_results(&id).await?;
     let job = m.job(&id)?;
@@ -252,7 +239,7 @@ async fn collect(ctx: &Ctx, job: &str) -> anyhow::Result<()> {
             r.parts_running
         ));
     }
-    if job.failed_count > 0 && !crate::batch::is_active(&job.status) {
+    if job.failed_count > 0 && !job.status.is_active() {
         ctx.printer.note(&format!(
             "{} item(s) failed; `batch retry {}` resubmits them",
             job.failed_count,
@@ -289,7 +276,7 @@ fn jobs_table(jobs: &[BatchJob]) -> Table {
 
 fn list(ctx: &Ctx) -> anyhow::Result<()> {
     let mut db = ctx.db()?;
-    let m = BatchManager::new(ctx, &mut db);
+    let m = ctx.batches(&mut db);
     let jobs = m.active_jobs()?;
     ctx.printer.table(&jobs_table(&jobs))?;
     if jobs.is_empty() {
@@ -301,14 +288,14 @@ fn list(ctx: &Ctx) -> anyhow::Result<()> {
 
 fn history(ctx: &Ctx) -> anyhow::Result<()> {
     let mut db = ctx.db()?;
-    let m = BatchManager::new(ctx, &mut db);
+    let m = ctx.batches(&mut db);
     ctx.printer.table(&jobs_table(&m.history(None)?))?;
     Ok(())
 }
 
 fn details(ctx: &Ctx, job: &str) -> anyhow::Result<()> {
     let mut db = ctx.db()?;
-    let m = BatchManager::new(ctx, &mut db);
+    let m = ctx.batches(&mut db);
     let id = m.resolve_job(job)?;
     let j = m.job(&id)?;
     let parts = m.parts(&id)?;
@@ -351,7 +338,7 @@ fn details(ctx: &Ctx, job: &str) -> anyhow::Result<()> {
 
 async fn cancel(ctx: &Ctx, job: &str) -> anyhow::Result<()> {
     let mut db = ctx.db()?;
-    let mut m = BatchManager::new(ctx, &mut db);
+    let mut m = ctx.batches(&mut db);
     let id = m.resolve_job(job)?;
     let j = m.cancel(&id).await?;
     let parts = m.parts(&id)?;
@@ -360,7 +347,7 @@ async fn cancel(ctx: &Ctx, job: &str) -> anyhow::Result<()> {
 
 async fn remove(ctx: &Ctx, job: &str, force: bool) -> anyhow::Result<()> {
     let mut db = ctx.db()?;
-    let mut m = BatchManager::new(ctx, &mut db);
+    let mut m = ctx.batches(&mut db);
     let id = m.resolve_job(job)?;
     let files = m.remove(&id, force).await?;
     ctx.printer.summary(&[
@@ -373,7 +360,7 @@ async fn remove(ctx: &Ctx, job: &str, force: bool) -> anyhow::Result<()> {
 
 async fn retry(ctx: &Ctx, job: &str) -> anyhow::Result<()> {
     let mut db = ctx.db()?;
-    let mut m = BatchManager::new(ctx, &mut db);
+    let mut m = ctx.batches(&mut db);
     let id = m.resolve_job(job)?;
     let new = m.retry(&id).await?;
     let parts = m.parts(&new.job_id)?;
@@ -382,12 +369,12 @@ async fn retry(ctx: &Ctx, job: &str) -> anyhow::Result<()> {
 
 async fn reconcile(ctx: &Ctx) -> anyhow::Result<()> {
     let mut db = ctx.db()?;
-    let mut m = BatchManager::new(ctx, &mut db);
+    let mut m = ctx.batches(&mut db);
     let findings = m.reconcile().await?;
     let mut t = Table::new(["kind", "job_id", "part", "provider_batch_id", "detail"]);
     for f in &findings {
         t.push(vec![
-            json!(f.kind),
+            json!(f.kind.as_str()),
             json!(f.job_id),
             json!(f.part),
             json!(f.provider_batch_id),
@@ -398,7 +385,7 @@ async fn reconcile(ctx: &Ctx) -> anyhow::Result<()> {
     if findings.is_empty() {
         ctx.printer.note("nothing to reconcile");
     }
-    if findings.iter().any(|f| f.kind == "error") {
+    if findings.iter().any(|f| f.kind == FindingKind::Error) {
         return Err(user("some jobs could not be repaired (see the table)"));
     }
     Ok(())

@@ -4,23 +4,23 @@ use serde_json::{json, Value};
 
 use crate::cli::CollectArgs;
 use crate::commands::Ctx;
-use crate::error::user;
+use crate::env;
+use crate::error::{user, ExitStatus};
 use crate::github::client::{Client, ClientConfig};
-use crate::github::collect::{parse_since, parse_size, CollectOptions, CollectReport, Collector};
-use crate::settings::{ENV_GITHUB_API_URL, ENV_GITHUB_GRAPHQL_URL, ENV_GITHUB_MAX_WAIT};
+use crate::github::collector::{parse_since, parse_size, CollectOptions, CollectReport, Collector};
 
-pub async fn run(ctx: &Ctx, args: &CollectArgs) -> anyhow::Result<()> {
+pub async fn run(ctx: &Ctx, args: &CollectArgs) -> anyhow::Result<ExitStatus> {
     let token = args
         .token
         .clone()
         .filter(|t| !t.trim().is_empty())
         .ok_or_else(|| user("no GitHub token: pass --token or set GITHUB_TOKEN"))?;
-    let env = |k: &str| std::env::var(k).ok();
+    let var = ctx.env();
     let cfg = ClientConfig::new(
-        env(ENV_GITHUB_API_URL).as_deref(),
-        env(ENV_GITHUB_GRAPHQL_URL).as_deref(),
+        var(env::GITHUB_API_URL).as_deref(),
+        var(env::GITHUB_GRAPHQL_URL).as_deref(),
         token,
-        env(ENV_GITHUB_MAX_WAIT).as_deref(),
+        var(env::GITHUB_MAX_WAIT).as_deref(),
     )?;
     let opts = CollectOptions {
         org: args.org.clone(),
@@ -45,12 +45,12 @@ pub async fn run(ctx: &Ctx, args: &CollectArgs) -> anyhow::Result<()> {
             None
         },
     };
-    let client = Client::new(cfg, ctx.printer)?;
+    let client = Client::new(cfg, std::sync::Arc::new(ctx.printer))?;
     // Open the database first: if another process holds it, fail before fetching anything.
     let mut db = ctx.db()?;
     ctx.store.ensure_dirs()?;
 
-    let mut collector = Collector::new(&client, &ctx.store, &mut db, ctx.printer, &opts);
+    let mut collector = Collector::new(&client, &ctx.store, &mut db, &ctx.printer, &opts);
     // Files are written before the next request, and loaded below whatever happens, so
     // stopping at any await point (Ctrl-C) keeps all finished work; cursors only move when a
     // repository completes.
@@ -73,20 +73,20 @@ pub async fn run(ctx: &Ctx, args: &CollectArgs) -> anyhow::Result<()> {
     }
     flushed?;
     match outcome {
-        None => Err(user(format!(
+        None => Ok(ctx.failure(&format!(
             "interrupted: the {} issues stored so far are kept; run the same command again to resume",
             report.issues_new + report.issues_updated
         ))),
         Some(Err(e)) => Err(e),
-        Some(Ok(())) if !report.failed.is_empty() => Err(user(format!(
+        Some(Ok(())) if !report.failed.is_empty() => Ok(ctx.failure(&format!(
             "{} repositories could not be collected (listed above); the others were",
             report.failed.len()
         ))),
-        Some(Ok(())) if !report.sync_failed.is_empty() => Err(user(format!(
+        Some(Ok(())) if !report.sync_failed.is_empty() => Ok(ctx.failure(&format!(
             "{} issue files could not be loaded into the database (listed above)",
             report.sync_failed.len()
         ))),
-        Some(Ok(())) => Ok(()),
+        Some(Ok(())) => Ok(ExitStatus::Success),
     }
 }
 

@@ -2,8 +2,10 @@
 //! `process-query missing product-labeling --batch-mode --yes --wait`, `batch-status`,
 //! `analytics`. It runs the real commands, so it shows what a user's own run does.
 
-use crate::cli::{DemoArgs, IssueState, ProcessQueryCommand, RunArgs, SelectionArgs};
+use crate::cli::{DemoArgs, ProcessQueryCommand, RunArgs, SelectionArgs};
+use crate::store::IssueState;
 use crate::commands::{import, process_query, Ctx};
+use crate::error::ExitStatus;
 
 /// The sample issues ship inside the binary so `demo` works from any directory.
 const SAMPLES: &[(&str, &[u8])] = &[
@@ -17,14 +19,17 @@ const SAMPLES: &[(&str, &[u8])] = &[
     ),
 ];
 
-pub async fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<()> {
+pub async fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
     let p = &ctx.printer;
     p.line("== 1/4 import the bundled sample issues")?;
     let sources = SAMPLES
         .iter()
         .map(|(name, bytes)| (name.to_string(), Ok(bytes.to_vec())))
         .collect();
-    import::import_sources(ctx, sources, None)?;
+    let status = import::import_sources(ctx, sources, None)?;
+    if status != ExitStatus::Success {
+        return Ok(status);
+    }
 
     p.line("")?;
     p.line(&format!(
@@ -50,11 +55,14 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<()> {
             ai: Default::default(),
         },
     };
-    process_query::run(ctx, missing).await?;
+    let status = process_query::run(ctx, missing).await?;
+    if status != ExitStatus::Success {
+        return Ok(status);
+    }
 
     p.line("")?;
     p.line("== 3/4 process-query batch-status")?;
-    process_query::run(
+    let status = process_query::run(
         ctx,
         ProcessQueryCommand::BatchStatus {
             no_refresh: false,
@@ -62,6 +70,9 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
+    if status != ExitStatus::Success {
+        return Ok(status);
+    }
 
     p.line("")?;
     p.line("== 4/4 process-query analytics")?;

@@ -6,11 +6,11 @@ use serde_json::json;
 
 use crate::cli::ImportArgs;
 use crate::commands::Ctx;
-use crate::error::user;
-use crate::import::{convert, parse_values, Item};
+use crate::error::{user, ExitStatus};
+use crate::import_files::{convert, parse_values, Item};
 use crate::store::{names, parse_issue, StoredIssue};
 
-pub fn run(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<()> {
+pub fn run(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<ExitStatus> {
     if let (Some(org), Some(repo)) = (&args.org, &args.repo) {
         names::validate_org(org)?;
         names::validate_repo(repo)?;
@@ -33,7 +33,7 @@ pub fn import_sources(
     ctx: &Ctx,
     sources: Vec<(String, anyhow::Result<Vec<u8>>)>,
     fallback: Option<(&str, &str)>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<ExitStatus> {
     // Open the database first: if another process holds it, fail before writing any file.
     let mut db = ctx.db()?;
     ctx.store.ensure_dirs()?;
@@ -73,8 +73,8 @@ pub fn import_sources(
         }
         written.push(ctx.store.write_issue(issue)?);
     }
-    let bar = crate::progress::bar(written.len() as u64, "import", ctx.settings.quiet);
-    let report = crate::sync::sync_paths(&ctx.store, &mut db, &written, &bar)?;
+    let bar = ctx.printer.bar(written.len() as u64, "import");
+    let report = crate::ingest::sync_paths(&ctx.store, &mut db, &written, &bar)?;
     bar.finish_and_clear();
     failures.extend(report.failed.iter().map(|(p, why)| format!("{p}: {why}")));
 
@@ -90,9 +90,9 @@ pub fn import_sources(
         ("failed", json!(failures.len())),
     ])?;
     if failures.is_empty() {
-        Ok(())
+        Ok(ExitStatus::Success)
     } else {
-        Err(user(format!(
+        Ok(ctx.failure(&format!(
             "{} item(s) or file(s) could not be imported (listed above); the rest were stored",
             failures.len()
         )))

@@ -1,20 +1,28 @@
-//! Command dispatch: one file per command group, one function per leaf command.
+//! Command dispatch: one file per command group, one function per leaf command. Commands are
+//! the only layer that knows the command line (`cli`), the settings and the printer; the layers
+//! below get explicit dependencies (store, database, environment, a `Reporter`).
 
 mod batch;
 mod collect;
+mod completions;
 mod demo;
 mod import;
-pub(crate) mod process;
+mod process;
 mod process_query;
 mod query;
+pub mod settings;
 mod status;
 mod sync;
 
-use crate::cli::Command;
+use crate::batch::BatchManager;
+use crate::cli::{AiArgs, Command};
 use crate::db::{Db, ReadOnlyDb};
+use crate::env::EnvFn;
+use crate::error::ExitStatus;
+use crate::plan::{AiConfig, Plan};
 use crate::printer::Printer;
-use crate::settings::Settings;
 use crate::store::Store;
+pub use settings::Settings;
 
 /// What every command gets: resolved settings, the printer, the file store.
 pub struct Ctx {
@@ -39,9 +47,43 @@ impl Ctx {
     pub fn read_only_db(&self) -> anyhow::Result<ReadOnlyDb> {
         ReadOnlyDb::open(&self.settings.db_path(), self.settings.lock_timeout)
     }
+
+    /// The batch jobs of this data directory, reporting to the printer.
+    pub fn batches<'a>(&'a self, db: &'a mut Db) -> BatchManager<'a> {
+        BatchManager::new(&self.store, db, self.env(), &self.printer)
+    }
+
+    /// The environment the library layers read (keys, base URLs, caps).
+    pub fn env(&self) -> &'static EnvFn {
+        &crate::env::process
+    }
+
+    /// The plan of a processing command: processor, model and the AI flags resolved.
+    pub fn plan(&self, processor: &str, model: Option<&str>, ai: &AiArgs) -> anyhow::Result<Plan> {
+        Plan::resolve(processor, model, &ai_config(ai), self.env(), &self.printer)
+    }
+
+    /// Reports a run that finished with something the user must look at (`error: …`) and
+    /// returns the matching exit status.
+    pub fn failure(&self, message: &str) -> ExitStatus {
+        self.printer.error(&anyhow::anyhow!("{message}"));
+        ExitStatus::Failure
+    }
 }
 
-pub async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<()> {
+/// The processing flags as the library's configuration.
+pub fn ai_config(a: &AiArgs) -> AiConfig {
+    AiConfig {
+        taxonomy: a.taxonomy.clone(),
+        token_budget: a.token_budget,
+        settings: a.settings.clone(),
+        prices: a.prices.clone(),
+        request_timeout: a.request_timeout,
+        max_retries: a.max_retries,
+    }
+}
+
+pub async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<ExitStatus> {
     match command {
         Command::Import(args) => import::run(ctx, &args),
         Command::Sync(args) => sync::run(ctx, &args),
@@ -52,6 +94,7 @@ pub async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<()> {
         Command::Batch(b) => batch::run(ctx, b).await,
         Command::ProcessQuery(q) => process_query::run(ctx, q).await,
         Command::Demo(args) => demo::run(ctx, &args).await,
+        Command::Completions(args) => completions::run(ctx, &args),
     }
 }
 

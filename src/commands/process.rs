@@ -1,30 +1,24 @@
 //! `process PROCESSOR`: run an AI processor in real time over stored issues (or, with
 //! `--dry-run`, list what would run with estimated tokens and cost).
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
-use crate::ai::http::{HttpClient, RetryPolicy};
-use crate::ai::pricing::PriceTable;
-use crate::ai::{self, tokens, Endpoint, GenSettings, ModelSpec, Provider, ProviderKind};
-use crate::cli::{AiArgs, OutputFormat, ProcessArgs, ProcessCommand};
+use crate::ai::Provider;
+use crate::cli::{ProcessArgs, ProcessCommand};
 use crate::commands::Ctx;
 use crate::db::IssueRef;
-use crate::error::user;
-use crate::printer::Table;
-use crate::processors::{self, Processor};
+use crate::error::{user, ExitStatus};
+use crate::pipeline::Pipeline;
+use crate::plan::Plan;
+use crate::printer::{OutputFormat, Table};
+use crate::processors;
 use crate::realtime::{self, Engine};
-use crate::store::{names, parse_issue};
+use crate::store::{names, parse_issue, IssueState};
 
 const DEFAULT_CONCURRENCY: usize = 8;
 const MAX_CONCURRENCY: usize = 256;
-/// Completion tokens assumed per issue by estimates: a labeling answer with reasoning is
-/// typically 200–500 tokens.
-pub const EST_COMPLETION_TOKENS: u64 = 400;
 
-pub async fn run(ctx: &Ctx, cmd: ProcessCommand) -> anyhow::Result<()> {
+pub async fn run(ctx: &Ctx, cmd: ProcessCommand) -> anyhow::Result<ExitStatus> {
     match cmd {
         ProcessCommand::ProductLabeling(args) => {
             run_processor(ctx, processors::product_labeling::NAME, &args).await
@@ -32,75 +26,26 @@ pub async fn run(ctx: &Ctx, cmd: ProcessCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Everything resolved from flags and environment before any issue is touched.
-pub struct Plan {
-    pub model: ModelSpec,
-    pub settings: GenSettings,
-    pub processor: Processor,
-    pub prices: PriceTable,
-    pub policy: RetryPolicy,
-}
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok()
-}
-
-/// Resolves model, settings, processor, prices and retry policy (shared with other commands).
-pub fn plan(ctx: &Ctx, processor: &str, model: Option<&str>, a: &AiArgs) -> anyhow::Result<Plan> {
-    let resolved = ai::resolve_model(model, &env)?;
-    if let Some(n) = &resolved.notice {
-        ctx.printer.note(n);
-    }
-    let settings = GenSettings::parse(&resolved.spec, &a.settings)?;
-    let processor = Processor::get(
-        processor,
-        &processors::Options {
-            taxonomy: a.taxonomy.clone(),
-            token_budget: a.token_budget,
-        },
-    )?;
-    let prices = match &a.prices {
-        Some(p) => PriceTable::with_overrides(p)?,
-        None => PriceTable::builtin(),
-    };
-    let mut policy = RetryPolicy::default();
-    if let Some(t) = a.request_timeout {
-        if !t.is_finite() || t <= 0.0 || t > 3600.0 {
-            return Err(user(format!(
-                "--request-timeout {t}: must be between 0 and 3600 seconds"
-            )));
-        }
-        policy.timeout = Duration::from_secs_f64(t);
-    }
-    if let Some(n) = a.max_retries {
-        if n > 20 {
-            return Err(user(format!("--max-retries {n}: at most 20")));
-        }
-        policy.max_retries = n;
-    }
-    Ok(Plan {
-        model: resolved.spec,
-        settings,
-        processor,
-        prices,
-        policy,
-    })
-}
-
-pub async fn run_processor(ctx: &Ctx, processor: &str, args: &ProcessArgs) -> anyhow::Result<()> {
+pub async fn run_processor(
+    ctx: &Ctx,
+    processor: &str,
+    args: &ProcessArgs,
+) -> anyhow::Result<ExitStatus> {
     names::validate_org(&args.org)?;
     if let Some(r) = &args.repo {
         names::validate_repo(r)?;
     }
     let concurrency = concurrency(args.concurrency)?;
-    let plan = plan(ctx, processor, args.model.as_deref(), &args.ai)?;
-    let db = ctx.db()?;
-    let all = db.issues_for_processing(
-        &args.org,
-        args.repo.as_deref(),
-        args.issue_number,
-        plan.processor.name(),
-    )?;
+    let plan = ctx.plan(processor, args.model.as_deref(), &args.ai)?;
+    let mut pipeline = Pipeline::new().where_state(IssueState::All);
+    pipeline = match (&args.repo, args.issue_number) {
+        (Some(r), Some(n)) => pipeline.where_issue(&args.org, r, n),
+        (Some(r), None) => pipeline.where_repo(&args.org, r),
+        _ => pipeline.where_org(&args.org),
+    };
+    let all = pipeline
+        .select(&ctx.read_only_db()?, plan.processor.name())?
+        .issues;
     if all.is_empty() {
         let what = match (&args.repo, args.issue_number) {
             (Some(r), Some(n)) => format!("{}/{r}#{n}", args.org),
@@ -116,7 +61,8 @@ pub async fn run_processor(ctx: &Ctx, processor: &str, args: &ProcessArgs) -> an
         .into_iter()
         .partition(|i| args.reprocess || !i.has_result);
     if args.dry_run {
-        return dry_run(ctx, &plan, &todo, existing.len());
+        dry_run(ctx, &plan, &todo, existing.len())?;
+        return Ok(ExitStatus::Success);
     }
     if todo.is_empty() {
         ctx.printer.note(&format!(
@@ -124,7 +70,6 @@ pub async fn run_processor(ctx: &Ctx, processor: &str, args: &ProcessArgs) -> an
             plan.processor.name()
         ));
     }
-    drop(db);
     run_realtime(ctx, plan, todo, concurrency, existing.len()).await
 }
 
@@ -140,14 +85,14 @@ pub fn concurrency(flag: Option<usize>) -> anyhow::Result<usize> {
 }
 
 /// Runs the real-time engine over chosen issues, prints the results summary, and turns
-/// failures and interruptions into the exit code. Shared by `process` and `process-query`.
+/// failures and interruptions into the exit status. Shared by `process` and `process-query`.
 pub async fn run_realtime(
     ctx: &Ctx,
     plan: Plan,
     todo: Vec<IssueRef>,
     concurrency: usize,
     skipped_existing: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<ExitStatus> {
     let processor = plan.processor.name();
     let model = plan.model.id();
     let to_run = todo.len();
@@ -155,8 +100,7 @@ pub async fn run_realtime(
     report_realtime(ctx, processor, &model, &report, to_run, skipped_existing)
 }
 
-/// Processes issues in real time (bounded concurrency, Ctrl-C aware) and stores each result;
-/// prints nothing but progress. Used by `process` and by `Pipeline::process_with`.
+/// The real-time engine of a plan over the issues, with this process's environment and output.
 pub async fn execute_realtime(
     ctx: &Ctx,
     plan: Plan,
@@ -164,52 +108,15 @@ pub async fn execute_realtime(
     concurrency: usize,
 ) -> anyhow::Result<realtime::RunReport> {
     let mut db = ctx.db()?;
+    // Nothing to send needs no key.
     let endpoint = if todo.is_empty() {
         None
     } else {
-        Endpoint::from_env(plan.model.provider, &env)?
+        plan.endpoint(ctx.env())?
     };
-    let provider = match (plan.model.provider, endpoint) {
-        (ProviderKind::Rules, _) | (_, None) => Provider::Rules,
-        (_, ep) => Provider::new(&plan.model, ep, plan.settings.clone())?,
-    };
-    let http = match provider {
-        Provider::Rules => None,
-        _ => Some(HttpClient::new(plan.policy.clone())?),
-    };
-    let engine = Arc::new(Engine {
-        processor: plan.processor,
-        model: plan.model.clone(),
-        provider,
-        http,
-        prices: plan.prices,
-    });
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let signals = tokio::spawn(async move {
-        while tokio::signal::ctrl_c().await.is_ok() {
-            if tx.send(()).is_err() {
-                break;
-            }
-        }
-    });
-    let bar = crate::progress::bar(todo.len() as u64, "process", ctx.settings.quiet);
-    let printer = ctx.printer;
-    let report = realtime::run(
-        engine,
-        &ctx.store,
-        &mut db,
-        todo,
-        concurrency,
-        realtime::Control {
-            progress: &bar,
-            interrupts: rx,
-            on_note: |n: &str| printer.note(n),
-        },
-    )
-    .await;
-    signals.abort();
-    bar.finish_and_clear();
-    report
+    let provider = Provider::from_plan(&plan, endpoint)?;
+    let engine = Engine::new(plan, provider)?;
+    realtime::execute(engine, &ctx.store, &mut db, todo, concurrency, &ctx.printer).await
 }
 
 /// Prints a real-time run's summary and turns failures and interruptions into the exit code.
@@ -220,7 +127,7 @@ pub fn report_realtime(
     report: &realtime::RunReport,
     to_run: usize,
     skipped_existing: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<ExitStatus> {
     let selected = to_run + skipped_existing;
     for (issue, reason) in &report.failed {
         ctx.printer.warn(&format!("{issue}: {reason}"));
@@ -274,25 +181,25 @@ pub fn report_realtime(
         ));
     }
     if let Some(reason) = &report.aborted {
-        return Err(user(format!(
+        return Ok(ctx.failure(&format!(
             "stopped after a run-wide error; {} result(s) stored: {reason}",
             report.processed
         )));
     }
     if report.interrupted {
-        return Err(user(format!(
+        return Ok(ctx.failure(&format!(
             "interrupted: {} result(s) stored, {not_started} issue(s) not processed",
             report.processed
         )));
     }
     if !report.failed.is_empty() {
-        return Err(user(format!(
+        return Ok(ctx.failure(&format!(
             "{} issue(s) failed (listed above, records in {}); the other results were stored",
             report.failed.len(),
-            crate::results::FAILURES_DIR
+            crate::result_files::FAILURES_DIR
         )));
     }
-    Ok(())
+    Ok(ExitStatus::Success)
 }
 
 fn round6(x: f64) -> f64 {
@@ -302,9 +209,7 @@ fn round6(x: f64) -> f64 {
 /// Lists what would run, with estimated tokens and cost (no prompt caching assumed: an upper
 /// bound), and calls nothing.
 fn dry_run(ctx: &Ctx, plan: &Plan, todo: &[IssueRef], existing: usize) -> anyhow::Result<()> {
-    let network = plan.model.provider != ProviderKind::Rules;
-    // The stable prefix (instructions, taxonomy, schema) is the same for every issue: count once.
-    let mut prefix_tokens = 0u64;
+    let estimator = plan.estimator();
     let mut table = Table::new([
         "issue",
         "title",
@@ -335,25 +240,9 @@ fn dry_run(ctx: &Ctx, plan: &Plan, todo: &[IssueRef], existing: usize) -> anyhow
             }
         };
         let (prompt, note) = plan.processor.prompt(&issue);
-        let (p, c) = if network {
-            if prefix_tokens == 0 {
-                prefix_tokens = (tokens::count(&prompt.system)
-                    + tokens::count(&prompt.schema.to_string())
-                    + 20) as u64;
-            }
-            (
-                prefix_tokens + tokens::count(&prompt.user) as u64,
-                EST_COMPLETION_TOKENS,
-            )
-        } else {
-            (0, 0)
-        };
-        let usage = ai::Usage {
-            prompt_tokens: p,
-            completion_tokens: c,
-            ..Default::default()
-        };
-        let cost = plan.prices.cost(&plan.model, &usage, false);
+        let usage = estimator.for_prompt(&prompt);
+        let (p, c) = (usage.prompt_tokens, usage.completion_tokens);
+        let cost = estimator.cost(&usage, false);
         total_prompt += p;
         total_completion += c;
         total_cost += cost.unwrap_or(0.0);

@@ -5,32 +5,27 @@ use std::io::IsTerminal;
 
 use serde_json::{json, Value};
 
-use crate::ai::tokens;
-use crate::batch::{self, BatchManager};
-use crate::cli::{OutputFormat, ProcessQueryCommand, RunArgs, SelectionArgs};
-use crate::commands::process::{self, Plan};
-use crate::commands::Ctx;
-use crate::db::BatchJob;
-use crate::db::SelectionSize;
-use crate::error::user;
-use crate::pipeline::{check_custom_sql, Pipeline, RunOptions};
-use crate::printer::Table;
-use crate::processors::Processor;
-use crate::store::{names, StoredIssue};
+use crate::batch;
+use crate::cli::{ProcessQueryCommand, RunArgs, SelectionArgs};
+use crate::commands::{ai_config, command_line, process, Ctx};
+use crate::db::{BatchJob, JobStatus, SelectionSize};
+use crate::error::{user, ExitStatus};
+use crate::pipeline::{self, check_custom_sql, Deps, Mode, Outcome, Pipeline, Selection};
+use crate::plan::Plan;
+use crate::printer::{OutputFormat, Table};
+use crate::store::names;
 
 /// Issues shown by a dry run; the full selection is only counted.
 const PREVIEW_ROWS: usize = 20;
-/// Characters per token used by estimates (OpenAI's rule of thumb for English text).
-const CHARS_PER_TOKEN: u64 = 4;
 
-pub async fn run(ctx: &Ctx, cmd: ProcessQueryCommand) -> anyhow::Result<()> {
+pub async fn run(ctx: &Ctx, cmd: ProcessQueryCommand) -> anyhow::Result<ExitStatus> {
     match cmd {
         ProcessQueryCommand::Missing {
             processor,
             filter,
             run,
         } => {
-            let plan = process::plan(ctx, &processor, run.model.as_deref(), &run.ai)?;
+            let plan = ctx.plan(&processor, run.model.as_deref(), &run.ai)?;
             let name = plan.processor.name();
             let p = scoped(Pipeline::new().where_missing_analysis(name), &filter)?;
             let what = format!("missing {name} analysis");
@@ -48,7 +43,7 @@ pub async fn run(ctx: &Ctx, cmd: ProcessQueryCommand) -> anyhow::Result<()> {
                     "--threshold {threshold}: must be between 0 and 1"
                 )));
             }
-            let plan = process::plan(ctx, &processor, run.model.as_deref(), &run.ai)?;
+            let plan = ctx.plan(&processor, run.model.as_deref(), &run.ai)?;
             let name = plan.processor.name();
             let mut p = Pipeline::new().where_low_confidence(name, threshold);
             if let Some(d) = days_old {
@@ -64,7 +59,7 @@ pub async fn run(ctx: &Ctx, cmd: ProcessQueryCommand) -> anyhow::Result<()> {
             limit,
             run,
         } => {
-            let plan = process::plan(ctx, &processor, run.model.as_deref(), &run.ai)?;
+            let plan = ctx.plan(&processor, run.model.as_deref(), &run.ai)?;
             let key = check_custom_sql(&ctx.read_only_db()?, &sql)?;
             let mut p = Pipeline::new().from_custom_sql(&sql, key);
             if let Some(n) = limit {
@@ -73,9 +68,13 @@ pub async fn run(ctx: &Ctx, cmd: ProcessQueryCommand) -> anyhow::Result<()> {
             let what = "selected by your query".to_string();
             execute(ctx, plan, p, &run, &what, "process-query custom").await
         }
-        ProcessQueryCommand::Analytics => analytics(ctx),
+        ProcessQueryCommand::Analytics => {
+            analytics(ctx)?;
+            Ok(ExitStatus::Success)
+        }
         ProcessQueryCommand::BatchStatus { no_refresh, limit } => {
-            batch_status(ctx, no_refresh, limit).await
+            batch_status(ctx, no_refresh, limit).await?;
+            Ok(ExitStatus::Success)
         }
     }
 }
@@ -106,11 +105,11 @@ fn scoped(mut p: Pipeline, f: &SelectionArgs) -> anyhow::Result<Pipeline> {
 async fn execute(
     ctx: &Ctx,
     plan: Plan,
-    mut pipeline: Pipeline,
+    pipeline: Pipeline,
     run: &RunArgs,
     what: &str,
     source_command: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<ExitStatus> {
     if !run.poll_interval.is_finite() || run.poll_interval <= 0.0 || run.poll_interval > 3600.0 {
         return Err(user(format!(
             "--poll-interval {}: must be between 0 and 3600 seconds",
@@ -118,44 +117,57 @@ async fn execute(
         )));
     }
     let name = plan.processor.name();
-    pipeline = pipeline.excluding_active_batches(name);
-    if run.batch_mode {
-        pipeline = pipeline.enable_batch_mode();
-    }
+    let pipeline = pipeline.excluding_active_batches(name);
     let mode = if run.batch_mode { "Batch" } else { "Real-time" };
     let db = ctx.read_only_db()?;
-    let offline = plan.model.provider == crate::ai::ProviderKind::Rules;
-    let cap_chars = (!offline).then(|| budget_chars(&plan));
+    let estimator = plan.estimator();
+    let cap_chars = (!plan.offline()).then(|| estimator.max_issue_chars());
     let sql = pipeline.compile(name);
     // A dry run only counts and previews; a real run selects its issues once, here, and
     // processes exactly those.
-    let (size, preview) = if run.dry_run {
-        db.selection_overview(&sql, cap_chars, PREVIEW_ROWS)?
+    let (size, preview, selection) = if run.dry_run {
+        let (size, preview) = db.selection_overview(&sql, cap_chars, PREVIEW_ROWS)?;
+        (size, preview, None)
     } else {
-        let issues = pipeline.select_into(&db, name)?.len() as u64;
+        let selection = pipeline.select(&db, name)?;
         let chars = match cap_chars {
             Some(_) => db.selection_size(&sql, cap_chars)?.chars,
             None => 0,
         };
-        (SelectionSize { issues, chars }, Vec::new())
+        let size = SelectionSize {
+            issues: selection.len() as u64,
+            chars,
+        };
+        (size, Vec::new(), Some(selection))
     };
     if size.issues == 0 {
         ctx.printer.warn(&format!("No issues {what} to process."));
         if ctx.printer.format == OutputFormat::Json {
             ctx.printer.json(&json!({"selected": 0, "mode": mode}))?;
         }
-        return Ok(());
+        return Ok(ExitStatus::Success);
     }
-    let estimate = estimate(&plan, size, run.batch_mode);
+    let usage = estimator.for_selection(size.issues, size.chars);
+    let estimate = Estimate {
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        cost_usd: if plan.offline() {
+            Some(0.0)
+        } else {
+            estimator.cost(&usage, run.batch_mode)
+        },
+        offline: plan.offline(),
+    };
     let header = [
         format!("Will process {} issues {what}", size.issues),
         format!("Mode: {mode}"),
         format!("Model: {}", plan.model.id()),
         format!("Estimated cost: {}", estimate.describe()),
     ];
-    if run.dry_run {
-        return dry_run(ctx, &header, &sql, size, &estimate, &preview, mode, &plan);
-    }
+    let Some(selection) = selection else {
+        dry_run(ctx, &header, &sql, size, &estimate, &preview, mode, &plan)?;
+        return Ok(ExitStatus::Success);
+    };
     if ctx.printer.format == OutputFormat::Table {
         for l in &header {
             ctx.printer.line(l)?;
@@ -170,34 +182,46 @@ async fn execute(
     }
     drop(db);
     let (processor, model) = (plan.processor.name(), plan.model.id());
-    let concurrency = process::concurrency(run.concurrency)?;
-    pipeline
-        .process_with(
-            ctx,
-            plan,
-            RunOptions {
-                concurrency,
-                ai: Some(&run.ai),
-                source_command: format!("{source_command} ({})", super::command_line()),
-            },
-        )
-        .await?;
-    match (&pipeline.results, pipeline.batch_jobs.first()) {
-        (Some(report), _) => process::report_realtime(
-            ctx,
-            processor,
-            &model,
-            report,
-            pipeline.selected_issues().len(),
-            0,
-        ),
-        (None, Some(job)) => follow_batch(ctx, job.clone(), run).await,
-        // Only an empty selection leaves neither; it was answered above, this keeps it total.
-        (None, None) => {
+    let selected = selection.len();
+    let mode = if run.batch_mode {
+        Mode::Batch {
+            config: ai_config(&run.ai),
+            source_command: format!("{source_command} ({})", command_line()),
+        }
+    } else {
+        Mode::Realtime {
+            concurrency: process::concurrency(run.concurrency)?,
+        }
+    };
+    let outcome = run_selection(ctx, selection, plan, mode).await?;
+    match outcome {
+        Outcome::Realtime(report) => {
+            process::report_realtime(ctx, processor, &model, &report, selected, 0)
+        }
+        Outcome::Batch(job) => follow_batch(ctx, job, run).await,
+        // Only an empty selection runs nothing; it was answered above, this keeps it total.
+        Outcome::Nothing => {
             ctx.printer.warn(&format!("No issues {what} to process."));
-            Ok(())
+            Ok(ExitStatus::Success)
         }
     }
+}
+
+/// Runs a selection with this process's data directory, environment and output.
+async fn run_selection(
+    ctx: &Ctx,
+    selection: Selection,
+    plan: Plan,
+    mode: Mode,
+) -> anyhow::Result<Outcome> {
+    let mut db = ctx.db()?;
+    let deps = Deps {
+        store: &ctx.store,
+        db: &mut db,
+        env: ctx.env(),
+        reporter: &ctx.printer,
+    };
+    pipeline::run(selection, plan, mode, deps).await
 }
 
 /// Asks on a terminal; without one, refuses (exit 2) instead of hanging.
@@ -219,22 +243,6 @@ fn confirm() -> anyhow::Result<()> {
     }
 }
 
-/// The most characters of one issue that reach a prompt (the processor cuts to its budget).
-fn budget_chars(plan: &Plan) -> u64 {
-    let budget = match &plan.processor {
-        Processor::ProductLabeling(p) => p.token_budget,
-    };
-    budget as u64 * CHARS_PER_TOKEN
-}
-
-/// Tokens of the stable prompt prefix (instructions, taxonomy, schema), the same for every
-/// issue: counted once on an empty issue.
-fn prefix_tokens(plan: &Plan) -> u64 {
-    let empty = StoredIssue::new("o", "r", 0, "");
-    let (prompt, _) = plan.processor.prompt(&empty);
-    (tokens::count(&prompt.system) + tokens::count(&prompt.schema.to_string())) as u64
-}
-
 struct Estimate {
     prompt_tokens: u64,
     completion_tokens: u64,
@@ -252,31 +260,6 @@ impl Estimate {
             ),
             (false, None) => "unknown (no price for this model; see --prices)".to_string(),
         }
-    }
-}
-
-fn estimate(plan: &Plan, size: SelectionSize, batch: bool) -> Estimate {
-    let offline = plan.model.provider == crate::ai::ProviderKind::Rules;
-    if offline {
-        return Estimate {
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            cost_usd: Some(0.0),
-            offline,
-        };
-    }
-    let prompt_tokens = size.issues * prefix_tokens(plan) + size.chars / CHARS_PER_TOKEN;
-    let completion_tokens = size.issues * process::EST_COMPLETION_TOKENS;
-    let usage = crate::ai::Usage {
-        prompt_tokens,
-        completion_tokens,
-        ..Default::default()
-    };
-    Estimate {
-        prompt_tokens,
-        completion_tokens,
-        cost_usd: plan.prices.cost(&plan.model, &usage, batch),
-        offline,
     }
 }
 
@@ -389,9 +372,9 @@ fn rows_json(t: &Table) -> Value {
 
 /// Prints a created batch job's id, and with `--wait` polls until it ends and collects its
 /// results.
-async fn follow_batch(ctx: &Ctx, job: BatchJob, run: &RunArgs) -> anyhow::Result<()> {
+async fn follow_batch(ctx: &Ctx, job: BatchJob, run: &RunArgs) -> anyhow::Result<ExitStatus> {
     let mut db = ctx.db()?;
-    let mut m = BatchManager::new(ctx, &mut db);
+    let mut m = ctx.batches(&mut db);
     let parts = m.parts(&job.job_id)?;
     ctx.printer.note(&format!(
         "Created batch job {} ({} issues, {} provider batch{}, provider {})",
@@ -404,16 +387,17 @@ async fn follow_batch(ctx: &Ctx, job: BatchJob, run: &RunArgs) -> anyhow::Result
     if !run.wait {
         ctx.printer
             .note("Use 'process-query batch-status' to monitor progress.");
-        return match ctx.printer.format {
-            OutputFormat::Table => Ok(ctx.printer.line(&format!("Job ID: {}", job.job_id))?),
-            _ => Ok(ctx.printer.json(&batch::job_json(&job, Some(&parts)))?),
+        match ctx.printer.format {
+            OutputFormat::Table => ctx.printer.line(&format!("Job ID: {}", job.job_id))?,
+            _ => ctx.printer.json(&batch::job_json(&job, Some(&parts)))?,
         };
+        return Ok(ExitStatus::Success);
     }
-    let bar = crate::progress::bar(job.issues_count.max(0) as u64, "batch", ctx.settings.quiet);
+    let bar = ctx.printer.bar(job.issues_count.max(0) as u64, "batch");
     let mut job = job;
-    while batch::is_active(&job.status) {
+    while job.status.is_active() {
         bar.set_position((job.completed_count + job.failed_count).max(0) as u64);
-        bar.set_message(job.status.clone());
+        bar.set_message(job.status.as_str());
         tokio::time::sleep(std::time::Duration::from_secs_f64(run.poll_interval)).await;
         job = m.check_job_status(&job.job_id).await?;
     }
@@ -432,19 +416,19 @@ async fn follow_batch(ctx: &Ctx, job: BatchJob, run: &RunArgs) -> anyhow::Result
         ("cost_usd", json!(job.cost_actual)),
     ])?;
     if job.failed_count > 0 {
-        return Err(user(format!(
+        return Ok(ctx.failure(&format!(
             "{} item(s) of job {} failed (listed above); retry them with `batch retry {}`",
             job.failed_count, job.job_id, job.job_id
         )));
     }
-    Ok(())
+    Ok(ExitStatus::Success)
 }
 
 /// Refreshes active jobs from their providers, collects every job that has ended and is not
 /// collected yet, then lists the most recent jobs.
 async fn batch_status(ctx: &Ctx, no_refresh: bool, limit: usize) -> anyhow::Result<()> {
     let mut db = ctx.db()?;
-    let mut m = BatchManager::new(ctx, &mut db);
+    let mut m = ctx.batches(&mut db);
     if !no_refresh {
         for job in m.active_jobs()? {
             if let Err(e) = m.check_job_status(&job.job_id).await {
@@ -455,7 +439,7 @@ async fn batch_status(ctx: &Ctx, no_refresh: bool, limit: usize) -> anyhow::Resu
         let ended: Vec<String> = m
             .history(None)?
             .into_iter()
-            .filter(|j| !batch::is_active(&j.status) && j.status != "collected")
+            .filter(|j| !j.status.is_active() && j.status != JobStatus::Collected)
             .filter(|j| j.collected_at.is_none())
             .map(|j| j.job_id)
             .collect();
@@ -522,7 +506,7 @@ async fn batch_status(ctx: &Ctx, no_refresh: bool, limit: usize) -> anyhow::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::IssueState;
+    use crate::store::IssueState;
 
     #[test]
     fn state_flag_defaults_are_respected_by_scoped() {

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::cli::QueryCommand;
 use crate::commands::Ctx;
-use crate::error::user;
+use crate::error::{user, ExitStatus};
 use crate::printer::Table;
 
 /// A named query. `sql_with_ai`, when set, replaces `sql` once `ai_results` has rows.
@@ -78,12 +78,13 @@ pub const ALIASES: &[Alias] = &[
     },
 ];
 
-pub fn run(ctx: &Ctx, q: QueryCommand) -> anyhow::Result<()> {
+pub fn run(ctx: &Ctx, q: QueryCommand) -> anyhow::Result<ExitStatus> {
     match q {
         QueryCommand::Sql { sql, limit } => sql_cmd(ctx, &sql, limit),
         QueryCommand::Alias { name, limit } => alias(ctx, &name, limit),
         QueryCommand::List => list(ctx),
-    }
+    }?;
+    Ok(ExitStatus::Success)
 }
 
 fn sql_cmd(ctx: &Ctx, sql: &str, limit: Option<usize>) -> anyhow::Result<()> {

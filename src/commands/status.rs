@@ -2,13 +2,13 @@
 
 use serde_json::json;
 
-use crate::cli::OutputFormat;
 use crate::commands::Ctx;
-use crate::printer::Table;
+use crate::error::ExitStatus;
+use crate::printer::{OutputFormat, Table};
 
-pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
+pub fn run(ctx: &Ctx) -> anyhow::Result<ExitStatus> {
     let db = ctx.db()?;
-    let plan = crate::sync::plan(&ctx.store, &db, false)?;
+    let plan = crate::ingest::plan(&ctx.store, &db, false)?;
     let json_bytes = plan.bytes;
     let db_path = ctx.settings.db_path();
     let db_bytes = std::fs::metadata(&db_path).map(|m| m.len()).unwrap_or(0);
@@ -95,7 +95,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitStatus::Success)
 }
 
 fn human_bytes(n: u64) -> String {

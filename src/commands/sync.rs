@@ -4,13 +4,13 @@ use serde_json::json;
 
 use crate::cli::SyncArgs;
 use crate::commands::Ctx;
-use crate::error::user;
-use crate::sync::SyncReport;
+use crate::error::ExitStatus;
+use crate::ingest::SyncReport;
 
-pub fn run(ctx: &Ctx, args: &SyncArgs) -> anyhow::Result<()> {
+pub fn run(ctx: &Ctx, args: &SyncArgs) -> anyhow::Result<ExitStatus> {
     let mut db = ctx.db()?;
-    let bar = crate::progress::bar(0, "sync", ctx.settings.quiet);
-    let report = crate::sync::sync(&ctx.store, &mut db, args.force, &bar)?;
+    let bar = ctx.printer.bar(0, "sync");
+    let report = crate::ingest::sync(&ctx.store, &mut db, args.force, &bar)?;
     bar.finish_and_clear();
     let results = if args.ai_results {
         Some(sync_results(ctx, &mut db)?)
@@ -44,7 +44,7 @@ fn sync_results(ctx: &Ctx, db: &mut crate::db::Db) -> anyhow::Result<ResultsLoad
         let rel = format!("{}/{name}", crate::store::RESULTS_DIR);
         match std::fs::read(entry.path())
             .map_err(anyhow::Error::from)
-            .and_then(|b| crate::results::read_file(&rel, &b))
+            .and_then(|b| crate::result_files::read_file(&rel, &b))
         {
             Ok(r) => rows.push(r),
             Err(e) => failed.push((rel, format!("{e:#}"))),
@@ -59,7 +59,11 @@ fn sync_results(ctx: &Ctx, db: &mut crate::db::Db) -> anyhow::Result<ResultsLoad
 
 /// Prints a sync report; any file that failed makes the command fail (exit 1) after the rest
 /// loaded.
-fn print_report(ctx: &Ctx, r: &SyncReport, results: Option<&ResultsLoaded>) -> anyhow::Result<()> {
+fn print_report(
+    ctx: &Ctx,
+    r: &SyncReport,
+    results: Option<&ResultsLoaded>,
+) -> anyhow::Result<ExitStatus> {
     let mut failed: Vec<&(String, String)> = r.failed.iter().collect();
     if let Some(res) = results {
         failed.extend(res.failed.iter());
@@ -81,9 +85,9 @@ fn print_report(ctx: &Ctx, r: &SyncReport, results: Option<&ResultsLoaded>) -> a
     }
     ctx.printer.summary(&fields)?;
     if failed.is_empty() {
-        Ok(())
+        Ok(ExitStatus::Success)
     } else {
-        Err(user(format!(
+        Ok(ctx.failure(&format!(
             "{} file(s) could not be synced (listed above); the others were loaded",
             failed.len()
         )))

@@ -1,12 +1,13 @@
 //! The only module that talks to DuckDB: opening (with a bounded wait for the file lock),
 //! migrations, and one file per table family. Everything outside gets typed rows.
 
-mod batch;
-mod collect;
+mod ai_results;
+mod batch_jobs;
+mod batch_states;
+mod collection;
 mod issues;
 pub mod migrations;
 mod query;
-mod results;
 mod selection;
 mod status;
 pub mod value;
@@ -18,10 +19,13 @@ use duckdb::{AccessMode, Config, Connection};
 
 use crate::error::{UserContext, UserError};
 
-pub use batch::{BatchItem, BatchJob, BatchPart, ItemUpdate};
-pub use collect::{AttachmentRow, CachedPage};
+pub use ai_results::{IssueRef, ResultRow};
+pub use batch_jobs::{
+    Backend, BatchItem, BatchJob, BatchPart, ItemStatus, ItemUpdate, JobStatus, PartStatus,
+};
+pub use batch_states::sql_list;
+pub use collection::{AttachmentRow, CachedPage};
 pub use issues::{FileRecord, LoadedIssue};
-pub use results::{IssueRef, ResultRow};
 pub use selection::SelectionSize;
 pub use status::{DbCounts, RepoCounts};
 
@@ -116,7 +120,7 @@ fn open_waiting(
                          waited {:.1}s — retry when it finishes, or raise --lock-timeout / {}",
                         path.display(),
                         timeout.as_secs_f64(),
-                        crate::settings::ENV_LOCK_TIMEOUT
+                        crate::env::LOCK_TIMEOUT
                     ))));
                 }
                 if !announced {

@@ -6,7 +6,7 @@ use duckdb::arrow::datatypes::DataType;
 
 use crate::db::{value, ReadOnlyDb};
 use crate::error::{user, UserError};
-use crate::printer::Table;
+use crate::table::Table;
 
 impl ReadOnlyDb {
     /// Runs one statement and returns at most `limit` rows. Errors (bad SQL, an attempt to

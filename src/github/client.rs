@@ -2,7 +2,7 @@
 //! requests and Link pagination. Endpoint knowledge lives in `rest.rs` and `graphql.rs`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -12,8 +12,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use url::Url;
 
-use crate::printer::Printer;
-use crate::settings::ENV_GITHUB_MAX_WAIT;
+use crate::env::GITHUB_MAX_WAIT as ENV_GITHUB_MAX_WAIT;
+use crate::http::{error_chain, Backoff, Verdict};
+use crate::report::Reporter;
 
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
 /// The REST API version we were written against (github.md §0).
@@ -181,7 +182,7 @@ pub struct Client {
     /// Added per request (not as a default header) so downloads from other hosts never carry it.
     auth: HeaderValue,
     cfg: ClientConfig,
-    printer: Printer,
+    reporter: std::sync::Arc<dyn Reporter>,
     requests: AtomicU64,
     rates: Mutex<HashMap<String, RateState>>,
 }
@@ -198,7 +199,7 @@ enum Limit {
 }
 
 impl Client {
-    pub fn new(cfg: ClientConfig, printer: Printer) -> anyhow::Result<Self> {
+    pub fn new(cfg: ClientConfig, reporter: std::sync::Arc<dyn Reporter>) -> anyhow::Result<Self> {
         let mut headers = HeaderMap::new();
         headers.insert(
             ACCEPT,
@@ -226,7 +227,7 @@ impl Client {
             http,
             auth,
             cfg,
-            printer,
+            reporter,
             requests: AtomicU64::new(0),
             rates: Mutex::new(HashMap::new()),
         })
@@ -391,136 +392,143 @@ impl Client {
         timeout_attempts: u32,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Page, GitHubError> {
-        let mut backoff = backoff_delays();
-        let mut secondary_hits = 0u32;
-        let mut timeouts = 0u32;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            self.wait_if_exhausted(bucket).await;
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let give_up = |last: String| GitHubError::GaveUp {
-                url: url.to_string(),
-                attempts: attempt,
-                last,
-            };
-            let resp = match build()
-                .header(AUTHORIZATION, self.auth.clone())
-                .send()
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    let why = format!("network error: {}", error_chain(&e));
-                    if attempt >= MAX_ATTEMPTS {
-                        return Err(give_up(why));
-                    }
-                    let wait = backoff.next().unwrap_or(Duration::from_secs(30));
-                    self.sleep(wait, &format!("{why}; retrying")).await;
-                    continue;
+        let secondary_hits = AtomicU32::new(0);
+        let timeouts = AtomicU32::new(0);
+        let (secondary_hits, timeouts) = (&secondary_hits, &timeouts);
+        let give_up = |attempts: u32, last: String| GitHubError::GaveUp {
+            url: url.to_string(),
+            attempts,
+            last,
+        };
+        crate::http::send(
+            BACKOFF,
+            |_| {
+                let builder = build().header(AUTHORIZATION, self.auth.clone());
+                async move {
+                    self.wait_if_exhausted(bucket).await;
+                    self.requests.fetch_add(1, Ordering::Relaxed);
+                    Ok(builder)
                 }
-            };
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            self.record_rate(bucket, &headers);
-            let final_url = resp.url().clone();
-            let body = match resp.bytes().await {
-                Ok(b) => b.to_vec(),
-                Err(e) => {
-                    let why = format!(
-                        "connection lost while reading the answer: {}",
-                        error_chain(&e)
-                    );
+            },
+            |attempt, sent| async move {
+                // A retry's reason: what the note says, and whether it waits out a rate limit.
+                let retry = |why: String, after: Option<Duration>, limit: bool| {
                     if attempt >= MAX_ATTEMPTS {
-                        return Err(give_up(why));
-                    }
-                    let wait = backoff.next().unwrap_or(Duration::from_secs(30));
-                    self.sleep(wait, &format!("{why}; retrying")).await;
-                    continue;
-                }
-            };
-            if status.is_success() || status == StatusCode::NOT_MODIFIED {
-                return Ok(Page {
-                    status,
-                    etag: header_str(&headers, ETAG.as_str()).map(str::to_string),
-                    next: match next_link(&headers) {
-                        Some(n) => Some(self.checked_link(&n)?),
-                        None => None,
-                    },
-                    date: header_str(&headers, "date")
-                        .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
-                        .map(|d| d.to_utc()),
-                    body,
-                });
-            }
-            let message = error_message(&body);
-            match status.as_u16() {
-                401 => return Err(GitHubError::Unauthorized(message)),
-                403 | 429 => match classify_limit(status, &headers, &body) {
-                    Some(limit) => {
-                        if attempt >= MAX_ATTEMPTS {
-                            return Err(give_up(format!("{status}: {message}")));
+                        Verdict::Fail(give_up(attempt, why))
+                    } else {
+                        Verdict::Retry {
+                            error: give_up(attempt, why.clone()),
+                            after,
+                            reason: (why, limit),
                         }
-                        let (wait, what) = match limit {
-                            Limit::Primary(w) => (w, "primary rate limit reached"),
-                            Limit::Secondary { wait, from_header } => {
-                                secondary_hits += 1;
-                                // Without retry-after, repeated hits back off exponentially
-                                // (GitHub's advice); a retry-after is obeyed as given.
-                                let factor = if from_header {
-                                    1
-                                } else {
-                                    1u32 << (secondary_hits - 1).min(4)
-                                };
-                                (wait * factor, "secondary rate limit hit")
+                    }
+                };
+                let resp = match sent {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let why = format!("network error: {}", error_chain(&e));
+                        return retry(format!("{why}; retrying"), None, false);
+                    }
+                };
+                let status = resp.status();
+                let headers = resp.headers().clone();
+                self.record_rate(bucket, &headers);
+                let final_url = resp.url().clone();
+                let body = match resp.bytes().await {
+                    Ok(b) => b.to_vec(),
+                    Err(e) => {
+                        let why = format!(
+                            "connection lost while reading the answer: {}",
+                            error_chain(&e)
+                        );
+                        return retry(format!("{why}; retrying"), None, false);
+                    }
+                };
+                if status.is_success() || status == StatusCode::NOT_MODIFIED {
+                    let next = match next_link(&headers) {
+                        Some(n) => match self.checked_link(&n) {
+                            Ok(u) => Some(u),
+                            Err(e) => return Verdict::Fail(e),
+                        },
+                        None => None,
+                    };
+                    return Verdict::Done(Page {
+                        status,
+                        etag: header_str(&headers, ETAG.as_str()).map(str::to_string),
+                        next,
+                        date: header_str(&headers, "date")
+                            .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
+                            .map(|d| d.to_utc()),
+                        body,
+                    });
+                }
+                let message = error_message(&body);
+                match status.as_u16() {
+                    401 => Verdict::Fail(GitHubError::Unauthorized(message)),
+                    403 | 429 => match classify_limit(status, &headers, &body) {
+                        Some(limit) => {
+                            if attempt >= MAX_ATTEMPTS {
+                                return Verdict::Fail(give_up(attempt, format!("{status}: {message}")));
                             }
-                        };
-                        let resource =
-                            header_str(&headers, "x-ratelimit-resource").unwrap_or(bucket);
-                        self.sleep(wait, &format!("GitHub {what} ({resource})"))
-                            .await;
-                        self.assume_reset(bucket);
-                    }
-                    None => return Err(GitHubError::Forbidden { message }),
-                },
-                404 => {
-                    return Err(GitHubError::NotFound {
+                            let (wait, what) = match limit {
+                                Limit::Primary(w) => (w, "primary rate limit reached"),
+                                Limit::Secondary { wait, from_header } => {
+                                    let hits = secondary_hits.fetch_add(1, Ordering::SeqCst) + 1;
+                                    // Without retry-after, repeated hits back off exponentially
+                                    // (GitHub's advice); a retry-after is obeyed as given.
+                                    let factor = if from_header {
+                                        1
+                                    } else {
+                                        1u32 << (hits - 1).min(4)
+                                    };
+                                    (wait * factor, "secondary rate limit hit")
+                                }
+                            };
+                            let resource =
+                                header_str(&headers, "x-ratelimit-resource").unwrap_or(bucket);
+                            retry(format!("GitHub {what} ({resource})"), Some(wait), true)
+                        }
+                        None => Verdict::Fail(GitHubError::Forbidden { message }),
+                    },
+                    404 => Verdict::Fail(GitHubError::NotFound {
                         url: final_url.to_string(),
-                    })
-                }
-                410 => {
-                    return Err(GitHubError::Gone {
+                    }),
+                    410 => Verdict::Fail(GitHubError::Gone {
                         url: final_url.to_string(),
-                    })
-                }
-                500 | 502 | 503 | 504 => {
-                    if attempt >= MAX_ATTEMPTS {
-                        return Err(give_up(format!("{status}: {message}")));
-                    }
-                    if matches!(status.as_u16(), 502 | 504) {
-                        timeouts += 1;
-                        if timeouts >= timeout_attempts {
-                            return Err(GitHubError::Timeout {
+                    }),
+                    500 | 502 | 503 | 504 => {
+                        if attempt >= MAX_ATTEMPTS {
+                            return Verdict::Fail(give_up(attempt, format!("{status}: {message}")));
+                        }
+                        if matches!(status.as_u16(), 502 | 504)
+                            && timeouts.fetch_add(1, Ordering::SeqCst) + 1 >= timeout_attempts
+                        {
+                            return Verdict::Fail(GitHubError::Timeout {
                                 url: url.to_string(),
                             });
                         }
+                        // A 503 may say when to come back; otherwise back off.
+                        retry(
+                            format!("GitHub answered {status}; retrying"),
+                            retry_after(&headers),
+                            false,
+                        )
                     }
-                    // A 503 may say when to come back; otherwise back off.
-                    let wait = retry_after(&headers)
-                        .or_else(|| backoff.next())
-                        .unwrap_or(Duration::from_secs(30));
-                    self.sleep(wait, &format!("GitHub answered {status}; retrying"))
-                        .await;
-                }
-                _ => {
-                    return Err(GitHubError::Status {
+                    _ => Verdict::Fail(GitHubError::Status {
                         status: status.as_u16(),
                         url: url.to_string(),
                         message,
-                    })
+                    }),
                 }
-            }
-        }
+            },
+            |(why, limit): (String, bool), wait| async move {
+                self.sleep(wait, &why).await;
+                if limit {
+                    self.assume_reset(bucket);
+                }
+            },
+        )
+        .await
     }
 
     /// Before spending a request: if the bucket is known to be empty, sleep until its reset.
@@ -579,7 +587,7 @@ impl Client {
                 human(capped)
             ));
         }
-        self.printer.note(&msg);
+        self.reporter.note(&msg);
         tokio::time::sleep(capped).await;
     }
 
@@ -650,16 +658,11 @@ fn until(reset: Option<DateTime<Utc>>) -> Option<Duration> {
 }
 
 /// Exponential delays with jitter for 5xx and network faults: ~1 s, 2 s, 4 s, … (max 30 s).
-fn backoff_delays() -> impl Iterator<Item = Duration> {
-    use backon::BackoffBuilder;
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(1))
-        .with_max_delay(Duration::from_secs(30))
-        .with_factor(2.0)
-        .with_jitter()
-        .with_max_times(MAX_ATTEMPTS as usize)
-        .build()
-}
+const BACKOFF: Backoff = Backoff {
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(30),
+    times: MAX_ATTEMPTS,
+};
 
 /// `retry-after` in seconds, bounded so a hostile or broken value cannot park us for years.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -728,17 +731,6 @@ fn error_messages(errors: &[Value]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 fn human(d: Duration) -> String {

@@ -3,7 +3,7 @@
 
 pub mod attachments;
 pub mod client;
-pub mod collect;
+pub mod collector;
 pub mod graphql;
 pub mod models;
 pub mod rest;

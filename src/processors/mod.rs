@@ -2,6 +2,7 @@
 //! its result to `ai_results` / `ai_recommendations`. Unknown names list the known ones.
 
 pub mod product_labeling;
+pub mod rules;
 pub mod taxonomy;
 
 use serde_json::Value;
@@ -79,6 +80,13 @@ impl Processor {
         }
     }
 
+    /// Tokens of one issue that reach a prompt at most (longer threads are cut).
+    pub fn token_budget(&self) -> usize {
+        match self {
+            Self::ProductLabeling(p) => p.token_budget,
+        }
+    }
+
     pub fn version(&self) -> &'static str {
         match self {
             Self::ProductLabeling(_) => product_labeling::VERSION,
@@ -151,7 +159,10 @@ mod tests {
             err.to_string(),
             "unknown processor \"sentiment\"; known processors: product-labeling"
         );
-        assert_eq!(crate::error::exit_code(&err), crate::error::EXIT_USER);
+        assert_eq!(
+            crate::error::ExitStatus::of_error(&err),
+            crate::error::ExitStatus::Failure
+        );
         let p = Processor::get("product-labeling", &Options::default()).unwrap();
         assert_eq!((p.name(), p.version()), ("product-labeling", "1.0.0"));
     }
@@ -163,7 +174,10 @@ mod tests {
             token_budget: None,
         };
         let err = Processor::get("product-labeling", &opts).unwrap_err();
-        assert_eq!(crate::error::exit_code(&err), crate::error::EXIT_USER);
+        assert_eq!(
+            crate::error::ExitStatus::of_error(&err),
+            crate::error::ExitStatus::Failure
+        );
         assert!(err.to_string().contains("/nonexistent/t.toml"));
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::ai::rules::{self, Document};
+use crate::processors::rules::{self, Document};
 use crate::ai::{tokens, Prompt};
 use crate::processors::taxonomy::Taxonomy;
 use crate::processors::Recommendation;

@@ -10,7 +10,7 @@ use anyhow::Context;
 
 use crate::error::{user, UserContext};
 pub use atomic::write_atomic;
-pub use model::{Comment, Issue, Label, Metadata, StoredIssue, User};
+pub use model::{Comment, Issue, IssueState, Label, Metadata, StoredIssue, User};
 
 pub const ISSUES_DIR: &str = "issues";
 pub const RESULTS_DIR: &str = "results";

@@ -1,6 +1,41 @@
-//! StoredIssue and AI result file shapes (ARCHITECTURE.md §3), compatible with the original tool.
+//! StoredIssue and AI result file shapes (docs/data.md), compatible with the original tool.
 
 use serde::{Deserialize, Serialize};
+
+/// Which issues a selection or a collection covers, by GitHub state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IssueState {
+    #[default]
+    Open,
+    Closed,
+    All,
+}
+
+impl IssueState {
+    pub const NAMES: [&'static str; 3] = ["open", "closed", "all"];
+
+    /// Whether an issue in GitHub state `state` (`open` / `closed`) is covered.
+    pub fn covers(self, state: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Open => state == "open",
+            Self::Closed => state == "closed",
+        }
+    }
+}
+
+impl std::str::FromStr for IssueState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "open" => Ok(Self::Open),
+            "closed" => Ok(Self::Closed),
+            "all" => Ok(Self::All),
+            other => Err(format!("unknown issue state {other:?}")),
+        }
+    }
+}
 
 /// One issue file: `issues/{org}_{repo}_issue_{n}.json`, the source of truth for issue content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -47,39 +47,6 @@ pub struct ResultRow {
 }
 
 impl Db {
-    /// Issues of an organisation (optionally one repository, optionally one issue), in a stable
-    /// order, each marked with whether `processor` already has a result for it.
-    pub fn issues_for_processing(
-        &self,
-        org: &str,
-        repo: Option<&str>,
-        number: Option<u64>,
-        processor: &str,
-    ) -> anyhow::Result<Vec<IssueRef>> {
-        // GitHub names are case-insensitive.
-        let mut stmt = self.conn.prepare(
-            "SELECT i.id, i.org, i.repo, i.number, i.file_path, r.issue_id IS NOT NULL
-             FROM issues i
-             LEFT JOIN ai_results r ON r.issue_id = i.id AND r.processor = ?
-             WHERE lower(i.org) = lower(?)
-               AND (?::VARCHAR IS NULL OR lower(i.repo) = lower(?::VARCHAR))
-               AND (?::BIGINT IS NULL OR i.number = ?::BIGINT)
-             ORDER BY i.org, i.repo, i.number",
-        )?;
-        let number = number.map(|n| n as i64);
-        let rows = stmt.query_map(params![processor, org, repo, repo, number, number], |r| {
-            Ok(IssueRef {
-                id: r.get(0)?,
-                org: r.get(1)?,
-                repo: r.get(2)?,
-                number: r.get::<_, i64>(3)? as u64,
-                file_path: r.get(4)?,
-                has_result: r.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     /// Stores results with their recommendations in one transaction: an existing result of the
     /// same (issue, processor) is replaced, and so are its recommendations. Rows go through
     /// Appender-filled temp tables and set-based statements, so the cost per call is nearly

@@ -6,6 +6,8 @@ use chrono::NaiveDateTime;
 use duckdb::{params, OptionalExt};
 use serde_json::Value;
 
+use crate::db::batch_states::sql_list;
+pub use crate::db::batch_states::{Backend, ItemStatus, JobStatus, PartStatus};
 use crate::db::{Db, IssueRef};
 
 /// One `batch_jobs` row.
@@ -13,12 +15,12 @@ use crate::db::{Db, IssueRef};
 pub struct BatchJob {
     pub job_id: String,
     pub parent_job_id: Option<String>,
-    /// `openai`, `anthropic` or `local`.
-    pub provider: String,
+    /// What runs the job (the `provider` column).
+    pub provider: Backend,
     pub processor: String,
     /// The model string (`openai:gpt-4o-mini`, `rules`).
     pub model: String,
-    pub status: String,
+    pub status: JobStatus,
     pub issues_count: i64,
     pub completed_count: i64,
     pub failed_count: i64,
@@ -44,7 +46,7 @@ pub struct BatchPart {
     pub input_file_id: Option<String>,
     pub output_file_id: Option<String>,
     pub error_file_id: Option<String>,
-    pub status: String,
+    pub status: PartStatus,
     pub request_count: i64,
     pub bytes: i64,
     /// Relative to the data directory.
@@ -64,7 +66,7 @@ pub struct BatchItem {
     pub issue_id: String,
     pub custom_id: String,
     pub part: i32,
-    pub status: String,
+    pub status: ItemStatus,
     pub error: Option<String>,
     pub updated_at: Option<NaiveDateTime>,
 }
@@ -73,7 +75,7 @@ pub struct BatchItem {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ItemUpdate {
     pub custom_id: String,
-    pub status: String,
+    pub status: ItemStatus,
     pub error: Option<String>,
 }
 
@@ -308,16 +310,12 @@ impl Db {
         &mut self,
         job_id: &str,
         part: i32,
-        from: &[&str],
-        status: &str,
+        from: &[ItemStatus],
+        status: ItemStatus,
         error: Option<&str>,
     ) -> anyhow::Result<usize> {
         let now = chrono::Utc::now().naive_utc();
-        let list = from
-            .iter()
-            .map(|s| format!("'{}'", s.replace('\'', "''")))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = sql_list(from, ItemStatus::as_str);
         let n = self.conn.execute(
             &format!(
                 "UPDATE batch_items SET status = ?, error = ?, updated_at = ?
@@ -351,20 +349,13 @@ impl Db {
     /// Jobs, newest first; `statuses` limits to those statuses (empty = all).
     pub fn batch_jobs(
         &self,
-        statuses: &[&str],
+        statuses: &[JobStatus],
         limit: Option<usize>,
     ) -> anyhow::Result<Vec<BatchJob>> {
         let filter = if statuses.is_empty() {
             String::new()
         } else {
-            format!(
-                "WHERE status IN ({})",
-                statuses
-                    .iter()
-                    .map(|s| format!("'{}'", s.replace('\'', "''")))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            format!("WHERE status IN ({})", sql_list(statuses, JobStatus::as_str))
         };
         let limit = limit.map_or(String::new(), |n| format!("LIMIT {n}"));
         let sql = format!(
@@ -415,13 +406,9 @@ impl Db {
     pub fn batch_item_issues(
         &self,
         job_id: &str,
-        statuses: &[&str],
+        statuses: &[ItemStatus],
     ) -> anyhow::Result<Vec<(BatchItem, IssueRef)>> {
-        let list = statuses
-            .iter()
-            .map(|s| format!("'{}'", s.replace('\'', "''")))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = sql_list(statuses, ItemStatus::as_str);
         let sql = format!(
             "SELECT bi.job_id, bi.issue_id, bi.custom_id, bi.part, bi.status, bi.error, bi.updated_at,
                     coalesce(i.org, ''), coalesce(i.repo, ''), coalesce(i.number, 0),
@@ -455,7 +442,7 @@ impl Db {
     }
 
     /// Item counts of a job by status.
-    pub fn batch_item_counts(&self, job_id: &str) -> anyhow::Result<Vec<(String, i64)>> {
+    pub fn batch_item_counts(&self, job_id: &str) -> anyhow::Result<Vec<(ItemStatus, i64)>> {
         let mut stmt = self.conn.prepare(
             "SELECT status, count(*) FROM batch_items WHERE job_id = ? GROUP BY 1 ORDER BY 1",
         )?;
@@ -561,10 +548,10 @@ mod tests {
         BatchJob {
             job_id: id.into(),
             parent_job_id: None,
-            provider: "openai".into(),
+            provider: Backend::OpenAi,
             processor: "product-labeling".into(),
             model: "openai:gpt-4o-mini".into(),
-            status: "preparing".into(),
+            status: JobStatus::Preparing,
             issues_count: 3,
             completed_count: 0,
             failed_count: 0,
@@ -587,7 +574,7 @@ mod tests {
             issue_id: format!("o/r#{n}"),
             custom_id: format!("{job}-{n:07}"),
             part: -1,
-            status: "preparing".into(),
+            status: ItemStatus::Preparing,
             error: None,
             updated_at: None,
         }
@@ -613,7 +600,7 @@ mod tests {
             input_file_id: None,
             output_file_id: None,
             error_file_id: None,
-            status: "preparing".into(),
+            status: PartStatus::Preparing,
             request_count: 1,
             bytes: 10,
             input_path: Some(format!("batch/input/abc123-{n}.jsonl")),
@@ -632,7 +619,7 @@ mod tests {
             ],
             &[ItemUpdate {
                 custom_id: "abc123-0000003".into(),
-                status: "failed".into(),
+                status: ItemStatus::Failed,
                 error: Some("unreadable".into()),
             }],
         )
@@ -643,7 +630,7 @@ mod tests {
         assert_eq!(db.batch_unprepared_count("abc123").unwrap(), 1);
         let mut p = part(1);
         p.provider_batch_id = Some("batch_1".into());
-        p.status = "in_progress".into();
+        p.status = PartStatus::InProgress;
         db.upsert_batch_part(&p).unwrap();
         assert_eq!(db.batch_parts("abc123").unwrap()[1], p);
         assert_eq!(
@@ -651,7 +638,13 @@ mod tests {
             vec!["abc123"]
         );
         assert_eq!(
-            db.settle_part_items("abc123", 1, &["pending"], "expired", Some("x"))
+            db.settle_part_items(
+                "abc123",
+                1,
+                &[ItemStatus::Pending],
+                ItemStatus::Expired,
+                Some("x")
+            )
                 .unwrap(),
             1
         );

@@ -1,4 +1,4 @@
-//! AI results as files and rows: the result document (ARCHITECTURE.md §3 shape, the same for
+//! AI results as files and rows: the result document (docs/data.md shape, the same for
 //! real-time and batch modes), its path, the `ai_results` row, and failure records.
 
 use serde_json::{json, Value};

@@ -5,7 +5,6 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::cli::IssueState;
 use crate::db::{AttachmentRow, Db};
 use crate::error::user;
 use crate::github::attachments::{self, AttachmentCounts};
@@ -14,8 +13,8 @@ use crate::github::graphql::{
     self, CommentsData, IssueFilter, IssuesData, COMMENTS_QUERY, ISSUES_QUERY, PAGE_SIZE,
 };
 use crate::github::rest;
-use crate::printer::Printer;
-use crate::store::{names, parse_issue, Store, StoredIssue};
+use crate::report::Reporter;
+use crate::store::{names, parse_issue, IssueState, Store, StoredIssue};
 
 /// What to collect, resolved from the command line.
 #[derive(Debug, Clone)]
@@ -62,7 +61,7 @@ pub struct Collector<'a> {
     client: &'a Client,
     store: &'a Store,
     db: &'a mut Db,
-    printer: Printer,
+    reporter: &'a dyn Reporter,
     opts: &'a CollectOptions,
     pub report: CollectReport,
     /// Issues still allowed by `--limit` (across repositories).
@@ -209,14 +208,14 @@ impl<'a> Collector<'a> {
         client: &'a Client,
         store: &'a Store,
         db: &'a mut Db,
-        printer: Printer,
+        reporter: &'a dyn Reporter,
         opts: &'a CollectOptions,
     ) -> Self {
         Self {
             client,
             store,
             db,
-            printer,
+            reporter,
             opts,
             report: CollectReport::default(),
             budget: opts.limit,
@@ -277,7 +276,7 @@ impl<'a> Collector<'a> {
                 None => todo.push(r.name),
             }
         }
-        self.printer.note(&format!(
+        self.reporter.note(&format!(
             "{org}: {} repositories to collect ({} skipped)",
             todo.len(),
             self.report.repositories_skipped
@@ -298,7 +297,7 @@ impl<'a> Collector<'a> {
                 if fatal {
                     return Err(e);
                 }
-                self.printer.warn(&format!("{org}/{repo}: {e:#}"));
+                self.reporter.warn(&format!("{org}/{repo}: {e:#}"));
                 self.report
                     .failed
                     .push((format!("{org}/{repo}"), format!("{e:#}")));
@@ -343,7 +342,7 @@ impl<'a> Collector<'a> {
             self.report.incremental += 1;
         }
         let requests_before = self.client.requests();
-        let bar = crate::progress::bar(0, repo, self.printer.quiet);
+        let bar = self.reporter.progress(0, repo);
         let mut after: Option<String> = None;
         let mut page_size = PAGE_SIZE;
         let mut started: Option<DateTime<Utc>> = None;
@@ -368,7 +367,7 @@ impl<'a> Collector<'a> {
             {
                 Err(GitHubError::Timeout { .. }) => {
                     page_size = (first / 2).max(MIN_PAGE_SIZE);
-                    self.printer.note(&format!(
+                    self.reporter.note(&format!(
                         "{org}/{repo}: GitHub timed out on a page of {first} issues; \
                          asking for {page_size} at a time"
                     ));
@@ -395,7 +394,7 @@ impl<'a> Collector<'a> {
                     // Store under the current name, so files, rows and cursors do not split
                     // between the old and the new one. The old name's first page is discarded.
                     bar.finish_and_clear();
-                    self.printer.note(&format!(
+                    self.reporter.note(&format!(
                         "{org}/{repo} was renamed to {new_org}/{new_repo}: collecting it under the new name"
                     ));
                     return Box::pin(self.collect_repo(&new_org, &new_repo, false)).await;
@@ -441,7 +440,7 @@ impl<'a> Collector<'a> {
         }
         self.report.repositories += 1;
         let r = &self.report;
-        self.printer.note(&format!(
+        self.reporter.note(&format!(
             "{org}/{repo}: {} issues ({} new, {} updated, {} unchanged){}, {} requests",
             r.issues() - before.issues(),
             r.issues_new - before.issues_new,
@@ -500,7 +499,7 @@ impl<'a> Collector<'a> {
             .unwrap_or_else(|| (org.to_string(), repo.to_string()));
         let new_number = rest_issue.number;
         if (o.as_str(), r.as_str(), new_number) != (org, repo, number) {
-            self.printer.note(&format!(
+            self.reporter.note(&format!(
                 "{org}/{repo}#{number} now lives at {o}/{r}#{new_number}; stored there"
             ));
         }
@@ -601,7 +600,7 @@ impl<'a> Collector<'a> {
         if !self.pending.is_empty() {
             let paths = std::mem::take(&mut self.pending);
             let hidden = indicatif::ProgressBar::hidden();
-            let rep = crate::sync::sync_paths(self.store, self.db, &paths, &hidden)?;
+            let rep = crate::ingest::sync_paths(self.store, self.db, &paths, &hidden)?;
             self.report.sync_failed.extend(rep.failed);
         }
         let (ids, rows) = std::mem::take(&mut self.pending_attachments);
@@ -611,11 +610,7 @@ impl<'a> Collector<'a> {
 
     /// `--state` and every `--labels` (GitHub's label filter matches any; ours needs all).
     fn matches(&self, issue: &StoredIssue) -> bool {
-        let state_ok = match self.opts.state {
-            IssueState::All => true,
-            IssueState::Open => issue.issue.state == "open",
-            IssueState::Closed => issue.issue.state == "closed",
-        };
+        let state_ok = self.opts.state.covers(&issue.issue.state);
         state_ok
             && self.opts.labels.iter().all(|want| {
                 issue

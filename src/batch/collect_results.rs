@@ -9,13 +9,15 @@ use std::io::BufRead;
 
 use serde_json::Value;
 
-use crate::ai::http::decode_error;
-use crate::ai::{ProviderKind, Usage};
-use crate::batch::{errors_rel, is_terminal, now, output_rel, BatchManager, Loaded};
-use crate::db::{BatchPart, IssueRef, ItemUpdate, ResultRow};
+use crate::ai::Usage;
+use crate::batch::backend::{BatchBackend, Outcome};
+use crate::batch::{now, BatchManager, Loaded};
+use crate::db::{
+    Backend, BatchPart, IssueRef, ItemStatus, ItemUpdate, JobStatus, PartStatus, ResultRow,
+};
 use crate::error::user;
 use crate::processors::Recommendation;
-use crate::results::{self, Finished, Provenance};
+use crate::result_files::{self as results, Finished, Provenance};
 
 /// Results and item updates are committed in groups of this many lines.
 const CHUNK: usize = 500;
@@ -26,7 +28,7 @@ const WRITERS: usize = 8;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CollectReport {
     pub job_id: String,
-    pub status: String,
+    pub status: Option<JobStatus>,
     /// Results stored by this run.
     pub stored: usize,
     /// Items marked failed / expired / cancelled by this run.
@@ -40,14 +42,6 @@ pub struct CollectReport {
     pub failures: Vec<(String, String)>,
 }
 
-/// What one output line says about its item.
-enum Outcome {
-    Answer(Vec<u8>),
-    Failed(String),
-    Expired(String),
-    Cancelled(String),
-}
-
 impl BatchManager<'_> {
     /// Stores the results of every ended part of a job (works on expired and cancelled jobs,
     /// keeping their partial results). Idempotent.
@@ -57,13 +51,13 @@ impl BatchManager<'_> {
             job_id: job_id.to_string(),
             ..Default::default()
         };
-        if job.provider == "local" || job.status == "collected" {
-            report.status = job.status.clone();
+        if job.provider == Backend::Local || job.status == JobStatus::Collected {
+            report.status = Some(job.status);
             return Ok(report);
         }
         let mut l = self.load(job.clone())?;
         let Some(api) = l.api.clone() else {
-            report.status = job.status;
+            report.status = Some(job.status);
             return Ok(report);
         };
         let mut parts = self.db.batch_parts(job_id)?;
@@ -71,63 +65,27 @@ impl BatchManager<'_> {
             if p.collected_at.is_some() {
                 continue;
             }
-            if !is_terminal(&p.status) || p.provider_batch_id.is_none() {
-                if p.status != "cancelled" {
+            if !p.status.is_terminal() || p.provider_batch_id.is_none() {
+                if p.status != PartStatus::Cancelled {
                     report.parts_running += 1;
                 }
                 continue;
             }
-            let mut files = Vec::new();
-            match api.kind {
-                ProviderKind::Anthropic => {
-                    let id = p.provider_batch_id.clone().unwrap_or_default();
-                    let rel = output_rel(job_id, p.part);
-                    if !self.ctx.store.abs(&rel).is_file() {
-                        let batch = api
-                            .anthropic_retrieve(&id)
-                            .await
-                            .map_err(|e| user(format!("cannot read batch {id}: {e}")))?;
-                        let path = api.anthropic_results_path(&batch, &id);
-                        api.download(&path, &self.ctx.store.abs(&rel))
-                            .await
-                            .map_err(|e| {
-                                user(format!("cannot download the results of batch {id}: {e}"))
-                            })?;
-                    }
-                    files.push(rel);
-                }
-                _ => {
-                    for (file_id, rel) in [
-                        (p.output_file_id.clone(), output_rel(job_id, p.part)),
-                        (p.error_file_id.clone(), errors_rel(job_id, p.part)),
-                    ] {
-                        let Some(file_id) = file_id else { continue };
-                        if !self.ctx.store.abs(&rel).is_file() {
-                            api.download(
-                                &format!("/files/{}/content", url_seg(&file_id)),
-                                &self.ctx.store.abs(&rel),
-                            )
-                            .await
-                            .map_err(|e| user(format!("cannot download file {file_id}: {e}")))?;
-                        }
-                        files.push(rel);
-                    }
-                }
-            }
-            self.collect_part(&mut l, p, &files, &mut report)?;
+            let files = api.fetch_results(self.store, job_id, p).await?;
+            self.collect_part(&mut l, api.as_ref(), p, &files, &mut report)?;
         }
         job = l.job;
         self.reaggregate(&mut job, &parts)?;
         // A job that ended failed or cancelled never becomes `collected`, but once nothing is
         // left running its collection is done too: mark it, so `process-query batch-status`
         // does not ask the provider about it again on every run.
-        if job.status == "collected"
-            || (report.parts_running == 0 && !super::is_active(&job.status))
+        if job.status == JobStatus::Collected
+            || (report.parts_running == 0 && !job.status.is_active())
         {
             job.collected_at.get_or_insert_with(now);
             self.db.update_batch_job(&job)?;
         }
-        report.status = job.status;
+        report.status = Some(job.status);
         Ok(report)
     }
 
@@ -135,6 +93,7 @@ impl BatchManager<'_> {
     fn collect_part(
         &mut self,
         l: &mut Loaded,
+        api: &dyn BatchBackend,
         p: &mut BatchPart,
         files: &[String],
         report: &mut CollectReport,
@@ -142,7 +101,7 @@ impl BatchManager<'_> {
         let job_id = l.job.job_id.clone();
         let mut open: HashMap<String, IssueRef> = self
             .db
-            .batch_item_issues(&job_id, &["pending", "preparing"])?
+            .batch_item_issues(&job_id, ItemStatus::OPEN)?
             .into_iter()
             .filter(|(i, _)| i.part == p.part)
             .map(|(i, r)| (i.custom_id, r))
@@ -155,7 +114,7 @@ impl BatchManager<'_> {
         };
         let mut batch: Vec<(String, IssueRef, Outcome)> = Vec::with_capacity(CHUNK);
         for rel in files {
-            let path = self.ctx.store.abs(rel);
+            let path = self.store.abs(rel);
             let file = std::fs::File::open(&path)
                 .map_err(|e| user(format!("cannot read {}: {e}", path.display())))?;
             let reader = std::io::BufReader::with_capacity(256 * 1024, file);
@@ -166,14 +125,12 @@ impl BatchManager<'_> {
                     continue;
                 }
                 let Ok(v) = serde_json::from_slice::<Value>(&line) else {
-                    self.ctx
-                        .printer
+                    self.reporter
                         .warn(&format!("{rel} line {}: not JSON; skipped", n + 1));
                     continue;
                 };
                 let Some(cid) = v["custom_id"].as_str() else {
-                    self.ctx
-                        .printer
+                    self.reporter
                         .warn(&format!("{rel} line {}: no custom_id; skipped", n + 1));
                     continue;
                 };
@@ -182,11 +139,7 @@ impl BatchManager<'_> {
                     report.skipped_lines += 1;
                     continue;
                 };
-                let outcome = match l.provider.kind() {
-                    ProviderKind::Anthropic => anthropic_outcome(&v),
-                    _ => openai_outcome(&v),
-                };
-                batch.push((cid.to_string(), issue, outcome));
+                batch.push((cid.to_string(), issue, api.outcome(&v)));
                 if batch.len() >= CHUNK {
                     self.settle(l, provenance, &mut batch, report)?;
                 }
@@ -194,24 +147,24 @@ impl BatchManager<'_> {
         }
         self.settle(l, provenance, &mut batch, report)?;
         // Items with no line: what the part's end says happened to them.
-        let (status, reason) = match p.status.as_str() {
-            "expired" => (
-                "expired",
+        let (status, reason) = match p.status {
+            PartStatus::Expired => (
+                ItemStatus::Expired,
                 "the batch expired before this request ran".to_string(),
             ),
-            "cancelled" => (
-                "cancelled",
+            PartStatus::Cancelled => (
+                ItemStatus::Cancelled,
                 "the batch was cancelled before this request ran".to_string(),
             ),
-            "failed" => (
-                "failed",
+            PartStatus::Failed => (
+                ItemStatus::Failed,
                 format!(
                     "the provider rejected the batch: {}",
                     p.error_message.as_deref().unwrap_or("no reason given")
                 ),
             ),
             _ => (
-                "failed",
+                ItemStatus::Failed,
                 "the provider returned no result for this request".to_string(),
             ),
         };
@@ -219,13 +172,8 @@ impl BatchManager<'_> {
             report.failures.push((issue.id.clone(), reason.clone()));
         }
         report.failed += open.len();
-        self.db.settle_part_items(
-            &job_id,
-            p.part,
-            &["pending", "preparing"],
-            status,
-            Some(&reason),
-        )?;
+        self.db
+            .settle_part_items(&job_id, p.part, ItemStatus::OPEN, status, Some(&reason))?;
         let (c, f, _) = self.db.batch_part_item_counts(&job_id, p.part)?;
         p.completed_count = c;
         p.failed_count = f;
@@ -252,17 +200,16 @@ impl BatchManager<'_> {
         if batch.is_empty() {
             return Ok(());
         }
-        let store = &self.ctx.store;
+        let store = self.store;
         let work = |(cid, issue, outcome): &(String, IssueRef, Outcome)| {
             let settled = match outcome {
-                Outcome::Answer(body) => {
-                    accept(store, l, issue, body, provenance).map_err(|reason| ("failed", reason))
-                }
-                Outcome::Failed(r) => Err(("failed", r.clone())),
-                Outcome::Expired(r) => Err(("expired", r.clone())),
-                Outcome::Cancelled(r) => Err(("cancelled", r.clone())),
+                Outcome::Answer(body) => accept(store, l, issue, body, provenance)
+                    .map_err(|reason| (ItemStatus::Failed, reason)),
+                Outcome::Failed(r) => Err((ItemStatus::Failed, r.clone())),
+                Outcome::Expired(r) => Err((ItemStatus::Expired, r.clone())),
+                Outcome::Cancelled(r) => Err((ItemStatus::Cancelled, r.clone())),
             };
-            if let Err(("failed", reason)) = &settled {
+            if let Err((ItemStatus::Failed, reason)) = &settled {
                 let _ = results::write_failure(store, issue, provenance, reason, 1);
             }
             (cid.clone(), issue.id.clone(), settled)
@@ -289,7 +236,7 @@ impl BatchManager<'_> {
                     rows.push((row, recs));
                     updates.push(ItemUpdate {
                         custom_id: cid,
-                        status: "completed".into(),
+                        status: ItemStatus::Completed,
                         error: None,
                     });
                 }
@@ -298,7 +245,7 @@ impl BatchManager<'_> {
                     report.failures.push((issue_id, reason.clone()));
                     updates.push(ItemUpdate {
                         custom_id: cid,
-                        status: status.into(),
+                        status,
                         error: Some(reason),
                     });
                 }
@@ -348,97 +295,4 @@ fn accept(
     results::write_file(store, &doc, &row, issue)
         .map_err(|e| format!("cannot store the result: {e:#}"))?;
     Ok((row, f.validated.recommendations, cost.unwrap_or(0.0)))
-}
-
-fn url_seg(id: &str) -> String {
-    url::form_urlencoded::byte_serialize(id.as_bytes()).collect()
-}
-
-/// An OpenAI output/error line: `response` (status + body) or `error` (`batch_expired`, …).
-fn openai_outcome(v: &Value) -> Outcome {
-    if let Some(resp) = v.get("response").filter(|r| !r.is_null()) {
-        let status = resp["status_code"].as_u64().unwrap_or(0);
-        let body = serde_json::to_vec(&resp["body"]).unwrap_or_default();
-        if status == 200 {
-            return Outcome::Answer(body);
-        }
-        let e = decode_error(
-            u16::try_from(status).unwrap_or(0),
-            &reqwest::header::HeaderMap::new(),
-            &body,
-            &crate::ai::Secret::new(""),
-        );
-        return Outcome::Failed(format!("request failed: {e}"));
-    }
-    let code = v["error"]["code"].as_str().unwrap_or("error");
-    let message = v["error"]["message"].as_str().unwrap_or("no message");
-    let text = format!("{code}: {message}");
-    match code {
-        "batch_expired" => Outcome::Expired(text),
-        "batch_cancelled" => Outcome::Cancelled(text),
-        _ => Outcome::Failed(text),
-    }
-}
-
-/// An Anthropic result line: `succeeded` / `errored` (double-nested error) / `canceled` /
-/// `expired`.
-fn anthropic_outcome(v: &Value) -> Outcome {
-    let r = &v["result"];
-    match r["type"].as_str() {
-        Some("succeeded") => Outcome::Answer(serde_json::to_vec(&r["message"]).unwrap_or_default()),
-        Some("errored") => {
-            let e = &r["error"]["error"];
-            Outcome::Failed(format!(
-                "request failed: {}: {}",
-                e["type"].as_str().unwrap_or("error"),
-                e["message"].as_str().unwrap_or("no message")
-            ))
-        }
-        Some("canceled") => {
-            Outcome::Cancelled("the batch was cancelled before this request ran".into())
-        }
-        Some("expired") => Outcome::Expired("the batch expired before this request ran".into()),
-        other => Outcome::Failed(format!("unknown result type {other:?}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn output_lines_map_to_outcomes() {
-        let ok = json!({"custom_id": "a", "response": {"status_code": 200, "body": {"id": "x"}}, "error": null});
-        assert!(matches!(openai_outcome(&ok), Outcome::Answer(b) if b == br#"{"id":"x"}"#));
-        let bad = json!({"custom_id": "a", "response": {"status_code": 400, "request_id": "r",
-            "body": {"error": {"message": "bad temperature", "type": "invalid_request_error", "param": null, "code": "unsupported_value"}}}, "error": null});
-        assert!(
-            matches!(openai_outcome(&bad), Outcome::Failed(r) if r.contains("bad temperature") && r.contains("400"))
-        );
-        let exp = json!({"custom_id": "a", "response": null, "error": {"code": "batch_expired", "message": "m"}});
-        assert!(matches!(openai_outcome(&exp), Outcome::Expired(_)));
-        let can = json!({"custom_id": "a", "response": null, "error": {"code": "batch_cancelled", "message": "m"}});
-        assert!(matches!(openai_outcome(&can), Outcome::Cancelled(_)));
-        let garbage = json!({"custom_id": "a"});
-        assert!(matches!(openai_outcome(&garbage), Outcome::Failed(_)));
-        let err = json!({"custom_id": "a", "result": {"type": "errored", "error": {"type": "error",
-            "error": {"type": "invalid_request_error", "message": "max_tokens: too big"}}}});
-        assert!(
-            matches!(anthropic_outcome(&err), Outcome::Failed(r) if r.contains("max_tokens: too big"))
-        );
-        assert!(matches!(
-            anthropic_outcome(&json!({"result": {"type": "expired"}})),
-            Outcome::Expired(_)
-        ));
-        assert!(matches!(
-            anthropic_outcome(&json!({"result": {"type": "canceled"}})),
-            Outcome::Cancelled(_)
-        ));
-        assert!(matches!(
-            anthropic_outcome(&json!({"result": {"type": "succeeded", "message": {}}})),
-            Outcome::Answer(_)
-        ));
-        assert!(matches!(anthropic_outcome(&json!({})), Outcome::Failed(_)));
-    }
 }

@@ -1,0 +1,391 @@
+//! HTTP to a provider's batch endpoints: JSON calls and streamed uploads and downloads, through
+//! the shared retry loop (`crate::http`) with the AI layer's error decoder and server-delay
+//! rules. Request bodies of any size are streamed from the input file and downloads are
+//! streamed to disk, so memory stays flat however large a job is. What the endpoints are and
+//! mean lives in `backend.rs`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::Method;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::ai::http::{decode_error, transport_error, ApiError, Auth, ErrorKind, RetryPolicy};
+use crate::ai::Secret;
+use crate::http::Verdict;
+
+/// A request body, rebuilt for every attempt (streamed bodies cannot be replayed).
+#[derive(Debug, Clone)]
+pub enum Body {
+    Empty,
+    Json(Vec<u8>),
+    /// OpenAI file upload: `purpose=batch` and the JSONL file, streamed.
+    Upload { path: PathBuf, filename: String },
+    /// Anthropic batch create: `{"requests":[` + the JSONL lines joined by commas + `]}`.
+    Requests { path: PathBuf },
+}
+
+const BOUNDARY: &str = "----github-analysis-batch-7d1f3a9c";
+
+/// A client for one provider's batch endpoints.
+#[derive(Debug, Clone)]
+pub struct BatchApi {
+    /// Base URL without a trailing slash; paths are appended as given.
+    base_url: String,
+    auth: Auth,
+    /// Non-secret headers every call carries (e.g. `anthropic-version`).
+    extra: Vec<(&'static str, &'static str)>,
+    client: reqwest::Client,
+    policy: RetryPolicy,
+}
+
+impl BatchApi {
+    pub fn new(
+        base_url: &str,
+        auth: Auth,
+        extra: Vec<(&'static str, &'static str)>,
+        policy: RetryPolicy,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("github-analysis/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10).min(policy.timeout))
+            .build()?;
+        Ok(Self {
+            base_url: base_url.to_string(),
+            auth,
+            extra,
+            client,
+            policy,
+        })
+    }
+
+    fn secret(&self) -> &Secret {
+        match &self.auth {
+            Auth::Bearer(s) | Auth::ApiKey(s) => s,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            return path.to_string();
+        }
+        format!("{}{path}", self.base_url)
+    }
+
+    fn headers(&self) -> Result<HeaderMap, ApiError> {
+        let mut h = HeaderMap::new();
+        let (name, value) = match &self.auth {
+            Auth::Bearer(s) => (AUTHORIZATION, format!("Bearer {}", s.expose())),
+            Auth::ApiKey(s) => (HeaderName::from_static("x-api-key"), s.expose().to_string()),
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            ApiError::transport(
+                ErrorKind::BadRequest,
+                "the API key contains characters not allowed in an HTTP header".into(),
+            )
+        })?;
+        value.set_sensitive(true);
+        h.insert(name, value);
+        for (k, v) in &self.extra {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        Ok(h)
+    }
+
+    /// Content type, length and the body stream of one attempt.
+    async fn body(
+        &self,
+        body: &Body,
+    ) -> Result<(Option<&'static str>, Option<u64>, reqwest::Body), ApiError> {
+        let io = |e: std::io::Error, p: &Path| {
+            ApiError::transport(
+                ErrorKind::Other,
+                format!("cannot read {}: {e}", p.display()),
+            )
+        };
+        Ok(match body {
+            Body::Empty => (None, None, reqwest::Body::from(Vec::new())),
+            Body::Json(b) => (
+                Some("application/json"),
+                None,
+                reqwest::Body::from(b.clone()),
+            ),
+            Body::Upload { path, filename } => {
+                let len = tokio::fs::metadata(path)
+                    .await
+                    .map_err(|e| io(e, path))?
+                    .len();
+                let head = format!(
+                    "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
+                     --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+                     Content-Type: application/jsonl\r\n\r\n"
+                );
+                let tail = format!("\r\n--{BOUNDARY}--\r\n");
+                let file = tokio::fs::File::open(path).await.map_err(|e| io(e, path))?;
+                let total = head.len() as u64 + len + tail.len() as u64;
+                let stream = futures::stream::iter([Ok::<_, std::io::Error>(head.into_bytes())])
+                    .chain(file_stream(file, None))
+                    .chain(futures::stream::iter([Ok(tail.into_bytes())]));
+                (
+                    Some("multipart/form-data; boundary=----github-analysis-batch-7d1f3a9c"),
+                    Some(total),
+                    reqwest::Body::wrap_stream(stream),
+                )
+            }
+            Body::Requests { path } => {
+                let len = tokio::fs::metadata(path)
+                    .await
+                    .map_err(|e| io(e, path))?
+                    .len();
+                let file = tokio::fs::File::open(path).await.map_err(|e| io(e, path))?;
+                let stream = futures::stream::iter([Ok::<_, std::io::Error>(
+                    b"{\"requests\":[".to_vec(),
+                )])
+                .chain(file_stream(file, Some(len)))
+                .chain(futures::stream::iter([Ok(b"]}".to_vec())]));
+                // `{"requests":[` + the lines without their final newline + `]}`.
+                let total = 13 + len.saturating_sub(1) + 2;
+                (
+                    Some("application/json"),
+                    Some(total),
+                    reqwest::Body::wrap_stream(stream),
+                )
+            }
+        })
+    }
+
+    /// What an answer that is not a success means: retry (within the policy) or give up.
+    fn judge_error<T>(&self, error: ApiError, attempts: u32) -> Verdict<T, ApiError, String> {
+        if attempts > self.policy.max_retries || !error.retryable() {
+            return Verdict::Fail(error);
+        }
+        match error.retry_after {
+            Some(d) if d > self.policy.max_server_delay => Verdict::Fail(error),
+            after => Verdict::Retry {
+                reason: error.to_string(),
+                error,
+                after,
+            },
+        }
+    }
+
+    async fn pause(why: String, delay: Duration) {
+        tracing::info!(
+            "batch API call failed ({why}); retrying in {} ms",
+            delay.as_millis()
+        );
+        tokio::time::sleep(delay).await;
+    }
+
+    /// One call with retries; returns the 2xx body.
+    pub async fn call(&self, method: Method, path: &str, body: Body) -> Result<Vec<u8>, ApiError> {
+        let url = self.url(path);
+        let headers = self.headers()?;
+        let (url, headers, body, method) = (&url, &headers, &body, &method);
+        crate::http::send(
+            self.policy.backoff(),
+            |_| async move {
+                let (ctype, length, reqbody) = self.body(body).await?;
+                let mut h = headers.clone();
+                if let Some(c) = ctype {
+                    h.insert(CONTENT_TYPE, HeaderValue::from_static(c));
+                }
+                if let Some(n) = length {
+                    h.insert(CONTENT_LENGTH, HeaderValue::from(n));
+                }
+                Ok(self
+                    .client
+                    .request(method.clone(), url)
+                    .headers(h)
+                    .timeout(self.policy.timeout)
+                    .body(reqbody))
+            },
+            |attempts, sent| async move {
+                let error = match sent {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        let rh = resp.headers().clone();
+                        match resp.bytes().await {
+                            Ok(b) if (200..300).contains(&status) => {
+                                return Verdict::Done(b.to_vec())
+                            }
+                            Ok(b) => decode_error(status, &rh, &b, self.secret()),
+                            Err(e) => transport_error(&e, self.secret()),
+                        }
+                    }
+                    Err(e) => transport_error(&e, self.secret()),
+                };
+                self.judge_error(error, attempts)
+            },
+            Self::pause,
+        )
+        .await
+    }
+
+    /// A call whose 2xx body is JSON.
+    pub async fn json(&self, method: Method, path: &str, body: Body) -> Result<Value, ApiError> {
+        let bytes = self.call(method, path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::transport(
+                ErrorKind::Other,
+                format!("{path} answered with something that is not JSON: {e}"),
+            )
+        })
+    }
+
+    /// Streams a GET body into `dest` (temp file + rename), with retries.
+    pub async fn download(&self, path: &str, dest: &Path) -> Result<u64, ApiError> {
+        let url = self.url(path);
+        let headers = self.headers()?;
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        let io = |e: std::io::Error| {
+            ApiError::transport(
+                ErrorKind::Other,
+                format!("cannot write {}: {e}", dest.display()),
+            )
+        };
+        tokio::fs::create_dir_all(dir).await.map_err(io)?;
+        let tmp = dir.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            dest.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("download")
+        ));
+        let (url, headers, tmp, io) = (&url, &headers, &tmp, &io);
+        crate::http::send(
+            self.policy.backoff(),
+            |_| {
+                let builder = self
+                    .client
+                    .get(url)
+                    .headers(headers.clone())
+                    .header("accept", "application/binary");
+                async move { Ok(builder) }
+            },
+            |attempts, sent| async move {
+                let error = match sent {
+                    Ok(resp) if resp.status().is_success() => match stream_to(resp, tmp).await {
+                        Ok(n) => {
+                            return match tokio::fs::rename(tmp, dest).await {
+                                Ok(()) => Verdict::Done(n),
+                                Err(e) => Verdict::Fail(io(e)),
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tokio::fs::remove_file(tmp).await;
+                            ApiError::transport(
+                                ErrorKind::Network,
+                                format!("download of {path} broke off: {e}"),
+                            )
+                        }
+                    },
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        let rh = resp.headers().clone();
+                        let b = resp.bytes().await.unwrap_or_default();
+                        decode_error(status, &rh, &b, self.secret())
+                    }
+                    Err(e) => transport_error(&e, self.secret()),
+                };
+                self.judge_error(error, attempts)
+            },
+            Self::pause,
+        )
+        .await
+    }
+}
+
+/// A path segment from a provider id: only URL-safe characters pass unchanged.
+pub fn seg(id: &str) -> String {
+    url::form_urlencoded::byte_serialize(id.as_bytes()).collect()
+}
+
+/// A string field of an answer, or an error naming the endpoint and showing the answer.
+pub fn str_field(v: &Value, key: &str, path: &str) -> Result<String, ApiError> {
+    v[key].as_str().map(str::to_string).ok_or_else(|| {
+        ApiError::transport(
+            ErrorKind::Other,
+            format!(
+                "{path} answered without an `{key}`: {}",
+                v.to_string().chars().take(200).collect::<String>()
+            ),
+        )
+    })
+}
+
+/// Reads a file in 64 KiB chunks. With `join_len` (the file's length) every newline but the
+/// last byte becomes a comma and the final newline is dropped: JSONL → JSON array items.
+fn file_stream(
+    file: tokio::fs::File,
+    join_len: Option<u64>,
+) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures::stream::unfold(
+        (file, 0u64, false),
+        move |(mut file, pos, done)| async move {
+            if done {
+                return None;
+            }
+            let mut buf = vec![0u8; 64 * 1024];
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    let end = pos + n as u64;
+                    if let Some(len) = join_len {
+                        for b in buf.iter_mut() {
+                            if *b == b'\n' {
+                                *b = b',';
+                            }
+                        }
+                        if end >= len && buf.last() == Some(&b',') {
+                            buf.pop();
+                        }
+                    }
+                    Some((Ok(buf), (file, end, false)))
+                }
+                Err(e) => Some((Err(e), (file, pos, true))),
+            }
+        },
+    )
+}
+
+async fn stream_to(resp: reqwest::Response, tmp: &Path) -> Result<u64, String> {
+    let mut f = tokio::fs::File::create(tmp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut n = 0u64;
+    let mut s = resp.bytes_stream();
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        n += chunk.len() as u64;
+        f.write_all(&chunk).await.map_err(|e| e.to_string())?;
+    }
+    f.sync_data().await.map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn jsonl_becomes_a_json_array_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.jsonl");
+        std::fs::write(&p, "{\"a\":1}\n{\"b\":2}\n").unwrap();
+        let len = std::fs::metadata(&p).unwrap().len();
+        let f = tokio::fs::File::open(&p).await.unwrap();
+        let chunks: Vec<_> = file_stream(f, Some(len)).collect().await;
+        let bytes: Vec<u8> = chunks
+            .into_iter()
+            .flat_map(|c| c.unwrap().to_vec())
+            .collect();
+        assert_eq!(String::from_utf8(bytes).unwrap(), "{\"a\":1},{\"b\":2}");
+        assert_eq!(seg("batch_abc-1"), "batch_abc-1");
+        assert_eq!(seg("m/1"), "m%2F1");
+    }
+}

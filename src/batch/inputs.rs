@@ -1,0 +1,197 @@
+//! Batch input files: one JSONL request line per issue, built byte-identical to the real-time
+//! request body, streamed into `batch/input/{job}-{part}.jsonl` with a new part whenever the
+//! next line would pass a provider cap. Memory stays flat: one line at a time.
+
+use std::io::{BufWriter, Write};
+
+use crate::ai::{openai, Provider, ProviderKind};
+use crate::batch::{input_rel, Caps, PlannedPart};
+use crate::db::IssueRef;
+use crate::plan::Plan;
+use crate::store::Store;
+
+struct Line {
+    bytes: Vec<u8>,
+    /// What the line asks, for the estimate.
+    prompt: crate::ai::Prompt,
+}
+
+/// Builds the JSONL line of one issue: `{"custom_id","method","url","body"}` (OpenAI) or
+/// `{"custom_id","params"}` (Anthropic). The body bytes are `serde_json::to_vec` of the same
+/// value real-time mode sends, so the request is byte-identical.
+fn build_line(
+    store: &Store,
+    plan: &Plan,
+    provider: &Provider,
+    issue: &IssueRef,
+    custom_id: &str,
+) -> Result<Line, String> {
+    let stored = crate::store::load_issue(store, &issue.file_path, &issue.id)?;
+    let (prompt, _) = plan.processor.prompt(&stored);
+    let body = provider
+        .request_body(&prompt, None)
+        .ok_or_else(|| "this model sends no requests".to_string())?;
+    let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+    let mut line = Vec::with_capacity(body.len() + 96);
+    line.extend_from_slice(b"{\"custom_id\":");
+    line.extend_from_slice(&serde_json::to_vec(custom_id).map_err(|e| e.to_string())?);
+    match provider.kind() {
+        ProviderKind::Anthropic => line.extend_from_slice(b",\"params\":"),
+        _ => line.extend_from_slice(
+            format!(
+                ",\"method\":\"POST\",\"url\":\"/v1{}\",\"body\":",
+                openai::CHAT_PATH
+            )
+            .as_bytes(),
+        ),
+    }
+    line.extend_from_slice(&body);
+    line.extend_from_slice(b"}\n");
+    Ok(Line {
+        bytes: line,
+        prompt,
+    })
+}
+
+/// The part being filled while writing inputs.
+struct OpenPart {
+    part: i32,
+    writer: Option<BufWriter<std::fs::File>>,
+    tmp: std::path::PathBuf,
+    requests: usize,
+    bytes: u64,
+    first: String,
+    last: String,
+}
+
+/// What writing (or planning) the inputs produced.
+pub(crate) struct Written {
+    /// Each part with its first and last custom id.
+    pub parts: Vec<(PlannedPart, String, String)>,
+    /// (custom id, issue, reason) of issues that could not be prepared.
+    pub unprepared: Vec<(String, String, String)>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost: Option<f64>,
+}
+
+/// Streams the request lines into `batch/input/{job}-{part}.jsonl`, starting a new part when
+/// the next line would pass a cap. With `write = false` only plans (dry run). Memory stays flat:
+/// one line at a time.
+pub(crate) fn write_inputs(
+    store: &Store,
+    plan: &Plan,
+    provider: &Provider,
+    caps: Caps,
+    job_id: &str,
+    items: &[(String, IssueRef)],
+    write: bool,
+) -> anyhow::Result<Written> {
+    let mut out = Written {
+        parts: Vec::new(),
+        unprepared: Vec::new(),
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        cost: Some(0.0),
+    };
+    if write {
+        std::fs::create_dir_all(store.abs(crate::store::BATCH_INPUT_DIR))?;
+    }
+    let estimator = plan.estimator();
+    let mut open: Option<OpenPart> = None;
+    let close = |p: OpenPart, out: &mut Written| -> anyhow::Result<()> {
+        if let Some(mut w) = p.writer {
+            w.flush()?;
+            w.get_ref().sync_data()?;
+            drop(w);
+            std::fs::rename(&p.tmp, store.abs(&input_rel(job_id, p.part)))?;
+        }
+        out.parts.push((
+            PlannedPart {
+                part: p.part,
+                requests: p.requests,
+                bytes: p.bytes,
+            },
+            p.first,
+            p.last,
+        ));
+        Ok(())
+    };
+    for (custom_id, issue) in items {
+        let line = match build_line(store, plan, provider, issue, custom_id) {
+            Ok(l) => l,
+            Err(reason) => {
+                out.unprepared
+                    .push((custom_id.clone(), issue.id.clone(), reason));
+                continue;
+            }
+        };
+        let len = line.bytes.len() as u64;
+        if len > caps.max_bytes {
+            out.unprepared.push((
+                custom_id.clone(),
+                issue.id.clone(),
+                format!("its request ({len} bytes) is larger than the provider's batch size cap ({} bytes)", caps.max_bytes),
+            ));
+            continue;
+        }
+        let full = open
+            .as_ref()
+            .is_some_and(|p| p.requests + 1 > caps.max_requests || p.bytes + len > caps.max_bytes);
+        if full {
+            if let Some(p) = open.take() {
+                close(p, &mut out)?;
+            }
+        }
+        let p = match open.as_mut() {
+            Some(p) => p,
+            None => {
+                let part = out.parts.len() as i32;
+                let tmp = store.abs(&format!("{}.tmp", input_rel(job_id, part)));
+                let writer = if write {
+                    Some(BufWriter::with_capacity(
+                        256 * 1024,
+                        std::fs::File::create(&tmp)?,
+                    ))
+                } else {
+                    None
+                };
+                open.insert(OpenPart {
+                    part,
+                    writer,
+                    tmp,
+                    requests: 0,
+                    bytes: 0,
+                    first: custom_id.clone(),
+                    last: custom_id.clone(),
+                })
+            }
+        };
+        if let Some(w) = p.writer.as_mut() {
+            w.write_all(&line.bytes)?;
+        }
+        p.requests += 1;
+        p.bytes += len;
+        p.last = custom_id.clone();
+        let usage = estimator.for_prompt(&line.prompt);
+        out.prompt_tokens += usage.prompt_tokens;
+        out.completion_tokens += usage.completion_tokens;
+        out.cost = match (out.cost, estimator.cost(&usage, true)) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+    }
+    if let Some(p) = open.take() {
+        close(p, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Custom ids `{job}-0000001`, … in selection order: parts hold contiguous ranges of them.
+pub(crate) fn custom_ids(job_id: &str, issues: Vec<IssueRef>) -> Vec<(String, IssueRef)> {
+    issues
+        .into_iter()
+        .enumerate()
+        .map(|(i, issue)| (format!("{job_id}-{:07}", i + 1), issue))
+        .collect()
+}

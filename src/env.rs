@@ -1,0 +1,60 @@
+//! Every environment variable the tool reads, named once; and the one way to read them.
+//!
+//! Lower layers never call `std::env::var` themselves: they take an [`EnvFn`] (so tests and
+//! library users can pass their own) or a value resolved from one.
+
+/// Data directory (default `./data`).
+pub const DATA_DIR: &str = "GITHUB_ANALYSIS_DATA_DIR";
+/// Seconds to wait for a database held by another process.
+pub const LOCK_TIMEOUT: &str = "GITHUB_ANALYSIS_LOCK_TIMEOUT";
+/// Log filter override (tracing `EnvFilter` syntax).
+pub const LOG: &str = "GITHUB_ANALYSIS_LOG";
+/// GitHub token for `collect` (also `--token`).
+pub const GITHUB_TOKEN: &str = "GITHUB_TOKEN";
+/// GitHub REST base URL (default `https://api.github.com`; Enterprise Server: `https://HOST/api/v3`).
+pub const GITHUB_API_URL: &str = "GITHUB_API_URL";
+/// GitHub GraphQL endpoint (default: derived from the REST base URL).
+pub const GITHUB_GRAPHQL_URL: &str = "GITHUB_GRAPHQL_URL";
+/// Upper bound in seconds on any single rate-limit or retry wait of the GitHub client. Unset,
+/// waits last as long as GitHub asks (up to its hourly reset); tests set it to a fraction of a
+/// second so rate-limit paths run without real waiting.
+pub const GITHUB_MAX_WAIT: &str = "GITHUB_ANALYSIS_MAX_WAIT";
+/// OpenAI API key (also read from `.env`).
+pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
+/// Anthropic API key (also read from `.env`).
+pub const ANTHROPIC_API_KEY: &str = "ANTHROPIC_API_KEY";
+/// OpenAI-compatible base URL, including `/v1` (SDK convention).
+pub const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
+/// Anthropic base URL, without `/v1` (SDK convention).
+pub const ANTHROPIC_BASE_URL: &str = "ANTHROPIC_BASE_URL";
+/// Default model string (`provider:model` or `rules`) when `--model` is not given.
+pub const MODEL: &str = "GITHUB_ANALYSIS_MODEL";
+/// Price table override (TOML file), see docs/process.md.
+pub const PRICES: &str = "GITHUB_ANALYSIS_PRICES";
+/// Seconds before one AI request is abandoned (and retried).
+pub const REQUEST_TIMEOUT: &str = "GITHUB_ANALYSIS_REQUEST_TIMEOUT";
+/// Most requests in one OpenAI batch (default 50,000).
+pub const OPENAI_BATCH_MAX_REQUESTS: &str = "GITHUB_ANALYSIS_OPENAI_BATCH_MAX_REQUESTS";
+/// Largest OpenAI batch input file in bytes (default 200 MB).
+pub const OPENAI_BATCH_MAX_BYTES: &str = "GITHUB_ANALYSIS_OPENAI_BATCH_MAX_BYTES";
+/// Most requests in one Anthropic message batch (default 100,000).
+pub const ANTHROPIC_BATCH_MAX_REQUESTS: &str = "GITHUB_ANALYSIS_ANTHROPIC_BATCH_MAX_REQUESTS";
+/// Largest Anthropic message batch body in bytes (default 256 MB).
+pub const ANTHROPIC_BATCH_MAX_BYTES: &str = "GITHUB_ANALYSIS_ANTHROPIC_BATCH_MAX_BYTES";
+/// Test hook: abort the process at a named step of a submission (`rows`, `input`, `upload`,
+/// `create`), or after two items of a local job (`local`), to prove a crash there is repaired by
+/// `batch status` / `batch reconcile`.
+pub const BATCH_CRASH_AT: &str = "GITHUB_ANALYSIS_BATCH_CRASH_AT";
+
+/// Reads one variable: `Some` only when it is set (to anything, even empty).
+pub type EnvFn = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+/// The process environment.
+pub fn process(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Whether the crash test hook asks to stop at `step`.
+pub fn crash_requested(step: &str) -> bool {
+    process(BATCH_CRASH_AT).is_some_and(|v| v == step)
+}
