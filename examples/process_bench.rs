@@ -188,10 +188,7 @@ fn measure(
         eprintln!("failed {i}: {why}");
     }
     drop(db);
-    let stored = select()?
-        .iter()
-        .filter(|i| i.has_result)
-        .count();
+    let stored = select()?.iter().filter(|i| i.has_result).count();
     let rejected = fake.requests().iter().filter(|r| r.status == 429).count();
     Ok(Outcome {
         processed: report.processed,

@@ -190,9 +190,9 @@ impl Printer {
             return ProgressBar::hidden();
         }
         let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template(
-            "{msg:>10} [{bar:30}] {pos}/{len} ({per_sec}, {eta} left)",
-        ) {
+        if let Ok(style) =
+            ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} ({per_sec}, {eta} left)")
+        {
             pb.set_style(style.progress_chars("=> "));
         }
         pb.set_message(message.to_string());

@@ -23,4 +23,3 @@ impl Table {
         self.rows.push(row);
     }
 }
-

@@ -5,9 +5,11 @@
 //! and reuse the same parsers on batch output without sending anything.
 
 pub mod anthropic;
+pub mod errors;
 pub mod http;
 pub mod openai;
 pub mod pricing;
+pub mod rate_gate;
 pub mod secret;
 pub mod tokens;
 
@@ -16,12 +18,12 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::error::user;
 use crate::env::{
     ANTHROPIC_API_KEY as ENV_ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL as ENV_ANTHROPIC_BASE_URL,
     MODEL as ENV_MODEL, OPENAI_API_KEY as ENV_OPENAI_API_KEY,
     OPENAI_BASE_URL as ENV_OPENAI_BASE_URL,
 };
+use crate::error::user;
 pub use secret::Secret;
 
 /// Default model when only the provider is known (cheap, good at structured output).

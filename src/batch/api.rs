@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE,
+};
 use reqwest::Method;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,9 +25,14 @@ pub enum Body {
     Empty,
     Json(Vec<u8>),
     /// OpenAI file upload: `purpose=batch` and the JSONL file, streamed.
-    Upload { path: PathBuf, filename: String },
+    Upload {
+        path: PathBuf,
+        filename: String,
+    },
     /// Anthropic batch create: `{"requests":[` + the JSONL lines joined by commas + `]}`.
-    Requests { path: PathBuf },
+    Requests {
+        path: PathBuf,
+    },
 }
 
 const BOUNDARY: &str = "----github-analysis-batch-7d1f3a9c";
@@ -141,11 +148,10 @@ impl BatchApi {
                     .map_err(|e| io(e, path))?
                     .len();
                 let file = tokio::fs::File::open(path).await.map_err(|e| io(e, path))?;
-                let stream = futures::stream::iter([Ok::<_, std::io::Error>(
-                    b"{\"requests\":[".to_vec(),
-                )])
-                .chain(file_stream(file, Some(len)))
-                .chain(futures::stream::iter([Ok(b"]}".to_vec())]));
+                let stream =
+                    futures::stream::iter([Ok::<_, std::io::Error>(b"{\"requests\":[".to_vec())])
+                        .chain(file_stream(file, Some(len)))
+                        .chain(futures::stream::iter([Ok(b"]}".to_vec())]));
                 // `{"requests":[` + the lines without their final newline + `]}`.
                 let total = 13 + len.saturating_sub(1) + 2;
                 (

@@ -21,9 +21,7 @@ impl BatchManager<'_> {
     /// Runs every open item of a local job, storing results with mode `batch`.
     pub(crate) async fn run_local(&mut self, l: &mut Loaded) -> anyhow::Result<()> {
         let job_id = l.job.job_id.clone();
-        let open = self
-            .db
-            .batch_item_issues(&job_id, ItemStatus::OPEN)?;
+        let open = self.db.batch_item_issues(&job_id, ItemStatus::OPEN)?;
         let engine = Arc::new(Engine::new(l.plan.clone(), l.provider.clone())?);
         let concurrency = if engine.http.is_some() {
             LOCAL_CONCURRENCY
@@ -115,13 +113,8 @@ impl BatchManager<'_> {
                         stopped.get_or_insert(reason);
                         continue;
                     }
-                    let _ = results::write_failure(
-                        self.store,
-                        &issue,
-                        provenance,
-                        &reason,
-                        requests,
-                    );
+                    let _ =
+                        results::write_failure(self.store, &issue, provenance, &reason, requests);
                     updates.push(ItemUpdate {
                         custom_id: cid,
                         status: ItemStatus::Failed,

@@ -2,9 +2,9 @@
 //! remove (rows and files, never results), retry (a new job for what failed) and reconcile
 //! (finish interrupted submissions, report provider batches no job records).
 
+use crate::ai::ProviderKind;
 use crate::batch::backend;
 use crate::batch::{now, BatchManager, NewJob};
-use crate::ai::ProviderKind;
 use crate::db::{Backend, BatchJob, IssueRef, ItemStatus, ItemUpdate, JobStatus, PartStatus};
 use crate::error::user;
 use crate::plan::AiConfig;
@@ -64,12 +64,10 @@ impl BatchManager<'_> {
                 continue;
             }
             match (&p.provider_batch_id, &l.api) {
-                (Some(id), Some(api)) => {
-                    match api.cancel(id).await {
-                        Ok(b) => api.apply(p, &b),
-                        Err(e) => problems.push(format!("part {} ({id}): {e}", p.part)),
-                    }
-                }
+                (Some(id), Some(api)) => match api.cancel(id).await {
+                    Ok(b) => api.apply(p, &b),
+                    Err(e) => problems.push(format!("part {} ({id}): {e}", p.part)),
+                },
                 _ => {
                     // Never submitted (or a local job): nothing runs anywhere — unless the search
                     // for a lost batch was ambiguous, which the user must settle at the provider.
@@ -216,10 +214,7 @@ impl BatchManager<'_> {
         for job in self.db.batch_jobs(&[JobStatus::Preparing], None)? {
             let id = job.job_id.clone();
             let outcome = match self.load(job) {
-                Ok(mut l) => self
-                    .resume_submission(&mut l)
-                    .await
-                    .map(|()| l.job.status),
+                Ok(mut l) => self.resume_submission(&mut l).await.map(|()| l.job.status),
                 Err(e) => Err(e),
             };
             findings.push(match outcome {
@@ -241,8 +236,7 @@ impl BatchManager<'_> {
         }
         // OpenAI batches carry our job id: any that no job records is an orphan.
         if let Ok(Some(ep)) = crate::ai::Endpoint::from_env(ProviderKind::OpenAi, self.env) {
-            let Some(api) =
-                backend::for_provider(ProviderKind::OpenAi, &ep, Default::default())?
+            let Some(api) = backend::for_provider(ProviderKind::OpenAi, &ep, Default::default())?
             else {
                 return Ok(findings);
             };

@@ -247,7 +247,12 @@ impl<'a> BatchManager<'a> {
     }
 
     /// The plan of a job's processor and model (the configuration the job keeps).
-    pub(crate) fn plan(&self, processor: &str, model: Option<&str>, config: &AiConfig) -> anyhow::Result<Plan> {
+    pub(crate) fn plan(
+        &self,
+        processor: &str,
+        model: Option<&str>,
+        config: &AiConfig,
+    ) -> anyhow::Result<Plan> {
         Plan::resolve(processor, model, config, self.env, self.reporter)
     }
 

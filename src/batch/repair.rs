@@ -96,9 +96,11 @@ impl BatchManager<'_> {
                 [] => {
                     if p.input_file_id.is_none() {
                         let name = format!("{}-{}.jsonl", l.job.job_id, p.part);
-                        if let Some(id) = api.find_upload(&name).await.map_err(|e| {
-                            user(format!("cannot list OpenAI files: {e}"))
-                        })? {
+                        if let Some(id) = api
+                            .find_upload(&name)
+                            .await
+                            .map_err(|e| user(format!("cannot list OpenAI files: {e}")))?
+                        {
                             p.input_file_id = Some(id);
                             p.status = PartStatus::Uploaded;
                             self.db.upsert_batch_part(p)?;

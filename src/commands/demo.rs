@@ -3,9 +3,9 @@
 //! `analytics`. It runs the real commands, so it shows what a user's own run does.
 
 use crate::cli::{DemoArgs, ProcessQueryCommand, RunArgs, SelectionArgs};
-use crate::store::IssueState;
 use crate::commands::{import, process_query, Ctx};
 use crate::error::ExitStatus;
+use crate::store::IssueState;
 
 /// The sample issues ship inside the binary so `demo` works from any directory.
 const SAMPLES: &[(&str, &[u8])] = &[

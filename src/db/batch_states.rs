@@ -119,8 +119,12 @@ string_enum! {
 
 impl PartStatus {
     /// After these nothing changes at the provider.
-    pub const TERMINAL: &'static [PartStatus] =
-        &[Self::Completed, Self::Failed, Self::Expired, Self::Cancelled];
+    pub const TERMINAL: &'static [PartStatus] = &[
+        Self::Completed,
+        Self::Failed,
+        Self::Expired,
+        Self::Cancelled,
+    ];
 
     pub fn is_terminal(self) -> bool {
         Self::TERMINAL.contains(&self)

@@ -2,6 +2,7 @@
 //! migrations, and one file per table family. Everything outside gets typed rows.
 
 mod ai_results;
+mod batch_items;
 mod batch_jobs;
 mod batch_states;
 mod collection;

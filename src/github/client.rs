@@ -13,108 +13,20 @@ use serde_json::Value;
 use url::Url;
 
 use crate::env::GITHUB_MAX_WAIT as ENV_GITHUB_MAX_WAIT;
+pub use crate::github::config::{ClientConfig, DEFAULT_API_URL};
+pub use crate::github::limits::next_link;
+use crate::github::limits::{
+    classify_limit, error_message, error_messages, header_str, header_u64, human, retry_after,
+    until, Limit, SECONDARY_MIN_WAIT,
+};
 use crate::http::{error_chain, Backoff, Verdict};
 use crate::report::Reporter;
 
-pub const DEFAULT_API_URL: &str = "https://api.github.com";
-/// The REST API version we were written against (github.md §0).
+/// The REST API version we were written against (GitHub's `X-GitHub-Api-Version`).
 pub const API_VERSION: &str = "2022-11-28";
 
 /// Attempts per request for faults worth retrying (5xx, network errors, rate limits).
 const MAX_ATTEMPTS: u32 = 6;
-/// GitHub's advice for a secondary limit without `retry-after`: wait at least a minute.
-const SECONDARY_MIN_WAIT: Duration = Duration::from_secs(60);
-/// A reset more than this far away is not believable (the window is one hour).
-const LONGEST_RESET: Duration = Duration::from_secs(3700);
-
-/// Where and how to talk to GitHub.
-#[derive(Clone)]
-pub struct ClientConfig {
-    pub api_url: Url,
-    pub graphql_url: Url,
-    pub token: String,
-    /// Cap on any single wait (env `GITHUB_ANALYSIS_MAX_WAIT`); `None` waits as long as GitHub asks.
-    pub max_wait: Option<Duration>,
-}
-
-impl ClientConfig {
-    /// Resolves URLs: GraphQL is `GITHUB_GRAPHQL_URL` if given, else `{api}/graphql`, or
-    /// `https://HOST/api/graphql` for an Enterprise Server REST URL `https://HOST/api/v3`.
-    pub fn new(
-        api_url: Option<&str>,
-        graphql_url: Option<&str>,
-        token: String,
-        max_wait: Option<&str>,
-    ) -> anyhow::Result<Self> {
-        let api_raw = api_url
-            .filter(|s| !s.trim().is_empty())
-            .unwrap_or(DEFAULT_API_URL);
-        let api_url = parse_base(api_raw, "GITHUB_API_URL")?;
-        let graphql_url = match graphql_url.filter(|s| !s.trim().is_empty()) {
-            Some(g) => Url::parse(g.trim()).map_err(|e| {
-                crate::error::user(format!("GITHUB_GRAPHQL_URL {g:?} is not a valid URL: {e}"))
-            })?,
-            None => derive_graphql(&api_url)?,
-        };
-        let max_wait = match max_wait.filter(|s| !s.trim().is_empty()) {
-            None => None,
-            // try_from refuses negative, NaN, infinite and absurdly large values.
-            Some(s) => match s.trim().parse::<f64>().map(Duration::try_from_secs_f64) {
-                Ok(Ok(d)) => Some(d),
-                _ => {
-                    return Err(crate::error::user(format!(
-                        "{ENV_GITHUB_MAX_WAIT} must be a non-negative number of seconds, got {s:?}"
-                    )))
-                }
-            },
-        };
-        Ok(Self {
-            api_url,
-            graphql_url,
-            token,
-            max_wait,
-        })
-    }
-}
-
-/// Never prints the token.
-impl std::fmt::Debug for ClientConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientConfig")
-            .field("api_url", &self.api_url.as_str())
-            .field("graphql_url", &self.graphql_url.as_str())
-            .field("token", &"<redacted>")
-            .field("max_wait", &self.max_wait)
-            .finish()
-    }
-}
-
-/// The base URL with exactly one trailing slash, so `join("repos/…")` keeps any path prefix.
-fn parse_base(raw: &str, what: &str) -> anyhow::Result<Url> {
-    let mut s = raw.trim().to_string();
-    if !s.ends_with('/') {
-        s.push('/');
-    }
-    let url = Url::parse(&s)
-        .map_err(|e| crate::error::user(format!("{what} {raw:?} is not a valid URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(crate::error::user(format!(
-            "{what} {raw:?} must be an http(s) URL"
-        )));
-    }
-    Ok(url)
-}
-
-fn derive_graphql(api: &Url) -> anyhow::Result<Url> {
-    let path = api.path().trim_end_matches('/');
-    let joined = if let Some(prefix) = path.strip_suffix("/api/v3") {
-        // Enterprise Server: REST at /api/v3, GraphQL at /api/graphql.
-        api.join(&format!("{prefix}/api/graphql"))
-    } else {
-        api.join("graphql")
-    };
-    joined.map_err(|e| crate::error::user(format!("cannot derive the GraphQL URL from {api}: {e}")))
-}
 
 /// Failures the caller turns into messages; everything retryable was retried already.
 #[derive(Debug, thiserror::Error)]
@@ -185,17 +97,6 @@ pub struct Client {
     reporter: std::sync::Arc<dyn Reporter>,
     requests: AtomicU64,
     rates: Mutex<HashMap<String, RateState>>,
-}
-
-/// What a 403/429 meant, and how long to wait before trying again.
-#[derive(Debug, PartialEq)]
-enum Limit {
-    Primary(Duration),
-    /// `from_header`: the wait came from `retry-after` (used as is, never stretched).
-    Secondary {
-        wait: Duration,
-        from_header: bool,
-    },
 }
 
 impl Client {
@@ -468,7 +369,10 @@ impl Client {
                     403 | 429 => match classify_limit(status, &headers, &body) {
                         Some(limit) => {
                             if attempt >= MAX_ATTEMPTS {
-                                return Verdict::Fail(give_up(attempt, format!("{status}: {message}")));
+                                return Verdict::Fail(give_up(
+                                    attempt,
+                                    format!("{status}: {message}"),
+                                ));
                             }
                             let (wait, what) = match limit {
                                 Limit::Primary(w) => (w, "primary rate limit reached"),
@@ -607,259 +511,9 @@ impl Client {
     }
 }
 
-/// Decides whether a 403/429 is a rate limit and how long to wait (github.md §0.3).
-fn classify_limit(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Option<Limit> {
-    let retry_after = retry_after(headers);
-    let remaining = header_u64(headers, "x-ratelimit-remaining");
-    let reset = header_u64(headers, "x-ratelimit-reset")
-        .and_then(|s| i64::try_from(s).ok())
-        .and_then(|s| DateTime::from_timestamp(s, 0));
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let message = v
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let doc = v
-        .get("documentation_url")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let secondary = message.contains("secondary rate limit")
-        || doc.ends_with("secondary-rate-limits")
-        || doc.ends_with("#abuse-rate-limits");
-    if remaining == Some(0) && !secondary {
-        let wait = retry_after
-            .or_else(|| until(reset))
-            .unwrap_or(SECONDARY_MIN_WAIT);
-        return Some(Limit::Primary(wait));
-    }
-    if secondary || retry_after.is_some() || status == StatusCode::TOO_MANY_REQUESTS {
-        let wait = retry_after.unwrap_or_else(|| {
-            // No retry-after: at least a minute, longer if the primary window is also spent.
-            let to_reset = if remaining == Some(0) {
-                until(reset)
-            } else {
-                None
-            };
-            to_reset.map_or(SECONDARY_MIN_WAIT, |r| r.max(SECONDARY_MIN_WAIT))
-        });
-        return Some(Limit::Secondary {
-            wait,
-            from_header: retry_after.is_some(),
-        });
-    }
-    None
-}
-
-/// Time from now until `reset` (plus a second of slack), if it is in the future and believable.
-fn until(reset: Option<DateTime<Utc>>) -> Option<Duration> {
-    let d = (reset? - Utc::now()).to_std().ok()? + Duration::from_secs(1);
-    Some(d.min(LONGEST_RESET))
-}
-
 /// Exponential delays with jitter for 5xx and network faults: ~1 s, 2 s, 4 s, … (max 30 s).
 const BACKOFF: Backoff = Backoff {
     min: Duration::from_secs(1),
     max: Duration::from_secs(30),
     times: MAX_ATTEMPTS,
 };
-
-/// `retry-after` in seconds, bounded so a hostile or broken value cannot park us for years.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    header_u64(headers, "retry-after").map(|s| Duration::from_secs(s).min(LONGEST_RESET))
-}
-
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-}
-
-fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
-    header_str(headers, name).and_then(|s| s.parse().ok())
-}
-
-/// The `rel="next"` URL of a `Link` header (`<url>; rel="next", <url>; rel="last"`).
-pub fn next_link(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all("link")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .find_map(|part| {
-            let (target, params) = part.trim().split_once(';')?;
-            let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-            let is_next = params.split(';').any(|p| {
-                p.trim()
-                    .strip_prefix("rel=")
-                    .map(|r| r.trim_matches('"').split_whitespace().any(|r| r == "next"))
-                    .unwrap_or(false)
-            });
-            is_next.then(|| target.to_string())
-        })
-}
-
-/// GitHub's error `message` (REST envelope), or a short excerpt of a non-JSON body.
-fn error_message(body: &[u8]) -> String {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(v) => v
-            .get("message")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| v.to_string().chars().take(200).collect()),
-        Err(_) => {
-            let s = String::from_utf8_lossy(body);
-            let s = s.trim();
-            if s.is_empty() {
-                "(empty body)".into()
-            } else {
-                s.chars().take(200).collect()
-            }
-        }
-    }
-}
-
-fn error_messages(errors: &[Value]) -> String {
-    errors
-        .iter()
-        .map(|e| {
-            e.get("message")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| e.to_string())
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-fn human(d: Duration) -> String {
-    let secs = d.as_secs_f64();
-    if secs < 10.0 {
-        format!("{secs:.1}s")
-    } else if secs < 120.0 {
-        format!("{secs:.0}s")
-    } else {
-        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn graphql_url_is_derived_for_dotcom_and_enterprise_server() {
-        let c = ClientConfig::new(None, None, "t".into(), None).unwrap();
-        assert_eq!(c.graphql_url.as_str(), "https://api.github.com/graphql");
-        let c = ClientConfig::new(
-            Some("https://ghe.example.com/api/v3"),
-            None,
-            "t".into(),
-            None,
-        )
-        .unwrap();
-        assert_eq!(
-            c.graphql_url.as_str(),
-            "https://ghe.example.com/api/graphql"
-        );
-        assert_eq!(
-            c.api_url.join("repos/o/r").unwrap().as_str(),
-            "https://ghe.example.com/api/v3/repos/o/r"
-        );
-        let c = ClientConfig::new(
-            Some("http://127.0.0.1:9/"),
-            Some("http://127.0.0.1:9/gql"),
-            "t".into(),
-            Some("0.5"),
-        )
-        .unwrap();
-        assert_eq!(c.graphql_url.as_str(), "http://127.0.0.1:9/gql");
-        assert_eq!(c.max_wait, Some(Duration::from_millis(500)));
-        assert!(ClientConfig::new(Some("ftp://x"), None, "t".into(), None).is_err());
-        assert!(ClientConfig::new(None, None, "t".into(), Some("-1")).is_err());
-        assert!(ClientConfig::new(None, None, "t".into(), Some("1e300")).is_err());
-        assert!(ClientConfig::new(None, None, "t".into(), Some("NaN")).is_err());
-    }
-
-    #[test]
-    fn link_header_next_is_found_among_other_rels() {
-        let h = headers(&[(
-            "link",
-            "<https://api.github.com/repositories/1/issues?per_page=2&page=2>; rel=\"next\", \
-             <https://api.github.com/repositories/1/issues?per_page=2&page=7>; rel=\"last\"",
-        )]);
-        assert_eq!(
-            next_link(&h).as_deref(),
-            Some("https://api.github.com/repositories/1/issues?per_page=2&page=2")
-        );
-        let h = headers(&[(
-            "link",
-            "<https://x/?page=1>; rel=\"prev\", <https://x/?page=1>; rel=\"first\"",
-        )]);
-        assert_eq!(next_link(&h), None);
-        assert_eq!(next_link(&HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn rate_limits_are_classified_like_go_github() {
-        let future = (Utc::now().timestamp() + 30).to_string();
-        let primary = headers(&[
-            ("x-ratelimit-remaining", "0"),
-            ("x-ratelimit-reset", &future),
-        ]);
-        let body = br#"{"message":"API rate limit exceeded for 1.2.3.4.","documentation_url":"x"}"#;
-        match classify_limit(StatusCode::FORBIDDEN, &primary, body) {
-            Some(Limit::Primary(w)) => {
-                assert!(w > Duration::from_secs(20) && w <= Duration::from_secs(32))
-            }
-            other => panic!("{other:?}"),
-        }
-        let secondary = br#"{"message":"You have exceeded a secondary rate limit.","documentation_url":"https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"}"#;
-        let h = headers(&[("x-ratelimit-remaining", "10")]);
-        assert_eq!(
-            classify_limit(StatusCode::FORBIDDEN, &h, secondary),
-            Some(Limit::Secondary {
-                wait: SECONDARY_MIN_WAIT,
-                from_header: false
-            })
-        );
-        let h = headers(&[("retry-after", "7"), ("x-ratelimit-remaining", "10")]);
-        assert_eq!(
-            classify_limit(StatusCode::TOO_MANY_REQUESTS, &h, secondary),
-            Some(Limit::Secondary {
-                wait: Duration::from_secs(7),
-                from_header: true
-            })
-        );
-        // A plain permission 403 is not a rate limit.
-        let h = headers(&[("x-ratelimit-remaining", "4000")]);
-        let perm = br#"{"message":"Resource not accessible by personal access token"}"#;
-        assert_eq!(classify_limit(StatusCode::FORBIDDEN, &h, perm), None);
-        // A 429 is always a limit, even with an unreadable body.
-        assert!(
-            classify_limit(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), b"<html>").is_some()
-        );
-    }
-
-    #[test]
-    fn error_messages_come_from_the_envelope_or_the_body() {
-        assert_eq!(
-            error_message(br#"{"message":"Bad credentials","documentation_url":"x"}"#),
-            "Bad credentials"
-        );
-        assert_eq!(error_message(b""), "(empty body)");
-        assert_eq!(
-            error_message(b"<h1>Server Error</h1>"),
-            "<h1>Server Error</h1>"
-        );
-    }
-}

@@ -4,6 +4,9 @@
 pub mod attachments;
 pub mod client;
 pub mod collector;
+pub mod config;
 pub mod graphql;
+pub mod limits;
 pub mod models;
 pub mod rest;
+pub mod scope;

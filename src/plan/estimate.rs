@@ -33,7 +33,10 @@ impl<'a> Estimator<'a> {
 
     fn prefix_tokens(&self) -> u64 {
         *self.prefix.get_or_init(|| {
-            let (prompt, _) = self.plan.processor.prompt(&StoredIssue::new("o", "r", 0, ""));
+            let (prompt, _) = self
+                .plan
+                .processor
+                .prompt(&StoredIssue::new("o", "r", 0, ""));
             tokens::count(&prompt.system) as u64
                 + tokens::count(&prompt.schema.to_string()) as u64
                 + FRAMING_TOKENS

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::processors::rules::{self, Document};
 use crate::ai::{tokens, Prompt};
+use crate::processors::rules::{self, Document};
 use crate::processors::taxonomy::Taxonomy;
 use crate::processors::Recommendation;
 use crate::store::StoredIssue;

@@ -1,0 +1,319 @@
+//! `Engine`: processing one issue end to end — its prompt, one request (and one repair request
+//! for an invalid answer), validation — shared by real-time runs and the local batch executor.
+
+use std::time::Instant;
+
+use crate::ai::http::{HttpClient, HttpFailure};
+use crate::ai::pricing::PriceTable;
+use crate::ai::{Answer, AnswerError, ModelSpec, Provider, Repair, Usage};
+use crate::db::IssueRef;
+use crate::plan::Plan;
+use crate::processors::{Processor, Validated};
+use crate::realtime::ItemResult;
+use crate::result_files::{Finished, Provenance};
+use crate::store::{Store, StoredIssue};
+
+/// Everything needed to process one issue, shared by all workers.
+#[derive(Debug)]
+pub struct Engine {
+    pub processor: Processor,
+    pub model: ModelSpec,
+    pub provider: Provider,
+    /// `None` for `rules`.
+    pub http: Option<HttpClient>,
+    pub prices: PriceTable,
+}
+
+impl Engine {
+    /// The engine of a plan and its provider, with an HTTP client for network providers.
+    pub fn new(plan: Plan, provider: Provider) -> anyhow::Result<Self> {
+        let http = match provider {
+            Provider::Rules => None,
+            _ => Some(HttpClient::new(plan.policy.clone())?),
+        };
+        Ok(Self {
+            processor: plan.processor,
+            model: plan.model,
+            provider,
+            http,
+            prices: plan.prices,
+        })
+    }
+
+    pub(crate) fn provenance(&self) -> Provenance<'_> {
+        Provenance {
+            processor: &self.processor,
+            model: &self.model,
+            mode: "realtime",
+            batch_job_id: None,
+        }
+    }
+
+    /// The request body for an issue, exactly as a real-time call sends it (serialised with
+    /// `serde_json::to_vec`, a batch JSONL line carries the same bytes). `None` for `rules`.
+    pub fn request_body(&self, issue: &StoredIssue) -> Option<serde_json::Value> {
+        let (prompt, _) = self.processor.prompt(issue);
+        self.provider.request_body(&prompt, None)
+    }
+
+    /// Parses a provider response body and validates the answer: what batch collection does
+    /// with a succeeded output line. The error is the reason, with the tokens it cost.
+    pub fn parse_and_validate(&self, body: &[u8]) -> Result<(Validated, Usage), (String, Usage)> {
+        let answer = self
+            .provider
+            .parse_response(body)
+            .map_err(|e| (e.message, e.usage))?;
+        self.processor
+            .validate(&answer.value)
+            .map(|v| (v, answer.usage))
+            .map_err(|why| (why, answer.usage))
+    }
+
+    /// Processes one issue end to end, without storing anything.
+    pub async fn process(&self, store: &Store, issue: IssueRef) -> ItemResult {
+        let start = Instant::now();
+        let stored = match crate::store::load_issue(store, &issue.file_path, &issue.id) {
+            Ok(s) => s,
+            Err(reason) => {
+                return ItemResult::Failed {
+                    issue,
+                    reason,
+                    usage: Usage::default(),
+                    requests: 0,
+                    run_wide: false,
+                }
+            }
+        };
+        // The rules model reads the issue itself: no prompt to build.
+        let mut prompt_note = None;
+        let outcome = match (&self.provider, &self.http) {
+            (Provider::Rules, _) => {
+                Ok((self.processor.offline(&stored), Usage::default(), 0, None))
+            }
+            (_, Some(http)) => {
+                let (prompt, note) = self.processor.prompt(&stored);
+                prompt_note = note;
+                self.ask(http, &prompt).await
+            }
+            (_, None) => Err(CallFailure {
+                reason: "no HTTP client for a network provider".into(),
+                usage: Usage::default(),
+                requests: 0,
+                run_wide: true,
+            }),
+        };
+        match outcome {
+            Ok((validated, usage, requests, response_id)) => {
+                let cost_usd = self.prices.cost(&self.model, &usage, false);
+                ItemResult::Done(Box::new(Finished {
+                    issue,
+                    validated,
+                    usage,
+                    cost_usd,
+                    processing_time_ms: start.elapsed().as_millis() as u64,
+                    requests,
+                    response_id,
+                    prompt_note,
+                }))
+            }
+            Err(f) => ItemResult::Failed {
+                issue,
+                reason: f.reason,
+                usage: f.usage,
+                requests: f.requests,
+                run_wide: f.run_wide,
+            },
+        }
+    }
+
+    /// One request, and one repair request if the answer is invalid.
+    async fn ask(
+        &self,
+        http: &HttpClient,
+        prompt: &crate::ai::Prompt,
+    ) -> Result<(Validated, Usage, u32, Option<String>), CallFailure> {
+        let mut usage = Usage::default();
+        let mut requests = 0u32;
+        let problem = match self
+            .call(http, prompt, None, &mut usage, &mut requests)
+            .await?
+        {
+            Ok(answer) => match self.processor.validate(&answer.value) {
+                Ok(v) => return Ok((v, usage, requests, answer.response_id)),
+                Err(problem) => Repair {
+                    replay: answer.replay,
+                    problem,
+                },
+            },
+            Err(AnswerError {
+                message,
+                replay: Some(replay),
+                ..
+            }) => Repair {
+                replay,
+                problem: message,
+            },
+            Err(AnswerError { message, .. }) => {
+                return Err(CallFailure {
+                    reason: format!("unusable response: {message}"),
+                    usage,
+                    requests,
+                    run_wide: false,
+                })
+            }
+        };
+        tracing::debug!(
+            "invalid answer ({}); sending one repair request",
+            problem.problem
+        );
+        let first = problem.problem.clone();
+        let fail = |why: String, usage: Usage, requests: u32| {
+            CallFailure {
+            reason: format!("invalid answer, still invalid after one repair request: {why} (first answer: {first})"),
+            usage,
+            requests,
+            run_wide: false,
+        }
+        };
+        match self
+            .call(http, prompt, Some(&problem), &mut usage, &mut requests)
+            .await?
+        {
+            Ok(answer) => match self.processor.validate(&answer.value) {
+                Ok(v) => Ok((v, usage, requests, answer.response_id)),
+                Err(why) => Err(fail(why, usage, requests)),
+            },
+            Err(e) => Err(fail(e.message, usage, requests)),
+        }
+    }
+
+    /// Sends one request (with transport retries); an HTTP failure ends the item.
+    async fn call(
+        &self,
+        http: &HttpClient,
+        prompt: &crate::ai::Prompt,
+        repair: Option<&Repair>,
+        usage: &mut Usage,
+        requests: &mut u32,
+    ) -> Result<Result<Answer, AnswerError>, CallFailure> {
+        let Some(req) = self
+            .provider
+            .request_body(prompt, repair)
+            .and_then(|body| self.provider.http_request(&body))
+        else {
+            return Err(CallFailure {
+                reason: "this provider sends no requests".into(),
+                usage: *usage,
+                requests: *requests,
+                run_wide: true,
+            });
+        };
+        match http.send(&req).await {
+            Ok(ok) => {
+                *requests += ok.attempts;
+                let parsed = self.provider.parse_response(&ok.body);
+                match &parsed {
+                    Ok(a) => usage.add(&a.usage),
+                    Err(e) => usage.add(&e.usage),
+                }
+                Ok(parsed)
+            }
+            Err(HttpFailure { error, attempts }) => {
+                *requests += attempts;
+                let retried = if attempts > 1 {
+                    format!(" after {attempts} attempts")
+                } else {
+                    String::new()
+                };
+                Err(CallFailure {
+                    reason: format!(
+                        "{} request failed{retried}: {error}",
+                        self.model.provider.name()
+                    ),
+                    usage: *usage,
+                    requests: *requests,
+                    run_wide: error.is_run_wide(),
+                })
+            }
+        }
+    }
+}
+
+struct CallFailure {
+    reason: String,
+    usage: Usage,
+    requests: u32,
+    run_wide: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ai::{Endpoint, GenSettings, Secret};
+    use crate::processors::Options;
+    use crate::store::{Issue, Metadata};
+
+    fn engine(model: &str) -> Engine {
+        let spec = ModelSpec::parse(model).unwrap();
+        let endpoint = Endpoint {
+            base_url: "http://127.0.0.1:9".into(),
+            key: Secret::new("k"),
+        };
+        Engine {
+            processor: Processor::get("product-labeling", &Options::default()).unwrap(),
+            model: spec.clone(),
+            provider: Provider::new(&spec, Some(endpoint), GenSettings::default()).unwrap(),
+            http: None,
+            prices: PriceTable::builtin(),
+        }
+    }
+
+    fn issue() -> StoredIssue {
+        StoredIssue {
+            org: "o".into(),
+            repo: "r".into(),
+            issue: Issue {
+                number: 1,
+                title: "kotsadm crash".into(),
+                body: Some("b".into()),
+                state: "open".into(),
+                labels: vec![],
+                user: None,
+                comments: vec![],
+                created_at: None,
+                updated_at: None,
+                attachments: vec![],
+                id: None,
+                html_url: None,
+                closed_at: None,
+                comment_count: None,
+            },
+            metadata: Metadata::now(),
+        }
+    }
+
+    #[test]
+    fn batch_bodies_are_byte_identical_to_real_time_requests() {
+        for model in ["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5"] {
+            let e = engine(model);
+            let body = e.request_body(&issue()).unwrap();
+            let sent = e.provider.http_request(&body).unwrap().body;
+            assert_eq!(serde_json::to_vec(&body).unwrap(), sent);
+            assert_eq!(e.request_body(&issue()).unwrap(), body);
+        }
+        assert!(engine("rules").request_body(&issue()).is_none());
+    }
+
+    #[test]
+    fn parse_and_validate_accepts_good_answers_and_explains_bad_ones() {
+        let e = engine("anthropic:claude-haiku-4-5");
+        let good = br#"{"content":[{"type":"tool_use","id":"t","name":"product_labeling","input":{"recommended_labels":[{"label":"product::kots","confidence":0.9,"reasoning":"r"}],"current_labels_assessment":[],"confidence":0.9,"summary":"s","reasoning":"r"}}],"stop_reason":"tool_use","usage":{"input_tokens":10,"output_tokens":5}}"#;
+        let (v, u) = e.parse_and_validate(good).unwrap();
+        assert_eq!(v.recommendations[0].value, "product::kots");
+        assert_eq!(u.completion_tokens, 5);
+        let bad = br#"{"content":[{"type":"tool_use","id":"t","name":"product_labeling","input":{"recommended_labels":[{"label":"x","confidence":0.9,"reasoning":"r"}],"current_labels_assessment":[],"confidence":0.9,"summary":"s","reasoning":"r"}}],"stop_reason":"tool_use","usage":{"input_tokens":10,"output_tokens":5}}"#;
+        let (why, u) = e.parse_and_validate(bad).unwrap_err();
+        assert!(why.contains("not in the taxonomy"));
+        assert_eq!(u.prompt_tokens, 10);
+    }
+}
