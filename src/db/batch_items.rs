@@ -8,7 +8,7 @@ use crate::db::batch_states::sql_list;
 use crate::db::{BatchItem, BatchPart, Db, IssueRef, ItemStatus, ItemUpdate};
 
 impl Db {
-    /// §6 step 2 bookkeeping: the parts written to disk, each item's part (parts hold
+    /// Step 2 of a submission (see `batch/mod.rs`), its bookkeeping: the parts written to disk, each item's part (parts hold
     /// contiguous ranges of custom ids), and items that could not be prepared — one transaction.
     pub fn record_batch_parts(
         &mut self,

@@ -134,7 +134,7 @@ fn part_of(r: &duckdb::Row<'_>) -> duckdb::Result<BatchPart> {
 }
 
 impl Db {
-    /// ARCHITECTURE.md §6 step 1: the job row (status `preparing`) and one item per issue, in
+    /// Step 1 of a submission (see `batch/mod.rs`): the job row (status `preparing`) and one item per issue, in
     /// one transaction.
     pub fn insert_batch_job(&mut self, job: &BatchJob, items: &[BatchItem]) -> anyhow::Result<()> {
         let tx = self.conn.transaction()?;

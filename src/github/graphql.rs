@@ -1,4 +1,4 @@
-//! GraphQL queries for bulk issue collection (github.md §3.1), their response shapes, and the
+//! GraphQL queries for bulk issue collection (GitHub GraphQL API), their response shapes, and the
 //! conversion of issue nodes to [`StoredIssue`].
 
 use serde::Deserialize;
@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::store::{names, Comment, Issue, Label, Metadata, StoredIssue, User};
 
 /// Issues per page and labels/comments per issue: GitHub's `first` maximum. Cost of one page is
-/// (1 + 100 + 100) / 100 ≈ 2 points (github.md §3.2).
+/// (1 + 100 + 100) / 100 ≈ 2 points (GitHub's GraphQL point cost: requested nodes / 100).
 pub const PAGE_SIZE: u32 = 100;
 
 /// One page of a repository's issues with their labels and first 100 comments. `filterBy` carries

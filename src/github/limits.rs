@@ -25,7 +25,7 @@ pub(crate) enum Limit {
     },
 }
 
-/// Decides whether a 403/429 is a rate limit and how long to wait (github.md §0.3).
+/// Decides whether a 403/429 is a rate limit and how long to wait (GitHub's documented primary and secondary limits, as go-github reads them).
 pub(crate) fn classify_limit(
     status: StatusCode,
     headers: &HeaderMap,
