@@ -129,7 +129,11 @@ fn violations(src: &Path, texts: &BTreeMap<PathBuf, String>) -> Vec<String> {
 fn every_import_points_to_a_lower_layer() {
     let (src, texts) = sources();
     let bad = violations(&src, &texts);
-    assert!(bad.is_empty(), "upward or circular imports:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "upward or circular imports:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]

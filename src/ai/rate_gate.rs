@@ -114,18 +114,7 @@ impl RateGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::{HeaderName, HeaderValue};
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(
-                HeaderName::from_static(k),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::ai::errors::test_headers as headers;
 
     #[test]
     fn a_nearly_empty_tokens_window_pauses_everyone_until_it_resets() {

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::ai::http::ApiError;
 use crate::batch::api::{seg, str_field, BatchApi, Body};
-use crate::batch::backend::{count, fetch, BatchBackend, Outcome};
+use crate::batch::backend::{count, fetch, list_pages, BatchBackend, Outcome};
 use crate::batch::status::map_anthropic_status;
 use crate::batch::{now, output_rel};
 use crate::db::{Backend, BatchPart};
@@ -23,27 +23,6 @@ pub struct AnthropicBatches {
 impl AnthropicBatches {
     pub fn new(api: BatchApi) -> Self {
         Self { api }
-    }
-
-    /// Batches of the workspace, newest first (paginated with `after_id`), at most `max`.
-    async fn list_all(&self, max: usize) -> Result<Vec<Value>, ApiError> {
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let path = match &after {
-                Some(a) => format!("/v1/messages/batches?limit=100&after_id={}", seg(a)),
-                None => "/v1/messages/batches?limit=100".to_string(),
-            };
-            let v = self.api.json(Method::GET, &path, Body::Empty).await?;
-            let data = v["data"].as_array().cloned().unwrap_or_default();
-            out.extend(data);
-            let last = v["last_id"].as_str().map(str::to_string);
-            if v["has_more"].as_bool() != Some(true) || out.len() >= max || last.is_none() {
-                break;
-            }
-            after = last;
-        }
-        Ok(out)
     }
 }
 
@@ -122,8 +101,15 @@ impl BatchBackend for AnthropicBatches {
         })
     }
 
+    /// Batches of the workspace (paginated with `after_id`, the page's `last_id`).
     fn list(&self, max: usize) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
-        Box::pin(self.list_all(max))
+        Box::pin(list_pages(
+            &self.api,
+            "/v1/messages/batches?limit=100",
+            "after_id",
+            max,
+            |page| page["last_id"].as_str().map(str::to_string),
+        ))
     }
 
     /// No metadata on message batches: a batch created since the part was marked, with its

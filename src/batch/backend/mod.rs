@@ -14,11 +14,12 @@ use serde_json::Value;
 
 use crate::ai::http::{ApiError, Auth, RetryPolicy};
 use crate::ai::{Endpoint, ProviderKind};
-use crate::batch::api::BatchApi;
+use crate::batch::api::{seg, BatchApi, Body};
 use crate::db::{Backend, BatchPart};
 use crate::store::Store;
 pub use anthropic::{anthropic_results_path, AnthropicBatches};
 pub use openai::{OpenAiBatches, JOB_KEY, PART_KEY};
+use reqwest::Method;
 
 /// What one result line says about its item.
 #[derive(Debug)]
@@ -116,6 +117,29 @@ pub fn for_provider(
 pub(crate) fn count(v: &Value) -> i64 {
     v.as_u64()
         .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// Every item of a paginated listing, newest first, at most `max`: the first page is `first`,
+/// each later one `first&{cursor_param}={cursor}` with the cursor `next` finds in a page.
+pub(crate) async fn list_pages(
+    api: &BatchApi,
+    first: &str,
+    cursor_param: &str,
+    max: usize,
+    next: impl Fn(&Value) -> Option<String>,
+) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::new();
+    let mut path = first.to_string();
+    loop {
+        let v = api.json(Method::GET, &path, Body::Empty).await?;
+        out.extend(v["data"].as_array().cloned().unwrap_or_default());
+        match next(&v) {
+            Some(c) if v["has_more"].as_bool() == Some(true) && out.len() < max => {
+                path = format!("{first}&{cursor_param}={}", seg(&c));
+            }
+            _ => return Ok(out),
+        }
+    }
 }
 
 /// Downloads `remote` to `rel` unless it is already there.

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::ai::http::{decode_error, ApiError};
 use crate::ai::{openai, Secret};
 use crate::batch::api::{seg, str_field, BatchApi, Body};
-use crate::batch::backend::{count, fetch, BatchBackend, Outcome};
+use crate::batch::backend::{count, fetch, list_pages, BatchBackend, Outcome};
 use crate::batch::status::map_openai_status;
 use crate::batch::{errors_rel, now, output_rel};
 use crate::db::{Backend, BatchPart};
@@ -28,30 +28,6 @@ pub struct OpenAiBatches {
 impl OpenAiBatches {
     pub fn new(api: BatchApi) -> Self {
         Self { api }
-    }
-
-    /// Every batch of the account (paginated with `after`), newest first, at most `max`.
-    async fn list_all(&self, max: usize) -> Result<Vec<Value>, ApiError> {
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let path = match &after {
-                Some(a) => format!("/batches?limit=100&after={}", seg(a)),
-                None => "/batches?limit=100".to_string(),
-            };
-            let v = self.api.json(Method::GET, &path, Body::Empty).await?;
-            let data = v["data"].as_array().cloned().unwrap_or_default();
-            let last = data
-                .last()
-                .and_then(|b| b["id"].as_str())
-                .map(str::to_string);
-            out.extend(data);
-            if v["has_more"].as_bool() != Some(true) || out.len() >= max || last.is_none() {
-                break;
-            }
-            after = last;
-        }
-        Ok(out)
     }
 }
 
@@ -122,8 +98,21 @@ impl BatchBackend for OpenAiBatches {
         })
     }
 
+    /// Every batch of the account (paginated with `after`, the last id of a page).
     fn list(&self, max: usize) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
-        Box::pin(self.list_all(max))
+        Box::pin(list_pages(
+            &self.api,
+            "/batches?limit=100",
+            "after",
+            max,
+            |page| {
+                page["data"]
+                    .as_array()
+                    .and_then(|d| d.last())
+                    .and_then(|b| b["id"].as_str())
+                    .map(str::to_string)
+            },
+        ))
     }
 
     fn is_lost_part(&self, b: &Value, job_id: &str, part: &BatchPart, _: &[String]) -> bool {
