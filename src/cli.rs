@@ -21,6 +21,19 @@ fn format_parser() -> impl TypedValueParser<Value = OutputFormat> {
     .try_map(|s| s.parse::<OutputFormat>())
 }
 
+/// A number of seconds from 0 to a day: anything else (negative, NaN, `1e300`) is a usage error.
+fn seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if v.is_finite() && (0.0..=86_400.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s}: must be between 0 and 86400 seconds"))
+    }
+}
+
 /// `--state` values, parsed into the store's [`IssueState`].
 fn state_parser() -> impl TypedValueParser<Value = IssueState> {
     PossibleValuesParser::new(IssueState::NAMES).try_map(|s| s.parse::<IssueState>())
@@ -57,7 +70,7 @@ pub struct GlobalArgs {
     pub format: OutputFormat,
 
     /// Seconds to wait for another process holding the database before giving up.
-    #[arg(long, global = true, env = env::LOCK_TIMEOUT, value_name = "SECONDS")]
+    #[arg(long, global = true, env = env::LOCK_TIMEOUT, value_name = "SECONDS", value_parser = seconds)]
     pub lock_timeout: Option<f64>,
 }
 
@@ -88,6 +101,15 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print a shell completion script, or the man page (`completions man`), on stdout.
     Completions(CompletionsArgs),
+    /// The models the tool knows a price for, with the price table's date and source.
+    Models(ModelsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// Price table override (TOML), listed on top of the built-in prices.
+    #[arg(long, env = env::PRICES, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -205,7 +227,10 @@ pub enum QueryCommand {
 #[derive(Debug, Subcommand)]
 pub enum ProcessCommand {
     /// Label issues with the products of the taxonomy.
-    ProductLabeling(ProcessArgs),
+    ProductLabeling(Box<ProcessArgs>),
+    /// Any other name: refused with the list of known processors.
+    #[command(external_subcommand)]
+    Unknown(Vec<String>),
 }
 
 #[derive(Debug, Args)]
@@ -259,6 +284,10 @@ pub struct AiArgs {
     /// (default 5; rate-limit answers have their own budget of 20 waits).
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
+    /// Longest wait a provider may ask for (retry-after, rate-limit resets) before the request
+    /// is given up instead (default 120, at most 900: longer asks are clamped to 15 minutes).
+    #[arg(long, env = env::MAX_SERVER_WAIT, value_name = "SECONDS", value_parser = seconds)]
+    pub max_server_wait: Option<f64>,
 }
 
 #[derive(Debug, Subcommand)]

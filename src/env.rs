@@ -33,6 +33,8 @@ pub const MODEL: &str = "GITHUB_ANALYSIS_MODEL";
 pub const PRICES: &str = "GITHUB_ANALYSIS_PRICES";
 /// Seconds before one AI request is abandoned (and retried).
 pub const REQUEST_TIMEOUT: &str = "GITHUB_ANALYSIS_REQUEST_TIMEOUT";
+/// Longest provider-requested wait (seconds) a request waits out before it is given up.
+pub const MAX_SERVER_WAIT: &str = "GITHUB_ANALYSIS_MAX_SERVER_WAIT";
 /// Most requests in one OpenAI batch (default 50,000).
 pub const OPENAI_BATCH_MAX_REQUESTS: &str = "GITHUB_ANALYSIS_OPENAI_BATCH_MAX_REQUESTS";
 /// Largest OpenAI batch input file in bytes (default 200 MB).

@@ -39,8 +39,10 @@ use crate::error::ExitStatus;
 use crate::printer::Printer;
 
 pub fn main() -> ExitCode {
-    // Keys and settings may live in a `.env` file in the working directory; real env wins.
-    let _ = dotenvy::dotenv();
+    // Keys and settings may live in a `.env` file in the working directory; real env wins. Only
+    // the working directory's: a `.env` in some parent folder could otherwise redirect
+    // `OPENAI_BASE_URL` (and so the key) to a server of its writer's choosing.
+    let _ = dotenvy::from_path(".env");
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -1,8 +1,6 @@
 //! The output module, the only writer of stdout and of the tool's own stderr lines: tables
 //! (comfy-table), JSON and CSV on stdout; notes, warnings, errors and progress bars on stderr.
 
-#![allow(clippy::print_stderr)]
-
 use std::io::{self, IsTerminal, Write};
 
 use comfy_table::{presets, ContentArrangement};
@@ -148,7 +146,7 @@ impl Printer {
     pub fn line(&self, text: &str) -> io::Result<()> {
         if self.format == OutputFormat::Table {
             let mut out = io::stdout().lock();
-            writeln!(out, "{text}")?;
+            writeln!(out, "{}", visible(text))?;
         }
         Ok(())
     }
@@ -156,30 +154,31 @@ impl Printer {
     /// Progress and informational messages on stderr.
     pub fn note(&self, text: &str) {
         if !self.quiet {
-            eprintln!("{text}");
+            stderr_line(format_args!("{}", visible(text)));
         }
     }
 
     /// A warning on stderr, yellow on a terminal.
     pub fn warn(&self, text: &str) {
-        eprintln!(
-            "{} {text}",
-            "warning:".if_supports_color(Stream::Stderr, |t| t.yellow())
-        );
+        stderr_line(format_args!(
+            "{} {}",
+            "warning:".if_supports_color(Stream::Stderr, |t| t.yellow()),
+            visible(text)
+        ));
     }
 
     /// `error: …` and its `Caused by:` chain on stderr.
     pub fn error(&self, err: &anyhow::Error) {
         let mut chain = err.chain();
         if let Some(top) = chain.next() {
-            eprintln!("error: {top}");
+            stderr_line(format_args!("error: {}", visible(&top.to_string())));
         }
-        let causes: Vec<String> = chain.map(|c| c.to_string()).collect();
+        let causes: Vec<String> = chain.map(|c| visible(&c.to_string())).collect();
         if !causes.is_empty() {
-            eprintln!();
-            eprintln!("Caused by:");
+            stderr_line(format_args!(""));
+            stderr_line(format_args!("Caused by:"));
             for (i, c) in causes.iter().enumerate() {
-                eprintln!("  {i}: {c}");
+                stderr_line(format_args!("  {i}: {c}"));
             }
         }
     }
@@ -225,12 +224,36 @@ pub fn render_table(table: &Table) -> String {
     t.to_string()
 }
 
-/// Text of one value for table cells: strings unquoted, NULL empty, long text cut with `…`.
+/// One line on stderr. A closed stderr (`2>&1 | head`) is not worth a panic: the line is dropped.
+fn stderr_line(args: std::fmt::Arguments<'_>) {
+    let mut err = io::stderr().lock();
+    let _ = err.write_fmt(args);
+    let _ = err.write_all(b"\n");
+}
+
+/// Text for a terminal: control characters (escape sequences that could clear the screen or
+/// rewrite the line) and bidirectional overrides are shown escaped (`\u{1b}`); newlines and
+/// tabs stay. JSON and CSV output never goes through here: it stays exact.
+pub fn visible(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if (c.is_control() && c != '\n' && c != '\t') || bidi {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Text of one value for table cells: strings unquoted, NULL empty, one line, control
+/// characters escaped, long text cut with `…`.
 pub fn cell_text(v: &Value, max: usize) -> String {
     let s = match v {
         Value::Null => String::new(),
-        Value::String(s) => s.replace(['\r', '\n'], " "),
-        other => other.to_string(),
+        Value::String(s) => visible(&s.replace(['\r', '\n', '\t'], " ")),
+        other => visible(&other.to_string()),
     };
     if s.chars().count() > max {
         let mut cut: String = s.chars().take(max.saturating_sub(1)).collect();
@@ -286,6 +309,21 @@ mod tests {
             String::from_utf8(buf).unwrap(),
             "title\n\"a, \"\"b\"\"\nc\"\n"
         );
+    }
+
+    #[test]
+    fn terminal_control_characters_are_shown_escaped_in_tables_only() {
+        let hostile = json!("a\u{1b}[2Jb\u{7}c\u{202e}d");
+        assert_eq!(cell_text(&hostile, 100), "a\\u{1b}[2Jb\\u{7}c\\u{202e}d");
+        assert_eq!(visible("line\nnext\tcol"), "line\nnext\tcol");
+        let mut t = Table::new(["title"]);
+        t.push(vec![hostile.clone()]);
+        assert!(!render_table(&t).contains('\u{1b}'));
+        let mut buf = Vec::new();
+        write_csv(&mut buf, &t).unwrap();
+        assert!(String::from_utf8(buf).unwrap().contains('\u{1b}'));
+        let json = serde_json::to_string(&JsonRows(&t)).unwrap();
+        assert_eq!(json, "[{\"title\":\"a\\u001b[2Jb\\u0007c\u{202e}d\"}]");
     }
 
     #[test]

@@ -195,6 +195,24 @@ pub fn decode_error(status: u16, headers: &HeaderMap, body: &[u8], secret: &Secr
     }
 }
 
+/// The longest delay a server's headers can ask for: longer asks are clamped to it, so a broken or
+/// hostile header (`retry-after: 1e20`) can neither park a run for years nor overflow a clock.
+/// Whether a run waits that long is the retry policy's `max_server_delay`.
+pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// `secs` as a delay, clamped to [`MAX_SERVER_WAIT`]; nothing for negative or non-finite values.
+pub fn clamped_secs(secs: f64) -> Option<Duration> {
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| Duration::from_secs_f64(secs.min(MAX_SERVER_WAIT.as_secs_f64())))
+}
+
+/// Time from now until an RFC 3339 instant (Anthropic's reset headers), clamped; zero if past.
+pub fn until_rfc3339(value: &str) -> Option<Duration> {
+    let when = chrono::DateTime::parse_from_rfc3339(value).ok()?;
+    let ms = (when.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_milliseconds();
+    clamped_secs(ms.max(0) as f64 / 1000.0)
+}
+
 /// The delay a response asks for: `retry-after-ms`, then `retry-after` (seconds or HTTP date),
 /// then — on a 429 — the reset time of an exhausted rate-limit window.
 pub fn server_delay(headers: &HeaderMap, rate_limited: bool) -> Option<Duration> {
@@ -204,19 +222,20 @@ pub fn server_delay(headers: &HeaderMap, rate_limited: bool) -> Option<Duration>
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
-    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
-        }
+    if let Some(d) = header("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .and_then(|ms| clamped_secs(ms / 1000.0))
+    {
+        return Some(d);
     }
     if let Some(v) = header("retry-after") {
         if let Ok(secs) = v.parse::<f64>() {
-            if secs.is_finite() && secs >= 0.0 {
-                return Some(Duration::from_secs_f64(secs));
+            if let Some(d) = clamped_secs(secs) {
+                return Some(d);
             }
         } else if let Ok(when) = chrono::DateTime::parse_from_rfc2822(v) {
             let ms = (when.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_milliseconds();
-            return Some(Duration::from_millis(ms.max(0) as u64));
+            return clamped_secs(ms.max(0) as f64 / 1000.0);
         }
     }
     if rate_limited {
@@ -240,25 +259,24 @@ pub(crate) fn exhausted_window_reset(headers: &HeaderMap) -> Option<Duration> {
             if let Some(d) =
                 header(&format!("x-ratelimit-reset-{window}")).and_then(parse_go_duration)
             {
-                longest = longest.max(Some(d));
+                longest = longest.max(Some(d.min(MAX_SERVER_WAIT)));
             }
         }
     }
     for window in ["requests", "tokens", "input-tokens", "output-tokens"] {
         // Anthropic: `anthropic-ratelimit-requests-remaining: 0`, reset as an RFC 3339 time.
         if header(&format!("anthropic-ratelimit-{window}-remaining")) == Some("0") {
-            if let Some(when) = header(&format!("anthropic-ratelimit-{window}-reset"))
-                .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
-            {
-                let ms = (when.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_milliseconds();
-                longest = longest.max(Some(Duration::from_millis(ms.max(0) as u64)));
+            let reset = header(&format!("anthropic-ratelimit-{window}-reset"));
+            if let Some(d) = reset.and_then(until_rfc3339) {
+                longest = longest.max(Some(d));
             }
         }
     }
     longest
 }
 
-/// Go-style durations as OpenAI sends them: `12ms`, `6s`, `1m30s`, `1h2m3.5s`, `250us`.
+/// Go-style durations as OpenAI sends them: `12ms`, `6s`, `1m30s`, `1h2m3.5s`, `250us`. Values
+/// too large for a `Duration` saturate; callers clamp delays to [`MAX_SERVER_WAIT`].
 pub fn parse_go_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     if s.is_empty() {
@@ -291,7 +309,8 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
         total += n * factor;
         rest = &rest[unit_end..];
     }
-    total.is_finite().then(|| Duration::from_secs_f64(total))
+    (total.is_finite() && total >= 0.0)
+        .then(|| Duration::try_from_secs_f64(total).unwrap_or(Duration::MAX))
 }
 
 /// A network or timeout failure of a request, with its whole source chain, key scrubbed.
@@ -335,6 +354,11 @@ mod tests {
             Some(Duration::from_secs_f64(3723.5))
         );
         assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
+        // Absurd values saturate, never a panic or an overflow.
+        assert_eq!(
+            parse_go_duration("99999999999999999999h"),
+            Some(Duration::MAX)
+        );
         for bad in ["", "s", "12", "1x", "-1s", "1m30"] {
             assert_eq!(parse_go_duration(bad), None, "{bad:?}");
         }
@@ -387,6 +411,31 @@ mod tests {
             server_delay(&headers(&[("retry-after", "soon")]), true),
             None
         );
+        for (name, absurd) in [
+            ("retry-after", "1e20"),
+            ("retry-after-ms", "1e300"),
+            ("retry-after", "inf"),
+        ] {
+            assert_eq!(
+                server_delay(&headers(&[(name, absurd)]), false),
+                if absurd == "inf" {
+                    None
+                } else {
+                    Some(MAX_SERVER_WAIT)
+                },
+                "{name}: {absurd}"
+            );
+        }
+        let far = headers(&[
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", "9999-12-31T23:59:59Z"),
+        ]);
+        assert_eq!(server_delay(&far, true), Some(MAX_SERVER_WAIT));
+        let far = headers(&[
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "99999999999999999999h"),
+        ]);
+        assert_eq!(server_delay(&far, true), Some(MAX_SERVER_WAIT));
     }
 
     #[test]

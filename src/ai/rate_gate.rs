@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
 
-use crate::ai::errors::{exhausted_window_reset, parse_go_duration};
+use crate::ai::errors::{
+    exhausted_window_reset, parse_go_duration, until_rfc3339, MAX_SERVER_WAIT,
+};
 
 /// Paces request starts across all workers: a minimum interval learned from the provider's
 /// requests-per-minute limit header, and a shared pause after a 429 or an exhausted window, so
@@ -77,18 +79,15 @@ impl RateGate {
                     .is_some_and(|left| left < est_tokens)
             };
             if low(header("x-ratelimit-remaining-tokens")) {
-                let d = header("x-ratelimit-reset-tokens").and_then(parse_go_duration);
+                let d = header("x-ratelimit-reset-tokens")
+                    .and_then(parse_go_duration)
+                    .map(|d| d.min(MAX_SERVER_WAIT));
                 pause = pause.max(d);
             }
             for window in ["tokens", "input-tokens"] {
                 if low(header(&format!("anthropic-ratelimit-{window}-remaining"))) {
                     let d = header(&format!("anthropic-ratelimit-{window}-reset"))
-                        .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
-                        .map(|when| {
-                            let ms = (when.with_timezone(&chrono::Utc) - chrono::Utc::now())
-                                .num_milliseconds();
-                            Duration::from_millis(ms.max(0) as u64)
-                        });
+                        .and_then(until_rfc3339);
                     pause = pause.max(d);
                 }
             }
@@ -98,7 +97,7 @@ impl RateGate {
             s.interval = Some(Duration::from_secs_f64(60.0 / rpm));
         }
         if let Some(d) = pause {
-            let until = Instant::now() + d;
+            let until = later(d);
             s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
         }
     }
@@ -106,9 +105,15 @@ impl RateGate {
     /// Holds every worker back until `delay` from now.
     pub fn pause_for(&self, delay: Duration) {
         let Ok(mut s) = self.state.lock() else { return };
-        let until = Instant::now() + delay;
+        let until = later(delay);
         s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
     }
+}
+
+/// `delay` from now, clamped so that no delay can overflow the clock.
+fn later(delay: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(delay.min(MAX_SERVER_WAIT)).unwrap_or(now)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ mod collect;
 mod completions;
 mod demo;
 mod import;
+mod models;
 mod process;
 mod process_query;
 mod query;
@@ -80,6 +81,7 @@ pub fn ai_config(a: &AiArgs) -> AiConfig {
         prices: a.prices.clone(),
         request_timeout: a.request_timeout,
         max_retries: a.max_retries,
+        max_server_wait: a.max_server_wait,
     }
 }
 
@@ -95,6 +97,7 @@ pub async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<ExitStatus>
         Command::ProcessQuery(q) => process_query::run(ctx, q).await,
         Command::Demo(args) => demo::run(ctx, &args).await,
         Command::Completions(args) => completions::run(ctx, &args),
+        Command::Models(args) => models::run(ctx, &args),
     }
 }
 

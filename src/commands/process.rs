@@ -23,6 +23,11 @@ pub async fn run(ctx: &Ctx, cmd: ProcessCommand) -> anyhow::Result<ExitStatus> {
         ProcessCommand::ProductLabeling(args) => {
             run_processor(ctx, processors::product_labeling::NAME, &args).await
         }
+        ProcessCommand::Unknown(words) => Err(user(format!(
+            "unknown processor {:?}; known processors: {}",
+            words.first().map(String::as_str).unwrap_or_default(),
+            processors::KNOWN.join(", ")
+        ))),
     }
 }
 

@@ -97,9 +97,12 @@ impl ReadOnlyDb {
 }
 
 fn read_only_config() -> duckdb::Result<Config> {
+    // Settings locked (no `SET`), on top of the statement check of `query.rs` (which also
+    // refuses `COPY … TO` the temp directory external access still allows).
     base_config()?
         .access_mode(AccessMode::ReadOnly)?
-        .enable_external_access(false)
+        .enable_external_access(false)?
+        .with("lock_configuration", "true")
 }
 
 /// Opens the file, waiting up to `timeout` while another process holds its lock. DuckDB lets a

@@ -17,6 +17,7 @@ impl ReadOnlyDb {
                 "query failed (queries run on a read-only connection)".into(),
             ))
         };
+        self.check_read_only(sql)?;
         let mut stmt = self.conn.prepare(sql).map_err(fail)?;
         let mut rows = stmt.query([]).map_err(fail)?;
         let (columns, types) = match rows.as_ref() {
@@ -53,6 +54,28 @@ impl ReadOnlyDb {
             table.rows.push(out);
         }
         Ok(table)
+    }
+
+    /// Refuses anything but queries: `SET`, temporary tables, `COPY … TO`, `ATTACH`, `PRAGMA`
+    /// and the like. The read-only connection already refuses writes to the database itself,
+    /// but not to its own temporary catalog, settings or temp directory. DuckDB's own parser
+    /// decides (`json_serialize_sql` serializes SELECT statements only: SELECT, WITH, FROM,
+    /// VALUES, DESCRIBE, SHOW, SUMMARIZE); syntax errors are left to `prepare` to report.
+    fn check_read_only(&self, sql: &str) -> anyhow::Result<()> {
+        let verdict: (Option<String>, Option<String>) = self.conn.query_row(
+            "SELECT json_extract_string(j, '$.error_type'), json_extract_string(j, '$.error_message')
+             FROM (SELECT json_serialize_sql(?::VARCHAR) AS j)",
+            duckdb::params![sql],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        match verdict {
+            (Some(kind), message) if kind == "not implemented" => Err(user(format!(
+                "only queries can run here (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, \
+                 SUMMARIZE): {}",
+                message.unwrap_or_else(|| "this statement is not a query".into())
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Whether a table has any row (used to adapt aliases to what is stored). `table` is one

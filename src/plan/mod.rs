@@ -40,6 +40,9 @@ pub struct AiConfig {
     /// Retries after overloads, server errors, timeouts and network errors.
     #[serde(default)]
     pub max_retries: Option<u32>,
+    /// Longest provider-requested wait (seconds) a request waits out.
+    #[serde(default)]
+    pub max_server_wait: Option<f64>,
 }
 
 impl AiConfig {
@@ -105,6 +108,15 @@ impl Plan {
                 return Err(user(format!("--max-retries {n}: at most 20")));
             }
             policy.max_retries = n;
+        }
+        if let Some(w) = config.max_server_wait {
+            let cap = crate::ai::errors::MAX_SERVER_WAIT.as_secs_f64();
+            if !w.is_finite() || !(0.0..=cap).contains(&w) {
+                return Err(user(format!(
+                    "--max-server-wait {w}: must be between 0 and {cap} seconds"
+                )));
+            }
+            policy.max_server_delay = Duration::from_secs_f64(w);
         }
         Ok(Self {
             model: resolved.spec,

@@ -1,4 +1,5 @@
-//! Atomic file writes: a temp file in the same folder, fsync'd, then renamed over the target.
+//! Atomic file writes: a temp file in the same folder, fsync'd, renamed over the target, and the
+//! folder fsync'd so that the rename itself survives a power loss.
 
 use std::io::Write;
 use std::path::Path;
@@ -20,6 +21,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     tmp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| format!("cannot move the new file into place at {}", path.display()))?;
+    sync_dir(dir)
+}
+
+/// Makes the entries of a folder (renames, new files) durable. Where folders cannot be opened
+/// for syncing (not Unix), the rename's own ordering is all there is.
+pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync folder {}", dir.display()))?;
+    #[cfg(not(unix))]
+    let _ = dir;
     Ok(())
 }
 
