@@ -70,8 +70,8 @@ impl ReadOnlyDb {
         )?;
         match verdict {
             (Some(kind), message) if kind == "not implemented" => Err(user(format!(
-                "only queries can run here (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, \
-                 SUMMARIZE): {}",
+                "query failed (queries run on a read-only connection): only queries can run \
+                 here (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE); {}",
                 message.unwrap_or_else(|| "this statement is not a query".into())
             ))),
             _ => Ok(()),
