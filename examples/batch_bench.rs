@@ -6,14 +6,14 @@
 //! binary next to this example's folder as a child process, so RSS is the CLI's alone; the fake
 //! server lives in this process). Uses the `duckdb` crate directly for the baseline only.
 
-#[path = "../tests/common/fake_batches.rs"]
-mod fake_batches;
+#[path = "../tests/it/fakes/batches/mod.rs"]
+mod batches;
 // The batch fake shares its keys with the chat fakes.
-#[path = "../tests/common/fake_anthropic.rs"]
-mod fake_anthropic;
-#[path = "../tests/common/fake_openai.rs"]
-mod fake_openai;
-#[path = "../tests/common/serve.rs"]
+#[path = "../tests/it/fakes/anthropic/mod.rs"]
+mod anthropic;
+#[path = "../tests/it/fakes/openai/mod.rs"]
+mod openai;
+#[path = "../tests/it/fakes/serve.rs"]
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -141,8 +141,8 @@ fn main() -> anyhow::Result<()> {
     let (_, secs, _) = timed(&bin, &data, &[], &["sync"])?;
     println!("generated and synced {n} issues (sync {secs:.1}s)");
 
-    let fake = fake_batches::FakeBatches::start();
-    fake.set_advance(fake_batches::Advance::Manual);
+    let fake = batches::FakeBatches::start();
+    fake.set_advance(batches::Advance::Manual);
     let env = fake.openai_env();
     let (out, secs, rss) = timed(
         &bin,

@@ -4,17 +4,17 @@
 //! per issue).
 //!
 //! Run: `cargo run --example collect_bench [-- ISSUES]` (default 5,000 issues). The fake server is
-//! the one the tests use (tests/common/fake_github.rs, included below with `#[path]`).
+//! the one the tests use (tests/it/fakes/github/, included below with `#[path]`).
 
-#[path = "../tests/common/fake_github.rs"]
-mod fake_github;
-#[path = "../tests/common/serve.rs"]
+#[path = "../tests/it/fakes/github/mod.rs"]
+mod github;
+#[path = "../tests/it/fakes/serve.rs"]
 mod serve;
 
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use fake_github::{FakeGitHub, FakeIssue};
+use github::{FakeGitHub, FakeIssue};
 use github_analysis::cli::Cli;
 use github_analysis::commands::{dispatch, Ctx, Settings};
 use github_analysis::error::ExitStatus;
@@ -101,7 +101,7 @@ async fn run_collect(gh: &FakeGitHub, dir: &std::path::Path, extra: &[&str]) -> 
 /// comments request per issue (more for threads over 100 comments). Fetch only, nothing stored.
 async fn run_rest(gh: &FakeGitHub) -> anyhow::Result<(usize, Duration, usize)> {
     gh.clear_log();
-    let cfg = ClientConfig::new(Some(&gh.url), None, fake_github::TOKEN.into(), Some("0.1"))?;
+    let cfg = ClientConfig::new(Some(&gh.url), None, github::TOKEN.into(), Some("0.1"))?;
     let client = Client::new(cfg, std::sync::Arc::new(Silent))?;
     let start = Instant::now();
     let mut next = Some(client.api(&format!(

@@ -7,14 +7,14 @@
 //! cargo run --example process_bench -- --issues 300 --sequential-issues 100 --concurrency 8
 //! ```
 
-#[path = "../tests/common/fake_openai.rs"]
-mod fake_openai;
+#[path = "../tests/it/fakes/openai/mod.rs"]
+mod openai;
 // The fake OpenAI server can also serve batch routes; it names these siblings.
-#[path = "../tests/common/fake_anthropic.rs"]
-mod fake_anthropic;
-#[path = "../tests/common/fake_batches.rs"]
-mod fake_batches;
-#[path = "../tests/common/serve.rs"]
+#[path = "../tests/it/fakes/anthropic/mod.rs"]
+mod anthropic;
+#[path = "../tests/it/fakes/batches/mod.rs"]
+mod batches;
+#[path = "../tests/it/fakes/serve.rs"]
 mod serve;
 
 use std::sync::Arc;
@@ -156,12 +156,11 @@ fn measure(
     let items = select()?;
     let mut db = Db::open(&path, Duration::from_secs(10))?;
 
-    let fake =
-        fake_openai::FakeOpenAi::with_rate_limit(a.rpm, Duration::from_millis(a.latency_ms), 2);
+    let fake = openai::FakeOpenAi::with_rate_limit(a.rpm, Duration::from_millis(a.latency_ms), 2);
     let model = ModelSpec::parse("openai:gpt-4o-mini")?;
     let endpoint = Endpoint {
         base_url: fake.url.clone(),
-        key: Secret::new(fake_openai::KEY),
+        key: Secret::new(openai::KEY),
     };
     let engine = Arc::new(Engine {
         processor: Processor::get("product-labeling", &Options::default())?,

@@ -1,12 +1,10 @@
 //! CLI tests of `process-query`: SQL-selected pipelines in real time (rules, OpenAI and
 //! Anthropic fakes) and batch mode, refusals, dry runs, analytics and batch-status.
 
-mod common;
-
-use common::fake_anthropic::FakeAnthropic;
-use common::fake_batches as fb;
-use common::fake_openai::FakeOpenAi;
-use common::{sample, Env};
+use crate::fakes::anthropic::FakeAnthropic;
+use crate::fakes::batches as fb;
+use crate::fakes::openai::FakeOpenAi;
+use crate::support::{sample, Env};
 use predicates::prelude::*;
 use serde_json::Value;
 

@@ -1,15 +1,13 @@
 //! CLI tests of `batch …` against protocol-faithful fakes of the OpenAI Batch API and Anthropic
-//! Message Batches (tests/common/fake_batches.rs), and with the local executor: submission
+//! Message Batches (tests/it/fakes/batches/), and with the local executor: submission
 //! order and splitting, status mapping, collection (shuffled output, error files, validation
 //! failures, expiry, cancellation), idempotence, retries, faults and crashes between steps.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::fake_batches::{Advance, End, FakeBatches, LineReply};
-use common::fake_openai::FakeOpenAi;
-use common::{Env, Run};
+use crate::fakes::batches::{Advance, End, FakeBatches, LineReply};
+use crate::fakes::openai::FakeOpenAi;
+use crate::support::{Env, Run};
 use serde_json::{json, Value};
 
 const ORG: &str = "replicatedhq";
@@ -18,7 +16,7 @@ const OPENAI: &str = "openai:gpt-4o-mini";
 const ANTHROPIC: &str = "anthropic:claude-haiku-4-5";
 
 fn stored(number: u64, title: &str, body: &str) -> Value {
-    common::stored_issue(ORG, REPO, number, title, body, &[], &[])
+    crate::support::stored_issue(ORG, REPO, number, title, body, &[], &[])
 }
 
 /// Four issues: kots, troubleshoot, embedded-cluster, none.
@@ -167,7 +165,7 @@ fn openai_job_split_polled_collected_idempotently_and_retried() {
             "recommended_labels": [{"label": "product::nonexistent", "confidence": 0.9, "reasoning": "r"}],
             "current_labels_assessment": [], "confidence": 0.9, "summary": "s", "reasoning": "r"})),
         Some(i) if i.ends_with("#4") => LineReply::HttpError { status: 400, message: "max_completion_tokens is too large".into() },
-        _ => common::fake_batches::default_reply(c),
+        _ => crate::fakes::batches::default_reply(c),
     }));
     let vars = with(
         &fake.openai_env(),
@@ -408,7 +406,7 @@ fn openai_job_split_polled_collected_idempotently_and_retried() {
     assert_eq!(fake.count("GET", "/v1/files/"), downloads);
 
     // Retry: a new job, linked to its parent, with only the two failed items.
-    fake.set_script(Arc::new(common::fake_batches::default_reply));
+    fake.set_script(Arc::new(crate::fakes::batches::default_reply));
     let retry = run(&env, &vars, &["batch", "retry", &jid[..6]]).ok().json();
     let rid = retry["job_id"].as_str().unwrap().to_string();
     assert_eq!(

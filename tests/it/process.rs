@@ -1,21 +1,19 @@
 //! CLI tests of `process product-labeling`: the offline rules model, OpenAI and Anthropic against
 //! protocol-faithful fakes, retries, repairs, failures, dry runs, Ctrl-C, and key hygiene.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::fake_anthropic::{self as fa, FakeAnthropic};
-use common::fake_openai::{self as fo, FakeOpenAi};
-use common::{Env, Run};
+use crate::fakes::anthropic::{self as fa, FakeAnthropic};
+use crate::fakes::openai::{self as fo, FakeOpenAi};
+use crate::support::{Env, Run};
 use serde_json::{json, Value};
 
 const ORG: &str = "replicatedhq";
 const REPO: &str = "triage-test";
 
 fn stored(number: u64, title: &str, body: &str, labels: &[&str], comments: &[&str]) -> Value {
-    common::stored_issue(ORG, REPO, number, title, body, labels, comments)
+    crate::support::stored_issue(ORG, REPO, number, title, body, labels, comments)
 }
 
 /// Four issues: kots, troubleshoot, embedded-cluster, and one about no product.

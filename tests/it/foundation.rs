@@ -1,8 +1,6 @@
 //! CLI tests of the foundation: import, sync, status, query, errors and exit codes.
 
-mod common;
-
-use common::{fixture, sample, Env};
+use crate::support::{fixture, sample, Env};
 use predicates::prelude::*;
 use serde_json::json;
 
@@ -446,7 +444,7 @@ fn schema_migrations_are_recorded_once() {
         "sql",
         "SELECT version, name FROM schema_migrations ORDER BY version",
     ]);
-    let mut files: Vec<String> = std::fs::read_dir(common::repo_root().join("migrations"))
+    let mut files: Vec<String> = std::fs::read_dir(crate::support::repo_root().join("migrations"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();

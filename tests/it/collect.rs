@@ -1,11 +1,9 @@
-//! CLI tests of `collect` against the fake GitHub server (tests/common/fake_github.rs).
-
-mod common;
+//! CLI tests of `collect` against the fake GitHub server (tests/it/fakes/fake_github.rs).
 
 use std::io::{Read, Write};
 
-use common::fake_github::{FakeGitHub, FakeIssue, Fault, Target, TOKEN};
-use common::Env;
+use crate::fakes::github::{FakeGitHub, FakeIssue, Fault, Target, TOKEN};
+use crate::support::Env;
 use predicates::prelude::*;
 use serde_json::Value;
 
@@ -69,7 +67,7 @@ fn collect(env: &Env, gh: &FakeGitHub, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("summary is JSON")
 }
 
-fn graphql_requests(gh: &FakeGitHub) -> Vec<common::fake_github::Logged> {
+fn graphql_requests(gh: &FakeGitHub) -> Vec<crate::fakes::github::Logged> {
     gh.requests()
         .into_iter()
         .filter(|r| r.graphql.is_some())
@@ -954,7 +952,7 @@ fn table_summary_and_per_repository_lines() {
 #[test]
 fn recorded_github_pagination_and_issue_objects_are_understood() {
     let recorded: Vec<Value> = serde_json::from_slice(
-        &std::fs::read(common::fixture("octokit-paginate-issues.json")).unwrap(),
+        &std::fs::read(crate::support::fixture("octokit-paginate-issues.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(recorded.len(), 5);

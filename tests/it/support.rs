@@ -2,12 +2,6 @@
 
 #![allow(dead_code)]
 
-pub mod fake_anthropic;
-pub mod fake_batches;
-pub mod fake_github;
-pub mod fake_openai;
-pub mod serve;
-
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;

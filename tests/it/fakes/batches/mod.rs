@@ -1,0 +1,591 @@
+//! A loopback fake of the provider batch APIs (axum on 127.0.0.1:0), as strict as the real
+//! services where our client is concerned (spec/openai.md §2-5, spec/anthropic.md §2-3):
+//!
+//! * OpenAI (under `/v1`): `POST /files` (multipart, `purpose=batch`, `.jsonl` only),
+//!   `GET /files`, `GET /files/{id}`, `GET /files/{id}/content`, `POST /batches` (known fields
+//!   only, `completion_window` 24h, metadata ≤ 16 string pairs), `GET /batches/{id}`,
+//!   `GET /batches` (`limit`/`after` pagination), `POST /batches/{id}/cancel`. Bearer auth with
+//!   OpenAI's 401 envelope; input lines are validated at creation but, like the real service,
+//!   problems only show on a later poll (`failed` with `errors.data[].line`).
+//! * Anthropic: `POST /v1/messages/batches`, `GET /v1/messages/batches[/{id}]`,
+//!   `POST …/{id}/cancel`, `GET …/{id}/results`; `x-api-key` + `anthropic-version` required,
+//!   custom ids checked against `^[a-zA-Z0-9_-]{1,64}$` and for uniqueness, double-nested
+//!   `errored` results, absolute `results_url`.
+//!
+//! Batches advance one state per poll (or only when the test says, [`Advance::Manual`]); how a
+//! batch ends is scripted ([`End`]), each line's answer too ([`LineReply`]); outputs are shuffled
+//! relative to the input; failures go to the error file; the next N requests to a route can be
+//! made to fail ([`FakeBatches::fail_next`]); every request is counted.
+//!
+//! [`router`] returns the axum Router alone, so it can be merged with the chat fakes on one
+//! base URL; [`FakeBatches::start`] serves it.
+//!
+//! This module holds what both providers share: the scripted state, [`FakeBatches`], auth and
+//! faults ([`gate`]), and the batch lifecycle (poll steps, endings, shuffled outputs); the
+//! routes and wire shapes of each provider are in [`openai`] and [`anthropic`].
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+mod anthropic;
+mod openai;
+
+/// The same keys as the chat fakes, so both can be served on one base URL.
+pub const OPENAI_KEY: &str = super::openai::KEY;
+pub const ANTHROPIC_KEY: &str = super::anthropic::KEY;
+
+/// What the model answers to one request line.
+#[derive(Debug, Clone)]
+pub enum LineReply {
+    /// A structured answer (becomes `message.content` / the tool input).
+    Answer(Value),
+    /// An answer that parses but must fail validation (same wire shape as `Answer`).
+    Invalid(Value),
+    /// The inner request fails with this HTTP status and message (error file / `errored`).
+    HttpError { status: u16, message: String },
+}
+
+/// What a script sees of a line.
+#[derive(Debug, Clone)]
+pub struct LineCall {
+    pub custom_id: String,
+    /// `org/repo#n`, read from the prompt.
+    pub issue: Option<String>,
+    pub user: String,
+    /// The label enum of the schema.
+    pub labels: Vec<String>,
+}
+
+pub type LineScript = Arc<dyn Fn(&LineCall) -> LineReply + Send + Sync>;
+
+/// How batches end once they reach the end of their run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum End {
+    Completed,
+    /// Only the first `processed` lines (input order) ran; the rest expired.
+    Expired {
+        processed: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advance {
+    /// Every GET of a batch moves it one step on.
+    OnPoll,
+    /// Batches move only through [`FakeBatches::finish_all`].
+    Manual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    OpenAi,
+    Anthropic,
+}
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+}
+
+struct FileObj {
+    id: String,
+    filename: String,
+    purpose: String,
+    bytes: Vec<u8>,
+    created_at: i64,
+}
+
+struct Batch {
+    kind: Kind,
+    id: String,
+    status: String,
+    input_file_id: Option<String>,
+    lines: Vec<Value>,
+    /// Validation errors found at creation (shown on the first poll).
+    invalid: Vec<Value>,
+    metadata: Value,
+    created_at: chrono::DateTime<chrono::Utc>,
+    output_file_id: Option<String>,
+    error_file_id: Option<String>,
+    counts: (usize, usize),
+    cancel_initiated: bool,
+    /// Anthropic results JSONL once ended.
+    results: Option<Vec<u8>>,
+    end: End,
+    a_counts: HashMap<&'static str, usize>,
+}
+
+struct Fault {
+    method: String,
+    path_prefix: String,
+    status: u16,
+    remaining: usize,
+}
+
+pub struct Inner {
+    files: HashMap<String, FileObj>,
+    batches: Vec<Batch>,
+    log: Vec<Recorded>,
+    script: LineScript,
+    advance: Advance,
+    end: End,
+    faults: Vec<Fault>,
+    next_id: u64,
+    base_url: String,
+    /// Lines processed before a cancel takes effect.
+    cancel_processed: usize,
+    /// A batch-level validation error every new OpenAI batch fails with (code, message).
+    reject: Option<(String, String)>,
+}
+
+pub type Shared = Arc<Mutex<Inner>>;
+
+fn lock(s: &Shared) -> MutexGuard<'_, Inner> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A valid answer recommending the taxonomy labels named in the issue text.
+pub fn default_reply(c: &LineCall) -> LineReply {
+    let text = c.user.to_lowercase();
+    let recommended: Vec<Value> = c
+        .labels
+        .iter()
+        .filter(|l| {
+            let short = l.rsplit("::").next().unwrap_or(l).to_lowercase();
+            text.contains(&short)
+        })
+        .map(|l| json!({"label": l, "confidence": 0.9, "reasoning": format!("the issue mentions {l}")}))
+        .collect();
+    LineReply::Answer(json!({
+        "recommended_labels": recommended,
+        "current_labels_assessment": [],
+        "confidence": 0.85,
+        "summary": "An issue.",
+        "reasoning": "Matched product names in the text."
+    }))
+}
+
+pub fn new_state() -> Shared {
+    Arc::new(Mutex::new(Inner {
+        files: HashMap::new(),
+        batches: Vec::new(),
+        log: Vec::new(),
+        script: Arc::new(default_reply),
+        advance: Advance::OnPoll,
+        end: End::Completed,
+        faults: Vec::new(),
+        next_id: 1,
+        base_url: String::new(),
+        cancel_processed: 1,
+        reject: None,
+    }))
+}
+
+/// Tells the batch routes the base URL they are served at (Anthropic's `results_url`).
+pub fn set_base_url(state: &Shared, url: &str) {
+    lock(state).base_url = url.to_string();
+}
+
+/// Requests to `state`'s routes with this method whose path starts with `prefix`.
+pub fn count(state: &Shared, method: &str, prefix: &str) -> usize {
+    lock(state)
+        .log
+        .iter()
+        .filter(|r| r.method == method && r.path.starts_with(prefix))
+        .count()
+}
+
+/// Every OpenAI batch created from now on fails validation with this error.
+pub fn reject_batches(state: &Shared, code: &str, message: &str) {
+    lock(state).reject = Some((code.to_string(), message.to_string()));
+}
+
+/// How batches of `state` advance from now on.
+pub fn set_advance(state: &Shared, a: Advance) {
+    lock(state).advance = a;
+}
+
+/// How the lines of batches of `state` are answered from now on.
+pub fn set_script(state: &Shared, script: LineScript) {
+    lock(state).script = script;
+}
+
+/// Moves every running batch of `state` to its end now.
+pub fn finish_all(state: &Shared) {
+    let mut g = lock(state);
+    let n = g.batches.len();
+    for i in 0..n {
+        finish(&mut g, i);
+    }
+}
+
+/// The routes of both providers' batch APIs, over a shared state.
+pub fn router(state: Shared) -> axum::Router {
+    axum::Router::new()
+        .merge(openai::routes())
+        .merge(anthropic::routes())
+        // Bodies up to the real caps are accepted here; the handlers answer like the services
+        // beyond them (OpenAI 400 over 200 MB, Anthropic 413 over 256 MB).
+        .layer(axum::extract::DefaultBodyLimit::max(300_000_000))
+        .with_state(state)
+}
+
+pub struct FakeBatches {
+    /// Base URL without `/v1` (Anthropic's convention; OpenAI's is this + `/v1`).
+    pub url: String,
+    pub state: Shared,
+    /// The running server; dropping it stops the server.
+    _served: super::serve::Served,
+}
+
+impl FakeBatches {
+    pub fn start() -> Self {
+        let state = new_state();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        lock(&state).base_url = format!("http://{addr}");
+        let app = router(state.clone());
+        let served = super::serve::spawn(listener, 2, true, move || app);
+        Self {
+            url: format!("http://{addr}"),
+            state,
+            _served: served,
+        }
+    }
+
+    pub fn openai_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("OPENAI_BASE_URL", format!("{}/v1", self.url)),
+            ("OPENAI_API_KEY", OPENAI_KEY.to_string()),
+        ]
+    }
+
+    pub fn anthropic_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("ANTHROPIC_BASE_URL", self.url.clone()),
+            ("ANTHROPIC_API_KEY", ANTHROPIC_KEY.to_string()),
+        ]
+    }
+
+    pub fn set_script(&self, script: LineScript) {
+        lock(&self.state).script = script;
+    }
+
+    pub fn set_advance(&self, a: Advance) {
+        lock(&self.state).advance = a;
+    }
+
+    /// How batches that end from now on end.
+    pub fn set_end(&self, end: End) {
+        lock(&self.state).end = end;
+    }
+
+    /// The next `times` requests whose method matches and whose path starts with
+    /// `path_prefix` get `status` with the provider's error envelope.
+    pub fn fail_next(&self, method: &str, path_prefix: &str, status: u16, times: usize) {
+        lock(&self.state).faults.push(Fault {
+            method: method.to_string(),
+            path_prefix: path_prefix.to_string(),
+            status,
+            remaining: times,
+        });
+    }
+
+    /// Every OpenAI batch created from now on fails validation with this error (e.g.
+    /// `token_limit_exceeded`), as the real service reports on a later poll.
+    pub fn reject_batches(&self, code: &str, message: &str) {
+        reject_batches(&self.state, code, message);
+    }
+
+    /// Moves every running batch to its end now.
+    pub fn finish_all(&self) {
+        finish_all(&self.state);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.state).log.clone()
+    }
+
+    /// Requests with this method whose path starts with `prefix`.
+    pub fn count(&self, method: &str, prefix: &str) -> usize {
+        count(&self.state, method, prefix)
+    }
+
+    /// Public objects of every batch, oldest first.
+    pub fn batches(&self) -> Vec<Value> {
+        let g = lock(&self.state);
+        g.batches.iter().map(|b| batch_object(&g, b)).collect()
+    }
+
+    /// The request lines a batch was created with.
+    pub fn input_lines(&self, batch_id: &str) -> Vec<Value> {
+        lock(&self.state)
+            .batches
+            .iter()
+            .find(|b| b.id == batch_id)
+            .map(|b| b.lines.clone())
+            .unwrap_or_default()
+    }
+
+    /// Raw bytes of an uploaded file.
+    pub fn file_bytes(&self, file_id: &str) -> Option<Vec<u8>> {
+        lock(&self.state)
+            .files
+            .get(file_id)
+            .map(|f| f.bytes.clone())
+    }
+}
+
+// ---- shared helpers --------------------------------------------------------------------------
+
+fn kind_of(path: &str) -> Kind {
+    if path.starts_with("/v1/messages") {
+        Kind::Anthropic
+    } else {
+        Kind::OpenAi
+    }
+}
+
+fn error(kind: Kind, status: u16, etype: &str, message: &str) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = match kind {
+        Kind::OpenAi => (
+            code,
+            axum::Json(json!({"error": {"message": message, "type": etype, "param": null, "code": null}})),
+        )
+            .into_response(),
+        Kind::Anthropic => (
+            code,
+            axum::Json(json!({"type": "error", "error": {"type": etype, "message": message}, "request_id": "req_fake"})),
+        )
+            .into_response(),
+    };
+    if status == 429 {
+        resp.headers_mut()
+            .insert("retry-after-ms", "5".parse().expect("header"));
+        resp.headers_mut()
+            .insert("retry-after", "0".parse().expect("header"));
+    }
+    resp
+}
+
+/// Logs the request, applies auth and scripted faults. `Err` is the response to send.
+fn gate(st: &Shared, method: &str, path: &str, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let kind = kind_of(path);
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let verdict: Result<(), (u16, &str, String)> = (|| {
+        match kind {
+            Kind::OpenAi => {
+                if header("authorization").as_deref() != Some(&format!("Bearer {OPENAI_KEY}")) {
+                    return Err((401, "invalid_request_error", "Incorrect API key provided: sk-…. You can find your API key at https://platform.openai.com/account/api-keys.".to_string()));
+                }
+            }
+            Kind::Anthropic => {
+                if header("x-api-key").as_deref() != Some(ANTHROPIC_KEY) {
+                    return Err((401, "authentication_error", "invalid x-api-key".to_string()));
+                }
+                if header("anthropic-version").is_none() {
+                    return Err((
+                        400,
+                        "invalid_request_error",
+                        "anthropic-version: header is required".to_string(),
+                    ));
+                }
+            }
+        }
+        let mut g = lock(st);
+        if let Some(f) = g
+            .faults
+            .iter_mut()
+            .find(|f| f.remaining > 0 && f.method == method && path.starts_with(&f.path_prefix))
+        {
+            f.remaining -= 1;
+            let (t, m) = match (kind, f.status) {
+                (_, 429) => (
+                    "rate_limit_error",
+                    "Rate limit reached; please try again in 5ms.",
+                ),
+                (Kind::OpenAi, 500) => (
+                    "server_error",
+                    "The server had an error while processing your request.",
+                ),
+                (Kind::Anthropic, 500) => ("api_error", "Internal server error"),
+                (Kind::Anthropic, 529) => ("overloaded_error", "Overloaded"),
+                (_, 404) => ("not_found_error", "Not found"),
+                _ => ("server_error", "Service unavailable"),
+            };
+            return Err((f.status, t, m.to_string()));
+        }
+        Ok(())
+    })();
+    let status = match &verdict {
+        Ok(()) => 200,
+        Err((s, _, _)) => *s,
+    };
+    lock(st).log.push(Recorded {
+        method: method.to_string(),
+        path: path.to_string(),
+        status,
+    });
+    verdict.map_err(|(s, t, m)| Box::new(error(kind, s, t, &m)))
+}
+
+fn next_id(g: &mut Inner, prefix: &str) -> String {
+    g.next_id += 1;
+    format!("{prefix}{:06}", g.next_id)
+}
+
+fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// A deterministic shuffle that is never the input order (for two or more lines): reversed,
+/// then the first line moved to the end.
+fn shuffled(lines: Vec<(String, Value)>) -> Vec<Value> {
+    let mut v: Vec<Value> = lines.into_iter().rev().map(|(_, v)| v).collect();
+    if v.len() > 2 {
+        v.rotate_left(1);
+    }
+    v
+}
+
+fn jsonl(lines: &[Value]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for l in lines {
+        out.extend_from_slice(l.to_string().as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+fn call_of(kind: Kind, custom_id: &str, body: &Value) -> LineCall {
+    let user = match kind {
+        Kind::OpenAi => body["messages"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["role"] == "user"))
+            .and_then(|m| m["content"].as_str()),
+        Kind::Anthropic => body["messages"][0]["content"].as_str(),
+    }
+    .unwrap_or("")
+    .to_string();
+    let repo = user.lines().find_map(|l| l.strip_prefix("Repository: "));
+    let num = user
+        .lines()
+        .find_map(|l| l.strip_prefix("Issue #"))
+        .and_then(|l| l.split(':').next());
+    let schema = match kind {
+        Kind::OpenAi => body.pointer("/response_format/json_schema/schema"),
+        Kind::Anthropic => body.pointer("/tools/0/input_schema"),
+    };
+    let labels = schema
+        .and_then(|s| s.pointer("/properties/recommended_labels/items/properties/label/enum"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    LineCall {
+        custom_id: custom_id.to_string(),
+        issue: repo.zip(num).map(|(r, n)| format!("{r}#{n}")),
+        user,
+        labels,
+    }
+}
+
+/// Runs the script over a batch's lines: (custom_id, reply) for the first `processed` lines.
+fn replies(g: &Inner, b: &Batch, processed: usize) -> Vec<(String, Option<LineReply>)> {
+    b.lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let cid = l["custom_id"].as_str().unwrap_or("").to_string();
+            let body = match b.kind {
+                Kind::OpenAi => &l["body"],
+                Kind::Anthropic => &l["params"],
+            };
+            let reply = (i < processed).then(|| (g.script)(&call_of(b.kind, &cid, body)));
+            (cid, reply)
+        })
+        .collect()
+}
+
+/// Ends batch `i` per its end plan (or as cancelled), writing its output.
+fn finish(g: &mut Inner, i: usize) {
+    let (kind, status) = (g.batches[i].kind, g.batches[i].status.clone());
+    let done = matches!(
+        status.as_str(),
+        "completed" | "failed" | "expired" | "cancelled" | "ended"
+    );
+    if done {
+        return;
+    }
+    if kind == Kind::OpenAi && !g.batches[i].invalid.is_empty() {
+        g.batches[i].status = "failed".into();
+        return;
+    }
+    let cancelled = g.batches[i].cancel_initiated;
+    let total = g.batches[i].lines.len();
+    let processed = if cancelled {
+        g.cancel_processed.min(total)
+    } else {
+        match g.batches[i].end {
+            End::Completed => total,
+            End::Expired { processed } => processed.min(total),
+        }
+    };
+    let rs = replies(g, &g.batches[i], processed);
+    let model = g.batches[i].lines.first().map(|l| match kind {
+        Kind::OpenAi => l["body"]["model"].clone(),
+        Kind::Anthropic => l["params"]["model"].clone(),
+    });
+    let model = model
+        .and_then(|m| m.as_str().map(str::to_string))
+        .unwrap_or_default();
+    match kind {
+        Kind::OpenAi => openai::finish(g, i, rs, model, cancelled, processed, total),
+        Kind::Anthropic => anthropic::finish(g, i, rs, model, cancelled),
+    }
+}
+
+/// One poll: moves a batch one state on (in [`Advance::OnPoll`] mode).
+fn step(g: &mut Inner, i: usize) {
+    if g.advance != Advance::OnPoll {
+        return;
+    }
+    let next = match (g.batches[i].kind, g.batches[i].status.as_str()) {
+        (Kind::OpenAi, "validating") if !g.batches[i].invalid.is_empty() => Some("failed"),
+        (Kind::OpenAi, "validating") => Some("in_progress"),
+        (Kind::OpenAi, "in_progress") => Some("finalizing"),
+        (Kind::OpenAi, "finalizing" | "cancelling") => None,
+        (Kind::Anthropic, "in_progress" | "canceling") => None,
+        _ => return,
+    };
+    match next {
+        Some(s) => g.batches[i].status = s.into(),
+        None => finish(g, i),
+    }
+}
+
+fn batch_object(g: &Inner, b: &Batch) -> Value {
+    match b.kind {
+        Kind::OpenAi => openai::object(b),
+        Kind::Anthropic => anthropic::object(g, b),
+    }
+}

@@ -1,0 +1,17 @@
+//! The integration tests, as one test binary (`cargo test --test it`): the CLI run as a
+//! subprocess against loopback fakes of GitHub, OpenAI and Anthropic. One binary means the fakes
+//! compile and link once, and every test shares one pool of test threads.
+//!
+//! * [`support`]: a private data dir per test and helpers to run the binary in it.
+//! * [`fakes`]: the fake services, one module per provider API.
+//! * One module per command family: [`foundation`] (import, sync, query, status), [`collect`],
+//!   [`process`] (real time), [`process_query`] (SQL-selected pipelines) and [`batch`].
+
+mod fakes;
+mod support;
+
+mod batch;
+mod collect;
+mod foundation;
+mod process;
+mod process_query;
