@@ -6,6 +6,7 @@
 //! * [`fakes`]: the fake services, one module per provider API.
 //! * One module per command family: [`foundation`] (import, sync, query, status), [`collect`],
 //!   [`process`] (real time), [`process_query`] (SQL-selected pipelines) and [`batch`].
+//! * [`layers`]: the import graph of `src/` points one way.
 
 mod fakes;
 mod support;
@@ -13,5 +14,6 @@ mod support;
 mod batch;
 mod collect;
 mod foundation;
+mod layers;
 mod process;
 mod process_query;
