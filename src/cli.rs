@@ -103,6 +103,13 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// The models the tool knows a price for, with the price table's date and source.
     Models(ModelsArgs),
+    /// Review the labels AI results propose: discover, list, summary, show, review-session,
+    /// approve, reject.
+    #[command(subcommand)]
+    Recommendations(RecommendationsCommand),
+    /// Apply approved recommendations to GitHub: adds labels (removes only with
+    /// --remove-labels), re-reading each issue first; prints the plan and asks before sending.
+    UpdateLabels(Box<UpdateLabelsArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -376,6 +383,10 @@ pub enum ProcessQueryCommand {
         /// Only results older than this many days.
         #[arg(long)]
         days_old: Option<u32>,
+        /// Also issues whose recommendation was approved, rejected or applied (left alone by
+        /// default: a person already decided on them).
+        #[arg(long)]
+        include_reviewed: bool,
         #[command(flatten)]
         filter: SelectionArgs,
         #[command(flatten)]
@@ -454,4 +465,191 @@ pub struct DemoArgs {
     /// Model for the labeling step (default `rules`: offline, free, no key).
     #[arg(long, default_value = "rules")]
     pub model: String,
+}
+
+/// A confidence in [0, 1].
+fn confidence(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if v.is_finite() && (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s}: must be between 0 and 1"))
+    }
+}
+
+/// `--status` values, parsed into [`RecStatus`].
+fn rec_status_parser() -> impl TypedValueParser<Value = RecStatus> {
+    PossibleValuesParser::new(RecStatus::names()).try_map(|s| {
+        RecStatus::parse(&s).ok_or_else(|| format!("unknown recommendation status {s:?}"))
+    })
+}
+
+pub use crate::db::RecStatus;
+
+#[derive(Debug, Subcommand)]
+pub enum RecommendationsCommand {
+    /// Derive recommendations from stored results: one per issue, processor and result. Running
+    /// it twice creates nothing new; reviewed ones keep their status.
+    Discover(DiscoverArgs),
+    /// List recommendations (each issue's current one; --history for older ones too).
+    List(RecListArgs),
+    /// Counts per status, per proposed label and per confidence bucket.
+    Summary(RecScopeArgs),
+    /// One issue: title, URL, labels now, proposed additions and removals with the model's
+    /// confidence and reasoning, review status and history.
+    Show(RecShowArgs),
+    /// Review recommendations one at a time on a terminal (approve / reject / modify / needs
+    /// modification / skip / quit); every decision is saved at once.
+    ReviewSession(ReviewArgs),
+    /// Approve recommendations: ISSUE... or --all with filters (e.g. --label L --min-confidence 0.9).
+    Approve(DecideArgs),
+    /// Reject recommendations: ISSUE... or --all with filters.
+    Reject(DecideArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    /// Processor whose results to read.
+    #[arg(default_value = "product-labeling")]
+    pub processor: String,
+    /// Organisation.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Repository.
+    #[arg(long, requires = "org")]
+    pub repo: Option<String>,
+    /// Re-derive every current, not yet applied recommendation from the issue's labels now and
+    /// send it back to review (approved / rejected ones become pending again).
+    #[arg(long)]
+    pub force_refresh: bool,
+    /// Taxonomy TOML the results were made with: only its labels are ever proposed for removal
+    /// (default: the embedded taxonomy).
+    #[arg(long, value_name = "FILE")]
+    pub taxonomy: Option<PathBuf>,
+}
+
+/// Which recommendations: shared by list, summary, review-session, approve and reject.
+#[derive(Debug, Clone, Args)]
+pub struct RecScopeArgs {
+    /// Organisation.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Repository.
+    #[arg(long, requires = "org")]
+    pub repo: Option<String>,
+    /// Processor (default: all).
+    #[arg(long)]
+    pub processor: Option<String>,
+    /// Only recommendations proposing this label (to add or to remove).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Only at or above this confidence (the result's; with --label, the one given to that label).
+    #[arg(long, value_name = "X", value_parser = confidence)]
+    pub min_confidence: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecListArgs {
+    #[command(flatten)]
+    pub scope: RecScopeArgs,
+    /// Only this status (repeatable).
+    #[arg(long, value_parser = rec_status_parser())]
+    pub status: Vec<RecStatus>,
+    /// Also older recommendations replaced by newer results (kept for audit).
+    #[arg(long)]
+    pub history: bool,
+    /// Show at most this many.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecShowArgs {
+    /// The issue: `org/repo#N`, its GitHub URL, or `N` with --org and --repo.
+    pub issue: String,
+    /// Organisation (for a bare issue number).
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Repository (for a bare issue number).
+    #[arg(long, requires = "org")]
+    pub repo: Option<String>,
+    /// Processor (default: all).
+    #[arg(long)]
+    pub processor: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    #[command(flatten)]
+    pub scope: RecScopeArgs,
+    /// Statuses to review (repeatable; default pending).
+    #[arg(long, value_parser = rec_status_parser())]
+    pub status: Vec<RecStatus>,
+    /// Taxonomy TOML whose labels the modify picker offers (default: the embedded taxonomy).
+    #[arg(long, value_name = "FILE")]
+    pub taxonomy: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// Issues (`org/repo#N`, URL, or `N` with --org and --repo): their current recommendation.
+    #[arg(value_name = "ISSUE", required_unless_present = "all")]
+    pub issues: Vec<String>,
+    /// Every pending recommendation matching the filters.
+    #[arg(long, conflicts_with = "issues")]
+    pub all: bool,
+    #[command(flatten)]
+    pub scope: RecScopeArgs,
+    /// A note recorded with the decision.
+    #[arg(long)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateLabelsArgs {
+    /// Organisation.
+    #[arg(long)]
+    pub org: String,
+    /// Repository (all of the organisation's if omitted).
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// A single issue.
+    #[arg(long, requires = "repo")]
+    pub issue_number: Option<u64>,
+    /// Only recommendations at or above this confidence.
+    #[arg(long, value_name = "X", value_parser = confidence)]
+    pub min_confidence: Option<f64>,
+    /// Print the plan and record it (label_changes with dry_run); send nothing to GitHub.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also apply pending (unreviewed) recommendations at or above --min-confidence: an
+    /// explicit rule instead of a person's approval.
+    #[arg(long, requires = "min_confidence")]
+    pub ignore_status: bool,
+    /// Also remove the labels a recommendation judges wrong (additive without it).
+    #[arg(long)]
+    pub remove_labels: bool,
+    /// Post one comment per changed issue with the labels, confidence and reasoning (never
+    /// twice for the same recommendation).
+    #[arg(long)]
+    pub comment: bool,
+    /// Create labels the repository lacks (with the taxonomy's description) instead of failing
+    /// those issues.
+    #[arg(long)]
+    pub create_missing_labels: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Processor (default: all).
+    #[arg(long)]
+    pub processor: Option<String>,
+    /// Taxonomy TOML for the descriptions of created labels (default: the embedded taxonomy).
+    #[arg(long, value_name = "FILE")]
+    pub taxonomy: Option<PathBuf>,
+    /// GitHub token with write access to issues (default: env GITHUB_TOKEN).
+    #[arg(long, env = env::GITHUB_TOKEN, hide_env_values = true)]
+    pub token: Option<String>,
 }

@@ -19,6 +19,10 @@ pub const GITHUB_GRAPHQL_URL: &str = "GITHUB_GRAPHQL_URL";
 /// waits last as long as GitHub asks (up to its hourly reset); tests set it to a fraction of a
 /// second so rate-limit paths run without real waiting.
 pub const GITHUB_MAX_WAIT: &str = "GITHUB_ANALYSIS_MAX_WAIT";
+/// Scale of the pacing of GitHub writes by `update-labels` (default 1: GitHub's documented
+/// secondary limits, a second apart, at most 80 per minute and 500 per hour; 0 turns pacing off,
+/// for tests and benchmarks against a fake server; at most 100).
+pub const GITHUB_WRITE_PACE: &str = "GITHUB_ANALYSIS_WRITE_PACE";
 /// OpenAI API key (also read from `.env`).
 pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
 /// Anthropic API key (also read from `.env`).

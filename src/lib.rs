@@ -3,7 +3,7 @@
 //! The modules form layers, and every import points down (docs/architecture.md draws them;
 //! `tests/it/layers.rs` checks them):
 //! `cli` → `commands` (+ `printer`) → `pipeline` → `batch` → `realtime` → `plan` →
-//! (`github`, `import_files`, `ingest`, `result_files`) → `db` → `processors` → `ai` → `store` →
+//! `recommendations` → (`github`, `import_files`, `ingest`, `result_files`) → `db` → `processors` → `ai` → `store` →
 //! (`env`, `error`, `http`, `report`, `table`).
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -24,6 +24,7 @@ pub mod plan;
 pub mod printer;
 pub mod processors;
 pub mod realtime;
+pub mod recommendations;
 pub mod report;
 pub mod result_files;
 pub mod store;

@@ -15,7 +15,7 @@
 
 use crate::ai::Provider;
 use crate::batch::{BatchManager, NewJob};
-use crate::db::{sql_list, BatchJob, Db, IssueRef, ItemStatus, JobStatus, ReadOnlyDb};
+use crate::db::{sql_list, BatchJob, Db, IssueRef, ItemStatus, JobStatus, ReadOnlyDb, RecStatus};
 use crate::env::EnvFn;
 use crate::error::user;
 use crate::plan::{AiConfig, Plan};
@@ -33,6 +33,7 @@ enum Filter {
     Repo(String, String),
     Issue(String, String, u64),
     ExcludingActiveBatches(String),
+    ExcludingReviewed(String),
 }
 
 /// Where the issues come from: all stored issues, or the rows of the user's own SELECT.
@@ -250,6 +251,14 @@ impl Pipeline {
         self
     }
 
+    /// Leave out issues whose current `processor` recommendation a person decided on
+    /// (approved, rejected) or that was applied.
+    pub fn excluding_reviewed(mut self, processor: &str) -> Self {
+        self.filters
+            .push(Filter::ExcludingReviewed(processor.into()));
+        self
+    }
+
     pub fn limit(mut self, n: usize) -> Self {
         self.limit = Some(n);
         self
@@ -335,6 +344,12 @@ impl Pipeline {
                     lit(p),
                     sql_list(JobStatus::ACTIVE, JobStatus::as_str),
                     sql_list(ItemStatus::OPEN, ItemStatus::as_str)
+                ),
+                Filter::ExcludingReviewed(p) => format!(
+                    "NOT EXISTS (SELECT 1 FROM recommendations rc WHERE rc.issue_id = i.id \
+                     AND rc.processor = {} AND rc.superseded_by IS NULL AND rc.status IN ({}))",
+                    lit(p),
+                    sql_list(RecStatus::REVIEWED, RecStatus::as_str)
                 ),
             });
         }

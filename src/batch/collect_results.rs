@@ -75,6 +75,8 @@ impl BatchManager<'_> {
             self.collect_part(&mut l, api.as_ref(), p, &files, &mut report)?;
         }
         job = l.job;
+        self.db
+            .discover_after_store(&l.plan.processor, self.reporter);
         self.reaggregate(&mut job, &parts)?;
         // A job that ended failed or cancelled never becomes `collected`, but once nothing is
         // left running its collection is done too: mark it, so `process-query batch-status`

@@ -141,6 +141,8 @@ impl BatchManager<'_> {
         bar.finish_and_clear();
         self.db.save_results(&rows)?;
         self.db.update_batch_items(&job_id, &updates)?;
+        self.db
+            .discover_after_store(&l.plan.processor, self.reporter);
         l.job.cost_actual = Some(((l.job.cost_actual.unwrap_or(0.0) + cost) * 1e6).round() / 1e6);
         let mut parts = self.db.batch_parts(&job_id)?;
         let mut open_left = 0;

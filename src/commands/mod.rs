@@ -11,9 +11,12 @@ mod models;
 mod process;
 mod process_query;
 mod query;
+mod recommendations;
+mod review_terminal;
 pub mod settings;
 mod status;
 mod sync;
+mod update_labels;
 
 use crate::batch::BatchManager;
 use crate::cli::{AiArgs, Command};
@@ -98,6 +101,8 @@ pub async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<ExitStatus>
         Command::Demo(args) => demo::run(ctx, &args).await,
         Command::Completions(args) => completions::run(ctx, &args),
         Command::Models(args) => models::run(ctx, &args),
+        Command::Recommendations(c) => recommendations::run(ctx, c).await,
+        Command::UpdateLabels(args) => update_labels::run(ctx, &args).await,
     }
 }
 

@@ -120,8 +120,12 @@ pub async fn execute_realtime(
         plan.endpoint(ctx.env())?
     };
     let provider = Provider::from_plan(&plan, endpoint)?;
+    let processor = plan.processor.clone();
     let engine = Engine::new(plan, provider)?;
-    realtime::execute(engine, &ctx.store, &mut db, todo, concurrency, &ctx.printer).await
+    let report =
+        realtime::execute(engine, &ctx.store, &mut db, todo, concurrency, &ctx.printer).await;
+    db.discover_after_store(&processor, &ctx.printer);
+    report
 }
 
 /// Prints a real-time run's summary and turns failures and interruptions into the exit code.

@@ -35,6 +35,7 @@ pub async fn run(ctx: &Ctx, cmd: ProcessQueryCommand) -> anyhow::Result<ExitStat
             processor,
             threshold,
             days_old,
+            include_reviewed,
             filter,
             run,
         } => {
@@ -48,6 +49,9 @@ pub async fn run(ctx: &Ctx, cmd: ProcessQueryCommand) -> anyhow::Result<ExitStat
             let mut p = Pipeline::new().where_low_confidence(name, threshold);
             if let Some(d) = days_old {
                 p = p.where_older_than(name, d);
+            }
+            if !include_reviewed {
+                p = p.excluding_reviewed(name);
             }
             let p = scoped(p, &filter)?;
             let what = format!("with {name} confidence below {threshold}");
@@ -215,13 +219,16 @@ async fn run_selection(
     mode: Mode,
 ) -> anyhow::Result<Outcome> {
     let mut db = ctx.db()?;
+    let processor = plan.processor.clone();
     let deps = Deps {
         store: &ctx.store,
         db: &mut db,
         env: ctx.env(),
         reporter: &ctx.printer,
     };
-    pipeline::run(selection, plan, mode, deps).await
+    let outcome = pipeline::run(selection, plan, mode, deps).await;
+    db.discover_after_store(&processor, &ctx.printer);
+    outcome
 }
 
 /// Asks on a terminal; without one, refuses (exit 2) instead of hanging.

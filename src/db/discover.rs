@@ -82,11 +82,13 @@ impl Proposal {
 
 /// Reads a result document's analysis: recommended labels not on the issue are added; current
 /// taxonomy labels the model judged wrong (and did not also recommend) are removed.
-pub(crate) fn proposal(doc: &str, before: &[String], taxonomy: &[String]) -> Result<Proposal, String> {
+pub(crate) fn proposal(
+    doc: &str,
+    before: &[String],
+    taxonomy: &[String],
+) -> Result<Proposal, String> {
     let v: Value = serde_json::from_str(doc).map_err(|e| format!("result is not JSON: {e}"))?;
-    let analysis = v
-        .get("analysis")
-        .ok_or("the result has no analysis")?;
+    let analysis = v.get("analysis").ok_or("the result has no analysis")?;
     let recommended = analysis
         .get("recommended_labels")
         .and_then(Value::as_array)
@@ -116,7 +118,8 @@ pub(crate) fn proposal(doc: &str, before: &[String], taxonomy: &[String]) -> Res
         .cloned()
         .unwrap_or_default();
     for a in &assessed {
-        let (Some(label), Some(false)) = (text(a, "label"), a.get("correct").and_then(Value::as_bool))
+        let (Some(label), Some(false)) =
+            (text(a, "label"), a.get("correct").and_then(Value::as_bool))
         else {
             continue;
         };
@@ -281,7 +284,9 @@ impl Db {
     /// results: a problem is a warning, and `recommendations discover` can be run again.
     pub fn discover_after_store(&mut self, processor: &Processor, reporter: &dyn Reporter) {
         let taxonomy: Vec<String> = match processor {
-            Processor::ProductLabeling(p) => p.taxonomy.names().into_iter().map(String::from).collect(),
+            Processor::ProductLabeling(p) => {
+                p.taxonomy.names().into_iter().map(String::from).collect()
+            }
         };
         let scope = DiscoverScope {
             processor: processor.name(),
@@ -398,9 +403,12 @@ mod tests {
         assert_eq!(Proposal::names(&p.remove), names(&["product::kurl"]));
         assert_eq!(p.add[0].confidence, Some(0.9));
         assert!(proposal("{}", &before, &taxonomy).is_err());
-        let nothing = serde_json::json!({"analysis": {"recommended_labels": [], "confidence": 0.3}});
+        let nothing =
+            serde_json::json!({"analysis": {"recommended_labels": [], "confidence": 0.3}});
         assert_eq!(
-            proposal(&nothing.to_string(), &before, &taxonomy).unwrap().status(),
+            proposal(&nothing.to_string(), &before, &taxonomy)
+                .unwrap()
+                .status(),
             RecStatus::NoChange
         );
     }
@@ -427,7 +435,11 @@ mod tests {
         }
     }
 
-    fn result(n: u64, labels: &[&str], stamp: &str) -> (crate::db::ResultRow, Vec<crate::processors::Recommendation>) {
+    fn result(
+        n: u64,
+        labels: &[&str],
+        stamp: &str,
+    ) -> (crate::db::ResultRow, Vec<crate::processors::Recommendation>) {
         let doc = serde_json::json!({"stamp": stamp, "analysis": {
             "recommended_labels": labels.iter().map(|l| serde_json::json!({"label": l, "confidence": 0.9, "reasoning": "r"})).collect::<Vec<_>>(),
             "current_labels_assessment": [{"label": "product::kurl", "correct": false, "reasoning": "no"}],
@@ -459,8 +471,11 @@ mod tests {
         let mut db = Db::open_in_memory().unwrap();
         db.replace_issues(&[issue(1, &["product::kurl"]), issue(2, &["product::kots"])])
             .unwrap();
-        db.save_results(&[result(1, &["product::kots"], "a"), result(2, &["product::kots"], "a")])
-            .unwrap();
+        db.save_results(&[
+            result(1, &["product::kots"], "a"),
+            result(2, &["product::kots"], "a"),
+        ])
+        .unwrap();
         let taxonomy = names(&["product::kots", "product::kurl"]);
         let scope = DiscoverScope {
             processor: "product-labeling",
@@ -498,12 +513,25 @@ mod tests {
         assert!(old.superseded_by.is_some());
         // A superseded recommendation cannot be decided on any more.
         assert!(db.decide(one.id, &approve).is_err());
-        let new = all.iter().find(|c| c.number == 1 && c.superseded_by.is_none()).unwrap();
-        assert_eq!(new.status, RecStatus::Pending);
-        db.decide(new.id, &Decision { status: RecStatus::Rejected, final_labels: None, note: None })
+        let new = all
+            .iter()
+            .find(|c| c.number == 1 && c.superseded_by.is_none())
             .unwrap();
+        assert_eq!(new.status, RecStatus::Pending);
+        db.decide(
+            new.id,
+            &Decision {
+                status: RecStatus::Rejected,
+                final_labels: None,
+                note: None,
+            },
+        )
+        .unwrap();
         // --force-refresh sends the current one back to review, re-derived from the labels now.
-        let forced = DiscoverScope { force_refresh: true, ..scope };
+        let forced = DiscoverScope {
+            force_refresh: true,
+            ..scope
+        };
         let r = db.discover_recommendations(&forced).unwrap();
         assert_eq!((r.created, r.refreshed), (0, 2));
         let again = db.recommendation(new.id).unwrap().unwrap();

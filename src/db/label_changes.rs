@@ -3,10 +3,12 @@
 //! after and GitHub's status code; and the step that marks a recommendation `applied` in the
 //! same transaction as the rows of the changes that completed it.
 
-use chrono::NaiveDateTime;
-use duckdb::params;
+use std::collections::HashMap;
 
-use crate::db::recommendations::{to_json_list, RecStatus};
+use chrono::NaiveDateTime;
+use duckdb::{params, params_from_iter};
+
+use crate::db::recommendations::{json_list, to_json_list, RecStatus};
 use crate::db::Db;
 
 /// One change sent to GitHub (or planned).
@@ -86,6 +88,37 @@ impl Db {
         )?;
         let rows = stmt.query_map([since], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The stored labels of these issues (names), and the file each issue lives in.
+    pub fn issue_labels(
+        &self,
+        ids: &[String],
+    ) -> anyhow::Result<HashMap<String, (String, Vec<String>)>> {
+        let mut out = HashMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let marks = vec!["?"; ids.len()].join(", ");
+        let sql = format!(
+            "SELECT i.id, i.file_path,
+                 coalesce((SELECT to_json(list(l.name ORDER BY l.name)) FROM labels l
+                           WHERE l.issue_id = i.id)::VARCHAR, '[]')
+             FROM issues i WHERE i.id IN ({marks})"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params_from_iter(ids), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                json_list(r.get(2)?),
+            ))
+        })?;
+        for row in rows {
+            let (id, path, labels) = row?;
+            out.insert(id, (path, labels));
+        }
+        Ok(out)
     }
 }
 

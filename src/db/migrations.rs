@@ -151,7 +151,12 @@ mod tests {
         // Versions strictly increase, so the order of application is unambiguous. (Numbers are
         // handed out per branch: 0004 lands from another branch, so a gap may exist meanwhile.)
         for pair in MIGRATIONS.windows(2) {
-            assert!(pair[0].version < pair[1].version, "{} then {}", pair[0].name, pair[1].name);
+            assert!(
+                pair[0].version < pair[1].version,
+                "{} then {}",
+                pair[0].name,
+                pair[1].name
+            );
         }
     }
 }

@@ -30,9 +30,9 @@ pub use batch_jobs::{
 pub use batch_states::sql_list;
 pub use collection::{AttachmentRow, CachedPage};
 pub use discover::{DiscoverReport, DiscoverScope};
+pub use issues::{FileRecord, LoadedIssue};
 pub use label_changes::LabelChange;
 pub use recommendations::{Decision, RecFilter, RecLabel, RecRow, RecStatus, RecSummary};
-pub use issues::{FileRecord, LoadedIssue};
 pub use selection::SelectionSize;
 pub use status::{DbCounts, RepoCounts};
 

@@ -241,9 +241,7 @@ fn read_row(r: &Row<'_>) -> duckdb::Result<RecRow> {
         add: json_list(r.get(10)?),
         remove: json_list(r.get(11)?),
         status: r.get(12)?,
-        final_labels: r
-            .get::<_, Option<String>>(13)?
-            .map(|t| json_list(Some(t))),
+        final_labels: r.get::<_, Option<String>>(13)?.map(|t| json_list(Some(t))),
         notes: r.get(14)?,
         reviewed_at: r.get(15)?,
         applied_at: r.get(16)?,
@@ -471,7 +469,12 @@ mod tests {
 
     #[test]
     fn a_reviewers_set_replaces_the_proposal_relative_to_the_labels_it_was_made_against() {
-        let r = row(&["bug", "product::kurl"], &["product::kots"], &["product::kurl"], None);
+        let r = row(
+            &["bug", "product::kurl"],
+            &["product::kots"],
+            &["product::kurl"],
+            None,
+        );
         assert_eq!(r.effective_add(), vec!["product::kots"]);
         assert_eq!(r.effective_remove(), vec!["product::kurl"]);
         assert_eq!(r.labels_after(), vec!["bug", "product::kots"]);

@@ -19,6 +19,7 @@ use crate::github::limits::{
     classify_limit, error_message, error_messages, header_str, header_u64, human, retry_after,
     until, Limit, SECONDARY_MIN_WAIT,
 };
+use crate::github::pacing::Pacer;
 use crate::http::{error_chain, Backoff, Verdict};
 use crate::report::Reporter;
 
@@ -157,7 +158,7 @@ impl Client {
     /// whose `not_modified()` is true and whose body is empty).
     pub async fn get(&self, url: &Url, etag: Option<&str>) -> Result<Page, GitHubError> {
         let etag = etag.and_then(|e| HeaderValue::from_str(e).ok());
-        self.execute("core", url, MAX_ATTEMPTS, || {
+        self.execute("core", url, MAX_ATTEMPTS, None, || {
             let mut req = self.http.get(url.clone());
             if let Some(e) = &etag {
                 req = req.header(IF_NONE_MATCH, e.clone());
@@ -204,7 +205,7 @@ impl Client {
         loop {
             attempt += 1;
             let page = self
-                .execute("graphql", &url, timeout_attempts, || {
+                .execute("graphql", &url, timeout_attempts, None, || {
                     self.http.post(url.clone()).json(&body)
                 })
                 .await?;
@@ -291,6 +292,7 @@ impl Client {
         bucket: &str,
         url: &Url,
         timeout_attempts: u32,
+        pacer: Option<&Pacer>,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Page, GitHubError> {
         let secondary_hits = AtomicU32::new(0);
@@ -307,6 +309,9 @@ impl Client {
                 let builder = build().header(AUTHORIZATION, self.auth.clone());
                 async move {
                     self.wait_if_exhausted(bucket).await;
+                    if let Some(p) = pacer {
+                        p.space().await;
+                    }
                     self.requests.fetch_add(1, Ordering::Relaxed);
                     Ok(builder)
                 }
@@ -432,6 +437,27 @@ impl Client {
                 }
             },
         )
+        .await
+    }
+
+    /// A request that changes something (POST / PATCH / DELETE, JSON body if any), through the
+    /// same retry loop as reads; one write at a time, every attempt in its slot of `pacer`
+    /// (GitHub's secondary limits for content-creating requests, `pacing.rs`).
+    pub async fn write(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&Value>,
+        pacer: &Pacer,
+    ) -> Result<Page, GitHubError> {
+        let _turn = pacer.turn().await;
+        self.execute("core", url, MAX_ATTEMPTS, Some(pacer), || {
+            let req = self.http.request(method.clone(), url.clone());
+            match body {
+                Some(b) => req.json(b),
+                None => req,
+            }
+        })
         .await
     }
 

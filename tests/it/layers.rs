@@ -15,6 +15,8 @@ const LAYERS: &[&[&str]] = &[
     &["ingest", "result_files"],
     &["github"],
     &["import_files"],
+    // Review and update-labels: GitHub writes, issue files and DuckDB.
+    &["recommendations"],
     &["plan"],
     &["realtime"],
     &["batch"],
