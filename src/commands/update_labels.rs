@@ -261,7 +261,7 @@ fn report(
             r.note.as_ref().map_or(Value::Null, |n| json!(n)),
         ]);
     }
-    let held = count(Outcome::HeldBack);
+    let held = results.iter().filter(|r| !r.held_back.is_empty()).count();
     let mut fields: Vec<(&str, Value)> = vec![
         ("dry_run", json!(dry_run)),
         ("issues", json!(results.len())),

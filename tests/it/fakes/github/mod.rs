@@ -19,6 +19,7 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::{json, Value};
 
 mod graphql;
+mod labels;
 mod rest;
 mod server;
 
@@ -185,6 +186,8 @@ struct Inner {
     attachments: HashMap<String, Vec<u8>>,
     /// Set by a `Delay` fault for the request being answered.
     delay_ms: u64,
+    /// Repository labels and the write gate of the label endpoints (`labels.rs`).
+    labels: labels::LabelState,
 }
 
 pub struct FakeGitHub {
@@ -217,6 +220,7 @@ impl FakeGitHub {
             reset: Utc::now().timestamp() + 3600,
             attachments: HashMap::new(),
             delay_ms: 0,
+            labels: Default::default(),
         }));
         let state = inner.clone();
         // Not joined on drop: a `Delay` fault may still be sleeping for a client that is gone.

@@ -349,6 +349,9 @@ fn route_ok(
         let (r, cost) = graphql(g, body);
         return (r, "graphql", cost);
     }
+    if let Some((reply, cost)) = super::labels::route(g, method, uri, body) {
+        return (reply, "core", cost);
+    }
     if method != Method::GET {
         return (Reply::error(404, "Not Found", DOCS), "core", 1);
     }
