@@ -17,4 +17,5 @@ mod foundation;
 mod layers;
 mod process;
 mod process_query;
+mod recommendations;
 mod update_labels;
