@@ -168,7 +168,8 @@ impl Db {
                 None if seen.insert(c.issue_id.clone()) => fresh.push((c, p)),
                 None => {}
                 Some((id, status, superseded)) => {
-                    if superseded.is_none()
+                    if scope.force_refresh
+                        && superseded.is_none()
                         && !matches!(status, RecStatus::Applied | RecStatus::Superseded)
                     {
                         refresh.push((id, c, p));
@@ -498,6 +499,12 @@ mod tests {
             note: Some("ok".into()),
         };
         db.decide(one.id, &approve).unwrap();
+        let plain = db.discover_recommendations(&scope).unwrap();
+        assert_eq!((plain.created, plain.refreshed), (0, 0));
+        assert_eq!(
+            db.recommendation(one.id).unwrap().unwrap().status,
+            RecStatus::Approved
+        );
         db.save_results(&[result(1, &["product::troubleshoot"], "b")])
             .unwrap();
         let r = db.discover_recommendations(&scope).unwrap();

@@ -18,16 +18,51 @@ use crate::update_labels::{KOTS_BODY, TROUBLESHOOT_BODY};
 fn setup() -> Env {
     let env = Env::new();
     env.import_json(&json!([
-        stored_issue("acme", "app", 1, "kotsadm upgrade fails", KOTS_BODY, &["bug"], &[]),
-        stored_issue("acme", "app", 2, "Support bundle hangs", TROUBLESHOOT_BODY, &["product::kurl"], &[]),
-        stored_issue("acme", "app", 3, "Question about pricing", "How much?", &[], &[]),
+        stored_issue(
+            "acme",
+            "app",
+            1,
+            "kotsadm upgrade fails",
+            KOTS_BODY,
+            &["bug"],
+            &[]
+        ),
+        stored_issue(
+            "acme",
+            "app",
+            2,
+            "Support bundle hangs",
+            TROUBLESHOOT_BODY,
+            &["product::kurl"],
+            &[]
+        ),
+        stored_issue(
+            "acme",
+            "app",
+            3,
+            "Question about pricing",
+            "How much?",
+            &[],
+            &[]
+        ),
     ]));
     let out = env
         .cmd()
-        .args(["process", "product-labeling", "--org", "acme", "--model", "rules"])
+        .args([
+            "process",
+            "product-labeling",
+            "--org",
+            "acme",
+            "--model",
+            "rules",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The processing command derived the recommendations itself.
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("2 new recommendation(s) to review"),
@@ -47,31 +82,73 @@ fn status(env: &Env, issue: &str) -> Value {
 fn discover_list_summary_show_and_scripted_decisions() {
     let env = setup();
     let again = env.json(&["recommendations", "discover"]);
-    assert_eq!(again["created"], 0, "discover twice creates nothing: {again}");
+    assert_eq!(
+        again["created"], 0,
+        "discover twice creates nothing: {again}"
+    );
 
     let all = env.json(&["recommendations", "list"]);
     assert_eq!(all.as_array().unwrap().len(), 3);
-    let two = all.as_array().unwrap().iter().find(|r| r["issue"] == "acme/app#2").unwrap();
+    let two = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["issue"] == "acme/app#2")
+        .unwrap();
     assert_eq!(two["add"], json!(["product::troubleshoot"]));
     assert_eq!(two["remove"], json!(["product::kurl"]));
     assert_eq!(two["status"], "pending");
-    assert_eq!(env.json(&["recommendations", "list", "--status", "pending"]).as_array().unwrap().len(), 2);
+    assert_eq!(
+        env.json(&["recommendations", "list", "--status", "pending"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let kots = env.json(&["recommendations", "list", "--label", "product::kots"]);
     assert_eq!(kots.as_array().unwrap().len(), 1);
-    let csv = env.cmd().args(["recommendations", "list", "--format", "csv"]).output().unwrap();
+    let csv = env
+        .cmd()
+        .args(["recommendations", "list", "--format", "csv"])
+        .output()
+        .unwrap();
     let csv = String::from_utf8(csv.stdout).unwrap();
-    assert!(csv.starts_with("id,issue,processor,status,confidence,add,remove"), "{csv}");
+    assert!(
+        csv.starts_with("id,issue,processor,status,confidence,add,remove"),
+        "{csv}"
+    );
     assert!(csv.contains("product::troubleshoot,product::kurl"), "{csv}");
 
     let s = env.json(&["recommendations", "summary"]);
     let count = |key: &str, col: &str, v: &str| {
-        s[key].as_array().unwrap().iter().find(|r| r[col] == v).map(|r| r["count"].clone())
+        s[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r[col] == v)
+            .map(|r| r["count"].clone())
     };
-    assert_eq!(count("by_status", "status", "pending"), Some(2.into()), "{s}");
-    assert_eq!(count("by_status", "status", "no_change"), Some(1.into()), "{s}");
-    assert_eq!(count("by_label", "label", "product::kurl"), Some(1.into()), "{s}");
+    assert_eq!(
+        count("by_status", "status", "pending"),
+        Some(2.into()),
+        "{s}"
+    );
+    assert_eq!(
+        count("by_status", "status", "no_change"),
+        Some(1.into()),
+        "{s}"
+    );
+    assert_eq!(
+        count("by_label", "label", "product::kurl"),
+        Some(1.into()),
+        "{s}"
+    );
     assert!(!s["by_confidence"].as_array().unwrap().is_empty());
-    let table = env.cmd().args(["recommendations", "summary"]).output().unwrap();
+    let table = env
+        .cmd()
+        .args(["recommendations", "summary"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&table.stdout).contains("By label"));
 
     let show = env.json(&["recommendations", "show", "acme/app#2"]);
@@ -80,20 +157,51 @@ fn discover_list_summary_show_and_scripted_decisions() {
     assert_eq!(cur["labels_then"], json!(["product::kurl"]));
     assert_eq!(cur["labels_after"], json!(["product::troubleshoot"]));
     let reasons = cur["labels"].as_array().unwrap();
-    assert!(reasons.iter().any(|l| l["action"] == "add" && l["reasoning"].as_str().is_some_and(|r| !r.is_empty())));
-    assert!(reasons.iter().any(|l| l["action"] == "remove" && l["label"] == "product::kurl"));
-    let table = env.cmd().args(["recommendations", "show", "2", "--org", "acme", "--repo", "app"]).output().unwrap();
+    assert!(reasons
+        .iter()
+        .any(|l| l["action"] == "add" && l["reasoning"].as_str().is_some_and(|r| !r.is_empty())));
+    assert!(reasons
+        .iter()
+        .any(|l| l["action"] == "remove" && l["label"] == "product::kurl"));
+    let table = env
+        .cmd()
+        .args([
+            "recommendations",
+            "show",
+            "2",
+            "--org",
+            "acme",
+            "--repo",
+            "app",
+        ])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.contains("Support bundle hangs") && text.contains("reasoning"), "{text}");
+    assert!(
+        text.contains("Support bundle hangs") && text.contains("reasoning"),
+        "{text}"
+    );
 
     // Scriptable decisions: every pending one for one label above a confidence.
     let approved = env.json(&[
-        "recommendations", "approve", "--all", "--label", "product::kots", "--min-confidence", "0.5",
+        "recommendations",
+        "approve",
+        "--all",
+        "--label",
+        "product::kots",
+        "--min-confidence",
+        "0.5",
     ]);
     assert_eq!(approved.as_array().unwrap().len(), 1, "{approved}");
     assert_eq!(status(&env, "acme/app#1"), "approved");
     assert_eq!(status(&env, "acme/app#2"), "pending");
-    env.json(&["recommendations", "reject", "acme/app#2", "--note", "not now"]);
+    env.json(&[
+        "recommendations",
+        "reject",
+        "acme/app#2",
+        "--note",
+        "not now",
+    ]);
     assert_eq!(status(&env, "acme/app#2"), "rejected");
     assert_eq!(
         env.scalar("SELECT reviewer_notes FROM recommendations WHERE issue_id = 'acme/app#2'"),
@@ -102,26 +210,55 @@ fn discover_list_summary_show_and_scripted_decisions() {
     // Nothing to change cannot be approved; an unknown issue is named.
     let r = env.run_json(&[], &["recommendations", "approve", "acme/app#3"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("acme/app#3") && r.stderr.contains("no_change"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("acme/app#3") && r.stderr.contains("no_change"),
+        "{}",
+        r.stderr
+    );
     let r = env.run_json(&[], &["recommendations", "show", "acme/app#9"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("no recommendation for acme/app#9"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no recommendation for acme/app#9"),
+        "{}",
+        r.stderr
+    );
     let r = env.run_json(&[], &["recommendations", "list", "--status", "done"]);
     assert_eq!(r.code, 2);
 
     // A newer result makes a new pending recommendation; the approved one stays for audit.
     let out = env
         .cmd()
-        .args(["process", "product-labeling", "--org", "acme", "--repo", "app", "--issue-number", "1", "--model", "rules", "--reprocess"])
+        .args([
+            "process",
+            "product-labeling",
+            "--org",
+            "acme",
+            "--repo",
+            "app",
+            "--issue-number",
+            "1",
+            "--model",
+            "rules",
+            "--reprocess",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
     assert_eq!(status(&env, "acme/app#1"), "pending");
-    let history = env.json(&["recommendations", "list", "--history", "--status", "approved"]);
+    let history = env.json(&[
+        "recommendations",
+        "list",
+        "--history",
+        "--status",
+        "approved",
+    ]);
     assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
     let show = env.json(&["recommendations", "show", "acme/app#1"]);
     assert_eq!(show["history"][0]["status"], "approved");
-    assert_eq!(show["history"][0]["superseded_by"], show["current"][0]["id"]);
+    assert_eq!(
+        show["history"][0]["superseded_by"],
+        show["current"][0]["id"]
+    );
 }
 
 #[test]
@@ -129,7 +266,11 @@ fn review_session_refuses_without_a_terminal_and_points_to_the_scriptable_form()
     let env = setup();
     let r = env.run_json(&[], &["recommendations", "review-session"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("recommendations approve|reject"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("recommendations approve|reject"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(status(&env, "acme/app#1"), "pending");
 }
 
@@ -140,13 +281,23 @@ fn reprocess_leaves_reviewed_recommendations_alone_unless_asked() {
     env.json(&["recommendations", "reject", "acme/app#2"]);
     let run = |extra: &[&str]| {
         let mut args = vec![
-            "process-query", "reprocess", "product-labeling", "--threshold", "1", "--model", "rules", "--yes",
+            "process-query",
+            "reprocess",
+            "product-labeling",
+            "--threshold",
+            "1",
+            "--model",
+            "rules",
+            "--yes",
         ];
         args.extend_from_slice(extra);
         env.json(&args)
     };
     let r = run(&[]);
-    assert_eq!(r["selected"], 1, "only #3, whose recommendation nobody reviewed: {r}");
+    assert_eq!(
+        r["selected"], 1,
+        "only #3, whose recommendation nobody reviewed: {r}"
+    );
     assert_eq!(status(&env, "acme/app#1"), "approved");
     let r = run(&["--include-reviewed"]);
     assert_eq!(r["selected"], 3, "{r}");
@@ -177,7 +328,10 @@ impl Pty {
             if let Some(i) = t.get(from..).and_then(|s| s.find(needle)) {
                 return from + i + needle.len();
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "no {needle:?} on screen:\n{t}");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no {needle:?} on screen:\n{t}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -194,7 +348,10 @@ fn review_session_on_a_pseudo_terminal_keeps_decisions_made_before_ctrl_c() {
     // util-linux `script` gives the child a pseudo terminal; every CI machine of this project
     // has it (bsdutils). Elsewhere the test says so and stops, except in CI.
     if !std::path::Path::new("/usr/bin/script").exists() {
-        assert!(std::env::var_os("CI").is_none(), "CI needs /usr/bin/script for the pty test");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs /usr/bin/script for the pty test"
+        );
         eprintln!("skipped: /usr/bin/script is not installed");
         return;
     }
@@ -202,7 +359,10 @@ fn review_session_on_a_pseudo_terminal_keeps_decisions_made_before_ctrl_c() {
     let bin = assert_cmd::cargo::cargo_bin("github-analysis");
     let mut child = Command::new("/usr/bin/script")
         .args(["-q", "-e", "-c"])
-        .arg(format!("'{}' recommendations review-session", bin.display()))
+        .arg(format!(
+            "'{}' recommendations review-session",
+            bin.display()
+        ))
         .arg("/dev/null")
         .current_dir(env.dir.path())
         .env_clear()
@@ -242,10 +402,17 @@ fn review_session_on_a_pseudo_terminal_keeps_decisions_made_before_ctrl_c() {
     let start = Instant::now();
     loop {
         if let Some(s) = pty.child.try_wait().unwrap() {
-            assert!(!s.success(), "Ctrl-C ends the session with a failure status");
+            assert!(
+                !s.success(),
+                "Ctrl-C ends the session with a failure status"
+            );
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "still running after Ctrl-C:\n{}", pty.text());
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "still running after Ctrl-C:\n{}",
+            pty.text()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(status(&env, "acme/app#1"), "approved", "{}", pty.text());

@@ -10,7 +10,8 @@ use serde_json::Value;
 use crate::fakes::github::{FakeComment, FakeGitHub, FakeIssue, Fault, Logged};
 use crate::support::{Env, Run};
 
-pub const KOTS_BODY: &str = "Running kubectl kots upgrade fails: kotsadm restarts and the admin console is gone.";
+pub const KOTS_BODY: &str =
+    "Running kubectl kots upgrade fails: kotsadm restarts and the admin console is gone.";
 pub const TROUBLESHOOT_BODY: &str =
     "The support bundle hangs in collectors; kubectl support-bundle never finishes.";
 
@@ -18,7 +19,8 @@ pub const TROUBLESHOOT_BODY: &str =
 /// #3 about nothing in the taxonomy.
 pub fn github() -> FakeGitHub {
     let gh = FakeGitHub::start();
-    let mut i1 = FakeIssue::new(1, "kotsadm upgrade fails", "2024-05-02T00:00:00Z").labels(&["bug"]);
+    let mut i1 =
+        FakeIssue::new(1, "kotsadm upgrade fails", "2024-05-02T00:00:00Z").labels(&["bug"]);
     i1.body = Some(KOTS_BODY.into());
     let mut i2 = FakeIssue::new(2, "Support bundle hangs", "2024-05-02T00:00:00Z")
         .labels(&["product::kurl"]);
@@ -53,10 +55,21 @@ impl Loop {
             gh,
             vars,
         };
-        l.run(&["collect", "--org", "acme", "--repo", "app", "--state", "all"])
-            .ok();
-        l.run(&["process", "product-labeling", "--org", "acme", "--repo", "app", "--model", "rules"])
-            .ok();
+        l.run(&[
+            "collect", "--org", "acme", "--repo", "app", "--state", "all",
+        ])
+        .ok();
+        l.run(&[
+            "process",
+            "product-labeling",
+            "--org",
+            "acme",
+            "--repo",
+            "app",
+            "--model",
+            "rules",
+        ])
+        .ok();
         l
     }
 
@@ -71,7 +84,12 @@ impl Loop {
     }
 
     pub fn recs(&self) -> Vec<Value> {
-        self.run(&["recommendations", "list"]).ok().json().as_array().unwrap().clone()
+        self.run(&["recommendations", "list"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     pub fn status_of(&self, issue: &str) -> String {
@@ -94,7 +112,9 @@ fn writes(gh: &FakeGitHub) -> Vec<Logged> {
 }
 
 fn targets(log: &[Logged]) -> Vec<String> {
-    log.iter().map(|l| format!("{} {}", l.method, l.target)).collect()
+    log.iter()
+        .map(|l| format!("{} {}", l.method, l.target))
+        .collect()
 }
 
 #[test]
@@ -110,12 +130,18 @@ fn the_whole_loop_from_collect_to_github_and_back_into_query() {
     assert_eq!(r["issues"], 0);
     assert_eq!(l.gh.request_count(), 0);
 
-    l.run(&["recommendations", "approve", "acme/app#1", "acme/app#2"]).ok();
+    l.run(&["recommendations", "approve", "acme/app#1", "acme/app#2"])
+        .ok();
     // A dry run records the plan and sends nothing at all, not even a read.
     let dry = l.update(&["--dry-run"]).ok().json();
-    assert_eq!((dry["dry_run"].clone(), dry["planned"].clone()), (Value::Bool(true), 2.into()));
+    assert_eq!(
+        (dry["dry_run"].clone(), dry["planned"].clone()),
+        (Value::Bool(true), 2.into())
+    );
     assert_eq!(l.gh.request_count(), 0, "{:?}", targets(&l.gh.requests()));
-    let planned = l.env.scalar("SELECT count(*) FROM label_changes WHERE dry_run");
+    let planned = l
+        .env
+        .scalar("SELECT count(*) FROM label_changes WHERE dry_run");
     assert_eq!(planned, 2);
 
     let r = l.update(&[]).ok().json();
@@ -131,7 +157,10 @@ fn the_whole_loop_from_collect_to_github_and_back_into_query() {
             "POST /repos/acme/app/issues/2/labels"
         ]
     );
-    assert_eq!(l.gh.issue_labels("acme", "app", 1), vec!["bug", "product::kots"]);
+    assert_eq!(
+        l.gh.issue_labels("acme", "app", 1),
+        vec!["bug", "product::kots"]
+    );
     assert_eq!(
         l.gh.issue_labels("acme", "app", 2),
         vec!["product::kurl", "product::troubleshoot"]
@@ -173,11 +202,17 @@ fn the_whole_loop_from_collect_to_github_and_back_into_query() {
         targets(&writes(&l.gh)),
         vec!["DELETE /repos/acme/app/issues/2/labels/product::kurl"]
     );
-    assert_eq!(l.gh.issue_labels("acme", "app", 2), vec!["product::troubleshoot"]);
+    assert_eq!(
+        l.gh.issue_labels("acme", "app", 2),
+        vec!["product::troubleshoot"]
+    );
     assert_eq!(l.status_of("acme/app#2"), "applied");
     l.gh.clear_log();
     let r = l.update(&["--remove-labels"]).ok().json();
-    assert_eq!((r["issues"].clone(), r["write_requests"].clone()), (0.into(), Value::Null));
+    assert_eq!(
+        (r["issues"].clone(), r["write_requests"].clone()),
+        (0.into(), Value::Null)
+    );
     assert!(writes(&l.gh).is_empty());
     // Applied recommendations stay applied when discover runs again.
     l.run(&["recommendations", "discover"]).ok();
@@ -187,7 +222,8 @@ fn the_whole_loop_from_collect_to_github_and_back_into_query() {
 #[test]
 fn what_a_person_changed_on_github_since_discover_wins() {
     let l = Loop::new(github());
-    l.run(&["recommendations", "approve", "acme/app#1", "acme/app#2"]).ok();
+    l.run(&["recommendations", "approve", "acme/app#1", "acme/app#2"])
+        .ok();
     // Between discover and apply a person removes `bug` from #1 and `product::kurl` from #2.
     l.gh.update_issue("acme", "app", 1, |i| i.labels.clear());
     l.gh.update_issue("acme", "app", 2, |i| i.labels.clear());
@@ -196,8 +232,13 @@ fn what_a_person_changed_on_github_since_discover_wins() {
     assert_eq!(r["changed_on_github"], 2, "{r}");
     // `bug` is not re-added (the set is never replaced) and kurl is not deleted again.
     assert_eq!(l.gh.issue_labels("acme", "app", 1), vec!["product::kots"]);
-    assert_eq!(l.gh.issue_labels("acme", "app", 2), vec!["product::troubleshoot"]);
-    assert!(targets(&writes(&l.gh)).iter().all(|t| t.starts_with("POST")));
+    assert_eq!(
+        l.gh.issue_labels("acme", "app", 2),
+        vec!["product::troubleshoot"]
+    );
+    assert!(targets(&writes(&l.gh))
+        .iter()
+        .all(|t| t.starts_with("POST")));
     let results = r["results"].as_array().unwrap();
     assert!(results.iter().all(|x| x["changed_on_github"] == true));
     assert_eq!(l.status_of("acme/app#2"), "applied");
@@ -224,8 +265,8 @@ signals = [{ pattern = 'zzz-never', weight = 5.0 }]
 #[test]
 fn label_names_are_percent_encoded_and_missing_labels_fail_or_are_created() {
     let gh = FakeGitHub::start();
-    let mut i1 = FakeIssue::new(1, "kotsadm upgrade", "2024-05-02T00:00:00Z")
-        .labels(&["needs triage?"]);
+    let mut i1 =
+        FakeIssue::new(1, "kotsadm upgrade", "2024-05-02T00:00:00Z").labels(&["needs triage?"]);
     i1.body = Some(KOTS_BODY.into());
     gh.add_repo("acme", "app", vec![i1]);
     // "100% broken 🐛" does not exist in the repository yet.
@@ -238,10 +279,26 @@ fn label_names_are_percent_encoded_and_missing_labels_fail_or_are_created() {
     vars.push(("GITHUB_ANALYSIS_WRITE_PACE", "0".into()));
     let l = Loop { env, gh, vars };
     l.run(&["collect", "--org", "acme", "--repo", "app"]).ok();
-    l.run(&["process", "product-labeling", "--org", "acme", "--model", "rules", "--taxonomy", &tax])
-        .ok();
+    l.run(&[
+        "process",
+        "product-labeling",
+        "--org",
+        "acme",
+        "--model",
+        "rules",
+        "--taxonomy",
+        &tax,
+    ])
+    .ok();
     // The hook used the run's taxonomy: the wrong `needs triage?` is proposed for removal.
-    l.run(&["recommendations", "discover", "--taxonomy", &tax, "--force-refresh"]).ok();
+    l.run(&[
+        "recommendations",
+        "discover",
+        "--taxonomy",
+        &tax,
+        "--force-refresh",
+    ])
+    .ok();
     let rec = &l.recs()[0];
     assert_eq!(rec["remove"], serde_json::json!(["needs triage?"]), "{rec}");
     l.run(&["recommendations", "approve", "acme/app#1"]).ok();
@@ -249,14 +306,19 @@ fn label_names_are_percent_encoded_and_missing_labels_fail_or_are_created() {
     let r = l.update(&["--remove-labels", "--taxonomy", &tax]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
-        r.stderr.contains("\"100% broken 🐛\" does not exist in acme/app")
+        r.stderr
+            .contains("\"100% broken 🐛\" does not exist in acme/app")
             && r.stderr.contains("--create-missing-labels"),
         "{}",
         r.stderr
     );
     // Nothing on that issue changed, and GitHub was not left to create the label silently.
     assert!(writes(&l.gh).is_empty(), "{:?}", targets(&writes(&l.gh)));
-    assert!(!l.gh.repo_labels("acme", "app").iter().any(|x| x.name.starts_with("100%")));
+    assert!(!l
+        .gh
+        .repo_labels("acme", "app")
+        .iter()
+        .any(|x| x.name.starts_with("100%")));
     assert!(l
         .gh
         .requests()
@@ -266,16 +328,24 @@ fn label_names_are_percent_encoded_and_missing_labels_fail_or_are_created() {
 
     l.gh.clear_log();
     let r = l
-        .update(&["--remove-labels", "--create-missing-labels", "--taxonomy", &tax])
+        .update(&[
+            "--remove-labels",
+            "--create-missing-labels",
+            "--taxonomy",
+            &tax,
+        ])
         .ok()
         .json();
-    assert_eq!((r["applied"].clone(), r["labels_created"].clone()), (1.into(), 1.into()), "{r}");
-    let created = l
-        .gh
-        .repo_labels("acme", "app")
-        .into_iter()
-        .find(|x| x.name == "100% broken 🐛")
-        .unwrap();
+    assert_eq!(
+        (r["applied"].clone(), r["labels_created"].clone()),
+        (1.into(), 1.into()),
+        "{r}"
+    );
+    let created =
+        l.gh.repo_labels("acme", "app")
+            .into_iter()
+            .find(|x| x.name == "100% broken 🐛")
+            .unwrap();
     assert_eq!(created.description.as_deref(), Some("Nothing works"));
     assert_eq!(
         targets(&writes(&l.gh)),
@@ -304,11 +374,24 @@ fn refusals_deleted_and_invalid_issues_fail_alone_and_stay_unapplied() {
         gh.define_labels("acme", "other", &[("product::kots", None)]);
         let mut vars = gh.env();
         vars.push(("GITHUB_ANALYSIS_WRITE_PACE", "0".into()));
-        let l = Loop { env: Env::new(), gh, vars };
+        let l = Loop {
+            env: Env::new(),
+            gh,
+            vars,
+        };
         for repo in ["app", "other"] {
-            l.run(&["collect", "--org", "acme", "--repo", repo, "--state", "all"]).ok();
+            l.run(&["collect", "--org", "acme", "--repo", repo, "--state", "all"])
+                .ok();
         }
-        l.run(&["process", "product-labeling", "--org", "acme", "--model", "rules"]).ok();
+        l.run(&[
+            "process",
+            "product-labeling",
+            "--org",
+            "acme",
+            "--model",
+            "rules",
+        ])
+        .ok();
         l
     };
     l.run(&["recommendations", "approve", "--all"]).ok();
@@ -316,10 +399,24 @@ fn refusals_deleted_and_invalid_issues_fail_alone_and_stay_unapplied() {
     l.gh.update_issue("acme", "app", 1, |i| i.deleted = true);
     let r = l.run(&["update-labels", "--org", "acme", "--yes"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("acme/app#1: the issue was deleted on GitHub (410 Gone)"), "{}", r.stderr);
-    assert!(r.stderr.contains("acme/other#4: GitHub refused to add labels (422"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("acme/app#1: the issue was deleted on GitHub (410 Gone)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("acme/other#4: GitHub refused to add labels (422"),
+        "{}",
+        r.stderr
+    );
     let j = r.json();
-    assert_eq!((j["applied"].clone(), j["failed"].clone()), (1.into(), 2.into()), "{j}");
+    assert_eq!(
+        (j["applied"].clone(), j["failed"].clone()),
+        (1.into(), 2.into()),
+        "{j}"
+    );
     assert_eq!(l.status_of("acme/app#1"), "approved");
     assert_eq!(l.status_of("acme/app#2"), "approved", "held-back removal");
     assert_eq!(l.gh.issue_labels("acme", "app", 2).len(), 2);
@@ -356,13 +453,19 @@ fn secondary_limits_are_waited_out_and_writes_are_paced() {
         retry_after: Some(1),
     });
     l.gh.clear_log();
-    let r = l.run_with(&[("GITHUB_ANALYSIS_MAX_WAIT", "2".into())], &[
-        "update-labels", "--org", "acme", "--repo", "app", "--yes",
-    ]);
+    let r = l.run_with(
+        &[("GITHUB_ANALYSIS_MAX_WAIT", "2".into())],
+        &["update-labels", "--org", "acme", "--repo", "app", "--yes"],
+    );
     let j = r.ok().json();
     assert_eq!(j["applied"], 2, "{j}");
     let w = writes(&l.gh);
-    assert_eq!(w.iter().filter(|x| x.status == 403).count(), 1, "{:?}", targets(&w));
+    assert_eq!(
+        w.iter().filter(|x| x.status == 403).count(),
+        1,
+        "{:?}",
+        targets(&w)
+    );
 
     // Pacing: a fake that refuses writes closer than 200 ms. Unpaced, the client hits
     // secondary limits; paced at a fifth of GitHub's limits (a write every 200+ ms), never.
@@ -379,9 +482,18 @@ fn secondary_limits_are_waited_out_and_writes_are_paced() {
     assert!(refused > 0, "an unpaced run should hit the fake's limit");
     let l = fresh();
     let j = l
-        .run_with(&[("GITHUB_ANALYSIS_WRITE_PACE", "0.25".into())], &[
-            "update-labels", "--org", "acme", "--repo", "app", "--yes", "--remove-labels",
-        ])
+        .run_with(
+            &[("GITHUB_ANALYSIS_WRITE_PACE", "0.25".into())],
+            &[
+                "update-labels",
+                "--org",
+                "acme",
+                "--repo",
+                "app",
+                "--yes",
+                "--remove-labels",
+            ],
+        )
         .ok()
         .json();
     let w = writes(&l.gh);
@@ -393,10 +505,16 @@ fn secondary_limits_are_waited_out_and_writes_are_paced() {
 #[test]
 fn the_comment_is_posted_once_per_recommendation() {
     let l = Loop::new(github());
-    l.run(&["recommendations", "approve", "acme/app#1", "acme/app#2"]).ok();
+    l.run(&["recommendations", "approve", "acme/app#1", "acme/app#2"])
+        .ok();
     // #2's comment was posted by an earlier run whose record was lost: its marker is there.
-    let md5 = l.env.scalar("SELECT result_md5 FROM recommendations WHERE issue_id = 'acme/app#2'");
-    let marker = format!("<!-- github-analysis:labels result={} -->", md5.as_str().unwrap());
+    let md5 = l
+        .env
+        .scalar("SELECT result_md5 FROM recommendations WHERE issue_id = 'acme/app#2'");
+    let marker = format!(
+        "<!-- github-analysis:labels result={} -->",
+        md5.as_str().unwrap()
+    );
     l.gh.update_issue("acme", "app", 2, |i| {
         i.comments.push(FakeComment {
             id: 77,
@@ -411,8 +529,16 @@ fn the_comment_is_posted_once_per_recommendation() {
     assert_eq!(r["comments"], 1, "{r}");
     let posted = l.gh.comment_bodies("acme", "app", 1);
     assert_eq!(posted.len(), 1);
-    assert!(posted[0].starts_with("<!-- github-analysis:labels result="), "{}", posted[0]);
-    assert!(posted[0].contains("`product::kots`") && posted[0].contains("confidence"), "{}", posted[0]);
+    assert!(
+        posted[0].starts_with("<!-- github-analysis:labels result="),
+        "{}",
+        posted[0]
+    );
+    assert!(
+        posted[0].contains("`product::kots`") && posted[0].contains("confidence"),
+        "{}",
+        posted[0]
+    );
     assert_eq!(l.gh.comment_bodies("acme", "app", 2).len(), 1);
     // #2 stays approved (removal held back); a run with --remove-labels applies it and does
     // not comment again on the same recommendation.
@@ -443,7 +569,10 @@ fn update_labels_asks_first_and_needs_a_rule_for_pending_ones() {
         .ok()
         .json();
     assert_eq!(j["issues"], 0, "{j}");
-    let j = l.update(&["--ignore-status", "--min-confidence", "0.1"]).ok().json();
+    let j = l
+        .update(&["--ignore-status", "--min-confidence", "0.1"])
+        .ok()
+        .json();
     assert_eq!(j["applied"], 1, "{j}");
     assert_eq!(
         l.gh.issue_labels("acme", "app", 2),
@@ -452,7 +581,19 @@ fn update_labels_asks_first_and_needs_a_rule_for_pending_ones() {
     // No token: a clear error before anything is sent.
     let mut vars = l.vars.clone();
     vars.retain(|(k, _)| *k != "GITHUB_TOKEN");
-    let r = l.env.run_json(&vars, &["update-labels", "--org", "acme", "--ignore-status", "--min-confidence", "0", "--remove-labels", "--yes"]);
+    let r = l.env.run_json(
+        &vars,
+        &[
+            "update-labels",
+            "--org",
+            "acme",
+            "--ignore-status",
+            "--min-confidence",
+            "0",
+            "--remove-labels",
+            "--yes",
+        ],
+    );
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("no GitHub token"), "{}", r.stderr);
 }

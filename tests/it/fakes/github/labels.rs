@@ -229,12 +229,18 @@ fn gate(g: &mut Inner) -> Option<Reply> {
                 json!({"message": "Resource not accessible by personal access token",
                        "documentation_url": LABEL_DOCS, "status": "403"}),
             )
-            .header("x-accepted-github-permissions", "issues=write; pull_requests=write"),
+            .header(
+                "x-accepted-github-permissions",
+                "issues=write; pull_requests=write",
+            ),
         );
     }
     if let Some(f) = g.labels.write_faults.pop_front() {
         match f {
-            Fault::SecondaryRateLimit { status, retry_after } => {
+            Fault::SecondaryRateLimit {
+                status,
+                retry_after,
+            } => {
                 // Without retry-after GitHub asks for a minute; the fake keeps it short.
                 let window = retry_after.map_or(Duration::from_millis(50), Duration::from_secs);
                 g.labels.blocked_until = Some(now + window);
@@ -302,7 +308,12 @@ fn body_labels(body: &[u8]) -> Result<Vec<String>, Reply> {
 
 /// Answers the label and comment endpoints; `None` for every other request (and for a
 /// repository unknown under that name, so `rest.rs` answers its 301 or 404).
-pub(super) fn route(g: &mut Inner, method: &Method, uri: &Uri, body: &[u8]) -> Option<(Reply, u64)> {
+pub(super) fn route(
+    g: &mut Inner,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+) -> Option<(Reply, u64)> {
     let raw: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
     let (owner, repo) = match raw.as_slice() {
         ["repos", o, r, ..] => (o.to_string(), r.to_string()),
@@ -373,12 +384,19 @@ pub(super) fn route(g: &mut Inner, method: &Method, uri: &Uri, body: &[u8]) -> O
                 };
                 for n in names {
                     // GitHub creates a label the repository lacks: grey, no description.
-                    if !all_labels(g, &owner, &repo).iter().any(|l| l.name.eq_ignore_ascii_case(&n)) {
-                        g.labels.catalog.entry(key(&owner, &repo)).or_default().push(RepoLabel {
-                            name: n.clone(),
-                            color: "ededed".into(),
-                            description: None,
-                        });
+                    if !all_labels(g, &owner, &repo)
+                        .iter()
+                        .any(|l| l.name.eq_ignore_ascii_case(&n))
+                    {
+                        g.labels
+                            .catalog
+                            .entry(key(&owner, &repo))
+                            .or_default()
+                            .push(RepoLabel {
+                                name: n.clone(),
+                                color: "ededed".into(),
+                                description: None,
+                            });
                     }
                     if !set.iter().any(|s| s.eq_ignore_ascii_case(&n)) {
                         set.push(n);
@@ -399,7 +417,11 @@ pub(super) fn route(g: &mut Inner, method: &Method, uri: &Uri, body: &[u8]) -> O
             (Ok(_), None) => not_found(),
             (Ok(i), Some(name)) => {
                 let issue = &mut g.repos[ri].issues[i];
-                match issue.labels.iter().position(|l| l.eq_ignore_ascii_case(&name)) {
+                match issue
+                    .labels
+                    .iter()
+                    .position(|l| l.eq_ignore_ascii_case(&name))
+                {
                     None => Reply::json(
                         404,
                         json!({"message": "Label does not exist", "documentation_url": LABEL_DOCS, "status": "404"}),
@@ -456,7 +478,11 @@ fn create_label(g: &mut Inner, owner: &str, repo: &str, body: &[u8]) -> Reply {
             json!({"message": "Problems parsing JSON", "documentation_url": LABEL_DOCS, "status": "400"}),
         );
     };
-    let Some(name) = v.get("name").and_then(Value::as_str).filter(|n| !n.trim().is_empty()) else {
+    let Some(name) = v
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.trim().is_empty())
+    else {
         return validation("Label", "name", "missing_field");
     };
     let color = v.get("color").and_then(Value::as_str).unwrap_or("ededed");
