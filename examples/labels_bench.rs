@@ -41,8 +41,12 @@ const REPO: &str = "app";
 fn dataset(n: u64) -> Vec<FakeIssue> {
     (1..=n)
         .map(|k| {
-            let mut i = FakeIssue::new(k, &format!("kotsadm upgrade {k} fails"), "2024-05-02T00:00:00Z")
-                .labels(&["product::kurl"]);
+            let mut i = FakeIssue::new(
+                k,
+                &format!("kotsadm upgrade {k} fails"),
+                "2024-05-02T00:00:00Z",
+            )
+            .labels(&["product::kurl"]);
             i.body = Some("kubectl kots upgrade fails and the admin console restarts.".into());
             i
         })
@@ -138,7 +142,11 @@ fn documented_minimum(w: usize) -> f64 {
 }
 
 fn bench(name: &str, tool: f64, reference: f64, target: &str, unit: &str) {
-    let ratio = if reference == 0.0 { 0.0 } else { tool / reference };
+    let ratio = if reference == 0.0 {
+        0.0
+    } else {
+        tool / reference
+    };
     println!(
         "BENCH {}",
         serde_json::json!({"name": name, "tool": tool, "reference": reference, "ratio": ratio, "target": target, "unit": unit})
@@ -160,7 +168,18 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let setup = Instant::now();
     command(dir.path(), &["collect", "--org", OWNER, "--repo", REPO]).await;
-    command(dir.path(), &["process", "product-labeling", "--org", OWNER, "--model", "rules"]).await;
+    command(
+        dir.path(),
+        &[
+            "process",
+            "product-labeling",
+            "--org",
+            OWNER,
+            "--model",
+            "rules",
+        ],
+    )
+    .await;
     {
         let mut db = Db::open(&dir.path().join("issues.duckdb"), Duration::from_secs(30))?;
         let pending = db.recommendations(&RecFilter {
@@ -168,12 +187,20 @@ async fn main() -> anyhow::Result<()> {
             ..RecFilter::default()
         })?;
         review::decide_all(&mut db, &pending, RecStatus::Approved, None)?;
-        eprintln!("setup: {} issues collected, processed and approved in {:.1}s", pending.len(), setup.elapsed().as_secs_f64());
+        eprintln!(
+            "setup: {} issues collected, processed and approved in {:.1}s",
+            pending.len(),
+            setup.elapsed().as_secs_f64()
+        );
     }
 
     let (outcomes, wall) = apply_run(&gh, dir.path()).await?;
     let log = gh.requests();
-    let count = |m: &str, part: &str| log.iter().filter(|l| l.method == m && l.target.contains(part)).count();
+    let count = |m: &str, part: &str| {
+        log.iter()
+            .filter(|l| l.method == m && l.target.contains(part))
+            .count()
+    };
     let issue_reads = count("GET", "/issues/");
     let label_reads = count("GET", "/labels/");
     let posts = count("POST", "/labels");
@@ -186,9 +213,18 @@ async fn main() -> anyhow::Result<()> {
     let rerun_writes = gh.writes().len();
 
     println!("update-labels benchmark: {n} approved recommendations (add 1 label, remove 1 each), fake GitHub on loopback");
-    println!("first run: {outcomes:?} in {:.2}s (pacing off)", wall.as_secs_f64());
+    println!(
+        "first run: {outcomes:?} in {:.2}s (pacing off)",
+        wall.as_secs_f64()
+    );
     println!("  reads: {reads} ({issue_reads} issue GETs, {label_reads} label lookups); writes: {writes} ({posts} POST, {deletes} DELETE)");
-    let per = |x: usize| if changed == 0 { 0.0 } else { x as f64 / changed as f64 };
+    let per = |x: usize| {
+        if changed == 0 {
+            0.0
+        } else {
+            x as f64 / changed as f64
+        }
+    };
     println!(
         "  per changed issue: {:.3} requests = {:.3} writes + {:.3} reads",
         per(reads + writes),
@@ -213,11 +249,47 @@ async fn main() -> anyhow::Result<()> {
         least,
         least / 3600.0
     );
-    bench("update_labels_requests_per_changed_issue", per(reads + writes), 3.0, "<= 2 writes + 1 read", "requests");
-    bench("update_labels_writes_per_changed_issue", per(writes), 2.0, "<= 2", "requests");
-    bench("update_labels_reads_per_changed_issue", per(reads), 1.0, "~1 (label lookups cached per run)", "requests");
-    bench("update_labels_rerun_writes", rerun_writes as f64, 0.0, "0", "requests");
-    bench("update_labels_pacing_wall", paced, least, "GitHub's secondary limits (80/min, 500/h)", "s");
-    bench("update_labels_unpaced_wall_on_fake", wall.as_secs_f64(), wall.as_secs_f64(), "info (loopback, pacing off)", "s");
+    bench(
+        "update_labels_requests_per_changed_issue",
+        per(reads + writes),
+        3.0,
+        "<= 2 writes + 1 read",
+        "requests",
+    );
+    bench(
+        "update_labels_writes_per_changed_issue",
+        per(writes),
+        2.0,
+        "<= 2",
+        "requests",
+    );
+    bench(
+        "update_labels_reads_per_changed_issue",
+        per(reads),
+        1.0,
+        "~1 (label lookups cached per run)",
+        "requests",
+    );
+    bench(
+        "update_labels_rerun_writes",
+        rerun_writes as f64,
+        0.0,
+        "0",
+        "requests",
+    );
+    bench(
+        "update_labels_pacing_wall",
+        paced,
+        least,
+        "GitHub's secondary limits (80/min, 500/h)",
+        "s",
+    );
+    bench(
+        "update_labels_unpaced_wall_on_fake",
+        wall.as_secs_f64(),
+        wall.as_secs_f64(),
+        "info (loopback, pacing off)",
+        "s",
+    );
     Ok(())
 }

@@ -166,15 +166,15 @@ impl Db {
             };
             match c.existing {
                 None if seen.insert(c.issue_id.clone()) => fresh.push((c, p)),
-                None => {}
-                Some((id, status, superseded)) => {
+                // Only --force-refresh re-derives an existing one; applied and superseded
+                // ones are history.
+                Some((id, status, None))
                     if scope.force_refresh
-                        && superseded.is_none()
-                        && !matches!(status, RecStatus::Applied | RecStatus::Superseded)
-                    {
-                        refresh.push((id, c, p));
-                    }
+                        && !matches!(status, RecStatus::Applied | RecStatus::Superseded) =>
+                {
+                    refresh.push((id, c, p))
                 }
+                _ => {}
             }
         }
         let ids: Vec<i64> = if fresh.is_empty() {
