@@ -14,6 +14,7 @@ mod support;
 mod batch;
 mod collect;
 mod foundation;
+mod hostile_input;
 mod layers;
 mod process;
 mod process_query;
