@@ -2,8 +2,8 @@
 //! subprocess against loopback fakes of GitHub, OpenAI and Anthropic. One binary means the fakes
 //! compile and link once, and every test shares one pool of test threads.
 //!
-//! * [`support`]: a private data dir per test and helpers to run the binary in it.
-//! * [`fakes`]: the fake services, one module per provider API.
+//! * A private data dir per test and helpers to run the binary in it: [`support`].
+//! * The fake services, one module per provider API: [`fakes`].
 //! * One module per command family: [`foundation`] (import, sync, query, status), [`collect`],
 //!   [`process`] (real time), [`process_query`] (SQL-selected pipelines) and [`batch`].
 //! * [`layers`]: the import graph of `src/` points one way.
@@ -14,6 +14,7 @@ mod support;
 mod batch;
 mod collect;
 mod foundation;
+mod hostile_input;
 mod layers;
 mod process;
 mod process_query;
