@@ -3,7 +3,7 @@
 //! at most 2 writes + 1 read) and on the re-run (target: no write), and the wall time GitHub's
 //! secondary limits impose on the writes, next to the least those limits allow.
 //!
-//! Run: `cargo run --example labels_bench [-- ISSUES]` (default 1,000). Issues are collected and
+//! Run: `cargo run --example update_labels_bench [-- ISSUES | --quick]` (default 1,000; `--quick`: 100). Issues are collected and
 //! labelled with the offline `rules` model through the real command path; approval and the
 //! apply run call the same library functions `recommendations approve --all` and
 //! `update-labels --remove-labels --yes` call (so 1,000 result rows are not printed). The writes
@@ -141,7 +141,7 @@ fn documented_minimum(w: usize) -> f64 {
     full_hours as f64 * 3600.0 + rest as f64 * 60.0 / GITHUB_WRITE_LIMITS.per_minute as f64
 }
 
-fn bench(name: &str, tool: f64, reference: f64, target: &str, unit: &str) {
+fn bench(name: &str, tool: f64, reference: f64, reference_name: &str, target: &str, unit: &str) {
     let ratio = if reference == 0.0 {
         0.0
     } else {
@@ -149,16 +149,18 @@ fn bench(name: &str, tool: f64, reference: f64, target: &str, unit: &str) {
     };
     println!(
         "BENCH {}",
-        serde_json::json!({"name": name, "tool": tool, "reference": reference, "ratio": ratio, "target": target, "unit": unit})
+        serde_json::json!({"name": name, "tool": tool, "reference": reference,
+            "reference_name": reference_name, "ratio": ratio, "target": target, "unit": unit})
     );
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n: u64 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000);
+    let n: u64 = match std::env::args().nth(1).as_deref() {
+        Some("--quick") => 100,
+        Some(a) => a.parse().unwrap_or(1_000),
+        None => 1_000,
+    };
     let gh = FakeGitHub::start();
     gh.add_repo(OWNER, REPO, dataset(n));
     gh.define_labels(OWNER, REPO, &[("product::kots", Some("KOTS"))]);
@@ -253,13 +255,15 @@ async fn main() -> anyhow::Result<()> {
         "update_labels_requests_per_changed_issue",
         per(reads + writes),
         3.0,
-        "<= 2 writes + 1 read",
+        "2 writes + 1 read",
+        "<= 3",
         "requests",
     );
     bench(
         "update_labels_writes_per_changed_issue",
         per(writes),
         2.0,
+        "1 POST + 1 DELETE",
         "<= 2",
         "requests",
     );
@@ -267,6 +271,7 @@ async fn main() -> anyhow::Result<()> {
         "update_labels_reads_per_changed_issue",
         per(reads),
         1.0,
+        "1 issue GET",
         "~1 (label lookups cached per run)",
         "requests",
     );
@@ -274,6 +279,7 @@ async fn main() -> anyhow::Result<()> {
         "update_labels_rerun_writes",
         rerun_writes as f64,
         0.0,
+        "none",
         "0",
         "requests",
     );
@@ -281,6 +287,7 @@ async fn main() -> anyhow::Result<()> {
         "update_labels_pacing_wall",
         paced,
         least,
+        "least the documented limits allow",
         "GitHub's secondary limits (80/min, 500/h)",
         "s",
     );
@@ -288,6 +295,7 @@ async fn main() -> anyhow::Result<()> {
         "update_labels_unpaced_wall_on_fake",
         wall.as_secs_f64(),
         wall.as_secs_f64(),
+        "itself",
         "info (loopback, pacing off)",
         "s",
     );
