@@ -245,3 +245,37 @@ pub async fn has_comment_with(
         .iter()
         .any(|c| c.body.as_deref().is_some_and(|b| b.contains(marker))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::github::client::ClientConfig;
+
+    #[test]
+    fn label_names_are_one_encoded_path_segment_also_on_enterprise_server() {
+        let cfg = ClientConfig::new(
+            Some("https://ghe.example.com/api/v3"),
+            None,
+            "t".into(),
+            None,
+        )
+        .unwrap();
+        let client = Client::new(cfg, std::sync::Arc::new(crate::report::Silent)).unwrap();
+        let url = repo_url(
+            &client,
+            "o",
+            "r",
+            &["issues", "7", "labels", "100% broken 🐛 ?#/x"],
+        )
+        .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://ghe.example.com/api/v3/repos/o/r/issues/7/labels/100%25%20broken%20%F0%9F%90%9B%20%3F%23%2Fx"
+        );
+        let url = repo_url(&client, "o", "r", &["labels", "product::kots"]).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://ghe.example.com/api/v3/repos/o/r/labels/product::kots"
+        );
+    }
+}
