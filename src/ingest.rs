@@ -135,7 +135,8 @@ pub fn sync_paths(
         ..SyncReport::default()
     };
     let mut candidates = Vec::with_capacity(paths.len());
-    for rel in paths {
+    let mut seen = HashSet::with_capacity(paths.len());
+    for rel in paths.iter().filter(|p| seen.insert(p.as_str())) {
         match stat(&store.abs(rel)) {
             Ok(st) => candidates.push((rel.clone(), st)),
             Err(e) => report.failed.push((rel.clone(), e.to_string())),
@@ -199,11 +200,43 @@ fn load(
                 Outcome::Failed(p, why) => report.failed.push((p, why)),
             }
         }
-        db.replace_issues(&batch)?;
+        let before = report.failed.len();
+        load_isolating(db, batch, &mut report.failed)?;
+        for (path, _) in &report.failed[before..] {
+            if records.contains_key(path) {
+                report.updated -= 1;
+            } else {
+                report.added -= 1;
+            }
+        }
         db.touch_files(&touched)?;
         progress.inc(chunk.len() as u64);
     }
     Ok(())
+}
+
+/// Loads a batch in one transaction; if the database refuses it, loads its issues one by one,
+/// so one issue the database cannot take fails alone (recorded in `failed`) instead of
+/// failing the batch and every later sync.
+pub fn load_isolating(
+    db: &mut Db,
+    batch: Vec<LoadedIssue>,
+    failed: &mut Vec<(String, String)>,
+) -> anyhow::Result<usize> {
+    if batch.is_empty() || db.replace_issues(&batch).is_ok() {
+        return Ok(batch.len());
+    }
+    let mut loaded = 0;
+    for one in batch {
+        match db.replace_issues(std::slice::from_ref(&one)) {
+            Ok(()) => loaded += 1,
+            Err(e) => failed.push((
+                one.file.file_path.clone(),
+                format!("the database refused it: {e:#}"),
+            )),
+        }
+    }
+    Ok(loaded)
 }
 
 /// Reads, hashes and parses files on every core; I/O and JSON parsing dominate sync time.

@@ -17,3 +17,4 @@ mod foundation;
 mod layers;
 mod process;
 mod process_query;
+mod store_import;
