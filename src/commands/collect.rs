@@ -82,6 +82,10 @@ pub async fn run(ctx: &Ctx, args: &CollectArgs) -> anyhow::Result<ExitStatus> {
             "{} repositories could not be collected (listed above); the others were",
             report.failed.len()
         ))),
+        Some(Ok(())) if !report.refused.is_empty() => Ok(ctx.failure(&format!(
+            "{} issues were not stored because their file name holds another issue (listed above)",
+            report.refused.len()
+        ))),
         Some(Ok(())) if !report.sync_failed.is_empty() => Ok(ctx.failure(&format!(
             "{} issue files could not be loaded into the database (listed above)",
             report.sync_failed.len()

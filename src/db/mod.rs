@@ -60,8 +60,7 @@ impl Db {
         }
         let conn = open_waiting(path, lock_timeout, base_config)?;
         let mut db = Self { conn };
-        migrations::apply(&mut db.conn)
-            .user_context(|| format!("cannot migrate database {}", path.display()))?;
+        migrations::apply(&mut db.conn).map_err(|e| newer_or(e, path))?;
         Ok(db)
     }
 
@@ -86,13 +85,27 @@ impl ReadOnlyDb {
             drop(Db::open(path, lock_timeout)?);
         }
         let ro = open_waiting(path, lock_timeout, read_only_config)?;
-        if migrations::applied(&ro)?.len() < migrations::MIGRATIONS.len() {
+        let done = migrations::applied(&ro)?;
+        migrations::refuse_newer(&done).map_err(|e| newer_or(e.into(), path))?;
+        if done.len() < migrations::MIGRATIONS.len() {
             drop(ro);
             drop(Db::open(path, lock_timeout)?);
             let conn = open_waiting(path, lock_timeout, read_only_config)?;
             return Ok(Self { conn });
         }
         Ok(Self { conn: ro })
+    }
+}
+
+/// A newer schema is the user's to resolve (exit 1, the message first); any other migration
+/// failure keeps its cause under "cannot migrate".
+fn newer_or(e: anyhow::Error, path: &Path) -> anyhow::Error {
+    match e.downcast::<migrations::NewerSchema>() {
+        Ok(newer) => crate::error::user(format!("database {}: {newer}", path.display())),
+        Err(e) => e.context(UserError(format!(
+            "cannot migrate database {}",
+            path.display()
+        ))),
     }
 }
 

@@ -421,6 +421,12 @@ impl<'a> Collector<'a> {
             if apply_filters && !self.matches(&issue) && !(incremental && old.is_some()) {
                 continue;
             }
+            if let Some(o) = old.as_ref().filter(|o| o.key() != issue.key()) {
+                let e = crate::store::collision(&rel, &o.key(), &issue.key());
+                self.reporter.warn(&e.to_string());
+                self.report.refused.push((issue.key(), e.to_string()));
+                continue;
+            }
             if self.budget == Some(0) {
                 more = false;
                 break;

@@ -40,6 +40,8 @@ pub struct CollectReport {
     pub attachments: AttachmentCounts,
     /// Files written whose database load failed (reason per path).
     pub sync_failed: Vec<(String, String)>,
+    /// (issue, reason) of issues not stored because their file name holds another issue.
+    pub refused: Vec<(String, String)>,
 }
 
 impl CollectReport {

@@ -18,3 +18,4 @@ mod layers;
 mod process;
 mod process_query;
 mod store_import;
+mod store_schema;
