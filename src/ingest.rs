@@ -312,3 +312,36 @@ fn read_one(store: &Store, rel: &str, st: Stat, prev: Option<&FileRecord>, force
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoredIssue;
+
+    fn loaded(n: u64) -> LoadedIssue {
+        let issue = StoredIssue::new("o", "r", n, "t");
+        LoadedIssue {
+            file: FileRecord {
+                file_path: format!("issues/o_r_issue_{n}.json"),
+                issue_id: issue.key(),
+                size: 1,
+                mtime_ns: 1,
+                sha256: "x".into(),
+            },
+            issue,
+        }
+    }
+
+    #[test]
+    fn an_issue_the_database_refuses_fails_alone() {
+        let mut db = Db::open_in_memory().unwrap();
+        // Bypasses the range check on purpose: the database itself refuses this number.
+        let batch = vec![loaded(1), loaded(u64::MAX), loaded(3)];
+        let mut failed = Vec::new();
+        assert_eq!(load_isolating(&mut db, batch, &mut failed).unwrap(), 2);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].0, format!("issues/o_r_issue_{}.json", u64::MAX));
+        assert!(failed[0].1.contains("the database refused it"), "{failed:?}");
+        assert_eq!(db.file_records().unwrap().len(), 2);
+    }
+}
