@@ -2,7 +2,7 @@
 //! requests and Link pagination. Endpoint knowledge lives in `rest.rs` and `graphql.rs`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ pub use crate::github::config::{ClientConfig, DEFAULT_API_URL};
 pub use crate::github::limits::next_link;
 use crate::github::limits::{
     classify_limit, error_message, error_messages, header_str, header_u64, human, retry_after,
-    until, Limit, SECONDARY_MIN_WAIT,
+    server_date, until, Limit, SECONDARY_MIN_WAIT,
 };
 use crate::http::{error_chain, Backoff, Verdict};
 use crate::report::Reporter;
@@ -97,6 +97,8 @@ pub struct Client {
     reporter: std::sync::Arc<dyn Reporter>,
     requests: AtomicU64,
     rates: Mutex<HashMap<String, RateState>>,
+    /// GitHub's clock minus ours (milliseconds, from the last `Date`): resets are on its clock.
+    skew_ms: AtomicI64,
 }
 
 impl Client {
@@ -131,6 +133,7 @@ impl Client {
             reporter,
             requests: AtomicU64::new(0),
             rates: Mutex::new(HashMap::new()),
+            skew_ms: AtomicI64::new(0),
         })
     }
 
@@ -281,7 +284,7 @@ impl Client {
             .lock()
             .ok()
             .and_then(|m| m.get("graphql").and_then(|r| r.reset));
-        Some(until(reset).unwrap_or(SECONDARY_MIN_WAIT))
+        Some(until(reset, self.github_now()).unwrap_or(SECONDARY_MIN_WAIT))
     }
 
     /// Sends with retries: 5xx and network errors back off exponentially with jitter; rate
@@ -357,9 +360,7 @@ impl Client {
                         status,
                         etag: header_str(&headers, ETAG.as_str()).map(str::to_string),
                         next,
-                        date: header_str(&headers, "date")
-                            .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
-                            .map(|d| d.to_utc()),
+                        date: server_date(&headers),
                         body,
                     });
                 }
@@ -442,7 +443,7 @@ impl Client {
         if state.remaining > 0 {
             return;
         }
-        let Some(wait) = until(state.reset) else {
+        let Some(wait) = until(state.reset, self.github_now()) else {
             return;
         };
         self.sleep(wait, &format!("GitHub rate limit exhausted ({bucket})"))
@@ -460,7 +461,16 @@ impl Client {
         }
     }
 
+    /// GitHub's clock now, as estimated from the last answer's `Date`.
+    fn github_now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::milliseconds(self.skew_ms.load(Ordering::Relaxed))
+    }
+
     fn record_rate(&self, bucket: &str, headers: &HeaderMap) {
+        if let Some(date) = server_date(headers) {
+            self.skew_ms
+                .store((date - Utc::now()).num_milliseconds(), Ordering::Relaxed);
+        }
         let Some(remaining) = header_u64(headers, "x-ratelimit-remaining") else {
             return;
         };
