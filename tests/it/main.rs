@@ -13,6 +13,7 @@ mod support;
 
 mod batch;
 mod collect;
+mod collect_strict;
 mod foundation;
 mod layers;
 mod process;

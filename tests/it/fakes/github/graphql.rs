@@ -70,7 +70,13 @@ fn answer(g: &Inner, body: &[u8]) -> (Reply, u64) {
             digits.parse::<u64>().ok()
         })
         .collect::<Vec<_>>();
-    let var_first = vars.get("first").and_then(Value::as_u64);
+    // The `issues` connection's `first`: its variable, or the literal in the query.
+    let var_first = vars.get("first").and_then(Value::as_u64).or_else(|| {
+        let rest = &query[query.find("issues(")? + 7..];
+        let rest = rest[rest.find("first:")? + 6..].trim_start();
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    });
     for f in literal_firsts.iter().copied().chain(var_first) {
         if f > 100 {
             return (
