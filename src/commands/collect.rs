@@ -39,6 +39,7 @@ pub async fn run(ctx: &Ctx, args: &CollectArgs) -> anyhow::Result<ExitStatus> {
         exclude_repos: args.exclude_repo.clone(),
         include_archived: args.include_archived,
         full: args.full,
+        parallel_repos: args.parallel_repos,
         attachments: if args.download_attachments {
             Some(parse_size(&args.max_attachment_size)?)
         } else {

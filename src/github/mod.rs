@@ -5,6 +5,7 @@ pub mod attachments;
 pub mod client;
 pub mod collector;
 pub mod config;
+pub mod fetch;
 pub mod graphql;
 pub mod limits;
 pub mod models;

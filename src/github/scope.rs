@@ -22,6 +22,8 @@ pub struct CollectOptions {
     pub full: bool,
     /// `Some(cap in bytes)` when attachments are downloaded.
     pub attachments: Option<u64>,
+    /// Repositories of an organisation collected at once (`--parallel-repos`).
+    pub parallel_repos: usize,
 }
 
 #[derive(Debug, Default, Clone)]

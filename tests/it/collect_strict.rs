@@ -251,3 +251,37 @@ fn repositories_whose_file_names_collide_never_overwrite_each_other() {
     .unwrap();
     assert_eq!(held["org"], "a_b");
 }
+
+#[test]
+fn an_organisation_is_collected_several_repositories_at_once_with_the_same_result() {
+    let gh = FakeGitHub::start();
+    for name in ["one", "two", "three", "four"] {
+        gh.add_repo("acme", name, issues(3));
+    }
+    // GitHub's own response time, so requests in flight at once can be seen.
+    gh.set_latency_ms(150);
+    let sequential = Env::new();
+    let (s, _) = collect(&sequential, &gh, &["--org", "acme", "--parallel-repos", "1"]);
+    assert_eq!(s["issues"], 12);
+    assert_eq!(gh.max_in_flight(), 1);
+    let requests = gh.request_count();
+
+    let gh2 = FakeGitHub::start();
+    for name in ["one", "two", "three", "four"] {
+        gh2.add_repo("acme", name, issues(3));
+    }
+    gh2.set_latency_ms(150);
+    let parallel = Env::new();
+    let (s, stderr) = collect(&parallel, &gh2, &["--org", "acme", "--parallel-repos", "4"]);
+    assert_eq!((s["issues"].clone(), s["repositories"].clone()), (json!(12), json!(4)));
+    assert!(gh2.max_in_flight() >= 2, "repositories were fetched one at a time");
+    assert_eq!(gh2.request_count(), requests, "parallelism costs no extra request");
+    for name in ["one", "two", "three", "four"] {
+        assert!(stderr.contains(&format!("acme/{name}: 3 issues (3 new, 0 updated, 0 unchanged), 1 requests")), "{stderr}");
+    }
+    let ids = "SELECT string_agg(id, ',' ORDER BY id) FROM issues";
+    assert_eq!(parallel.scalar(ids), sequential.scalar(ids));
+    // Every repository's cursor moved: the next run is incremental everywhere.
+    let (s, _) = collect(&parallel, &gh2, &["--org", "acme", "--parallel-repos", "4"]);
+    assert_eq!(s["incremental"], 4);
+}

@@ -201,6 +201,9 @@ struct Inner {
     delay_ms: u64,
     /// Added to every answer (GitHub's own latency), in milliseconds.
     latency_ms: u64,
+    /// Requests being answered now, and the most at once so far.
+    in_flight: usize,
+    max_in_flight: usize,
     /// GitHub's clock minus ours, in seconds: `Date`, resets and refusals follow GitHub's clock.
     clock_offset: i64,
     /// Per bucket: until when (GitHub's clock, epoch milliseconds) requests are refused, and how.
@@ -250,6 +253,8 @@ impl FakeGitHub {
             redirects: HashMap::new(),
             delay_ms: 0,
             latency_ms: 0,
+            in_flight: 0,
+            max_in_flight: 0,
             clock_offset: 0,
             blocked: HashMap::new(),
             core_limit: CORE_LIMIT,
@@ -369,6 +374,11 @@ impl FakeGitHub {
 
     pub fn requests(&self) -> Vec<Logged> {
         lock(&self.inner).log.clone()
+    }
+
+    /// The most requests GitHub was answering at the same moment.
+    pub fn max_in_flight(&self) -> usize {
+        lock(&self.inner).max_in_flight
     }
 
     pub fn request_count(&self) -> usize {

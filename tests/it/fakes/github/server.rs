@@ -28,10 +28,16 @@ pub(super) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    {
+        let mut g = lock(&state);
+        g.in_flight += 1;
+        g.max_in_flight = g.max_in_flight.max(g.in_flight);
+    }
     let (resp, delay) = respond(&state, method, uri, headers, body);
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
+    lock(&state).in_flight -= 1;
     resp
 }
 
