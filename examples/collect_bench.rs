@@ -184,9 +184,24 @@ async fn main() -> anyhow::Result<()> {
             t.as_secs_f64()
         );
     };
-    row("collect (GraphQL bulk), first run + store", full_req, n, full_time);
-    row("collect, incremental re-run (no changes)", inc_req, n, inc_time);
-    row("plain REST (list + comments/issue), fetch only", rest_req, n, rest_time);
+    row(
+        "collect (GraphQL bulk), first run + store",
+        full_req,
+        n,
+        full_time,
+    );
+    row(
+        "collect, incremental re-run (no changes)",
+        inc_req,
+        n,
+        inc_time,
+    );
+    row(
+        "plain REST (list + comments/issue), fetch only",
+        rest_req,
+        n,
+        rest_time,
+    );
     // Loopback has no latency; against api.github.com each sequential request also waits a
     // round trip, which this projects (computed, not measured).
     println!(
@@ -212,12 +227,27 @@ async fn main() -> anyhow::Result<()> {
     );
     let seq_gh = org_server(repos, per_repo, latency);
     let seq_dir = tempfile::tempdir()?;
-    let (seq_req, seq_time) = run_cli(&seq_gh, seq_dir.path(), &["--org", ORG, "--parallel-repos", "1"]).await;
+    let (seq_req, seq_time) = run_cli(
+        &seq_gh,
+        seq_dir.path(),
+        &["--org", ORG, "--parallel-repos", "1"],
+    )
+    .await;
     let par_gh = org_server(repos, per_repo, latency);
     let par_dir = tempfile::tempdir()?;
     let (par_req, par_time) = run_cli(&par_gh, par_dir.path(), &["--org", ORG]).await;
-    row("collect --org, --parallel-repos 1 (sequential)", seq_req, total, seq_time);
-    row("collect --org, default --parallel-repos 4", par_req, total, par_time);
+    row(
+        "collect --org, --parallel-repos 1 (sequential)",
+        seq_req,
+        total,
+        seq_time,
+    );
+    row(
+        "collect --org, default --parallel-repos 4",
+        par_req,
+        total,
+        par_time,
+    );
     println!(
         "parallel / sequential wall time = {:.2}; most requests in flight at once: {} vs {}",
         par_time.as_secs_f64() / seq_time.as_secs_f64(),

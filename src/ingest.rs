@@ -341,7 +341,10 @@ mod tests {
         assert_eq!(load_isolating(&mut db, batch, &mut failed).unwrap(), 2);
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].0, format!("issues/o_r_issue_{}.json", u64::MAX));
-        assert!(failed[0].1.contains("the database refused it"), "{failed:?}");
+        assert!(
+            failed[0].1.contains("the database refused it"),
+            "{failed:?}"
+        );
         assert_eq!(db.file_records().unwrap().len(), 2);
     }
 }

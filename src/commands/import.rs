@@ -9,6 +9,9 @@ use crate::error::{user, ExitStatus};
 use crate::import_files::{import, Source};
 use crate::store::names;
 
+/// DuckDB's share of an import's memory; the rest is one chunk of items in flight.
+const IMPORT_MEMORY_MB: u64 = 64;
+
 pub fn run(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<ExitStatus> {
     if let (Some(org), Some(repo)) = (&args.org, &args.repo) {
         names::validate_org(org)?;
@@ -52,9 +55,8 @@ pub fn import_sources(
         .into_iter()
         .map(|(name, bytes)| Source {
             name,
-            reader: bytes.map(|b| {
-                Box::new(std::io::Cursor::new(b)) as Box<dyn std::io::BufRead + Send>
-            }),
+            reader: bytes
+                .map(|b| Box::new(std::io::Cursor::new(b)) as Box<dyn std::io::BufRead + Send>),
         })
         .collect();
     import_streams(ctx, sources, fallback, total)
@@ -71,6 +73,8 @@ pub fn import_streams(
 ) -> anyhow::Result<ExitStatus> {
     // Open the database first: if another process holds it, fail before writing any file.
     let mut db = ctx.db()?;
+    // The rows of a large dump need not stay in memory once written.
+    db.limit_memory(IMPORT_MEMORY_MB)?;
     ctx.store.ensure_dirs()?;
     let bar = ctx.printer.bar(bytes, "import");
     let report = import(&ctx.store, &mut db, sources, fallback, &bar)?;

@@ -118,7 +118,9 @@ mod tests {
         )
         .unwrap();
         let err = apply(&mut conn).unwrap_err();
-        let e = err.downcast_ref::<NewerSchema>().expect("a NewerSchema error");
+        let e = err
+            .downcast_ref::<NewerSchema>()
+            .expect("a NewerSchema error");
         assert_eq!((e.found, e.known), (future, latest()));
         assert!(err.to_string().contains("upgrade github-analysis"), "{err}");
     }

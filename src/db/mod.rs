@@ -72,6 +72,14 @@ impl Db {
         Ok(db)
     }
 
+    /// Caps the memory DuckDB keeps for this database (its buffer pool spills to the file
+    /// beyond it), so a bulk load of any size runs in flat memory.
+    pub fn limit_memory(&self, megabytes: u64) -> anyhow::Result<()> {
+        self.conn
+            .execute_batch(&format!("SET memory_limit = '{megabytes}MB'"))?;
+        Ok(())
+    }
+
     /// Versions recorded in `schema_migrations`.
     pub fn applied_migrations(&self) -> anyhow::Result<Vec<u32>> {
         migrations::applied(&self.conn)

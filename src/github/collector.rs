@@ -11,8 +11,8 @@ use crate::github::attachments;
 use crate::github::client::{Client, GitHubError};
 use crate::github::fetch::{Event, Fetcher, RepoDone, Start};
 use crate::github::rest;
-use crate::github::scope::{rfc3339, scope_key};
 pub use crate::github::scope::{parse_since, parse_size, CollectOptions, CollectReport};
+use crate::github::scope::{rfc3339, scope_key};
 use crate::report::Reporter;
 use crate::store::{names, parse_issue, Store, StoredIssue};
 
@@ -190,7 +190,11 @@ impl<'a> Collector<'a> {
         org_mode: bool,
     ) -> anyhow::Result<()> {
         // `--limit` counts issues across repositories in order: one at a time.
-        let parallel = if self.budget.is_some() { 1 } else { parallel.max(1) };
+        let parallel = if self.budget.is_some() {
+            1
+        } else {
+            parallel.max(1)
+        };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(parallel);
         let fetcher = Fetcher {
             client: self.client,

@@ -256,7 +256,10 @@ mod tests {
         ]);
         match classify_limit(StatusCode::FORBIDDEN, &h, b"{}") {
             Some(Limit::Primary(w)) => {
-                assert!(w > Duration::from_secs(25) && w <= Duration::from_secs(32), "{w:?}")
+                assert!(
+                    w > Duration::from_secs(25) && w <= Duration::from_secs(32),
+                    "{w:?}"
+                )
             }
             other => panic!("{other:?}"),
         }

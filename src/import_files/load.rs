@@ -153,11 +153,14 @@ impl Run<'_> {
         item_no: &mut usize,
     ) -> anyhow::Result<()> {
         let fallback = self.fallback;
-        let converted: Vec<Vec<Result<Item, String>>> = parallel(raws, |raw| match values_of(&raw)
-        {
-            Ok(values) => values.into_iter().map(|v| Ok(convert(v, fallback))).collect(),
-            Err(why) => vec![Err(why)],
-        });
+        let converted: Vec<Vec<Result<Item, String>>> =
+            parallel(raws, |raw| match values_of(&raw) {
+                Ok(values) => values
+                    .into_iter()
+                    .map(|v| Ok(convert(v, fallback)))
+                    .collect(),
+                Err(why) => vec![Err(why)],
+            });
         // Number the items in file order, then serialize on every core.
         let mut numbered = Vec::new();
         for items in converted {
@@ -266,7 +269,11 @@ fn write_one(store: &Store, ledger: &HashMap<String, String>, p: Prepared) -> Wr
     let abs = store.abs(&p.rel);
     if let Ok(old) = std::fs::read(&abs) {
         if let Some(holder) = issue_key_of(&old).filter(|k| *k != p.key) {
-            return Written::Failed(format!("{}: {}", p.item, collision(&p.rel, &holder, &p.key)));
+            return Written::Failed(format!(
+                "{}: {}",
+                p.item,
+                collision(&p.rel, &holder, &p.key)
+            ));
         }
         let same = parse_issue(&abs, &old).is_ok_and(|o| {
             o.org == p.issue.org && o.repo == p.issue.repo && o.issue == p.issue.issue
@@ -300,7 +307,12 @@ fn write_one(store: &Store, ledger: &HashMap<String, String>, p: Prepared) -> Wr
 }
 
 /// The ledger entry of a file just written or checked (stat as `sync` records it).
-fn record(abs: &std::path::Path, rel: &str, key: &str, sha256: String) -> std::io::Result<FileRecord> {
+fn record(
+    abs: &std::path::Path,
+    rel: &str,
+    key: &str,
+    sha256: String,
+) -> std::io::Result<FileRecord> {
     let md = std::fs::metadata(abs)?;
     let mtime_ns = md
         .modified()?

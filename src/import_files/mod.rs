@@ -84,7 +84,10 @@ mod tests {
     fn search_responses_and_nested_pages_are_flattened() {
         let d = values_of(br#"{"total_count":2,"items":[{"a":1},{"a":2}]}"#).unwrap();
         let e = values_of(br#"[{"a":1},[{"a":2}]]"#).unwrap();
-        assert_eq!(d, vec![serde_json::json!({"a":1}), serde_json::json!({"a":2})]);
+        assert_eq!(
+            d,
+            vec![serde_json::json!({"a":1}), serde_json::json!({"a":2})]
+        );
         assert_eq!(d, e);
         assert!(values_of(b"{oops").unwrap_err().contains("not valid JSON"));
     }

@@ -33,7 +33,13 @@ fn collect(env: &Env, gh: &FakeGitHub, args: &[&str]) -> (Value, String) {
 
 fn issues(n: u64) -> Vec<FakeIssue> {
     (1..=n)
-        .map(|k| FakeIssue::new(k, &format!("Issue {k}"), &format!("2024-03-{:02}T00:00:00Z", k)))
+        .map(|k| {
+            FakeIssue::new(
+                k,
+                &format!("Issue {k}"),
+                &format!("2024-03-{:02}T00:00:00Z", k),
+            )
+        })
         .collect()
 }
 
@@ -74,10 +80,7 @@ fn githubs_clock_an_hour_off_sets_the_cursor_and_the_waits() {
     collect(&env, &gh, &["--org", "acme", "--repo", "app"]);
     let reqs = gh.requests();
     // Waited out on GitHub's clock: no request was refused.
-    assert!(
-        reqs.iter().all(|r| r.status == 200),
-        "{reqs:?}\n{stderr}"
-    );
+    assert!(reqs.iter().all(|r| r.status == 200), "{reqs:?}\n{stderr}");
     assert_eq!(reqs.len(), 2);
     // The second run asks for changes since GitHub's time of the first run's answer, an hour
     // behind this machine's clock.
@@ -85,7 +88,9 @@ fn githubs_clock_an_hour_off_sets_the_cursor_and_the_waits() {
         .as_str()
         .unwrap()
         .to_string();
-    let since = chrono::DateTime::parse_from_rfc3339(&since).unwrap().to_utc();
+    let since = chrono::DateTime::parse_from_rfc3339(&since)
+        .unwrap()
+        .to_utc();
     let first_answer = reqs[0].at;
     assert!(
         (since - first_answer).num_seconds().abs() <= 2,
@@ -102,8 +107,13 @@ fn requests_before_a_limit_is_over_are_refused() {
     let first = raw(&gh, "GET", "/repos/acme/app/issues/1", "");
     let again = raw(&gh, "GET", "/repos/acme/app/issues/1", "");
     assert!(first.starts_with("HTTP/1.1 403"), "{first}");
-    assert!(again.starts_with("HTTP/1.1 403"), "refused until the reset: {again}");
-    assert!(again.to_ascii_lowercase().contains("x-ratelimit-remaining: 0"));
+    assert!(
+        again.starts_with("HTTP/1.1 403"),
+        "refused until the reset: {again}"
+    );
+    assert!(again
+        .to_ascii_lowercase()
+        .contains("x-ratelimit-remaining: 0"));
     std::thread::sleep(std::time::Duration::from_millis(2_100));
     assert!(raw(&gh, "GET", "/repos/acme/app/issues/1", "").starts_with("HTTP/1.1 200"));
     // A secondary limit with retry-after holds for that long.
@@ -117,7 +127,10 @@ fn requests_before_a_limit_is_over_are_refused() {
     assert!(raw(&gh, "GET", "/repos/acme/app/issues/1", "").starts_with("HTTP/1.1 429"));
     let again = raw(&gh, "GET", "/repos/acme/app/issues/2", "");
     assert!(again.starts_with("HTTP/1.1 429"), "{again}");
-    assert!(again.to_ascii_lowercase().contains("retry-after:"), "{again}");
+    assert!(
+        again.to_ascii_lowercase().contains("retry-after:"),
+        "{again}"
+    );
     // A bucket used up answers 403 until its reset.
     std::thread::sleep(std::time::Duration::from_millis(2_100));
     gh.set_limits(1, 5000);
@@ -143,7 +156,11 @@ fn graphql_answers_only_the_selected_fields_in_the_order_asked() {
             .unwrap_or_else(|| panic!("{v}"))
             .iter()
             .map(|n| {
-                assert_eq!(n.as_object().unwrap().len(), 1, "only `number` was selected: {n}");
+                assert_eq!(
+                    n.as_object().unwrap().len(),
+                    1,
+                    "only `number` was selected: {n}"
+                );
                 n["number"].as_u64().unwrap()
             })
             .collect()
@@ -152,7 +169,10 @@ fn graphql_answers_only_the_selected_fields_in_the_order_asked() {
     assert_eq!(numbers(&desc), vec![4, 3, 2]);
     let asc = graphql(&gh, &q(", orderBy: {field: UPDATED_AT, direction: ASC}"));
     assert_eq!(numbers(&asc), vec![1, 2, 3]);
-    assert!(desc["data"].get("rateLimit").is_none(), "not selected: {desc}");
+    assert!(
+        desc["data"].get("rateLimit").is_none(),
+        "not selected: {desc}"
+    );
     let unknown = graphql(
         &gh,
         "query { repository(owner: \"acme\", name: \"app\") { issues(first: 1) { nodes { number colour } } } }",
@@ -166,14 +186,21 @@ fn graphql_answers_only_the_selected_fields_in_the_order_asked() {
     );
     // What collect asks for is what it stores.
     let env = Env::new();
-    collect(&env, &gh, &["--org", "acme", "--repo", "app", "--state", "all"]);
+    collect(
+        &env,
+        &gh,
+        &["--org", "acme", "--repo", "app", "--state", "all"],
+    );
     let row = &env.rows(
         "SELECT closed_at IS NOT NULL AS closed_at, github_id, html_url, author FROM issues WHERE number = 2",
     )[0];
     assert_eq!(row["closed_at"], true, "{row}");
     assert_eq!(row["github_id"], 1_000_002);
     assert_eq!(row["author"], "octocat");
-    assert!(row["html_url"].as_str().unwrap().ends_with("/acme/app/issues/2"));
+    assert!(row["html_url"]
+        .as_str()
+        .unwrap()
+        .ends_with("/acme/app/issues/2"));
 }
 
 #[test]
@@ -191,7 +218,10 @@ fn the_token_never_goes_to_a_third_party_attachment_host() {
     gh.add_repo("acme", "app", vec![issue]);
     gh.add_attachment_redirect(
         "/user-attachments/assets/shot.png",
-        &format!("{}/user-attachments/assets/stored.png?signature=abc", storage.url),
+        &format!(
+            "{}/user-attachments/assets/stored.png?signature=abc",
+            storage.url
+        ),
     );
     let env = Env::new();
     let (s, _) = collect(
@@ -261,7 +291,11 @@ fn an_organisation_is_collected_several_repositories_at_once_with_the_same_resul
     // GitHub's own response time, so requests in flight at once can be seen.
     gh.set_latency_ms(150);
     let sequential = Env::new();
-    let (s, _) = collect(&sequential, &gh, &["--org", "acme", "--parallel-repos", "1"]);
+    let (s, _) = collect(
+        &sequential,
+        &gh,
+        &["--org", "acme", "--parallel-repos", "1"],
+    );
     assert_eq!(s["issues"], 12);
     assert_eq!(gh.max_in_flight(), 1);
     let requests = gh.request_count();
@@ -273,11 +307,26 @@ fn an_organisation_is_collected_several_repositories_at_once_with_the_same_resul
     gh2.set_latency_ms(150);
     let parallel = Env::new();
     let (s, stderr) = collect(&parallel, &gh2, &["--org", "acme", "--parallel-repos", "4"]);
-    assert_eq!((s["issues"].clone(), s["repositories"].clone()), (json!(12), json!(4)));
-    assert!(gh2.max_in_flight() >= 2, "repositories were fetched one at a time");
-    assert_eq!(gh2.request_count(), requests, "parallelism costs no extra request");
+    assert_eq!(
+        (s["issues"].clone(), s["repositories"].clone()),
+        (json!(12), json!(4))
+    );
+    assert!(
+        gh2.max_in_flight() >= 2,
+        "repositories were fetched one at a time"
+    );
+    assert_eq!(
+        gh2.request_count(),
+        requests,
+        "parallelism costs no extra request"
+    );
     for name in ["one", "two", "three", "four"] {
-        assert!(stderr.contains(&format!("acme/{name}: 3 issues (3 new, 0 updated, 0 unchanged), 1 requests")), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "acme/{name}: 3 issues (3 new, 0 updated, 0 unchanged), 1 requests"
+            )),
+            "{stderr}"
+        );
     }
     let ids = "SELECT string_agg(id, ',' ORDER BY id) FROM issues";
     assert_eq!(parallel.scalar(ids), sequential.scalar(ids));

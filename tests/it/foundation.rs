@@ -436,7 +436,10 @@ fn status_on_an_empty_data_dir_and_as_a_table() {
     // GitHub's comment count and the comment bodies stored are two figures with two names.
     let repo = &env.json(&["status"])["repositories"][0];
     assert_eq!(
-        (repo["comments_on_github"].clone(), repo["comments_stored"].clone()),
+        (
+            repo["comments_on_github"].clone(),
+            repo["comments_stored"].clone()
+        ),
         (json!(6), json!(0))
     );
     insta::with_settings!({filters => vec![

@@ -32,19 +32,26 @@ fn an_out_of_range_number_fails_its_item_alone_never_the_batch_or_later_syncs() 
     );
     items.insert(
         2_000,
-        rest("acme", "app", json!(7), json!(18_446_744_073_709_551_615u64)),
+        rest(
+            "acme",
+            "app",
+            json!(7),
+            json!(18_446_744_073_709_551_615u64),
+        ),
     );
     let lines: Vec<String> = items.iter().map(Value::to_string).collect();
     let file = write(&env, "dump.jsonl", &lines.join("\n"));
     let run = env.run_json(&[], &["import", &file]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
-        run.stderr.contains("dump.jsonl: item 1001: issue number 9223372036854775808 is out of range"),
+        run.stderr
+            .contains("dump.jsonl: item 1001: issue number 9223372036854775808 is out of range"),
         "{}",
         run.stderr
     );
     assert!(
-        run.stderr.contains("dump.jsonl: item 2001: comment count 18446744073709551615"),
+        run.stderr
+            .contains("dump.jsonl: item 2001: comment count 18446744073709551615"),
         "{}",
         run.stderr
     );
@@ -56,7 +63,9 @@ fn an_out_of_range_number_fails_its_item_alone_never_the_batch_or_later_syncs() 
     // and loads the rest, every time, instead of failing with exit 2.
     let mut bad = stored_issue("acme", "app", 1, "t", "b", &[], &[]);
     bad["issue"]["number"] = json!(9_223_372_036_854_775_808u64);
-    let bad_path = env.data().join("issues/acme_app_issue_9223372036854775808.json");
+    let bad_path = env
+        .data()
+        .join("issues/acme_app_issue_9223372036854775808.json");
     std::fs::write(&bad_path, bad.to_string()).unwrap();
     let good = stored_issue("acme", "app", 9_000, "new one", "b", &[], &[]);
     std::fs::write(
@@ -101,19 +110,22 @@ fn a_malformed_item_fails_alone_and_a_cut_off_file_keeps_what_came_before() {
     let run = env.run_json(&[], &["import", &file, &cut]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
-        run.stderr
-            .contains("lines.jsonl: item 2: not valid JSON"),
+        run.stderr.contains("lines.jsonl: item 2: not valid JSON"),
         "{}",
         run.stderr
     );
     assert!(
-        run.stderr.contains("lines.jsonl: item 3: not a GitHub issue object"),
+        run.stderr
+            .contains("lines.jsonl: item 3: not a GitHub issue object"),
         "{}",
         run.stderr
     );
     assert!(
-        run.stderr.contains("cut.json: not valid JSON or JSON Lines at byte")
-            && run.stderr.contains("the file ends inside a value; the 2 item(s) before it were read"),
+        run.stderr
+            .contains("cut.json: not valid JSON or JSON Lines at byte")
+            && run
+                .stderr
+                .contains("the file ends inside a value; the 2 item(s) before it were read"),
         "{}",
         run.stderr
     );
@@ -142,7 +154,10 @@ fn colliding_file_names_are_refused_and_never_overwrite_another_issue() {
         run.stderr
     );
     assert_eq!(run.json()["written"], 1);
-    assert_eq!(env.scalar("SELECT string_agg(id, ',') FROM issues"), "a_b/c#1");
+    assert_eq!(
+        env.scalar("SELECT string_agg(id, ',') FROM issues"),
+        "a_b/c#1"
+    );
 
     // In a later run too: the file on disk keeps its issue.
     let second = write(
@@ -152,12 +167,19 @@ fn colliding_file_names_are_refused_and_never_overwrite_another_issue() {
     );
     let run = env.run_json(&[], &["import", &second]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("a/b_c#1 was not stored"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("a/b_c#1 was not stored"),
+        "{}",
+        run.stderr
+    );
     let held: Value = serde_json::from_slice(
         &std::fs::read(env.data().join("issues/a_b_c_issue_1.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!((held["org"].as_str(), held["repo"].as_str()), (Some("a_b"), Some("c")));
+    assert_eq!(
+        (held["org"].as_str(), held["repo"].as_str()),
+        (Some("a_b"), Some("c"))
+    );
     assert_eq!(env.scalar("SELECT count(*) FROM issues"), 1);
     assert_eq!(env.json(&["sync"])["failed"], 0);
 }
@@ -171,7 +193,10 @@ fn an_import_interrupted_before_loading_is_completed_by_the_next_one() {
     // The database is lost (or the run stopped before loading): the file stays, unchanged.
     std::fs::remove_file(env.data().join("issues.duckdb")).unwrap();
     let s = env.import_json(&issues);
-    assert_eq!((s["written"].clone(), s["unchanged"].clone()), (json!(0), json!(1)));
+    assert_eq!(
+        (s["written"].clone(), s["unchanged"].clone()),
+        (json!(0), json!(1))
+    );
     assert_eq!(env.scalar("SELECT count(*) FROM comments"), 1);
     assert_eq!(env.json(&["status"])["in_sync"], true);
 }

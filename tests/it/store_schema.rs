@@ -61,7 +61,10 @@ fn an_older_database_with_data_is_migrated_and_keeps_its_rows() {
         .iter()
         .map(|r| r["version"].as_u64().unwrap())
         .collect();
-    let expected: Vec<u64> = migration_files().iter().map(|(v, _)| u64::from(*v)).collect();
+    let expected: Vec<u64> = migration_files()
+        .iter()
+        .map(|(v, _)| u64::from(*v))
+        .collect();
     assert_eq!(versions, expected);
     // Tables of later migrations exist and work.
     assert_eq!(env.scalar("SELECT count(*) FROM collect_cursors"), 0);

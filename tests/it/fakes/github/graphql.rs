@@ -30,7 +30,8 @@ pub(super) fn graphql(g: &Inner, body: &[u8]) -> (Reply, u64) {
         .filter(|d| d.is_object())
         .cloned();
     if let Some(data) = data {
-        let pruned = selection::parse(&query).and_then(|sel| selection::prune(&data, &sel, "Query"));
+        let pruned =
+            selection::parse(&query).and_then(|sel| selection::prune(&data, &sel, "Query"));
         match pruned {
             Ok(d) => {
                 if let Some(b) = reply.body.as_mut() {

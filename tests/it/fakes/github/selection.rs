@@ -185,5 +185,8 @@ pub fn order_by(query: &str) -> Option<(String, String)> {
             .collect();
         Some(v)
     };
-    Some((value("field").unwrap_or_default(), value("direction").unwrap_or_default()))
+    Some((
+        value("field").unwrap_or_default(),
+        value("direction").unwrap_or_default(),
+    ))
 }

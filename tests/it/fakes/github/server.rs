@@ -259,7 +259,12 @@ fn route(
     }
     // A limit in force refuses the request whatever it is: the client had to wait.
     let now_ms = now(g).timestamp_millis();
-    if let Some(block) = g.blocked.get(bucket).filter(|b| now_ms < b.until_ms).cloned() {
+    if let Some(block) = g
+        .blocked
+        .get(bucket)
+        .filter(|b| now_ms < b.until_ms)
+        .cloned()
+    {
         let left_s = (block.until_ms - now_ms + 999) / 1000;
         let fault = match block.fault {
             Fault::SecondaryRateLimit {
