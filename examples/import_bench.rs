@@ -106,10 +106,10 @@ fn issue(n: u64) -> serde_json::Value {
             {"id": 1, "name": "bug", "color": "d73a4a", "description": "Something isn't working"},
             {"id": 2, "name": format!("area-{}", n % 11), "color": "ededed", "description": null}
         ],
-        "state": if n % 4 == 0 { "closed" } else { "open" },
+        "state": if n.is_multiple_of(4) { "closed" } else { "open" },
         "locked": false, "comments": n % 9,
         "created_at": "2024-01-02T03:04:05Z", "updated_at": "2024-02-03T04:05:06Z",
-        "closed_at": if n % 4 == 0 { json!("2024-02-03T04:05:06Z") } else { json!(null) },
+        "closed_at": if n.is_multiple_of(4) { json!("2024-02-03T04:05:06Z") } else { json!(null) },
         "author_association": "NONE", "body": body,
     })
 }
