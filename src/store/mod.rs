@@ -59,11 +59,25 @@ impl Store {
     /// Writes one issue file atomically and returns its path relative to the data directory.
     /// Refuses (a user error naming both issues) when the file holds another issue.
     pub fn write_issue(&self, issue: &StoredIssue) -> anyhow::Result<String> {
+        self.write_issue_with(issue, write_atomic)
+    }
+
+    /// Like [`Store::write_issue`], without making the file durable: for writers of many files
+    /// who then call [`make_durable`] once for all of them.
+    pub fn write_issue_unsynced(&self, issue: &StoredIssue) -> anyhow::Result<String> {
+        self.write_issue_with(issue, write_unsynced)
+    }
+
+    fn write_issue_with(
+        &self,
+        issue: &StoredIssue,
+        write: fn(&Path, &[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<String> {
         let rel = Self::issue_rel_path(&issue.org, &issue.repo, issue.issue.number)?;
         issue.check_ranges().map_err(user)?;
         self.refuse_foreign(&rel, &issue.key())?;
         let bytes = serde_json::to_vec_pretty(issue).context("cannot serialize issue")?;
-        write_atomic(&self.root.join(&rel), &bytes)
+        write(&self.root.join(&rel), &bytes)
             .user_context(|| format!("cannot write issue file in {}", self.root.display()))?;
         Ok(rel)
     }
