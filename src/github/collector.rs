@@ -465,7 +465,10 @@ fn write_parallel(store: &Store, issues: &[StoredIssue]) -> anyhow::Result<Vec<S
 
 fn write_unsynced(store: &Store, issues: &[StoredIssue]) -> anyhow::Result<Vec<String>> {
     if issues.len() <= 1 {
-        return issues.iter().map(|i| store.write_issue_unsynced(i)).collect();
+        return issues
+            .iter()
+            .map(|i| store.write_issue_unsynced(i))
+            .collect();
     }
     let per = issues.len().div_ceil(WRITERS);
     std::thread::scope(|s| {
