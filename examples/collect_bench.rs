@@ -1,10 +1,17 @@
-//! Benchmark of `collect` against the in-process fake GitHub server: requests per 1,000 issues
-//! and wall time, our strategy (GraphQL pages of 100 issues with labels and comments, REST only
-//! where needed) against a plain REST strategy (1 list page per 100 issues + 1 comments request
-//! per issue).
+//! Benchmark of `collect` against the in-process fake GitHub server:
 //!
-//! Run: `cargo run --example collect_bench [-- ISSUES]` (default 5,000 issues). The fake server is
-//! the one the tests use (tests/it/fakes/github/, included below with `#[path]`).
+//! 1. one repository: requests per 1,000 issues and wall time, our strategy (GraphQL pages of
+//!    100 issues with labels and comments, REST only where needed) against a plain REST strategy
+//!    (1 list page per 100 issues + 1 comments request per issue). The REST run gets a bucket
+//!    large enough for all its requests, so its wall time is fetching only (with GitHub's 5,000
+//!    requests per hour it would also wait for the next window: printed, not slept);
+//! 2. an organisation of REPOS repositories × ISSUES_PER_REPO issues, with GitHub's response
+//!    time simulated (LATENCY_MS per answer): `--parallel-repos 1` (sequential) next to the
+//!    default parallel collect, and requests per 1,000 issues of each.
+//!
+//! Run: `cargo run --example collect_bench [-- ISSUES [REPOS [ISSUES_PER_REPO [LATENCY_MS]]]]`
+//! (defaults 5,000; 20 × 500; 250 ms). The fake server is the one the tests use
+//! (tests/it/fakes/github/, included below with `#[path]`).
 
 #[path = "../tests/it/fakes/github/mod.rs"]
 mod github;
@@ -67,17 +74,19 @@ fn settings(dir: &std::path::Path) -> Settings {
 /// One `collect` run through the real command path (it prints its JSON summary); returns
 /// (requests, wall time).
 async fn run_collect(gh: &FakeGitHub, dir: &std::path::Path, extra: &[&str]) -> (usize, Duration) {
+    let mut args = vec!["--org", OWNER, "--repo", REPO];
+    args.extend_from_slice(extra);
+    run_cli(gh, dir, &args).await
+}
+
+/// `collect ARGS --state all` through the real command path; returns (requests, wall time).
+async fn run_cli(gh: &FakeGitHub, dir: &std::path::Path, extra: &[&str]) -> (usize, Duration) {
+    // The fake's URL and token for this run (each fake listens on its own port).
+    for (k, v) in gh.env() {
+        std::env::set_var(k, v);
+    }
     gh.clear_log();
-    let mut argv = vec![
-        "github-analysis",
-        "collect",
-        "--org",
-        OWNER,
-        "--repo",
-        REPO,
-        "--state",
-        "all",
-    ];
+    let mut argv = vec!["github-analysis", "collect", "--state", "all"];
     argv.extend_from_slice(extra);
     let cli = Cli::try_parse_from(argv).expect("valid arguments");
     let ctx = Ctx::new(settings(dir));
@@ -101,6 +110,8 @@ async fn run_collect(gh: &FakeGitHub, dir: &std::path::Path, extra: &[&str]) -> 
 /// comments request per issue (more for threads over 100 comments). Fetch only, nothing stored.
 async fn run_rest(gh: &FakeGitHub) -> anyhow::Result<(usize, Duration, usize)> {
     gh.clear_log();
+    // Room for every request: the wall time is fetching, not waiting for a new hour.
+    gh.set_limits(1_000_000, 1_000_000);
     let cfg = ClientConfig::new(Some(&gh.url), None, github::TOKEN.into(), Some("0.1"))?;
     let client = Client::new(cfg, std::sync::Arc::new(Silent))?;
     let start = Instant::now();
@@ -126,53 +137,70 @@ async fn run_rest(gh: &FakeGitHub) -> anyhow::Result<(usize, Duration, usize)> {
     Ok((gh.request_count(), start.elapsed(), issues))
 }
 
+/// An organisation of `repos` repositories of `per_repo` issues each (the same mix as
+/// [`dataset`]).
+fn org_server(repos: u64, per_repo: u64, latency_ms: u64) -> FakeGitHub {
+    let gh = FakeGitHub::start();
+    for r in 0..repos {
+        gh.add_repo(ORG, &format!("repo-{r:02}"), dataset(per_repo));
+    }
+    gh.set_latency_ms(latency_ms);
+    gh
+}
+
+const ORG: &str = "bench-org";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n: u64 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(5_000);
+    let arg = |i: usize, default: u64| -> u64 {
+        std::env::args()
+            .nth(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(default)
+    };
+    let n = arg(1, 5_000);
+    let (repos, per_repo, latency) = (arg(2, 20), arg(3, 500), arg(4, 250));
     let gh = FakeGitHub::start();
     gh.add_repo(OWNER, REPO, dataset(n));
-    // `collect` reads its URLs, token and wait cap from the environment, like the binary does.
-    for (k, v) in gh.env() {
-        std::env::set_var(k, v);
-    }
     let dir = tempfile::tempdir()?;
 
     let (full_req, full_time) = run_collect(&gh, dir.path(), &[]).await;
     let (inc_req, inc_time) = run_collect(&gh, dir.path(), &[]).await;
     let (rest_req, rest_time, rest_issues) = run_rest(&gh).await?;
 
-    let per_k = |req: usize| req as f64 * 1000.0 / n as f64;
+    let per_k = |req: usize, issues: u64| req as f64 * 1000.0 / issues as f64;
     println!(
         "collect benchmark: {n} issues (+{} pull requests), fake GitHub on loopback",
         n / 20
     );
     println!(
-        "{:<44} {:>9} {:>14} {:>10}",
+        "{:<48} {:>9} {:>14} {:>10}",
         "strategy", "requests", "req/1k issues", "wall"
     );
-    println!(
-        "{:<44} {:>9} {:>14.1} {:>9.2}s",
+    let row = |name: &str, req: usize, issues: u64, t: Duration| {
+        println!(
+            "{name:<48} {req:>9} {:>14.1} {:>9.2}s",
+            per_k(req, issues),
+            t.as_secs_f64()
+        );
+    };
+    row(
         "collect (GraphQL bulk), first run + store",
         full_req,
-        per_k(full_req),
-        full_time.as_secs_f64()
+        n,
+        full_time,
     );
-    println!(
-        "{:<44} {:>9} {:>14.1} {:>9.2}s",
+    row(
         "collect, incremental re-run (no changes)",
         inc_req,
-        per_k(inc_req),
-        inc_time.as_secs_f64()
+        n,
+        inc_time,
     );
-    println!(
-        "{:<44} {:>9} {:>14.1} {:>9.2}s",
+    row(
         "plain REST (list + comments/issue), fetch only",
         rest_req,
-        per_k(rest_req),
-        rest_time.as_secs_f64()
+        n,
+        rest_time,
     );
     // Loopback has no latency; against api.github.com each sequential request also waits a
     // round trip, which this projects (computed, not measured).
@@ -181,8 +209,78 @@ async fn main() -> anyhow::Result<()> {
         full_req as f64 * 0.1,
         rest_req as f64 * 0.1
     );
+    if rest_req > 5_000 {
+        println!(
+            "plain REST needs {rest_req} requests: more than a token's 5,000 per hour, so on GitHub it \
+             would also wait for the next window (not simulated here)"
+        );
+    }
     if rest_issues as u64 != n {
         eprintln!("warning: REST strategy saw {rest_issues} issues, expected {n}");
     }
+
+    // Organisation mode: sequential next to parallel, each into a fresh data directory.
+    let total = repos * per_repo;
+    println!();
+    println!(
+        "organisation: {repos} repositories x {per_repo} issues = {total} issues, {latency} ms per answer"
+    );
+    let seq_gh = org_server(repos, per_repo, latency);
+    let seq_dir = tempfile::tempdir()?;
+    let (seq_req, seq_time) = run_cli(
+        &seq_gh,
+        seq_dir.path(),
+        &["--org", ORG, "--parallel-repos", "1"],
+    )
+    .await;
+    let par_gh = org_server(repos, per_repo, latency);
+    let par_dir = tempfile::tempdir()?;
+    let (par_req, par_time) = run_cli(&par_gh, par_dir.path(), &["--org", ORG]).await;
+    row(
+        "collect --org, --parallel-repos 1 (sequential)",
+        seq_req,
+        total,
+        seq_time,
+    );
+    row(
+        "collect --org, default --parallel-repos 4",
+        par_req,
+        total,
+        par_time,
+    );
+    println!(
+        "parallel / sequential wall time = {:.2}; most requests in flight at once: {} vs {}",
+        par_time.as_secs_f64() / seq_time.as_secs_f64(),
+        par_gh.max_in_flight(),
+        seq_gh.max_in_flight()
+    );
+    let bench = |name: &str, tool: f64, reference: f64, target: &str, unit: &str| {
+        println!(
+            "BENCH {}",
+            serde_json::json!({"name": name, "tool": tool, "reference": reference,
+                "ratio": tool / reference, "target": target, "unit": unit})
+        );
+    };
+    bench(
+        "collect_first_run_vs_plain_rest",
+        full_time.as_secs_f64(),
+        rest_time.as_secs_f64(),
+        "< 1 (faster than plain REST fetching alone)",
+        "s",
+    );
+    bench(
+        "collect_org_parallel_vs_sequential",
+        par_time.as_secs_f64(),
+        seq_time.as_secs_f64(),
+        "< 1 (faster than sequential)",
+        "s",
+    );
+    bench(
+        "collect_org_parallel_requests_per_1k_issues",
+        per_k(par_req, total),
+        15.0,
+        "<= 15 requests per 1,000 issues",
+        "requests",
+    );
     Ok(())
 }

@@ -1,7 +1,10 @@
 //! Benchmark: issue selection on a large database. Builds N synthetic issues (default
-//! 1,000,000) with results for half of them (default 500,000), then times, in the same run:
+//! 1,000,000), each with 3 comments, with results for half of them (default 500,000), then
+//! times, in the same run:
 //!   1. process start: `github-analysis query sql "SELECT 1"` end to end;
-//!   2. `github-analysis process-query missing product-labeling --state all --dry-run` end to end;
+//!   2. `github-analysis process-query missing product-labeling --state all --dry-run --model
+//!      gpt-4o-mini` end to end: a network model's dry run, which also sums the prompt size of
+//!      every selected issue (title, body and comments) for the token and cost estimate;
 //!   3. the bare DuckDB query the dry run compiles (read from its JSON output), run in-process
 //!      with every row fetched (and, for reference, only counted).
 //!
@@ -39,10 +42,15 @@ fn main() -> anyhow::Result<()> {
              SELECT 'bench/repo-' || (i % 50) || '#' || i, 'bench', 'repo-' || (i % 50), i,
                     'Issue ' || i || ': kotsadm upgrade fails',
                     repeat('Steps to reproduce and logs. ', 20 + (i % 30)),
-                    CASE WHEN i % 3 = 0 THEN 'closed' ELSE 'open' END, 0, 0,
+                    CASE WHEN i % 3 = 0 THEN 'closed' ELSE 'open' END, 3, 0,
                     TIMESTAMP '2024-01-01' + INTERVAL (i % 1000) MINUTE,
                     TIMESTAMP '2024-06-01', 'issues/bench_repo-' || (i % 50) || '_issue_' || i || '.json'
              FROM range(1, {n} + 1) t(i);
+             INSERT INTO comments (id, issue_id, author, body, created_at)
+             SELECT i * 10 + k, 'bench/repo-' || (i % 50) || '#' || i, 'user' || (k % 7),
+                    repeat('Same here, the upgrade fails with this log. ', 2 + ((i + k) % 12)),
+                    TIMESTAMP '2024-01-02'
+             FROM range(1, {n} + 1) t(i), range(0, 3) c(k);
              INSERT INTO ai_results (issue_id, processor, model, provider, mode, confidence,
                                      result, created_at)
              SELECT 'bench/repo-' || (i % 50) || '#' || i, 'product-labeling', 'rules', 'rules',
@@ -52,7 +60,8 @@ fn main() -> anyhow::Result<()> {
         ))?;
     }
     println!(
-        "built {n} issues, {with_results} results in {:.1}s",
+        "built {n} issues, {} comments, {with_results} results in {:.1}s",
+        n * 3,
         t.elapsed().as_secs_f64()
     );
 
@@ -86,7 +95,7 @@ fn main() -> anyhow::Result<()> {
                 "--format",
                 "json",
                 "--model",
-                "rules",
+                "gpt-4o-mini",
             ],
         )?;
         Ok(())
@@ -140,6 +149,12 @@ fn main() -> anyhow::Result<()> {
         "dry run / (1.5 x bare + start) = {:.2} (target <= 1.0); dry run - start = {:.2} x bare",
         dry / (1.5 * bare + start),
         (dry - start) / bare
+    );
+    println!(
+        "BENCH {}",
+        serde_json::json!({"name": "selection_dry_run_network_model", "tool": dry,
+            "reference": 1.5 * bare + start, "ratio": dry / (1.5 * bare + start),
+            "target": "dry run <= 1.5 x bare selection query + process start", "unit": "s"})
     );
     Ok(())
 }

@@ -184,6 +184,15 @@ pub struct CollectArgs {
     /// GitHub token (default: env GITHUB_TOKEN).
     #[arg(long, env = env::GITHUB_TOKEN, hide_env_values = true)]
     pub token: Option<String>,
+    /// In organisation mode, how many repositories to fetch at once (1 to 16). Each page costs
+    /// the same GraphQL points either way; see docs/collect.md for GitHub's limits.
+    #[arg(
+        long,
+        default_value_t = 4,
+        value_name = "N",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16)
+    )]
+    pub parallel_repos: usize,
 }
 
 #[derive(Debug, Args)]

@@ -135,7 +135,8 @@ pub fn sync_paths(
         ..SyncReport::default()
     };
     let mut candidates = Vec::with_capacity(paths.len());
-    for rel in paths {
+    let mut seen = HashSet::with_capacity(paths.len());
+    for rel in paths.iter().filter(|p| seen.insert(p.as_str())) {
         match stat(&store.abs(rel)) {
             Ok(st) => candidates.push((rel.clone(), st)),
             Err(e) => report.failed.push((rel.clone(), e.to_string())),
@@ -199,11 +200,43 @@ fn load(
                 Outcome::Failed(p, why) => report.failed.push((p, why)),
             }
         }
-        db.replace_issues(&batch)?;
+        let before = report.failed.len();
+        load_isolating(db, batch, &mut report.failed)?;
+        for (path, _) in &report.failed[before..] {
+            if records.contains_key(path) {
+                report.updated -= 1;
+            } else {
+                report.added -= 1;
+            }
+        }
         db.touch_files(&touched)?;
         progress.inc(chunk.len() as u64);
     }
     Ok(())
+}
+
+/// Loads a batch in one transaction; if the database refuses it, loads its issues one by one,
+/// so one issue the database cannot take fails alone (recorded in `failed`) instead of
+/// failing the batch and every later sync.
+pub fn load_isolating(
+    db: &mut Db,
+    batch: Vec<LoadedIssue>,
+    failed: &mut Vec<(String, String)>,
+) -> anyhow::Result<usize> {
+    if batch.is_empty() || db.replace_issues(&batch).is_ok() {
+        return Ok(batch.len());
+    }
+    let mut loaded = 0;
+    for one in batch {
+        match db.replace_issues(std::slice::from_ref(&one)) {
+            Ok(()) => loaded += 1,
+            Err(e) => failed.push((
+                one.file.file_path.clone(),
+                format!("the database refused it: {e:#}"),
+            )),
+        }
+    }
+    Ok(loaded)
 }
 
 /// Reads, hashes and parses files on every core; I/O and JSON parsing dominate sync time.
@@ -277,5 +310,41 @@ fn read_one(store: &Store, rel: &str, st: Stat, prev: Option<&FileRecord>, force
                 .to_string();
             Outcome::Failed(rel.to_string(), reason)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoredIssue;
+
+    fn loaded(n: u64) -> LoadedIssue {
+        let issue = StoredIssue::new("o", "r", n, "t");
+        LoadedIssue {
+            file: FileRecord {
+                file_path: format!("issues/o_r_issue_{n}.json"),
+                issue_id: issue.key(),
+                size: 1,
+                mtime_ns: 1,
+                sha256: "x".into(),
+            },
+            issue,
+        }
+    }
+
+    #[test]
+    fn an_issue_the_database_refuses_fails_alone() {
+        let mut db = Db::open_in_memory().unwrap();
+        // Bypasses the range check on purpose: the database itself refuses this number.
+        let batch = vec![loaded(1), loaded(u64::MAX), loaded(3)];
+        let mut failed = Vec::new();
+        assert_eq!(load_isolating(&mut db, batch, &mut failed).unwrap(), 2);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].0, format!("issues/o_r_issue_{}.json", u64::MAX));
+        assert!(
+            failed[0].1.contains("the database refused it"),
+            "{failed:?}"
+        );
+        assert_eq!(db.file_records().unwrap().len(), 2);
     }
 }

@@ -157,6 +157,7 @@ pub fn write_file(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    refuse_foreign(store, &row.file_path, issue)?;
     write_atomic(&path, &serde_json::to_vec_pretty(doc)?)?;
     if let Ok(rel) = failure_rel_path(&issue.org, &issue.repo, issue.number, &row.processor) {
         let _ = std::fs::remove_file(store.abs(&rel));
@@ -195,8 +196,30 @@ pub fn write_failure(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    refuse_foreign(store, &rel, issue)?;
     write_atomic(&path, &serde_json::to_vec_pretty(&doc)?)?;
     Ok(rel)
+}
+
+/// Result names join organisation and repository with `_` like issue files, so `a_b/c#1` and
+/// `a/b_c#1` share one: a file holding another issue's result is never overwritten.
+fn refuse_foreign(store: &Store, rel: &str, issue: &IssueRef) -> anyhow::Result<()> {
+    let Ok(bytes) = std::fs::read(store.abs(rel)) else {
+        return Ok(());
+    };
+    let held = serde_json::from_slice::<Value>(&bytes).ok().and_then(|d| {
+        let r = d.get("issue_reference")?;
+        Some(crate::store::model::issue_key(
+            r.get("org")?.as_str()?,
+            r.get("repo")?.as_str()?,
+            r.get("issue_number")?.as_u64()?,
+        ))
+    });
+    let mine = crate::store::model::issue_key(&issue.org, &issue.repo, issue.number);
+    match held {
+        Some(other) if other != mine => Err(crate::store::collision(rel, &other, &mine)),
+        _ => Ok(()),
+    }
 }
 
 /// Reads a result file back into its `ai_results` row and recommendations (for
@@ -258,4 +281,34 @@ pub fn read_file(rel: &str, bytes: &[u8]) -> anyhow::Result<(ResultRow, Vec<Reco
         batch_job_id: text(&["processor", "batch_job_id"]),
     };
     Ok((row, ProductLabeling::recommendations(&analysis)))
+}
+
+#[cfg(test)]
+mod collision_tests {
+    use super::*;
+
+    fn issue(org: &str, repo: &str) -> IssueRef {
+        IssueRef {
+            id: crate::store::model::issue_key(org, repo, 1),
+            org: org.into(),
+            repo: repo.into(),
+            number: 1,
+            file_path: String::new(),
+            has_result: false,
+        }
+    }
+
+    #[test]
+    fn a_result_file_of_another_issue_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let rel = result_rel_path("a_b", "c", 1, "p").unwrap();
+        assert_eq!(rel, result_rel_path("a", "b_c", 1, "p").unwrap());
+        let doc = json!({"issue_reference": {"org": "a_b", "repo": "c", "issue_number": 1}});
+        std::fs::create_dir_all(store.abs(RESULTS_DIR)).unwrap();
+        std::fs::write(store.abs(&rel), doc.to_string()).unwrap();
+        let err = refuse_foreign(&store, &rel, &issue("a", "b_c")).unwrap_err();
+        assert!(err.to_string().contains("already used by a_b/c#1"), "{err}");
+        refuse_foreign(&store, &rel, &issue("a_b", "c")).unwrap();
+    }
 }

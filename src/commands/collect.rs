@@ -39,6 +39,7 @@ pub async fn run(ctx: &Ctx, args: &CollectArgs) -> anyhow::Result<ExitStatus> {
         exclude_repos: args.exclude_repo.clone(),
         include_archived: args.include_archived,
         full: args.full,
+        parallel_repos: args.parallel_repos,
         attachments: if args.download_attachments {
             Some(parse_size(&args.max_attachment_size)?)
         } else {
@@ -81,6 +82,10 @@ pub async fn run(ctx: &Ctx, args: &CollectArgs) -> anyhow::Result<ExitStatus> {
         Some(Ok(())) if !report.failed.is_empty() => Ok(ctx.failure(&format!(
             "{} repositories could not be collected (listed above); the others were",
             report.failed.len()
+        ))),
+        Some(Ok(())) if !report.refused.is_empty() => Ok(ctx.failure(&format!(
+            "{} issues were not stored because their file name holds another issue (listed above)",
+            report.refused.len()
         ))),
         Some(Ok(())) if !report.sync_failed.is_empty() => Ok(ctx.failure(&format!(
             "{} issue files could not be loaded into the database (listed above)",

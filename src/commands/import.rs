@@ -1,14 +1,16 @@
-//! `import FILE...`: GitHub REST issue JSON into the JSON store and DuckDB.
-
-use std::collections::BTreeMap;
+//! `import FILE...`: GitHub REST issue JSON into the JSON store and DuckDB, streamed item by
+//! item (see `import_files`).
 
 use serde_json::json;
 
 use crate::cli::ImportArgs;
 use crate::commands::Ctx;
 use crate::error::{user, ExitStatus};
-use crate::import_files::{convert, parse_values, Item};
-use crate::store::{names, parse_issue, StoredIssue};
+use crate::import_files::{import, Source};
+use crate::store::names;
+
+/// DuckDB's share of an import's memory; the rest is one chunk of items in flight.
+const IMPORT_MEMORY_MB: u64 = 64;
 
 pub fn run(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<ExitStatus> {
     if let (Some(org), Some(repo)) = (&args.org, &args.repo) {
@@ -19,93 +21,82 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<ExitStatus> {
     let sources = args
         .files
         .iter()
-        .map(|f| {
-            let bytes = std::fs::read(f).map_err(|e| user(format!("cannot read: {e}")));
-            (f.display().to_string(), bytes)
+        .map(|f| Source {
+            name: f.display().to_string(),
+            reader: std::fs::File::open(f)
+                .map(|file| {
+                    Box::new(std::io::BufReader::with_capacity(1 << 20, file))
+                        as Box<dyn std::io::BufRead + Send>
+                })
+                .map_err(|e| user(format!("cannot read: {e}"))),
         })
         .collect();
-    import_sources(ctx, sources, fallback)
+    let total: u64 = args
+        .files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    import_streams(ctx, sources, fallback, total)
 }
 
-/// Imports named byte sources (files, or the samples embedded for `demo`); a source that can't
-/// be read or parsed is reported and the others still import.
+/// Imports named byte sources held in memory (the samples embedded for `demo`).
 pub fn import_sources(
     ctx: &Ctx,
     sources: Vec<(String, anyhow::Result<Vec<u8>>)>,
     fallback: Option<(&str, &str)>,
 ) -> anyhow::Result<ExitStatus> {
+    let total = sources
+        .iter()
+        .filter_map(|(_, b)| b.as_ref().ok())
+        .map(|b| b.len() as u64)
+        .sum();
+    let sources = sources
+        .into_iter()
+        .map(|(name, bytes)| Source {
+            name,
+            reader: bytes
+                .map(|b| Box::new(std::io::Cursor::new(b)) as Box<dyn std::io::BufRead + Send>),
+        })
+        .collect();
+    import_streams(ctx, sources, fallback, total)
+}
+
+/// Imports named sources (files, or in-memory samples); a source or item that can't be read
+/// or converted is reported and the others still import. `bytes`: their total size, for the
+/// progress bar.
+pub fn import_streams(
+    ctx: &Ctx,
+    sources: Vec<Source>,
+    fallback: Option<(&str, &str)>,
+    bytes: u64,
+) -> anyhow::Result<ExitStatus> {
     // Open the database first: if another process holds it, fail before writing any file.
     let mut db = ctx.db()?;
+    // The rows of a large dump need not stay in memory once written.
+    db.limit_memory(IMPORT_MEMORY_MB)?;
     ctx.store.ensure_dirs()?;
-
-    let source_count = sources.len();
-    let mut failures: Vec<String> = Vec::new();
-    let mut pull_requests = 0usize;
-    // Keyed by issue so an issue listed twice is written once (the last copy wins).
-    let mut issues: BTreeMap<String, StoredIssue> = BTreeMap::new();
-    for (name, bytes) in sources {
-        let values = bytes.and_then(|b| parse_values(&b));
-        let values = match values {
-            Ok(v) => v,
-            Err(e) => {
-                failures.push(format!("{name}: {e}"));
-                continue;
-            }
-        };
-        for (i, v) in values.into_iter().enumerate() {
-            match convert(v, fallback) {
-                Item::Issue(s) => {
-                    issues.insert(s.key(), *s);
-                }
-                Item::PullRequest => pull_requests += 1,
-                Item::Invalid(why) => failures.push(format!("{name}: item {}: {why}", i + 1)),
-            }
-        }
-    }
-
-    let mut written = Vec::new();
-    let mut unchanged = 0usize;
-    for issue in issues.values() {
-        let rel = crate::store::Store::issue_rel_path(&issue.org, &issue.repo, issue.issue.number)?;
-        if same_content(ctx, &rel, issue) {
-            unchanged += 1;
-            continue;
-        }
-        written.push(ctx.store.write_issue(issue)?);
-    }
-    let bar = ctx.printer.bar(written.len() as u64, "import");
-    let report = crate::ingest::sync_paths(&ctx.store, &mut db, &written, &bar)?;
+    let bar = ctx.printer.bar(bytes, "import");
+    let report = import(&ctx.store, &mut db, sources, fallback, &bar)?;
     bar.finish_and_clear();
-    failures.extend(report.failed.iter().map(|(p, why)| format!("{p}: {why}")));
 
-    for f in &failures {
+    for f in &report.failures {
         ctx.printer.warn(f);
     }
     ctx.printer.summary(&[
-        ("files", json!(source_count)),
-        ("issues", json!(issues.len())),
-        ("written", json!(report.added + report.updated)),
-        ("unchanged", json!(unchanged)),
-        ("pull_requests_skipped", json!(pull_requests)),
-        ("failed", json!(failures.len())),
+        ("files", json!(report.sources)),
+        ("issues", json!(report.issues)),
+        ("written", json!(report.written)),
+        ("unchanged", json!(report.unchanged)),
+        ("pull_requests_skipped", json!(report.pull_requests)),
+        ("failed", json!(report.failures.len())),
     ])?;
-    if failures.is_empty() {
+    if report.failures.is_empty() {
         Ok(ExitStatus::Success)
     } else {
         Ok(ctx.failure(&format!(
             "{} item(s) or file(s) could not be imported (listed above); the rest were stored",
-            failures.len()
+            report.failures.len()
         )))
     }
-}
-
-/// True when the stored file already holds this issue (collection time aside), so a repeated
-/// import rewrites nothing.
-fn same_content(ctx: &Ctx, rel: &str, issue: &StoredIssue) -> bool {
-    let path = ctx.store.abs(rel);
-    let Ok(bytes) = std::fs::read(&path) else {
-        return false;
-    };
-    parse_issue(&path, &bytes)
-        .is_ok_and(|old| old.org == issue.org && old.repo == issue.repo && old.issue == issue.issue)
 }

@@ -21,7 +21,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitStatus> {
         "issues",
         "open",
         "closed",
-        "comments",
+        "comments_on_github",
+        "comments_stored",
         "with_ai_results",
         "last_updated",
     ]);
@@ -32,7 +33,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitStatus> {
             json!(r.issues),
             json!(r.open),
             json!(r.closed),
-            json!(r.comments),
+            json!(r.comments_on_github),
+            json!(r.comments_stored),
             json!(r.ai_results),
             json!(r.last_updated),
         ]);
@@ -47,7 +49,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitStatus> {
                 "path": db_path.display().to_string(),
                 "bytes": db_bytes,
                 "issues": counts.issues,
-                "comments": counts.comments,
+                "comments_stored": counts.comments,
                 "labels": counts.labels,
                 "ai_results": counts.ai_results,
                 "batch_jobs": counts.batch_jobs,
@@ -57,7 +59,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitStatus> {
             "files_missing": missing,
             "repositories": repos.iter().map(|r| json!({
                 "org": r.org, "repo": r.repo, "issues": r.issues, "open": r.open,
-                "closed": r.closed, "comments": r.comments, "with_ai_results": r.ai_results,
+                "closed": r.closed, "comments_on_github": r.comments_on_github,
+                "comments_stored": r.comments_stored, "with_ai_results": r.ai_results,
                 "last_updated": r.last_updated,
             })).collect::<Vec<_>>(),
         }))?,
@@ -79,7 +82,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitStatus> {
                 human_bytes(db_bytes)
             ))?;
             p.line(&format!(
-                "  issues {}, comments {}, labels {}, ai_results {}, batch_jobs {}",
+                "  issues {}, comments stored {}, labels {}, ai_results {}, batch_jobs {}",
                 counts.issues, counts.comments, counts.labels, counts.ai_results, counts.batch_jobs
             ))?;
             if plan.in_sync() {

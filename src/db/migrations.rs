@@ -43,6 +43,8 @@ pub fn apply(conn: &mut Connection) -> anyhow::Result<usize> {
         )",
     )?;
     let done = applied(conn)?;
+    // Checked before anything runs: a newer binary's database is never touched.
+    refuse_newer(&done)?;
     let mut ran = 0;
     for m in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
         let tx = conn.transaction()?;
@@ -55,14 +57,29 @@ pub fn apply(conn: &mut Connection) -> anyhow::Result<usize> {
         tx.commit()?;
         ran += 1;
     }
-    if let Some(newest) = done.iter().max().filter(|v| **v > latest()) {
-        anyhow::bail!(
-            "the database has schema version {newest}, newer than this binary knows ({}); \
-             upgrade github-analysis",
-            latest()
-        );
-    }
     Ok(ran)
+}
+
+/// A database written by a newer github-analysis (a schema version this binary does not know)
+/// is refused: its tables may mean something this binary would misread or overwrite.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the database was written by a newer github-analysis (schema version {found}; this one \
+     knows versions up to {known}): upgrade github-analysis, or use another --data-dir"
+)]
+pub struct NewerSchema {
+    pub found: u32,
+    pub known: u32,
+}
+
+pub fn refuse_newer(applied: &[u32]) -> Result<(), NewerSchema> {
+    match applied.iter().max().filter(|v| **v > latest()) {
+        Some(found) => Err(NewerSchema {
+            found: *found,
+            known: latest(),
+        }),
+        None => Ok(()),
+    }
 }
 
 pub fn applied(conn: &Connection) -> anyhow::Result<Vec<u32>> {
@@ -93,6 +110,24 @@ mod tests {
         assert_eq!(apply(&mut conn).unwrap(), MIGRATIONS.len());
         assert_eq!(apply(&mut conn).unwrap(), 0);
         assert_eq!(applied(&conn).unwrap().len(), MIGRATIONS.len());
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_before_anything_runs() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        apply(&mut conn).unwrap();
+        let future = latest() + 1;
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (?, 'future')",
+            [future],
+        )
+        .unwrap();
+        let err = apply(&mut conn).unwrap_err();
+        let e = err
+            .downcast_ref::<NewerSchema>()
+            .expect("a NewerSchema error");
+        assert_eq!((e.found, e.known), (future, latest()));
+        assert!(err.to_string().contains("upgrade github-analysis"), "{err}");
     }
 
     #[test]

@@ -66,8 +66,7 @@ impl Db {
         }
         let conn = open_waiting(path, lock_timeout, base_config)?;
         let mut db = Self { conn };
-        migrations::apply(&mut db.conn)
-            .user_context(|| format!("cannot migrate database {}", path.display()))?;
+        migrations::apply(&mut db.conn).map_err(|e| newer_or(e, path))?;
         Ok(db)
     }
 
@@ -77,6 +76,14 @@ impl Db {
         let mut db = Self { conn };
         migrations::apply(&mut db.conn)?;
         Ok(db)
+    }
+
+    /// Caps the memory DuckDB keeps for this database (its buffer pool spills to the file
+    /// beyond it), so a bulk load of any size runs in flat memory.
+    pub fn limit_memory(&self, megabytes: u64) -> anyhow::Result<()> {
+        self.conn
+            .execute_batch(&format!("SET memory_limit = '{megabytes}MB'"))?;
+        Ok(())
     }
 
     /// Versions recorded in `schema_migrations`.
@@ -92,13 +99,27 @@ impl ReadOnlyDb {
             drop(Db::open(path, lock_timeout)?);
         }
         let ro = open_waiting(path, lock_timeout, read_only_config)?;
-        if migrations::applied(&ro)?.len() < migrations::MIGRATIONS.len() {
+        let done = migrations::applied(&ro)?;
+        migrations::refuse_newer(&done).map_err(|e| newer_or(e.into(), path))?;
+        if done.len() < migrations::MIGRATIONS.len() {
             drop(ro);
             drop(Db::open(path, lock_timeout)?);
             let conn = open_waiting(path, lock_timeout, read_only_config)?;
             return Ok(Self { conn });
         }
         Ok(Self { conn: ro })
+    }
+}
+
+/// A newer schema is the user's to resolve (exit 1, the message first); any other migration
+/// failure keeps its cause under "cannot migrate".
+fn newer_or(e: anyhow::Error, path: &Path) -> anyhow::Error {
+    match e.downcast::<migrations::NewerSchema>() {
+        Ok(newer) => crate::error::user(format!("database {}: {newer}", path.display())),
+        Err(e) => e.context(UserError(format!(
+            "cannot migrate database {}",
+            path.display()
+        ))),
     }
 }
 

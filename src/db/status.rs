@@ -18,7 +18,10 @@ pub struct RepoCounts {
     pub issues: i64,
     pub open: i64,
     pub closed: i64,
-    pub comments: i64,
+    /// GitHub's comment count, summed (REST list objects carry the count, not the bodies).
+    pub comments_on_github: i64,
+    /// Comment rows stored (bodies collected or imported).
+    pub comments_stored: i64,
     pub ai_results: i64,
     pub last_updated: Option<String>,
 }
@@ -49,9 +52,12 @@ impl Db {
                     count(*) FILTER (WHERE i.state = 'closed'),
                     sum(i.comments_count)::BIGINT,
                     count(a.issue_id),
-                    strftime(max(i.updated_at), '%Y-%m-%dT%H:%M:%SZ')
+                    strftime(max(i.updated_at), '%Y-%m-%dT%H:%M:%SZ'),
+                    coalesce(sum(c.n), 0)::BIGINT
              FROM issues i
              LEFT JOIN (SELECT DISTINCT issue_id FROM ai_results) a ON a.issue_id = i.id
+             LEFT JOIN (SELECT issue_id, count(*) AS n FROM comments GROUP BY issue_id) c
+                    ON c.issue_id = i.id
              GROUP BY i.org, i.repo
              ORDER BY i.org, i.repo",
         )?;
@@ -62,7 +68,8 @@ impl Db {
                 issues: r.get(2)?,
                 open: r.get(3)?,
                 closed: r.get(4)?,
-                comments: r.get(5)?,
+                comments_on_github: r.get(5)?,
+                comments_stored: r.get(8)?,
                 ai_results: r.get(6)?,
                 last_updated: r.get(7)?,
             })

@@ -2,7 +2,7 @@
 //! requests and Link pagination. Endpoint knowledge lives in `rest.rs` and `graphql.rs`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ pub use crate::github::config::{ClientConfig, DEFAULT_API_URL};
 pub use crate::github::limits::next_link;
 use crate::github::limits::{
     classify_limit, error_message, error_messages, header_str, header_u64, human, retry_after,
-    until, Limit, SECONDARY_MIN_WAIT,
+    server_date, until, Limit, SECONDARY_MIN_WAIT,
 };
 use crate::github::pacing::Pacer;
 use crate::http::{error_chain, Backoff, Verdict};
@@ -98,6 +98,8 @@ pub struct Client {
     reporter: std::sync::Arc<dyn Reporter>,
     requests: AtomicU64,
     rates: Mutex<HashMap<String, RateState>>,
+    /// GitHub's clock minus ours (milliseconds, from the last `Date`): resets are on its clock.
+    skew_ms: AtomicI64,
 }
 
 impl Client {
@@ -132,6 +134,7 @@ impl Client {
             reporter,
             requests: AtomicU64::new(0),
             rates: Mutex::new(HashMap::new()),
+            skew_ms: AtomicI64::new(0),
         })
     }
 
@@ -282,7 +285,7 @@ impl Client {
             .lock()
             .ok()
             .and_then(|m| m.get("graphql").and_then(|r| r.reset));
-        Some(until(reset).unwrap_or(SECONDARY_MIN_WAIT))
+        Some(until(reset, self.github_now()).unwrap_or(SECONDARY_MIN_WAIT))
     }
 
     /// Sends with retries: 5xx and network errors back off exponentially with jitter; rate
@@ -362,9 +365,7 @@ impl Client {
                         status,
                         etag: header_str(&headers, ETAG.as_str()).map(str::to_string),
                         next,
-                        date: header_str(&headers, "date")
-                            .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
-                            .map(|d| d.to_utc()),
+                        date: server_date(&headers),
                         body,
                     });
                 }
@@ -468,7 +469,7 @@ impl Client {
         if state.remaining > 0 {
             return;
         }
-        let Some(wait) = until(state.reset) else {
+        let Some(wait) = until(state.reset, self.github_now()) else {
             return;
         };
         self.sleep(wait, &format!("GitHub rate limit exhausted ({bucket})"))
@@ -486,7 +487,16 @@ impl Client {
         }
     }
 
+    /// GitHub's clock now, as estimated from the last answer's `Date`.
+    fn github_now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::milliseconds(self.skew_ms.load(Ordering::Relaxed))
+    }
+
     fn record_rate(&self, bucket: &str, headers: &HeaderMap) {
+        if let Some(date) = server_date(headers) {
+            self.skew_ms
+                .store((date - Utc::now()).num_milliseconds(), Ordering::Relaxed);
+        }
         let Some(remaining) = header_u64(headers, "x-ratelimit-remaining") else {
             return;
         };

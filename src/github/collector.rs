@@ -1,20 +1,18 @@
 //! The collect pipeline: which repositories and issues to fetch (organisation, repository or
 //! single-issue mode), incremental cursors, writing files and upserting DuckDB page by page.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
+use futures::StreamExt;
 
 use crate::db::{AttachmentRow, Db};
 use crate::error::user;
 use crate::github::attachments;
 use crate::github::client::{Client, GitHubError};
-use crate::github::graphql::{
-    self, CommentsData, IssueFilter, IssuesData, COMMENTS_QUERY, ISSUES_QUERY, PAGE_SIZE,
-};
+use crate::github::fetch::{Event, Fetcher, RepoDone, Start};
 use crate::github::rest;
-use crate::github::scope::{gql_states, renamed, rfc3339, scope_key};
 pub use crate::github::scope::{parse_since, parse_size, CollectOptions, CollectReport};
+use crate::github::scope::{rfc3339, scope_key};
 use crate::report::Reporter;
 use crate::store::{names, parse_issue, Store, StoredIssue};
 
@@ -34,9 +32,6 @@ pub struct Collector<'a> {
     /// Files the database has loaded, read once when first needed.
     ledger: Option<HashSet<String>>,
 }
-
-/// Smallest GraphQL page the collector falls back to when GitHub times out.
-const MIN_PAGE_SIZE: u32 = 12;
 
 /// Issues written between two bulk loads into DuckDB.
 const LOAD_BATCH: usize = 1_000;
@@ -125,9 +120,7 @@ impl<'a> Collector<'a> {
             }
             (Some(repo), None) => {
                 names::validate_repo(&repo)?;
-                self.collect_repo(&org, &repo, true)
-                    .await
-                    .map_err(|e| explain(e, &org, Some(&repo)))
+                self.collect_repos(&org, vec![repo], 1, false).await
             }
             (None, _) => self.collect_org(&org).await,
         }
@@ -169,207 +162,148 @@ impl<'a> Collector<'a> {
             todo.len(),
             self.report.repositories_skipped
         ));
+        let mut valid = Vec::with_capacity(todo.len());
         for repo in todo {
-            if self.budget == Some(0) {
-                break;
-            }
-            if let Err(e) = names::validate_repo(&repo) {
-                self.report
+            match names::validate_repo(&repo) {
+                Ok(()) => valid.push(repo),
+                Err(e) => self
+                    .report
                     .failed
-                    .push((format!("{org}/{repo}"), e.to_string()));
-                continue;
-            }
-            if let Err(e) = self.collect_repo(org, &repo, true).await {
-                let fatal = is_fatal(&e);
-                let e = explain(e, org, Some(&repo));
-                if fatal {
-                    return Err(e);
-                }
-                self.reporter.warn(&format!("{org}/{repo}: {e:#}"));
-                self.report
-                    .failed
-                    .push((format!("{org}/{repo}"), format!("{e:#}")));
+                    .push((format!("{org}/{repo}"), e.to_string())),
             }
         }
+        self.collect_repos(org, valid, self.opts.parallel_repos, true)
+            .await?;
         Ok(())
     }
 
-    /// Repository mode: GraphQL pages of 100 issues with labels and their first 100 comments.
-    /// `follow_rename`: whether a rename reported by GitHub may be followed (once).
-    async fn collect_repo(
+    /// Collects repositories, up to `parallel` at once: their fetchers run concurrently and
+    /// hand pages here, where they are stored one at a time (files, DuckDB, cursors), so a
+    /// failure or an interruption leaves the same state as a sequential run would. In
+    /// organisation mode (`org_mode`) a failure that concerns one repository is reported and
+    /// the others go on.
+    async fn collect_repos(
         &mut self,
         org: &str,
-        repo: &str,
-        follow_rename: bool,
+        repos: Vec<String>,
+        parallel: usize,
+        org_mode: bool,
     ) -> anyhow::Result<()> {
-        let scope = scope_key(self.opts.state, &self.opts.labels);
-        let cursor = if self.opts.full {
-            None
+        // `--limit` counts issues across repositories in order: one at a time.
+        let parallel = if self.budget.is_some() {
+            1
         } else {
-            self.db.collect_cursor(org, repo, &scope)?
+            parallel.max(1)
         };
-        let since = self.opts.since.or(cursor);
-        let incremental = self.opts.since.is_none() && cursor.is_some();
-        // An incremental run asks for every change, whatever its state and labels: an issue that
-        // was closed or relabelled since the last run must be updated too. Changes outside the
-        // filters only touch issues already stored.
-        let filter = IssueFilter {
-            since: since.map(rfc3339),
-            states: if incremental {
-                vec![]
-            } else {
-                gql_states(self.opts.state)
-            },
-            labels: if incremental {
-                vec![]
-            } else {
-                self.opts.labels.clone()
-            },
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(parallel);
+        let fetcher = Fetcher {
+            client: self.client,
+            reporter: self.reporter,
+            opts: self.opts,
+            tx,
+            progress: parallel == 1,
         };
-        if incremental {
-            self.report.incremental += 1;
-        }
-        let requests_before = self.client.requests();
-        let bar = self.reporter.progress(0, repo);
-        let mut after: Option<String> = None;
-        let mut page_size = PAGE_SIZE;
-        let mut started: Option<DateTime<Utc>> = None;
-        let mut complete = true;
-        let mut returned = 0u64;
-        let before = self.report.clone();
-        loop {
-            // With --limit, do not ask for (and pay for) more issues than can still be kept.
-            let first = self
-                .budget
-                .map_or(page_size, |b| (b as u32).clamp(1, page_size));
-            let vars = graphql::issues_variables(org, repo, first, after.as_deref(), &filter);
-            let asked_at = Utc::now();
-            // Pages of long threads can be too heavy for GitHub's 10 s budget (502/504): after
-            // two timeouts ask for half as many issues, down to MIN_PAGE_SIZE, which gets the
-            // client's full retry budget.
-            let timeout_attempts = if first > MIN_PAGE_SIZE { 2 } else { u32::MAX };
-            let (data, page) = match self
-                .client
-                .graphql_with(ISSUES_QUERY, vars, timeout_attempts)
-                .await
-            {
-                Err(GitHubError::Timeout { .. }) => {
-                    page_size = (first / 2).max(MIN_PAGE_SIZE);
-                    self.reporter.note(&format!(
-                        "{org}/{repo}: GitHub timed out on a page of {first} issues; \
-                         asking for {page_size} at a time"
-                    ));
-                    continue;
-                }
-                other => other?,
-            };
-            // GitHub's clock at the first answer: the cursor for the next run (no skew).
-            started.get_or_insert(page.date.unwrap_or(asked_at));
-            let data: IssuesData =
-                serde_json::from_value(data).map_err(|e| GitHubError::BadBody {
-                    url: self.client.config().graphql_url.to_string(),
-                    why: format!("unexpected issues page: {e}"),
-                })?;
-            let Some(r) = data.repository else {
-                return Err(GitHubError::GraphQlNotFound {
-                    message: format!("repository {org}/{repo} is null"),
-                }
-                .into());
-            };
-            if after.is_none() && follow_rename {
-                if let Some((new_org, new_repo)) = renamed(r.name_with_owner.as_deref(), org, repo)
-                {
-                    // Store under the current name, so files, rows and cursors do not split
-                    // between the old and the new one. The old name's first page is discarded.
-                    bar.finish_and_clear();
-                    self.reporter.note(&format!(
-                        "{org}/{repo} was renamed to {new_org}/{new_repo}: collecting it under the new name"
-                    ));
-                    return Box::pin(self.collect_repo(&new_org, &new_repo, false)).await;
+        let org_owned = org.to_string();
+        let fetchers = async move {
+            let fetcher = &fetcher;
+            futures::stream::iter(repos)
+                .for_each_concurrent(parallel, |repo| fetcher.run(org_owned.clone(), repo))
+                .await;
+        };
+        let scope = scope_key(self.opts.state, &self.opts.labels);
+        let store = async {
+            let mut counts: HashMap<String, (usize, usize, usize)> = HashMap::new();
+            while let Some(event) = rx.recv().await {
+                match event {
+                    Event::Start { org, repo, reply } => {
+                        let cursor = if self.opts.full {
+                            None
+                        } else {
+                            self.db.collect_cursor(&org, &repo, &scope)?
+                        };
+                        let _ = reply.send(Start {
+                            cursor,
+                            budget: self.budget,
+                        });
+                    }
+                    Event::Page {
+                        org,
+                        repo,
+                        issues,
+                        incremental,
+                        reply,
+                    } => {
+                        let before = self.report.clone();
+                        let more = self.store_issues(issues, true, incremental).await?;
+                        let c = counts.entry(format!("{org}/{repo}")).or_default();
+                        c.0 += self.report.issues_new - before.issues_new;
+                        c.1 += self.report.issues_updated - before.issues_updated;
+                        c.2 += self.report.issues_unchanged - before.issues_unchanged;
+                        let _ = reply.send(more.then_some(self.budget));
+                    }
+                    Event::Done(done) => {
+                        let c = counts
+                            .remove(&format!("{}/{}", done.org, done.repo))
+                            .unwrap_or_default();
+                        self.finish_repo(&scope, &done, c)?;
+                    }
+                    Event::Failed { org, repo, error } => {
+                        let fatal = !org_mode || is_fatal(&error);
+                        let e = explain(error, &org, Some(&repo));
+                        if fatal {
+                            return Err(e);
+                        }
+                        self.reporter.warn(&format!("{org}/{repo}: {e:#}"));
+                        self.report
+                            .failed
+                            .push((format!("{org}/{repo}"), format!("{e:#}")));
+                    }
                 }
             }
-            let conn = r.issues;
-            bar.set_length(conn.total_count);
-            let mut issues = Vec::with_capacity(conn.nodes.len());
-            for node in conn.nodes.into_iter().flatten() {
-                returned += 1;
-                let more = node.more_comments();
-                let number = node.number;
-                let mut issue = node.into_stored(org, repo)?;
-                if let Some(c) = more {
-                    self.fetch_more_comments(org, repo, number, c, &mut issue)
-                        .await?;
-                }
-                issues.push(issue);
-            }
-            bar.inc(issues.len() as u64);
-            if !self.store_issues(issues, true, incremental).await? {
-                complete = false;
-                break;
-            }
-            match (conn.page_info.has_next_page, conn.page_info.end_cursor) {
-                (true, Some(c)) => after = Some(c),
-                _ => break,
-            }
-        }
-        bar.finish_and_clear();
+            anyhow::Ok(())
+        };
+        // The fetchers end when the store loop fails (their channel closes), and the store
+        // loop ends when every fetcher has finished.
+        let ((), stored) = futures::join!(fetchers, store);
+        stored
+    }
+
+    /// A repository's pages are all stored: load them, then move its cursor.
+    fn finish_repo(
+        &mut self,
+        scope: &str,
+        done: &RepoDone,
+        (new, updated, unchanged): (usize, usize, usize),
+    ) -> anyhow::Result<()> {
         // The cursor may only move once everything fetched is in the database.
         self.flush()?;
         // The run covered everything before `since` only if the old cursor did.
         let covered = self
             .opts
             .since
-            .is_none_or(|d| cursor.is_some_and(|c| d <= c));
-        if complete && covered {
-            if let Some(at) = started {
+            .is_none_or(|d| done.cursor.is_some_and(|c| d <= c));
+        if done.complete && covered {
+            if let Some(at) = done.started {
                 self.db
-                    .set_collect_cursor(org, repo, &scope, at, returned)?;
+                    .set_collect_cursor(&done.org, &done.repo, scope, at, done.returned)?;
             }
         }
         self.report.repositories += 1;
-        let r = &self.report;
+        if done.incremental {
+            self.report.incremental += 1;
+        }
         self.reporter.note(&format!(
-            "{org}/{repo}: {} issues ({} new, {} updated, {} unchanged){}, {} requests",
-            r.issues() - before.issues(),
-            r.issues_new - before.issues_new,
-            r.issues_updated - before.issues_updated,
-            r.issues_unchanged - before.issues_unchanged,
-            match since {
+            "{}/{}: {} issues ({new} new, {updated} updated, {unchanged} unchanged){}, {} requests",
+            done.org,
+            done.repo,
+            new + updated + unchanged,
+            match done.since {
                 Some(s) => format!(" updated since {}", rfc3339(s)),
                 None => String::new(),
             },
-            self.client.requests() - requests_before,
+            done.requests,
         ));
         Ok(())
-    }
-
-    /// Comments 101 and onwards of a long thread, 100 per request.
-    async fn fetch_more_comments(
-        &mut self,
-        org: &str,
-        repo: &str,
-        number: u64,
-        mut cursor: String,
-        issue: &mut StoredIssue,
-    ) -> anyhow::Result<()> {
-        loop {
-            let vars = graphql::comments_variables(org, repo, number, Some(&cursor));
-            let (data, _) = self.client.graphql(COMMENTS_QUERY, vars).await?;
-            let data: CommentsData =
-                serde_json::from_value(data).map_err(|e| GitHubError::BadBody {
-                    url: self.client.config().graphql_url.to_string(),
-                    why: format!("unexpected comments page: {e}"),
-                })?;
-            let Some(conn) = data.repository.and_then(|r| r.issue).map(|i| i.comments) else {
-                // Deleted between the two requests: keep what we have.
-                return Ok(());
-            };
-            graphql::convert_comments(conn.nodes, &mut issue.issue.comments);
-            match (conn.page_info.has_next_page, conn.page_info.end_cursor) {
-                (true, Some(c)) if c != cursor => cursor = c,
-                _ => return Ok(()),
-            }
-        }
     }
 
     /// Single-issue mode: the REST issue and all its comment pages.
@@ -419,6 +353,12 @@ impl<'a> Collector<'a> {
                 .ok()
                 .and_then(|b| parse_issue(&abs, &b).ok());
             if apply_filters && !self.matches(&issue) && !(incremental && old.is_some()) {
+                continue;
+            }
+            if let Some(o) = old.as_ref().filter(|o| o.key() != issue.key()) {
+                let e = crate::store::collision(&rel, &o.key(), &issue.key());
+                self.reporter.warn(&e.to_string());
+                self.report.refused.push((issue.key(), e.to_string()));
                 continue;
             }
             if self.budget == Some(0) {
@@ -510,14 +450,25 @@ impl<'a> Collector<'a> {
     }
 }
 
-/// Threads writing issue files: each write ends in an fsync, which is I/O wait, not CPU, so
-/// more threads than cores pay off (the file system batches concurrent syncs).
-const WRITERS: usize = 16;
+/// Threads writing issue files (serializing and writing; the flush comes once per page).
+const WRITERS: usize = 4;
 
-/// Writes a page's issue files concurrently; returns their paths in order.
+/// Writes a page's issue files concurrently, then makes them durable together (one flush per
+/// page instead of two fsyncs per file; they are loaded into DuckDB only after that); returns
+/// their paths in order.
 fn write_parallel(store: &Store, issues: &[StoredIssue]) -> anyhow::Result<Vec<String>> {
+    let written = write_unsynced(store, issues)?;
+    let abs: Vec<_> = written.iter().map(|r| store.abs(r)).collect();
+    crate::store::make_durable(&store.issues_dir(), &abs)?;
+    Ok(written)
+}
+
+fn write_unsynced(store: &Store, issues: &[StoredIssue]) -> anyhow::Result<Vec<String>> {
     if issues.len() <= 1 {
-        return issues.iter().map(|i| store.write_issue(i)).collect();
+        return issues
+            .iter()
+            .map(|i| store.write_issue_unsynced(i))
+            .collect();
     }
     let per = issues.len().div_ceil(WRITERS);
     std::thread::scope(|s| {
@@ -526,7 +477,7 @@ fn write_parallel(store: &Store, issues: &[StoredIssue]) -> anyhow::Result<Vec<S
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|i| store.write_issue(i))
+                        .map(|i| store.write_issue_unsynced(i))
                         .collect::<Vec<_>>()
                 })
             })

@@ -290,7 +290,7 @@ impl IssueNode {
                 description: l.description,
             })
             .collect();
-        Ok(StoredIssue {
+        let stored = StoredIssue {
             org: org.to_string(),
             repo: repo.to_string(),
             issue: Issue {
@@ -311,7 +311,9 @@ impl IssueNode {
                 comment_count: Some(self.comments.total_count),
             },
             metadata: Metadata::now(),
-        })
+        };
+        stored.check_ranges().map_err(crate::error::user)?;
+        Ok(stored)
     }
 }
 

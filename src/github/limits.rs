@@ -36,6 +36,9 @@ pub(crate) fn classify_limit(
     let reset = header_u64(headers, "x-ratelimit-reset")
         .and_then(|s| i64::try_from(s).ok())
         .and_then(|s| DateTime::from_timestamp(s, 0));
+    // The reset is on GitHub's clock: measure the wait from the answer's own `Date`.
+    let now = server_date(headers).unwrap_or_else(Utc::now);
+    let until = |reset| until(reset, now);
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let message = v
         .get("message")
@@ -73,10 +76,18 @@ pub(crate) fn classify_limit(
     None
 }
 
-/// Time from now until `reset` (plus a second of slack), if it is in the future and believable.
-pub(crate) fn until(reset: Option<DateTime<Utc>>) -> Option<Duration> {
-    let d = (reset? - Utc::now()).to_std().ok()? + Duration::from_secs(1);
+/// Time from `now` (GitHub's clock) until `reset` (plus a second of slack, which also covers
+/// the `Date` header's one-second resolution), if it is in the future and believable.
+pub(crate) fn until(reset: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<Duration> {
+    let d = (reset? - now).to_std().ok()? + Duration::from_secs(1);
     Some(d.min(LONGEST_RESET))
+}
+
+/// GitHub's clock when it answered (`Date` header).
+pub(crate) fn server_date(headers: &HeaderMap) -> Option<DateTime<Utc>> {
+    header_str(headers, "date")
+        .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
+        .map(|d| d.to_utc())
 }
 
 /// `retry-after` in seconds, bounded so a hostile or broken value cannot park us for years.
@@ -230,6 +241,28 @@ mod tests {
         assert!(
             classify_limit(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), b"<html>").is_some()
         );
+    }
+
+    #[test]
+    fn a_reset_is_measured_on_githubs_clock() {
+        // GitHub's clock is an hour behind ours; its reset is 30 s ahead of its own clock.
+        let github_now = Utc::now() - chrono::Duration::hours(1);
+        let reset = (github_now.timestamp() + 30).to_string();
+        let date = github_now.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        let h = headers(&[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", &reset),
+            ("date", &date),
+        ]);
+        match classify_limit(StatusCode::FORBIDDEN, &h, b"{}") {
+            Some(Limit::Primary(w)) => {
+                assert!(
+                    w > Duration::from_secs(25) && w <= Duration::from_secs(32),
+                    "{w:?}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod attachments;
 pub mod client;
 pub mod collector;
 pub mod config;
+pub mod fetch;
 pub mod graphql;
 pub mod labels;
 pub mod limits;

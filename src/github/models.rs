@@ -79,7 +79,7 @@ impl RestIssue {
         names::validate_org(&org)?;
         names::validate_repo(&repo)?;
         let comment_count = self.comments.as_ref().and_then(|c| c.as_u64());
-        Ok(StoredIssue {
+        let stored = StoredIssue {
             org,
             repo,
             issue: Issue {
@@ -121,6 +121,8 @@ impl RestIssue {
                 comment_count,
             },
             metadata: Metadata::now(),
-        })
+        };
+        stored.check_ranges().map_err(crate::error::user)?;
+        Ok(stored)
     }
 }

@@ -22,6 +22,8 @@ pub struct CollectOptions {
     pub full: bool,
     /// `Some(cap in bytes)` when attachments are downloaded.
     pub attachments: Option<u64>,
+    /// Repositories of an organisation collected at once (`--parallel-repos`).
+    pub parallel_repos: usize,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -40,6 +42,8 @@ pub struct CollectReport {
     pub attachments: AttachmentCounts,
     /// Files written whose database load failed (reason per path).
     pub sync_failed: Vec<(String, String)>,
+    /// (issue, reason) of issues not stored because their file name holds another issue.
+    pub refused: Vec<(String, String)>,
 }
 
 impl CollectReport {

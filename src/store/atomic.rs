@@ -24,6 +24,52 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     sync_dir(dir)
 }
 
+/// Like [`write_atomic`] (readers never see half a file) but without making it durable: for
+/// writers of many files from a source they can read again (an import file), which make a
+/// whole chunk durable at once with [`make_durable`] instead of paying two fsyncs per file.
+pub fn write_unsynced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .with_context(|| format!("{} has no parent folder", path.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot move the new file into place at {}", path.display()))?;
+    Ok(())
+}
+
+/// Makes files written with [`write_unsynced`] into `dir` durable, with their names: on Linux
+/// one `syncfs` of the file system (one flush instead of one per file), elsewhere an fsync per
+/// file; then the folder itself.
+pub fn make_durable(dir: &Path, files: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let d = std::fs::File::open(dir)
+            .with_context(|| format!("cannot open folder {}", dir.display()))?;
+        // SAFETY: syncfs only reads the descriptor, which `d` keeps open for the call.
+        if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("cannot sync the file system of {}", dir.display()));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    for f in files {
+        std::fs::File::open(f)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("cannot sync {}", f.display()))?;
+    }
+    sync_dir(dir)
+}
+
 /// Makes the entries of a folder (renames, new files) durable. Where folders cannot be opened
 /// for syncing (not Unix), the rename's own ordering is all there is.
 pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {

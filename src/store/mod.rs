@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::error::{user, UserContext};
-pub use atomic::write_atomic;
+pub use atomic::{make_durable, write_atomic, write_unsynced};
 pub use model::{Comment, Issue, IssueState, Label, Metadata, StoredIssue, User};
 
 pub const ISSUES_DIR: &str = "issues";
@@ -57,12 +57,43 @@ impl Store {
     }
 
     /// Writes one issue file atomically and returns its path relative to the data directory.
+    /// Refuses (a user error naming both issues) when the file holds another issue.
     pub fn write_issue(&self, issue: &StoredIssue) -> anyhow::Result<String> {
+        self.write_issue_with(issue, write_atomic)
+    }
+
+    /// Like [`Store::write_issue`], without making the file durable: for writers of many files
+    /// who then call [`make_durable`] once for all of them.
+    pub fn write_issue_unsynced(&self, issue: &StoredIssue) -> anyhow::Result<String> {
+        self.write_issue_with(issue, write_unsynced)
+    }
+
+    fn write_issue_with(
+        &self,
+        issue: &StoredIssue,
+        write: fn(&Path, &[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<String> {
         let rel = Self::issue_rel_path(&issue.org, &issue.repo, issue.issue.number)?;
+        issue.check_ranges().map_err(user)?;
+        self.refuse_foreign(&rel, &issue.key())?;
         let bytes = serde_json::to_vec_pretty(issue).context("cannot serialize issue")?;
-        write_atomic(&self.root.join(&rel), &bytes)
+        write(&self.root.join(&rel), &bytes)
             .user_context(|| format!("cannot write issue file in {}", self.root.display()))?;
         Ok(rel)
+    }
+
+    /// File names join organisation and repository with `_`, which both may contain, so
+    /// `a_b/c#1` and `a/b_c#1` share `issues/a_b_c_issue_1.json`. Errors when the issue file at
+    /// `rel` exists and holds an issue other than `key`; a missing or unreadable file is not
+    /// another issue's and may be (re)written.
+    pub fn refuse_foreign(&self, rel: &str, key: &str) -> anyhow::Result<()> {
+        let Ok(bytes) = std::fs::read(self.abs(rel)) else {
+            return Ok(());
+        };
+        match issue_key_of(&bytes) {
+            Some(other) if other != key => Err(collision(rel, &other, key)),
+            _ => Ok(()),
+        }
     }
 
     /// Every `*.json` issue file (relative paths, sorted); temp files and dotfiles are skipped.
@@ -96,6 +127,30 @@ impl Store {
     }
 }
 
+/// The refusal of an issue whose file name is taken by another issue.
+pub fn collision(rel: &str, holder: &str, refused: &str) -> anyhow::Error {
+    user(format!(
+        "{refused} was not stored: its file name {rel} is already used by {holder} \
+         (file names join organisation and repository with '_', so the two cannot both be kept)"
+    ))
+}
+
+/// The `org/repo#number` an issue file holds, read without building the whole issue.
+pub fn issue_key_of(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Number {
+        number: u64,
+    }
+    #[derive(serde::Deserialize)]
+    struct Key {
+        org: String,
+        repo: String,
+        issue: Number,
+    }
+    let k: Key = serde_json::from_slice(bytes).ok()?;
+    Some(model::issue_key(&k.org, &k.repo, k.issue.number))
+}
+
 /// Reads the issue file at `rel` and checks it still holds issue `expected_key`; the error is a
 /// reason for a failure record (processing commands report it per issue, they don't stop).
 pub fn load_issue(store: &Store, rel: &str, expected_key: &str) -> Result<StoredIssue, String> {
@@ -118,6 +173,9 @@ pub fn parse_issue(path: &Path, bytes: &[u8]) -> anyhow::Result<StoredIssue> {
         .map_err(|e| user(format!("{}: not a valid issue file: {e}", path.display())))?;
     names::validate_org(&issue.org)
         .and_then(|()| names::validate_repo(&issue.repo))
+        .map_err(|e| user(format!("{}: {e}", path.display())))?;
+    issue
+        .check_ranges()
         .map_err(|e| user(format!("{}: {e}", path.display())))?;
     Ok(issue)
 }
@@ -169,6 +227,43 @@ mod tests {
         let back = parse_issue(&store.abs(&rel), &std::fs::read(store.abs(&rel)).unwrap()).unwrap();
         assert_eq!(back, issue);
         assert_eq!(back.key(), "my_org/my_repo#7");
+    }
+
+    #[test]
+    fn an_issue_never_overwrites_another_issues_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        store.ensure_dirs().unwrap();
+        let first = sample("a_b", "c", 1);
+        let rel = store.write_issue(&first).unwrap();
+        let second = sample("a", "b_c", 1);
+        assert_eq!(
+            Store::issue_rel_path("a", "b_c", 1).unwrap(),
+            rel,
+            "the two names share a file name"
+        );
+        let err = store.write_issue(&second).unwrap_err().to_string();
+        assert!(
+            err.contains("a/b_c#1 was not stored") && err.contains("a_b/c#1"),
+            "{err}"
+        );
+        let kept = parse_issue(&store.abs(&rel), &std::fs::read(store.abs(&rel)).unwrap());
+        assert_eq!(kept.unwrap().key(), "a_b/c#1");
+        // The same issue may be rewritten.
+        store.write_issue(&first).unwrap();
+    }
+
+    #[test]
+    fn numbers_beyond_the_database_range_fail_the_file() {
+        let mut big = sample("o", "r", 1);
+        big.issue.number = i64::MAX as u64 + 1;
+        let bytes = serde_json::to_vec(&big).unwrap();
+        let err = parse_issue(Path::new("issues/x.json"), &bytes).unwrap_err();
+        assert!(err.to_string().contains("out of range"), "{err}");
+        let mut many = sample("o", "r", 1);
+        many.issue.comment_count = Some(u64::MAX);
+        let bytes = serde_json::to_vec(&many).unwrap();
+        assert!(parse_issue(Path::new("x"), &bytes).is_err());
     }
 
     #[test]

@@ -146,6 +146,29 @@ impl StoredIssue {
         }
     }
 
+    /// Checks what the database cannot hold before it gets there: DuckDB stores numbers as
+    /// signed 64-bit integers, so one out-of-range value would otherwise fail a whole bulk load
+    /// (and every later `sync`) instead of this one issue.
+    pub fn check_ranges(&self) -> Result<(), String> {
+        let i = &self.issue;
+        let fits = |n: u64| i64::try_from(n).is_ok();
+        if !fits(i.number) || i.number == 0 {
+            return Err(format!(
+                "issue number {} is out of range (1 to {})",
+                i.number,
+                i64::MAX
+            ));
+        }
+        if let Some(c) = i.comment_count.filter(|c| !fits(*c)) {
+            return Err(format!(
+                "comment count {c} of issue #{} is out of range (at most {})",
+                i.number,
+                i64::MAX
+            ));
+        }
+        Ok(())
+    }
+
     /// The database key of an issue: `org/repo#number`.
     pub fn key(&self) -> String {
         issue_key(&self.org, &self.repo, self.issue.number)

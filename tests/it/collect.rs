@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 
-use crate::fakes::github::{FakeGitHub, FakeIssue, Fault, Target, TOKEN};
+use crate::fakes::github::{FakeGitHub, FakeIssue, Fault, Target, RATE_LIMIT_WAIT, TOKEN};
 use crate::support::Env;
 use predicates::prelude::*;
 use serde_json::Value;
@@ -502,14 +502,16 @@ fn rest_rate_limits_and_server_errors_are_retried() {
     );
     gh.push_fault(Target::Rest, Fault::ServerError { status: 500 });
     let env = Env::new();
+    // The fake refuses every request until each limit is over: the client must really wait.
     cmd(&env, &gh)
+        .env("GITHUB_ANALYSIS_MAX_WAIT", RATE_LIMIT_WAIT)
         .args(["collect", "--org", "acme", "--repo", "widgets", "--issue-number", "1"])
         .assert()
         .success()
         .stderr(predicate::str::contains("GitHub primary rate limit reached (core)"))
         // No retry-after: at least a minute, capped in tests by GITHUB_ANALYSIS_MAX_WAIT.
         .stderr(predicate::str::contains(
-            "secondary rate limit hit (core): waiting 60s (capped at 0.1s by GITHUB_ANALYSIS_MAX_WAIT)",
+            "secondary rate limit hit (core): waiting 60s (capped at 2.5s by GITHUB_ANALYSIS_MAX_WAIT)",
         ))
         .stderr(predicate::str::contains("secondary rate limit hit (core): waiting 1.0s"))
         .stderr(predicate::str::contains("GitHub answered 500 Internal Server Error; retrying"));
@@ -538,6 +540,7 @@ fn graphql_rate_limits_with_http_200_and_timeouts_are_retried() {
     gh.push_fault(Target::GraphQl, Fault::PrimaryRateLimit { status: 429 });
     let env = Env::new();
     let out = cmd(&env, &gh)
+        .env("GITHUB_ANALYSIS_MAX_WAIT", RATE_LIMIT_WAIT)
         .args([
             "collect", "--org", "acme", "--repo", "widgets", "--format", "json",
         ])
@@ -577,6 +580,7 @@ fn an_exhausted_bucket_is_waited_out_before_the_next_request() {
     gh.push_fault(Target::GraphQl, Fault::Exhausted);
     let env = Env::new();
     cmd(&env, &gh)
+        .env("GITHUB_ANALYSIS_MAX_WAIT", RATE_LIMIT_WAIT)
         .args(["collect", "--org", "acme", "--repo", "widgets"])
         .assert()
         .success()

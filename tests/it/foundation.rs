@@ -220,8 +220,19 @@ fn sync_counts_touched_but_identical_files_as_unchanged() {
     env.json(&["import", &fixture("rust-lang-issues.json")]);
     let p = env.data().join("issues/rust-lang_rust_issue_99554.json");
     let bytes = std::fs::read(&p).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    let before = std::fs::metadata(&p).unwrap().modified().unwrap();
     std::fs::write(&p, bytes).unwrap();
+    // A new mtime set explicitly (not by sleeping and hoping the clock ticked), so the file
+    // is certainly a candidate that only its content hash shows to be unchanged.
+    let later = before + std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    assert_ne!(std::fs::metadata(&p).unwrap().modified().unwrap(), before);
+    assert_eq!(env.json(&["status"])["files_to_sync"], 1);
     let s = env.json(&["sync"]);
     assert_eq!(s["unchanged"], 3);
     assert_eq!(s["updated"], 0);
@@ -370,16 +381,30 @@ fn a_locked_database_is_waited_for_then_refused_with_a_clear_message() {
         .code(1)
         .stderr(predicate::str::contains("is locked by another process"))
         .stderr(predicate::str::contains("--lock-timeout"));
-    // Released while the second process waits: it proceeds.
-    let release = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        drop(holder);
-    });
-    env.cmd()
-        .args(["--lock-timeout", "20", "sync"])
-        .assert()
-        .success();
-    release.join().unwrap();
+    // Released while the second process waits (it has said so): it proceeds.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_github-analysis"))
+        .args(["--lock-timeout", "60", "sync"])
+        .current_dir(env.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GITHUB_ANALYSIS_DATA_DIR", env.data())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
+    assert!(
+        first.contains("is locked by another process; waiting"),
+        "the second process must wait for the lock, said: {first:?}"
+    );
+    drop(holder);
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(status.success(), "{first}{rest}");
     assert_eq!(env.scalar("SELECT count(*) FROM issues"), 3);
 }
 
@@ -408,6 +433,15 @@ fn status_on_an_empty_data_dir_and_as_a_table() {
     let out = env.cmd().arg("status").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     let data = regex::escape(env.data().to_str().unwrap());
+    // GitHub's comment count and the comment bodies stored are two figures with two names.
+    let repo = &env.json(&["status"])["repositories"][0];
+    assert_eq!(
+        (
+            repo["comments_on_github"].clone(),
+            repo["comments_stored"].clone()
+        ),
+        (json!(6), json!(0))
+    );
     insta::with_settings!({filters => vec![
         (data.as_str(), "[DATA]"),
         // Sizes vary with serialization details and DuckDB's block allocation.

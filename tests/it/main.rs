@@ -13,6 +13,7 @@ mod support;
 
 mod batch;
 mod collect;
+mod collect_strict;
 mod foundation;
 mod hostile_input;
 mod layers;
@@ -20,3 +21,5 @@ mod process;
 mod process_query;
 mod recommendations;
 mod update_labels;
+mod store_import;
+mod store_schema;

@@ -3,11 +3,11 @@
 //! The examples include these files with `#[path]` (as siblings at their crate root), so a fake
 //! names the others only as `super::…`.
 //!
-//! * OpenAI Chat Completions: [`openai`].
-//! * Anthropic Messages: [`anthropic`].
-//! * OpenAI Files + Batches (`batches/openai.rs`) and Anthropic Message Batches
-//!   (`batches/anthropic.rs`), over one shared, scripted state: [`batches`].
-//! * GitHub REST and GraphQL: [`github`].
+//! * [`openai`] — Chat Completions.
+//! * [`anthropic`] — Messages.
+//! * [`batches`] — OpenAI Files + Batches (`batches/openai.rs`) and Anthropic Message Batches
+//!   (`batches/anthropic.rs`) over one shared, scripted state.
+//! * [`github`] — GitHub REST and GraphQL.
 
 pub mod anthropic;
 pub mod batches;

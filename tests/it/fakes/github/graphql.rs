@@ -5,7 +5,8 @@ use chrono::{DateTime, SecondsFormat};
 use serde_json::{json, Value};
 
 use super::rest::{label_json, parse_ts, user_id};
-use super::{FakeIssue, Inner, Reply, GRAPHQL_LIMIT};
+use super::selection;
+use super::{FakeIssue, Inner, Reply};
 
 fn gql_error(message: String) -> Reply {
     Reply::json(
@@ -14,8 +15,36 @@ fn gql_error(message: String) -> Reply {
     )
 }
 
-/// Answers the two query shapes `collect` sends, validating what GitHub validates for them.
+/// Answers the two query shapes `collect` sends, validating what GitHub validates for them,
+/// with only the fields the query selects.
 pub(super) fn graphql(g: &Inner, body: &[u8]) -> (Reply, u64) {
+    let (mut reply, cost) = answer(g, body);
+    let query = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("query").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_default();
+    let data = reply
+        .body
+        .as_ref()
+        .and_then(|b| b.get("data"))
+        .filter(|d| d.is_object())
+        .cloned();
+    if let Some(data) = data {
+        let pruned =
+            selection::parse(&query).and_then(|sel| selection::prune(&data, &sel, "Query"));
+        match pruned {
+            Ok(d) => {
+                if let Some(b) = reply.body.as_mut() {
+                    b["data"] = d;
+                }
+            }
+            Err(e) => return (gql_error(e), 0),
+        }
+    }
+    (reply, cost)
+}
+
+fn answer(g: &Inner, body: &[u8]) -> (Reply, u64) {
     let Ok(req) = serde_json::from_slice::<Value>(body) else {
         return (
             Reply::error(
@@ -42,7 +71,13 @@ pub(super) fn graphql(g: &Inner, body: &[u8]) -> (Reply, u64) {
             digits.parse::<u64>().ok()
         })
         .collect::<Vec<_>>();
-    let var_first = vars.get("first").and_then(Value::as_u64);
+    // The `issues` connection's `first`: its variable, or the literal in the query.
+    let var_first = vars.get("first").and_then(Value::as_u64).or_else(|| {
+        let rest = &query[query.find("issues(")? + 7..];
+        let rest = rest[rest.find("first:")? + 6..].trim_start();
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    });
     for f in literal_firsts.iter().copied().chain(var_first) {
         if f > 100 {
             return (
@@ -51,15 +86,20 @@ pub(super) fn graphql(g: &Inner, body: &[u8]) -> (Reply, u64) {
             );
         }
     }
-    if let Some(i) = query.find("orderBy:") {
-        let clause: String = query[i..].chars().take_while(|c| *c != '}').collect();
-        if !clause.contains("direction") {
-            return (
-                gql_error("Argument 'orderBy' on Field 'issues' has an invalid value ({field: UPDATED_AT}). Expected type 'IssueOrder'.".into()),
-                0,
-            );
+    // GitHub's default order of a repository's issues: oldest first.
+    let (order_field, descending) = match selection::order_by(query) {
+        None => ("CREATED_AT".to_string(), false),
+        Some((field, direction)) => {
+            let known_field = matches!(field.as_str(), "CREATED_AT" | "UPDATED_AT" | "COMMENTS");
+            if !known_field || !matches!(direction.as_str(), "ASC" | "DESC") {
+                return (
+                    gql_error(format!("Argument 'orderBy' on Field 'issues' has an invalid value ({{field: {field}, direction: {direction}}}). Expected type 'IssueOrder'.")),
+                    0,
+                );
+            }
+            (field, direction == "DESC")
         }
-    }
+    };
     let owner = vars.get("owner").and_then(Value::as_str);
     let name = vars.get("name").and_then(Value::as_str);
     let (Some(owner), Some(name)) = (owner, name) else {
@@ -90,7 +130,7 @@ pub(super) fn graphql(g: &Inner, body: &[u8]) -> (Reply, u64) {
     } else {
         1
     };
-    let rate = json!({"cost": cost, "remaining": GRAPHQL_LIMIT.saturating_sub(g.graphql_used + cost),
+    let rate = json!({"cost": cost, "remaining": g.graphql_limit.saturating_sub(g.graphql_used + cost),
                       "resetAt": DateTime::from_timestamp(g.reset, 0).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Secs, true)});
     let Some(repo) = repo else {
         return (
@@ -190,9 +230,17 @@ pub(super) fn graphql(g: &Inner, body: &[u8]) -> (Reply, u64) {
         .filter(|i| labels.is_empty() || i.labels.iter().any(|l| labels.contains(l)))
         .collect();
     matching.sort_by(|a, b| {
-        parse_ts(&b.updated_at)
-            .cmp(&parse_ts(&a.updated_at))
-            .then(b.number.cmp(&a.number))
+        let by = match order_field.as_str() {
+            "UPDATED_AT" => parse_ts(&a.updated_at).cmp(&parse_ts(&b.updated_at)),
+            "COMMENTS" => a.comments.len().cmp(&b.comments.len()),
+            _ => parse_ts(&a.created_at).cmp(&parse_ts(&b.created_at)),
+        }
+        .then(a.number.cmp(&b.number));
+        if descending {
+            by.reverse()
+        } else {
+            by
+        }
     });
     let total = matching.len();
     let nodes: Vec<Value> = matching

@@ -21,11 +21,19 @@ use serde_json::{json, Value};
 mod graphql;
 mod labels;
 mod rest;
+mod selection;
 mod server;
 
 use server::handle;
 
 pub const TOKEN: &str = "ghp_fake_token_for_tests";
+/// The wait cap of rate-limit tests (seconds): longer than any refusal the fake scripts lasts
+/// (see `Block`), far shorter than the minute GitHub asks for after a secondary limit without
+/// `retry-after`.
+pub const RATE_LIMIT_WAIT: &str = "2.5";
+/// How long the fake refuses a bucket after a secondary limit without `retry-after` (GitHub
+/// says "a few minutes"; a client must wait at least a minute, capped in tests by `MAX_WAIT`).
+pub const SECONDARY_WINDOW_MS: i64 = 1_000;
 const CORE_LIMIT: u64 = 5000;
 const GRAPHQL_LIMIT: u64 = 5000;
 
@@ -168,7 +176,11 @@ pub struct Logged {
     pub graphql: Option<&'static str>,
     /// GraphQL `variables` as sent.
     pub variables: Option<Value>,
+    /// GitHub's clock when the request arrived.
+    pub at: chrono::DateTime<Utc>,
     pub if_none_match: bool,
+    /// Whether the request carried an `Authorization` header (whatever its value).
+    pub authorization: bool,
 }
 
 struct Inner {
@@ -184,10 +196,32 @@ struct Inner {
     graphql_used: u64,
     reset: i64,
     attachments: HashMap<String, Vec<u8>>,
+    /// Attachment paths answered with a 302 to another origin (GitHub's uploads live on S3).
+    redirects: HashMap<String, String>,
     /// Set by a `Delay` fault for the request being answered.
     delay_ms: u64,
     /// Repository labels and the write gate of the label endpoints (`labels.rs`).
     labels: labels::LabelState,
+    /// Added to every answer (GitHub's own latency), in milliseconds.
+    latency_ms: u64,
+    /// Requests being answered now, and the most at once so far.
+    in_flight: usize,
+    max_in_flight: usize,
+    /// GitHub's clock minus ours, in seconds: `Date`, resets and refusals follow GitHub's clock.
+    clock_offset: i64,
+    /// Per bucket: until when (GitHub's clock, epoch milliseconds) requests are refused, and how.
+    blocked: HashMap<&'static str, Block>,
+    /// Per-bucket limits (GitHub's 5,000 per hour unless a benchmark raises them).
+    core_limit: u64,
+    graphql_limit: u64,
+}
+
+/// A refusal in force: every request to the bucket before `until_ms` gets this answer again,
+/// so a client that announces a wait but does not wait is refused (as GitHub refuses it).
+#[derive(Debug, Clone)]
+pub(crate) struct Block {
+    pub until_ms: i64,
+    pub fault: Fault,
 }
 
 pub struct FakeGitHub {
@@ -219,8 +253,16 @@ impl FakeGitHub {
             graphql_used: 0,
             reset: Utc::now().timestamp() + 3600,
             attachments: HashMap::new(),
+            redirects: HashMap::new(),
             delay_ms: 0,
             labels: Default::default(),
+            latency_ms: 0,
+            in_flight: 0,
+            max_in_flight: 0,
+            clock_offset: 0,
+            blocked: HashMap::new(),
+            core_limit: CORE_LIMIT,
+            graphql_limit: GRAPHQL_LIMIT,
         }));
         let state = inner.clone();
         // Not joined on drop: a `Delay` fault may still be sleeping for a client that is gone.
@@ -298,12 +340,49 @@ impl FakeGitHub {
             .insert(path.to_string(), bytes);
     }
 
+    /// Answers `path` (an attachment) with a 302 to `location`, as github.com does for uploads
+    /// stored on a third-party host.
+    pub fn add_attachment_redirect(&self, path: &str, location: &str) {
+        lock(&self.inner)
+            .redirects
+            .insert(path.to_string(), location.to_string());
+    }
+
+    /// Sets GitHub's clock to ours plus `seconds` (its `Date` header, resets and refusals).
+    pub fn set_clock_offset(&self, seconds: i64) {
+        let mut g = lock(&self.inner);
+        g.clock_offset = seconds;
+        g.reset = Utc::now().timestamp() + seconds + 3600;
+    }
+
+    /// Delays every answer by `ms` milliseconds (GitHub's own response time, for benchmarks).
+    pub fn set_latency_ms(&self, ms: u64) {
+        lock(&self.inner).latency_ms = ms;
+    }
+
+    /// Replaces the hourly budgets of the `core` and `graphql` buckets.
+    pub fn set_limits(&self, core: u64, graphql: u64) {
+        let mut g = lock(&self.inner);
+        g.core_limit = core;
+        g.graphql_limit = graphql;
+    }
+
+    /// GitHub's clock now.
+    pub fn github_now(&self) -> chrono::DateTime<Utc> {
+        Utc::now() + chrono::Duration::seconds(lock(&self.inner).clock_offset)
+    }
+
     pub fn push_fault(&self, target: Target, fault: Fault) {
         lock(&self.inner).faults.push_back((target, fault));
     }
 
     pub fn requests(&self) -> Vec<Logged> {
         lock(&self.inner).log.clone()
+    }
+
+    /// The most requests GitHub was answering at the same moment.
+    pub fn max_in_flight(&self) -> usize {
+        lock(&self.inner).max_in_flight
     }
 
     pub fn request_count(&self) -> usize {
@@ -319,6 +398,8 @@ impl FakeGitHub {
         vec![
             ("GITHUB_API_URL", self.url.clone()),
             ("GITHUB_TOKEN", TOKEN.to_string()),
+            // Short backoffs for 5xx faults. Tests of rate limits raise it to
+            // `RATE_LIMIT_WAIT`: the fake refuses every request until a limit is over.
             ("GITHUB_ANALYSIS_MAX_WAIT", "0.1".to_string()),
         ]
     }

@@ -14,7 +14,12 @@ use serde_json::{json, Value};
 
 use super::graphql::graphql;
 use super::rest::rest;
-use super::{lock, Fault, Inner, Logged, Reply, Target, CORE_LIMIT, DOCS, GRAPHQL_LIMIT, TOKEN};
+use super::{lock, Block, Fault, Inner, Logged, Reply, Target, DOCS, SECONDARY_WINDOW_MS, TOKEN};
+
+/// GitHub's clock (ours plus the scripted offset).
+pub(super) fn now(g: &Inner) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::seconds(g.clock_offset)
+}
 
 pub(super) async fn handle(
     State(state): State<Arc<Mutex<Inner>>>,
@@ -23,10 +28,16 @@ pub(super) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    {
+        let mut g = lock(&state);
+        g.in_flight += 1;
+        g.max_in_flight = g.max_in_flight.max(g.in_flight);
+    }
     let (resp, delay) = respond(&state, method, uri, headers, body);
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
+    lock(&state).in_flight -= 1;
     resp
 }
 
@@ -53,6 +64,7 @@ fn respond(
         .get("if-none-match")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let authorization = headers.contains_key("authorization");
     let (reply, bucket, cost) = route(&mut g, &method, &uri, &headers, &body);
     let is_graphql = bucket == "graphql";
     let mut status = reply.status;
@@ -86,6 +98,7 @@ fn respond(
             g.core_used += cost;
         }
     }
+    let at = now(&g);
     g.log.push(Logged {
         method: method.to_string(),
         target,
@@ -97,14 +110,16 @@ fn respond(
                 .and_then(|v| v.get("variables").cloned())
         }),
         if_none_match: if_none_match.is_some(),
+        authorization,
+        at,
     });
     let (limit, used) = if is_graphql {
-        (GRAPHQL_LIMIT, g.graphql_used)
+        (g.graphql_limit, g.graphql_used)
     } else {
-        (CORE_LIMIT, g.core_used)
+        (g.core_limit, g.core_used)
     };
     let mut resp = Response::builder().status(status);
-    let date = httpdate(Utc::now());
+    let date = httpdate(now(&g));
     let mut std_headers: Vec<(String, String)> = vec![
         ("date".into(), date),
         (
@@ -145,7 +160,7 @@ fn respond(
             .map_or("application/json; charset=utf-8", |(_, ct)| *ct);
         resp = resp.header("content-type", ct);
     }
-    let delay = std::mem::take(&mut g.delay_ms);
+    let delay = std::mem::take(&mut g.delay_ms) + g.latency_ms;
     let resp = resp
         .body(Body::from(bytes))
         .unwrap_or_else(|_| Response::new(Body::empty()));
@@ -181,6 +196,18 @@ fn route(
     let path = uri.path().to_string();
     // Uploads are served by another host on github.com; no API checks apply.
     if path.starts_with("/user-attachments/") {
+        if let Some(location) = g.redirects.get(&path) {
+            return (
+                Reply {
+                    status: StatusCode::FOUND,
+                    headers: vec![("location".into(), location.clone())],
+                    body: None,
+                    raw: None,
+                },
+                "none",
+                0,
+            );
+        }
         return match g.attachments.get(&path) {
             Some(b) => (
                 Reply {
@@ -230,6 +257,42 @@ fn route(
             );
         }
     }
+    // A limit in force refuses the request whatever it is: the client had to wait.
+    let now_ms = now(g).timestamp_millis();
+    if let Some(block) = g
+        .blocked
+        .get(bucket)
+        .filter(|b| now_ms < b.until_ms)
+        .cloned()
+    {
+        let left_s = (block.until_ms - now_ms + 999) / 1000;
+        let fault = match block.fault {
+            Fault::SecondaryRateLimit {
+                status,
+                retry_after: Some(_),
+            } => Fault::SecondaryRateLimit {
+                status,
+                retry_after: Some(left_s.max(1) as u64),
+            },
+            Fault::Exhausted => Fault::PrimaryRateLimit { status: 403 },
+            other => other,
+        };
+        if let Some(r) = fault_reply(g, &fault, bucket, Some(block.until_ms / 1000)) {
+            return (r, bucket, 0);
+        }
+    }
+    let (limit, used) = if is_graphql {
+        (g.graphql_limit, g.graphql_used)
+    } else {
+        (g.core_limit, g.core_used)
+    };
+    if used >= limit && now(g).timestamp() < g.reset {
+        let fault = Fault::PrimaryRateLimit { status: 403 };
+        let reset = g.reset;
+        if let Some(r) = fault_reply(g, &fault, bucket, Some(reset)) {
+            return (r, bucket, 0);
+        }
+    }
     let want = if is_graphql {
         Target::GraphQl
     } else {
@@ -265,12 +328,32 @@ fn route(
                 }));
                 return (r, b, c);
             }
-            if let Some(r) = fault_reply(g, &fault, bucket) {
+            let reset = now(g).timestamp() + 1;
+            let until_ms = match fault {
+                Fault::SecondaryRateLimit {
+                    retry_after: Some(s),
+                    ..
+                } => Some(now_ms + s as i64 * 1000),
+                Fault::SecondaryRateLimit { .. } => Some(now_ms + SECONDARY_WINDOW_MS),
+                Fault::PrimaryRateLimit { .. }
+                | Fault::GraphQlRateLimited { .. }
+                | Fault::Exhausted => Some(reset * 1000),
+                _ => None,
+            };
+            if let Some(until_ms) = until_ms {
+                g.blocked.insert(
+                    bucket,
+                    Block {
+                        until_ms,
+                        fault: fault.clone(),
+                    },
+                );
+            }
+            if let Some(r) = fault_reply(g, &fault, bucket, Some(reset)) {
                 return (r, bucket, 1);
             }
             // `Exhausted`: answer normally but with an empty bucket.
             let (r, b, c) = route_ok(g, method, uri, body, is_graphql);
-            let reset = Utc::now().timestamp() + 1;
             return (
                 r.header("x-ratelimit-remaining", "0")
                     .header("x-ratelimit-reset", reset.to_string()),
@@ -282,8 +365,9 @@ fn route(
     route_ok(g, method, uri, body, is_graphql)
 }
 
-fn fault_reply(g: &Inner, fault: &Fault, bucket: &str) -> Option<Reply> {
-    let reset = (Utc::now().timestamp() + 1).to_string();
+/// The answer of a scripted fault; `reset` (GitHub's clock, epoch seconds) for primary limits.
+fn fault_reply(g: &Inner, fault: &Fault, bucket: &str, reset: Option<i64>) -> Option<Reply> {
+    let reset = reset.unwrap_or_else(|| now(g).timestamp() + 1).to_string();
     let id = format!("FAKE:{:08X}", g.log.len());
     Some(match fault {
         Fault::PrimaryRateLimit { status } => Reply::json(

@@ -1,11 +1,17 @@
 //! Reading import files: JSON arrays, single objects, JSON Lines and concatenated pages (the
-//! output of `gh api --paginate`), holding REST issues, search results or StoredIssues.
+//! output of `gh api --paginate`), holding REST issues, search results or StoredIssues. Files
+//! are streamed item by item ([`split`]) and loaded in chunks ([`load`]), so memory stays flat
+//! whatever the file's size.
+
+pub mod load;
+pub mod split;
 
 use serde_json::Value;
 
-use crate::error::user;
 use crate::github::models::RestIssue;
 use crate::store::{parse_issue, StoredIssue};
+
+pub use load::{import, ImportReport, Source};
 
 /// One element of an import file, converted.
 #[derive(Debug)]
@@ -15,13 +21,12 @@ pub enum Item {
     Invalid(String),
 }
 
-/// Splits a file into its JSON values. A syntax error anywhere rejects the whole file.
-pub fn parse_values(bytes: &[u8]) -> anyhow::Result<Vec<Value>> {
+/// The values one split item holds: itself, or the elements of a page (array) or of a search
+/// response's `items`.
+pub fn values_of(raw: &[u8]) -> Result<Vec<Value>, String> {
+    let v: Value = serde_json::from_slice(raw).map_err(|e| format!("not valid JSON: {e}"))?;
     let mut out = Vec::new();
-    for v in serde_json::Deserializer::from_slice(bytes).into_iter::<Value>() {
-        let v = v.map_err(|e| user(format!("not valid JSON or JSON Lines: {e}")))?;
-        flatten(v, &mut out);
-    }
+    flatten(v, &mut out);
     Ok(out)
 }
 
@@ -76,16 +81,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_arrays_objects_jsonl_and_concatenated_pages() {
-        let a = parse_values(br#"[{"a":1},{"a":2}]"#).unwrap();
-        let b = parse_values(b"{\"a\":1}\n{\"a\":2}\n").unwrap();
-        let c = parse_values(br#"[{"a":1}][{"a":2}]"#).unwrap();
-        let d = parse_values(br#"{"total_count":2,"items":[{"a":1},{"a":2}]}"#).unwrap();
-        assert_eq!(a.len(), 2);
-        assert_eq!(a, b);
-        assert_eq!(a, c);
-        assert_eq!(a, d);
-        assert!(parse_values(b"{\"a\":1}\n{oops").is_err());
+    fn search_responses_and_nested_pages_are_flattened() {
+        let d = values_of(br#"{"total_count":2,"items":[{"a":1},{"a":2}]}"#).unwrap();
+        let e = values_of(br#"[{"a":1},[{"a":2}]]"#).unwrap();
+        assert_eq!(
+            d,
+            vec![serde_json::json!({"a":1}), serde_json::json!({"a":2})]
+        );
+        assert_eq!(d, e);
+        assert!(values_of(b"{oops").unwrap_err().contains("not valid JSON"));
     }
 
     #[test]
