@@ -20,6 +20,6 @@ mod layers;
 mod process;
 mod process_query;
 mod recommendations;
-mod update_labels;
 mod store_import;
 mod store_schema;
+mod update_labels;
