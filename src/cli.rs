@@ -269,6 +269,10 @@ pub struct ProcessArgs {
     /// Process issues that already have a result.
     #[arg(long)]
     pub reprocess: bool,
+    /// With --reprocess, also redo issues whose recommendation a person already approved,
+    /// rejected or applied (left alone by default).
+    #[arg(long, requires = "reprocess")]
+    pub include_reviewed: bool,
     /// Requests in flight at once (default 8).
     #[arg(long)]
     pub concurrency: Option<usize>,

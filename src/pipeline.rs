@@ -54,7 +54,7 @@ pub enum CustomKey {
     OrgRepoNumber,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Pipeline {
     source: Source,
     filters: Vec<Filter>,

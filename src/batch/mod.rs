@@ -189,6 +189,12 @@ pub struct BatchManager<'a> {
 }
 
 impl<'a> BatchManager<'a> {
+    /// Lets another process use the database until the manager's next use (call it before
+    /// waiting between polls).
+    pub fn release_db(&mut self) {
+        self.db.release();
+    }
+
     pub fn new(
         store: &'a Store,
         db: &'a mut Db,

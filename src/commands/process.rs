@@ -1,6 +1,8 @@
 //! `process PROCESSOR`: run an AI processor in real time over stored issues (or, with
 //! `--dry-run`, list what would run with estimated tokens and cost).
 
+use std::collections::HashSet;
+
 use serde_json::{json, Value};
 
 use crate::ai::Provider;
@@ -48,9 +50,26 @@ pub async fn run_processor(
         (Some(r), None) => pipeline.where_repo(&args.org, r),
         _ => pipeline.where_org(&args.org),
     };
-    let all = pipeline
-        .select(&ctx.read_only_db()?, plan.processor.name())?
-        .issues;
+    let db = ctx.read_only_db()?;
+    let all = pipeline.select(&db, plan.processor.name())?.issues;
+    // A person's decision stands: --reprocess leaves reviewed recommendations' issues alone.
+    let reviewed: HashSet<String> = if args.reprocess && !args.include_reviewed {
+        let open: HashSet<String> = pipeline
+            .clone()
+            .excluding_reviewed(plan.processor.name())
+            .select(&db, plan.processor.name())?
+            .issues
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        all.iter()
+            .filter(|i| !open.contains(&i.id))
+            .map(|i| i.id.clone())
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    drop(db);
     if all.is_empty() {
         let what = match (&args.repo, args.issue_number) {
             (Some(r), Some(n)) => format!("{}/{r}#{n}", args.org),
@@ -64,7 +83,13 @@ pub async fn run_processor(
     let selected = all.len();
     let (todo, existing): (Vec<IssueRef>, Vec<IssueRef>) = all
         .into_iter()
-        .partition(|i| args.reprocess || !i.has_result);
+        .partition(|i| (args.reprocess && !reviewed.contains(&i.id)) || !i.has_result);
+    if !reviewed.is_empty() {
+        ctx.printer.note(&format!(
+            "{} issue(s) with a reviewed recommendation kept as they are; --include-reviewed redoes them",
+            reviewed.len()
+        ));
+    }
     if args.dry_run {
         dry_run(ctx, &plan, &todo, existing.len())?;
         return Ok(ExitStatus::Success);

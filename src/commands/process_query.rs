@@ -181,10 +181,11 @@ async fn execute(
             ctx.printer.note(l);
         }
     }
+    // The prompt may stay open for hours: another terminal's `query` must not wait on it.
+    drop(db);
     if !run.yes {
         confirm()?;
     }
-    drop(db);
     let (processor, model) = (plan.processor.name(), plan.model.id());
     let selected = selection.len();
     let mode = if run.batch_mode {
@@ -405,6 +406,7 @@ async fn follow_batch(ctx: &Ctx, job: BatchJob, run: &RunArgs) -> anyhow::Result
     while job.status.is_active() {
         bar.set_position((job.completed_count + job.failed_count).max(0) as u64);
         bar.set_message(job.status.as_str());
+        m.release_db();
         tokio::time::sleep(std::time::Duration::from_secs_f64(run.poll_interval)).await;
         job = m.check_job_status(&job.job_id).await?;
     }

@@ -106,6 +106,8 @@ pub async fn run(ctx: &Ctx, a: &UpdateLabelsArgs) -> anyhow::Result<ExitStatus> 
         .filter(|t| !t.trim().is_empty())
         .ok_or_else(|| user("no GitHub token: pass --token or set GITHUB_TOKEN (it needs write access to issues)"))?;
     if !a.yes {
+        // The prompt may stay open for hours: another terminal's `query` must not wait on it.
+        db.release();
         confirm(&plans)?;
     }
     let var = ctx.env();

@@ -65,7 +65,7 @@ impl Db {
         }
         let mut keep: Vec<usize> = last.into_values().collect();
         keep.sort_unstable();
-        let tx = self.conn.transaction()?;
+        let tx = self.conn_mut()?.transaction()?;
         tx.execute_batch(
             "CREATE OR REPLACE TEMP TABLE _stage_results (
                  issue_id VARCHAR, processor VARCHAR, processor_version VARCHAR, model VARCHAR,
@@ -182,7 +182,7 @@ mod tests {
     }
 
     fn count(db: &Db, sql: &str) -> i64 {
-        db.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+        db.conn().unwrap().query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
     #[test]
@@ -200,7 +200,8 @@ mod tests {
         assert_eq!(count(&db, "SELECT count(*) FROM ai_results"), 50);
         assert_eq!(count(&db, "SELECT count(*) FROM ai_recommendations"), 50);
         let v: String = db
-            .conn
+            .conn()
+            .unwrap()
             .query_row(
                 "SELECT value FROM ai_recommendations WHERE issue_id = 'o/r#7'",
                 [],
@@ -223,7 +224,8 @@ mod tests {
         assert_eq!(count(&db, "SELECT count(*) FROM ai_results"), 2);
         assert_eq!(count(&db, "SELECT count(*) FROM ai_recommendations"), 2);
         let c: f64 = db
-            .conn
+            .conn()
+            .unwrap()
             .query_row(
                 "SELECT confidence FROM ai_results WHERE issue_id = 'o/r#1'",
                 [],
@@ -232,7 +234,8 @@ mod tests {
             .unwrap();
         assert_eq!(c, 0.8);
         let v: String = db
-            .conn
+            .conn()
+            .unwrap()
             .query_row(
                 "SELECT result->>'$.analysis.confidence' FROM ai_results WHERE issue_id = 'o/r#1'",
                 [],
@@ -241,7 +244,8 @@ mod tests {
             .unwrap();
         assert_eq!(v, "0.8");
         let values: String = db
-            .conn
+            .conn()
+            .unwrap()
             .query_row(
                 "SELECT string_agg(value, ',' ORDER BY value) FROM ai_recommendations",
                 [],

@@ -17,7 +17,7 @@ impl Db {
         failed: &[ItemUpdate],
     ) -> anyhow::Result<()> {
         let now = chrono::Utc::now().naive_utc();
-        let tx = self.conn.transaction()?;
+        let tx = self.conn_mut()?.transaction()?;
         tx.execute("DELETE FROM batch_parts WHERE job_id = ?", params![job_id])?;
         for (p, first, last) in parts {
             tx.execute(
@@ -57,7 +57,7 @@ impl Db {
             return Ok(());
         }
         let now = chrono::Utc::now().naive_utc();
-        let tx = self.conn.transaction()?;
+        let tx = self.conn_mut()?.transaction()?;
         stage_updates(&tx, updates)?;
         apply_staged(&tx, job_id, now)?;
         tx.commit()?;
@@ -75,7 +75,7 @@ impl Db {
     ) -> anyhow::Result<usize> {
         let now = chrono::Utc::now().naive_utc();
         let list = sql_list(from, ItemStatus::as_str);
-        let n = self.conn.execute(
+        let n = self.conn()?.execute(
             &format!(
                 "UPDATE batch_items SET status = ?, error = ?, updated_at = ?
                  WHERE job_id = ? AND part = ? AND status IN ({list})"
@@ -86,7 +86,7 @@ impl Db {
     }
 
     pub fn batch_items(&self, job_id: &str) -> anyhow::Result<Vec<BatchItem>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn()?.prepare(
             "SELECT job_id, issue_id, custom_id, part, status, error, updated_at
              FROM batch_items WHERE job_id = ? ORDER BY custom_id",
         )?;
@@ -120,7 +120,7 @@ impl Db {
              WHERE bi.job_id = ? AND bi.status IN ({list})
              ORDER BY bi.custom_id"
         );
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.conn()?.prepare(&sql)?;
         let rows = stmt.query_map(params![job_id], |r| {
             let item = BatchItem {
                 job_id: r.get(0)?,
@@ -146,7 +146,7 @@ impl Db {
 
     /// Item counts of a job by status.
     pub fn batch_item_counts(&self, job_id: &str) -> anyhow::Result<Vec<(ItemStatus, i64)>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn()?.prepare(
             "SELECT status, count(*) FROM batch_items WHERE job_id = ? GROUP BY 1 ORDER BY 1",
         )?;
         let rows = stmt.query_map(params![job_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -159,7 +159,7 @@ impl Db {
         job_id: &str,
         part: i32,
     ) -> anyhow::Result<(i64, i64, i64)> {
-        Ok(self.conn.query_row(
+        Ok(self.conn()?.query_row(
             "SELECT count(*) FILTER (WHERE status = 'completed'),
                     count(*) FILTER (WHERE status IN ('failed', 'expired', 'cancelled')),
                     count(*) FILTER (WHERE status IN ('preparing', 'pending'))
@@ -171,7 +171,7 @@ impl Db {
 
     /// Moves every open item of a job into one part (a job turned local).
     pub fn reassign_open_items(&mut self, job_id: &str, part: i32) -> anyhow::Result<()> {
-        self.conn.execute(
+        self.conn()?.execute(
             "UPDATE batch_items SET part = ?, status = 'pending', updated_at = ?
              WHERE job_id = ? AND status IN ('preparing', 'pending')",
             params![part, chrono::Utc::now().naive_utc(), job_id],
@@ -181,7 +181,7 @@ impl Db {
 
     /// Items that could not be prepared (no part): they failed before submission.
     pub fn batch_unprepared_count(&self, job_id: &str) -> anyhow::Result<i64> {
-        Ok(self.conn.query_row(
+        Ok(self.conn()?.query_row(
             "SELECT count(*) FROM batch_items WHERE job_id = ? AND part < 0",
             params![job_id],
             |r| r.get(0),

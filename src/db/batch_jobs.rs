@@ -137,7 +137,7 @@ impl Db {
     /// Step 1 of a submission (see `batch/mod.rs`): the job row (status `preparing`) and one item per issue, in
     /// one transaction.
     pub fn insert_batch_job(&mut self, job: &BatchJob, items: &[BatchItem]) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn_mut()?.transaction()?;
         tx.execute(
             "INSERT INTO batch_jobs (job_id, parent_job_id, provider, processor, model, status,
                  issues_count, completed_count, failed_count, created_at, submitted_at,
@@ -187,7 +187,7 @@ impl Db {
 
     /// Updates every mutable field of a job.
     pub fn update_batch_job(&mut self, job: &BatchJob) -> anyhow::Result<()> {
-        self.conn.execute(
+        self.conn()?.execute(
             "UPDATE batch_jobs SET provider = ?, status = ?, issues_count = ?, completed_count = ?,
                  failed_count = ?, submitted_at = ?, completed_at = ?, collected_at = ?,
                  cost_estimate = ?, cost_actual = ?, error_message = ?, metadata = ?::JSON
@@ -213,7 +213,7 @@ impl Db {
 
     /// Inserts or updates one part.
     pub fn upsert_batch_part(&mut self, p: &BatchPart) -> anyhow::Result<()> {
-        self.conn.execute(
+        self.conn()?.execute(
             "INSERT INTO batch_parts (job_id, part, provider_batch_id, input_file_id,
                  output_file_id, error_file_id, status, request_count, bytes, input_path,
                  created_at, updated_at, completed_count, failed_count, error_message, collected_at)
@@ -251,14 +251,14 @@ impl Db {
     pub fn batch_job(&self, job_id: &str) -> anyhow::Result<Option<BatchJob>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM batch_jobs WHERE job_id = ?");
         Ok(self
-            .conn
+            .conn()?
             .query_row(&sql, params![job_id], job_of)
             .optional()?)
     }
 
     /// Ids of jobs whose id starts with `prefix`, or whose provider batch id is `prefix`.
     pub fn batch_job_ids_matching(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn()?.prepare(
             "SELECT job_id FROM batch_jobs WHERE starts_with(job_id, ?)
              UNION
              SELECT job_id FROM batch_parts WHERE provider_batch_id = ?
@@ -286,21 +286,21 @@ impl Db {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM batch_jobs {filter} ORDER BY created_at DESC, job_id {limit}"
         );
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.conn()?.prepare(&sql)?;
         let rows = stmt.query_map([], job_of)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn batch_parts(&self, job_id: &str) -> anyhow::Result<Vec<BatchPart>> {
         let sql = format!("SELECT {PART_COLUMNS} FROM batch_parts WHERE job_id = ? ORDER BY part");
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.conn()?.prepare(&sql)?;
         let rows = stmt.query_map(params![job_id], part_of)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Provider batch ids recorded for any job (to tell adopted batches from orphans).
     pub fn known_provider_batch_ids(&self) -> anyhow::Result<Vec<String>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn()?.prepare(
             "SELECT provider_batch_id FROM batch_parts WHERE provider_batch_id IS NOT NULL",
         )?;
         let rows = stmt.query_map([], |r| r.get(0))?;
@@ -309,7 +309,7 @@ impl Db {
 
     /// What the stored results of a job cost (`None` when it has none with a price).
     pub fn batch_job_result_cost(&self, job_id: &str) -> anyhow::Result<Option<f64>> {
-        let c: Option<f64> = self.conn.query_row(
+        let c: Option<f64> = self.conn()?.query_row(
             "SELECT round(sum(cost_usd), 6) FROM ai_results WHERE batch_job_id = ?",
             params![job_id],
             |r| r.get(0),
@@ -319,7 +319,7 @@ impl Db {
 
     /// Deletes a job's rows (items, parts, job). Stored results are never touched.
     pub fn delete_batch_job(&mut self, job_id: &str) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn_mut()?.transaction()?;
         tx.execute("DELETE FROM batch_items WHERE job_id = ?", params![job_id])?;
         tx.execute("DELETE FROM batch_parts WHERE job_id = ?", params![job_id])?;
         tx.execute("DELETE FROM batch_jobs WHERE job_id = ?", params![job_id])?;

@@ -39,7 +39,7 @@ impl Db {
         scope: &str,
     ) -> anyhow::Result<Option<DateTime<Utc>>> {
         let at: Option<NaiveDateTime> = self
-            .conn
+            .conn()?
             .query_row(
                 "SELECT last_collected_at FROM collect_cursors WHERE org = ? AND repo = ? AND scope = ?",
                 params![org, repo, scope],
@@ -57,7 +57,7 @@ impl Db {
         at: DateTime<Utc>,
         issues_collected: u64,
     ) -> anyhow::Result<()> {
-        self.conn.execute(
+        self.conn()?.execute(
             "INSERT OR REPLACE INTO collect_cursors
                  (org, repo, scope, last_collected_at, issues_collected, updated_at)
              VALUES (?, ?, ?, ?, ?, current_timestamp)",
@@ -68,7 +68,7 @@ impl Db {
 
     pub fn cached_page(&self, url: &str) -> anyhow::Result<Option<CachedPage>> {
         Ok(self
-            .conn
+            .conn()?
             .query_row(
                 "SELECT etag, body, link_next FROM http_etags WHERE url = ?",
                 [url],
@@ -84,7 +84,7 @@ impl Db {
     }
 
     pub fn store_page(&mut self, url: &str, page: &CachedPage) -> anyhow::Result<()> {
-        self.conn.execute(
+        self.conn()?.execute(
             "INSERT OR REPLACE INTO http_etags (url, etag, body, link_next, fetched_at)
              VALUES (?, ?, ?, ?, current_timestamp)",
             params![url, page.etag, page.body, page.link_next],
@@ -101,7 +101,7 @@ impl Db {
         if issue_ids.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
+        let tx = self.conn_mut()?.transaction()?;
         tx.execute_batch("CREATE OR REPLACE TEMP TABLE _stage_att (id VARCHAR)")?;
         {
             let mut app = tx.appender("_stage_att")?;
@@ -190,7 +190,8 @@ mod tests {
         db.replace_attachments(&ids, &[row("a"), row("b")]).unwrap();
         db.replace_attachments(&ids, &[row("c")]).unwrap();
         let n: i64 = db
-            .conn
+            .conn()
+            .unwrap()
             .query_row("SELECT count(*) FROM attachments", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1);

@@ -181,13 +181,13 @@ impl Db {
             Vec::new()
         } else {
             let mut stmt = self
-                .conn
+                .conn()?
                 .prepare("SELECT nextval('recommendations_id_seq') FROM range(?)")?;
             let rows = stmt.query_map([fresh.len() as i64], |r| r.get(0))?;
             rows.collect::<Result<_, _>>()?
         };
         let now = chrono::Utc::now().naive_utc();
-        let tx = self.conn.transaction()?;
+        let tx = self.conn_mut()?.transaction()?;
         tx.execute_batch(
             "CREATE OR REPLACE TEMP TABLE _stage_recs (
                  id BIGINT, issue_id VARCHAR, org VARCHAR, repo VARCHAR, number BIGINT,
@@ -337,7 +337,7 @@ impl Db {
              ORDER BY r.issue_id",
             conds.join(" AND ")
         );
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.conn()?.prepare(&sql)?;
         let rows = stmt.query_map(duckdb::params_from_iter(args), |r| {
             let existing: Option<i64> = r.get(10)?;
             let status: Option<RecStatus> = r.get(11)?;
@@ -362,7 +362,7 @@ impl Db {
     }
 
     fn results_without_issue(&self, scope: &DiscoverScope<'_>) -> anyhow::Result<usize> {
-        let n: i64 = self.conn.query_row(
+        let n: i64 = self.conn()?.query_row(
             "SELECT count(*) FROM ai_results r WHERE r.processor = ?
                  AND NOT EXISTS (SELECT 1 FROM issues i WHERE i.id = r.issue_id)",
             [scope.processor],

@@ -30,7 +30,7 @@ impl Db {
     /// The whole sync ledger, keyed by file path.
     pub fn file_records(&self) -> anyhow::Result<HashMap<String, FileRecord>> {
         let mut stmt = self
-            .conn
+            .conn()?
             .prepare("SELECT file_path, issue_id, size, mtime_ns, sha256 FROM issue_files")?;
         let rows = stmt.query_map([], |r| {
             Ok(FileRecord {
@@ -55,7 +55,7 @@ impl Db {
             return Ok(());
         }
         let now = chrono::Utc::now().naive_utc();
-        let tx = self.conn.transaction()?;
+        let tx = self.conn_mut()?.transaction()?;
         stage_ids(&tx, loaded.iter().map(|l| l.issue.key()))?;
         stage_paths(&tx, loaded.iter().map(|l| l.file.file_path.clone()))?;
         tx.execute_batch(
@@ -98,7 +98,7 @@ impl Db {
         if records.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
+        let tx = self.conn_mut()?.transaction()?;
         tx.execute_batch(
             "CREATE OR REPLACE TEMP TABLE _stage_stat (file_path VARCHAR, size BIGINT, mtime_ns BIGINT)",
         )?;
@@ -124,7 +124,7 @@ impl Db {
         if records.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
+        let tx = self.conn_mut()?.transaction()?;
         stage_ids(&tx, records.iter().map(|r| r.issue_id.clone()))?;
         stage_paths(&tx, records.iter().map(|r| r.file_path.clone()))?;
         tx.execute_batch(
@@ -271,7 +271,7 @@ mod tests {
     }
 
     fn count(db: &Db, sql: &str) -> i64 {
-        db.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+        db.conn().unwrap().query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
     #[test]
@@ -286,7 +286,8 @@ mod tests {
         assert_eq!(count(&db, "SELECT count(*) FROM labels"), 2);
         assert_eq!(count(&db, "SELECT count(*) FROM issue_files"), 2);
         let t: String = db
-            .conn
+            .conn()
+            .unwrap()
             .query_row("SELECT title FROM issues WHERE id = 'o/r#1'", [], |r| {
                 r.get(0)
             })
@@ -294,7 +295,8 @@ mod tests {
         assert_eq!(t, "a2");
         // Offsets are normalised to UTC.
         let u: String = db
-            .conn
+            .conn()
+            .unwrap()
             .query_row(
                 "SELECT updated_at::VARCHAR FROM issues WHERE id = 'o/r#1'",
                 [],
@@ -308,7 +310,7 @@ mod tests {
     fn removing_a_file_removes_its_issue_but_keeps_ai_results() {
         let mut db = Db::open_in_memory().unwrap();
         db.replace_issues(&[loaded(1, "a", 2)]).unwrap();
-        db.conn
+        db.conn().unwrap()
             .execute_batch(
                 "INSERT INTO ai_results (issue_id, processor, model, provider, mode, result, created_at)
                  VALUES ('o/r#1', 'p', 'rules', 'rules', 'realtime', '{}', now())",

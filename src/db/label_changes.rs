@@ -36,7 +36,7 @@ impl Db {
         changes: &[LabelChange],
         applied: Option<i64>,
     ) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn_mut()?.transaction()?;
         {
             let mut stmt = tx.prepare(
                 "INSERT INTO label_changes (issue_id, recommendation_id, label, action,
@@ -71,7 +71,7 @@ impl Db {
 
     /// Whether the explanatory comment of a recommendation was already posted (never twice).
     pub fn comment_posted(&self, recommendation_id: i64) -> anyhow::Result<bool> {
-        Ok(self.conn.query_row(
+        Ok(self.conn()?.query_row(
             "SELECT EXISTS (SELECT 1 FROM label_changes WHERE recommendation_id = ?
                  AND action = 'comment' AND NOT dry_run AND http_status BETWEEN 200 AND 299)",
             [recommendation_id],
@@ -82,7 +82,7 @@ impl Db {
     /// When the writes sent to GitHub since `since` went out (UTC), oldest first: the pacing
     /// of a new run starts from them, so two runs in one hour share GitHub's hourly budget.
     pub fn writes_since(&self, since: NaiveDateTime) -> anyhow::Result<Vec<NaiveDateTime>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn()?.prepare(
             "SELECT applied_at FROM label_changes WHERE NOT dry_run AND http_status IS NOT NULL
                  AND applied_at >= ? ORDER BY applied_at",
         )?;
@@ -106,7 +106,7 @@ impl Db {
                            WHERE l.issue_id = i.id)::VARCHAR, '[]')
              FROM issues i WHERE i.id IN ({marks})"
         );
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.conn()?.prepare(&sql)?;
         let rows = stmt.query_map(params_from_iter(ids), |r| {
             Ok((
                 r.get::<_, String>(0)?,

@@ -16,7 +16,8 @@ mod selection;
 mod status;
 pub mod value;
 
-use std::path::Path;
+use std::cell::OnceCell;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use duckdb::{AccessMode, Config, Connection};
@@ -37,8 +38,18 @@ pub use selection::SelectionSize;
 pub use status::{DbCounts, RepoCounts};
 
 /// A read-write connection; migrations have been applied.
+///
+/// DuckDB lets one process hold a database file for writing, and readers of other processes are
+/// refused meanwhile. So a long run must not keep the file across network calls or a prompt:
+/// [`Db::release`] closes the connection (the lock goes with it) and the next use reopens it,
+/// waiting for the lock like the first open did (docs/architecture.md, "Who holds the database").
 pub struct Db {
-    conn: Connection,
+    conn: OnceCell<Connection>,
+    /// Where to reopen a released connection; `None` for an in-memory database, which is never
+    /// released (closing it would lose it).
+    file: Option<(PathBuf, Duration)>,
+    /// `limit_memory`'s setting, applied again when the connection is reopened.
+    memory_limit_mb: std::cell::Cell<Option<u64>>,
 }
 
 /// A read-only connection for user SQL: DuckDB itself refuses writes, and external access
@@ -64,31 +75,74 @@ impl Db {
             std::fs::create_dir_all(dir)
                 .user_context(|| format!("cannot create data directory {}", dir.display()))?;
         }
-        let conn = open_waiting(path, lock_timeout, base_config)?;
-        let mut db = Self { conn };
-        migrations::apply(&mut db.conn).map_err(|e| newer_or(e, path))?;
+        let mut db = Self {
+            conn: OnceCell::new(),
+            file: Some((path.to_path_buf(), lock_timeout)),
+            memory_limit_mb: Default::default(),
+        };
+        db.conn_mut()?;
         Ok(db)
+    }
+
+    /// Closes the connection, releasing the file lock, until the next use. A no-op for an
+    /// in-memory database.
+    pub fn release(&mut self) {
+        if self.file.is_some() {
+            self.conn.take();
+        }
+    }
+
+    /// Whether this process holds the database file now.
+    pub fn is_open(&self) -> bool {
+        self.conn.get().is_some()
+    }
+
+    /// The connection, reopened (and the schema checked) when it was released.
+    fn conn(&self) -> anyhow::Result<&Connection> {
+        if let Some(conn) = self.conn.get() {
+            return Ok(conn);
+        }
+        let (path, lock_timeout) = self
+            .file
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("in-memory database closed"))?;
+        let mut conn = open_waiting(path, *lock_timeout, base_config)?;
+        migrations::apply(&mut conn).map_err(|e| newer_or(e, path))?;
+        if let Some(mb) = self.memory_limit_mb.get() {
+            set_memory_limit(&conn, mb)?;
+        }
+        Ok(self.conn.get_or_init(|| conn))
+    }
+
+    fn conn_mut(&mut self) -> anyhow::Result<&mut Connection> {
+        self.conn()?;
+        self.conn
+            .get_mut()
+            .ok_or_else(|| anyhow::anyhow!("database connection lost"))
     }
 
     /// A private in-memory database, for tests and benchmarks.
     pub fn open_in_memory() -> anyhow::Result<Self> {
-        let conn = Connection::open_in_memory_with_flags(base_config()?)?;
-        let mut db = Self { conn };
-        migrations::apply(&mut db.conn)?;
-        Ok(db)
+        let mut conn = Connection::open_in_memory_with_flags(base_config()?)?;
+        migrations::apply(&mut conn)?;
+        Ok(Self {
+            conn: OnceCell::from(conn),
+            file: None,
+            memory_limit_mb: Default::default(),
+        })
     }
 
     /// Caps the memory DuckDB keeps for this database (its buffer pool spills to the file
     /// beyond it), so a bulk load of any size runs in flat memory.
     pub fn limit_memory(&self, megabytes: u64) -> anyhow::Result<()> {
-        self.conn
-            .execute_batch(&format!("SET memory_limit = '{megabytes}MB'"))?;
+        set_memory_limit(self.conn()?, megabytes)?;
+        self.memory_limit_mb.set(Some(megabytes));
         Ok(())
     }
 
     /// Versions recorded in `schema_migrations`.
     pub fn applied_migrations(&self) -> anyhow::Result<Vec<u32>> {
-        migrations::applied(&self.conn)
+        migrations::applied(self.conn()?)
     }
 }
 
@@ -121,6 +175,11 @@ fn newer_or(e: anyhow::Error, path: &Path) -> anyhow::Error {
             path.display()
         ))),
     }
+}
+
+fn set_memory_limit(conn: &Connection, megabytes: u64) -> anyhow::Result<()> {
+    conn.execute_batch(&format!("SET memory_limit = '{megabytes}MB'"))?;
+    Ok(())
 }
 
 fn read_only_config() -> duckdb::Result<Config> {

@@ -320,7 +320,7 @@ impl Db {
             "SELECT {COLUMNS} FROM recommendations r LEFT JOIN issues i ON i.id = r.issue_id \
              {cond} ORDER BY r.org, r.repo, r.number, r.processor, r.id DESC{limit}"
         );
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.conn()?.prepare(&sql)?;
         let rows = stmt.query_map(params_from_iter(params), read_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -330,7 +330,7 @@ impl Db {
             "SELECT {COLUMNS} FROM recommendations r LEFT JOIN issues i ON i.id = r.issue_id \
              WHERE r.id = ?"
         );
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.conn()?.prepare(&sql)?;
         let mut rows = stmt.query_map([id], read_row)?;
         Ok(rows.next().transpose()?)
     }
@@ -354,7 +354,7 @@ impl Db {
              FROM recommendation_labels WHERE recommendation_id IN ({list}) \
              ORDER BY recommendation_id, action, coalesce(confidence, 0) DESC, label"
         );
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.conn()?.prepare(&sql)?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -378,7 +378,7 @@ impl Db {
     /// current recommendations can be decided on.
     pub fn decide(&mut self, id: i64, d: &Decision) -> anyhow::Result<()> {
         let final_labels = d.final_labels.as_deref().map(to_json_list);
-        let n = self.conn.execute(
+        let n = self.conn()?.execute(
             "UPDATE recommendations SET status = ?, final_labels = ?::JSON, reviewer_notes = ?,
                  reviewed_at = now()::TIMESTAMP, updated_at = now()::TIMESTAMP
              WHERE id = ? AND superseded_by IS NULL AND status IN (?, ?, ?, ?)",
@@ -407,14 +407,14 @@ impl Db {
         let (cond, params) = where_clause(f);
         let scoped = format!("SELECT r.* FROM recommendations r {cond}");
         let mut s = RecSummary::default();
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn()?.prepare(&format!(
             "SELECT status, count(*) FROM ({scoped}) GROUP BY status ORDER BY count(*) DESC, status"
         ))?;
         let rows = stmt.query_map(params_from_iter(params.clone()), |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?;
         s.by_status = rows.collect::<Result<_, _>>()?;
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn()?.prepare(&format!(
             "SELECT rl.label, rl.action, count(*), count(*) FILTER (WHERE s.status = 'pending')
              FROM ({scoped}) s JOIN recommendation_labels rl ON rl.recommendation_id = s.id
              GROUP BY rl.label, rl.action ORDER BY count(*) DESC, rl.label, rl.action"
@@ -423,7 +423,7 @@ impl Db {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?;
         s.by_label = rows.collect::<Result<_, _>>()?;
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn()?.prepare(&format!(
             "SELECT CASE WHEN confidence IS NULL THEN 'unknown'
                          WHEN confidence >= 0.9 THEN 'high (>= 0.9)'
                          WHEN confidence >= 0.7 THEN 'medium (0.7-0.9)'

@@ -28,7 +28,7 @@ pub struct RepoCounts {
 
 impl Db {
     pub fn counts(&self) -> anyhow::Result<DbCounts> {
-        Ok(self.conn.query_row(
+        Ok(self.conn()?.query_row(
             "SELECT (SELECT count(*) FROM issues), (SELECT count(*) FROM comments),
                     (SELECT count(*) FROM labels), (SELECT count(*) FROM ai_results),
                     (SELECT count(*) FROM batch_jobs)",
@@ -46,7 +46,7 @@ impl Db {
     }
 
     pub fn repo_counts(&self) -> anyhow::Result<Vec<RepoCounts>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn()?.prepare(
             "SELECT i.org, i.repo, count(*),
                     count(*) FILTER (WHERE i.state = 'open'),
                     count(*) FILTER (WHERE i.state = 'closed'),

@@ -54,6 +54,10 @@ pub enum GitHubError {
     },
     #[error("GitHub timed out answering {url}")]
     Timeout { url: String },
+    /// A write that is not safe to repeat was sent and its outcome is unknown (the caller looks
+    /// on GitHub before sending it again).
+    #[error("the outcome of {url} is unknown: {why}")]
+    OutcomeUnknown { url: String, why: String },
     #[error("GraphQL error: {0}")]
     GraphQl(String),
     #[error("GraphQL: {message}")]
@@ -161,7 +165,7 @@ impl Client {
     /// whose `not_modified()` is true and whose body is empty).
     pub async fn get(&self, url: &Url, etag: Option<&str>) -> Result<Page, GitHubError> {
         let etag = etag.and_then(|e| HeaderValue::from_str(e).ok());
-        self.execute("core", url, MAX_ATTEMPTS, None, || {
+        self.execute("core", url, MAX_ATTEMPTS, None, false, || {
             let mut req = self.http.get(url.clone());
             if let Some(e) = &etag {
                 req = req.header(IF_NONE_MATCH, e.clone());
@@ -208,7 +212,7 @@ impl Client {
         loop {
             attempt += 1;
             let page = self
-                .execute("graphql", &url, timeout_attempts, None, || {
+                .execute("graphql", &url, timeout_attempts, None, false, || {
                     self.http.post(url.clone()).json(&body)
                 })
                 .await?;
@@ -296,8 +300,15 @@ impl Client {
         url: &Url,
         timeout_attempts: u32,
         pacer: Option<&Pacer>,
+        once: bool,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Page, GitHubError> {
+        let unknown = |why: String| {
+            Verdict::Fail(GitHubError::OutcomeUnknown {
+                url: url.to_string(),
+                why,
+            })
+        };
         let secondary_hits = AtomicU32::new(0);
         let timeouts = AtomicU32::new(0);
         let (secondary_hits, timeouts) = (&secondary_hits, &timeouts);
@@ -336,6 +347,9 @@ impl Client {
                     Ok(r) => r,
                     Err(e) => {
                         let why = format!("network error: {}", error_chain(&e));
+                        if once && !e.is_connect() {
+                            return unknown(why);
+                        }
                         return retry(format!("{why}; retrying"), None, false);
                     }
                 };
@@ -350,6 +364,9 @@ impl Client {
                             "connection lost while reading the answer: {}",
                             error_chain(&e)
                         );
+                        if once {
+                            return unknown(why);
+                        }
                         return retry(format!("{why}; retrying"), None, false);
                     }
                 };
@@ -407,6 +424,9 @@ impl Client {
                         url: final_url.to_string(),
                     }),
                     500 | 502 | 503 | 504 => {
+                        if once {
+                            return unknown(format!("GitHub answered {status}: {message}"));
+                        }
                         if attempt >= MAX_ATTEMPTS {
                             return Verdict::Fail(give_up(attempt, format!("{status}: {message}")));
                         }
@@ -452,12 +472,29 @@ impl Client {
         pacer: &Pacer,
     ) -> Result<Page, GitHubError> {
         let _turn = pacer.turn().await;
-        self.execute("core", url, MAX_ATTEMPTS, Some(pacer), || {
+        self.execute("core", url, MAX_ATTEMPTS, Some(pacer), false, || {
             let req = self.http.request(method.clone(), url.clone());
             match body {
                 Some(b) => req.json(b),
                 None => req,
             }
+        })
+        .await
+    }
+
+    /// A `POST` that must not happen twice (a comment): like [`Client::write`], but once the
+    /// request may have reached GitHub (a 5xx, a reset after sending, a lost answer) it is not
+    /// repeated; the error is [`GitHubError::OutcomeUnknown`]. Refusals (rate limits, a refused
+    /// connection) are still retried: nothing was created.
+    pub async fn write_once(
+        &self,
+        url: &Url,
+        body: &Value,
+        pacer: &Pacer,
+    ) -> Result<Page, GitHubError> {
+        let _turn = pacer.turn().await;
+        self.execute("core", url, MAX_ATTEMPTS, Some(pacer), true, || {
+            self.http.request(Method::POST, url.clone()).json(body)
         })
         .await
     }

@@ -433,6 +433,8 @@ impl<'a> Collector<'a> {
         }
         let (ids, rows) = std::mem::take(&mut self.pending_attachments);
         self.db.replace_attachments(&ids, &rows)?;
+        // Pages keep coming from the network: another process may use the database meanwhile.
+        self.db.release();
         Ok(())
     }
 

@@ -209,7 +209,8 @@ pub async fn create_label(
 /// Colour of labels this tool creates (GitHub's own default grey).
 pub const DEFAULT_COLOR: &str = "ededed";
 
-/// `POST /repos/{o}/{r}/issues/{n}/comments`.
+/// `POST /repos/{o}/{r}/issues/{n}/comments`, never repeated blindly: a comment whose outcome
+/// is unknown is [`GitHubError::OutcomeUnknown`], and the caller looks for it before posting again.
 pub async fn post_comment(
     client: &Client,
     pacer: &Pacer,
@@ -225,7 +226,7 @@ pub async fn post_comment(
         &["issues", &number.to_string(), "comments"],
     )?;
     let page = client
-        .write(Method::POST, &url, Some(&json!({ "body": body })), pacer)
+        .write_once(&url, &json!({ "body": body }), pacer)
         .await?;
     Ok(page.status.as_u16())
 }

@@ -160,6 +160,10 @@ pub async fn run<F: FnMut(&str)>(
         mut on_note,
     } = control;
     let started = Instant::now();
+    if engine.provider.kind() != ProviderKind::Rules {
+        // Nothing is stored before the first answers arrive (see the release after each store).
+        db.release();
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let concurrency = if engine.provider.kind() == ProviderKind::Rules {
         // No network: parallelism beyond the cores only adds scheduling.
@@ -291,6 +295,11 @@ pub async fn run<F: FnMut(&str)>(
         } else {
             store_finished(&engine, store, db, &finished)
         };
+        if engine.provider.kind() != ProviderKind::Rules {
+            // The next answers are network-bound: let another process (a `query` in another
+            // terminal) have the database meanwhile; the next store reopens it.
+            db.release();
+        }
         for (f, outcome) in finished.iter().zip(outcomes) {
             match outcome {
                 Ok(()) => {

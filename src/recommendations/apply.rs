@@ -198,6 +198,8 @@ pub async fn apply(
         on_done(&r);
         results.push(r);
         local_failed.extend(state.local.flush_if_full(deps.store, deps.db));
+        // GitHub calls and pacing waits come next: another process may use the database.
+        deps.db.release();
     }
     local_failed.extend(state.local.flush(deps.store, deps.db));
     Ok((results, local_failed))
@@ -560,7 +562,7 @@ async fn apply_one(
         Outcome::Applied
     };
     if opts.comment && result.outcome == Outcome::Applied {
-        match comment(deps, p, &result).await {
+        match super::comment::post(deps, p, &result).await {
             Ok(Some(status)) => {
                 changes.push(change(
                     None,
@@ -602,90 +604,4 @@ async fn apply_one(
         state.local.push(&rec.issue_id, f, current);
     }
     Ok(result)
-}
-
-/// The hidden marker of the explanatory comment: one comment per recommended result.
-pub fn comment_marker(rec: &RecRow) -> String {
-    format!("<!-- github-analysis:labels result={} -->", rec.result_md5)
-}
-
-/// Posts the explanatory comment unless it was posted before (recorded, or found on the issue
-/// by its marker). `Ok(None)`: already there.
-async fn comment(deps: &mut Deps<'_>, p: &Planned, r: &IssueResult) -> anyhow::Result<Option<u16>> {
-    let rec = &p.rec;
-    let marker = comment_marker(rec);
-    if deps.db.comment_posted(rec.id)?
-        || labels::has_comment_with(
-            deps.client,
-            deps.db,
-            &rec.org,
-            &rec.repo,
-            rec.number,
-            &marker,
-        )
-        .await?
-    {
-        return Ok(None);
-    }
-    let body = comment_body(rec, &p.reasons, &r.added, &r.removed, &marker);
-    Ok(Some(
-        labels::post_comment(
-            deps.client,
-            deps.pacer,
-            &rec.org,
-            &rec.repo,
-            rec.number,
-            &body,
-        )
-        .await?,
-    ))
-}
-
-/// The comment: what changed, the model's confidence and reasoning per label, the review.
-pub fn comment_body(
-    rec: &RecRow,
-    reasons: &[RecLabel],
-    added: &[String],
-    removed: &[String],
-    marker: &str,
-) -> String {
-    let mut s = format!(
-        "{marker}\n**Labels updated from an AI recommendation** ({}",
-        rec.processor
-    );
-    if let Some(m) = &rec.model {
-        s.push_str(&format!(", model `{m}`"));
-    }
-    if let Some(c) = rec.confidence {
-        s.push_str(&format!(", confidence {c:.2}"));
-    }
-    s.push_str(")\n");
-    let reason = |l: &str| reasons.iter().find(|r| r.label.eq_ignore_ascii_case(l));
-    for (title, list) in [("Added", added), ("Removed", removed)] {
-        if list.is_empty() {
-            continue;
-        }
-        s.push_str(&format!("\n{title}:\n"));
-        for l in list {
-            let r = reason(l);
-            s.push_str(&format!("- `{l}`"));
-            if let Some(c) = r.and_then(|r| r.confidence) {
-                s.push_str(&format!(" (confidence {c:.2})"));
-            }
-            if let Some(why) = r.and_then(|r| r.reasoning.as_deref()) {
-                s.push_str(&format!(": {}", why.replace('\n', " ")));
-            }
-            s.push('\n');
-        }
-    }
-    match (&rec.reviewed_at, &rec.notes) {
-        (Some(at), Some(note)) => s.push_str(&format!(
-            "\nReviewed {}: {}\n",
-            at.format("%Y-%m-%d"),
-            note.replace('\n', " ")
-        )),
-        (Some(at), None) => s.push_str(&format!("\nReviewed {}.\n", at.format("%Y-%m-%d"))),
-        _ => {}
-    }
-    s
 }

@@ -5,6 +5,7 @@
 //! (`db/recommendations.rs`, derived by `db/discover.rs`). docs/recommendations.md is the manual.
 
 pub mod apply;
+pub mod comment;
 pub mod local;
 pub mod review;
 

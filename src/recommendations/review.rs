@@ -76,6 +76,8 @@ pub fn run_session(
     let mut report = SessionReport::default();
     let total = items.len();
     for (i, item) in items.iter().enumerate() {
+        // A person may look at one issue for minutes: keep the database free meanwhile.
+        db.release();
         let (choice, note) = reviewer.review(item, i + 1, total)?;
         if choice == Choice::Quit {
             report.not_reviewed = total - i;

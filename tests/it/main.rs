@@ -14,6 +14,7 @@ mod support;
 mod batch;
 mod collect;
 mod collect_strict;
+mod concurrency;
 mod foundation;
 mod hostile_input;
 mod layers;

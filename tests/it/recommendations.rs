@@ -240,6 +240,7 @@ fn discover_list_summary_show_and_scripted_decisions() {
             "--model",
             "rules",
             "--reprocess",
+            "--include-reviewed",
         ])
         .output()
         .unwrap();
@@ -307,6 +308,37 @@ fn reprocess_leaves_reviewed_recommendations_alone_unless_asked() {
         env.scalar("SELECT count(*) FROM recommendations WHERE status IN ('approved', 'rejected')"),
         2
     );
+}
+
+#[test]
+fn process_reprocess_leaves_reviewed_recommendations_alone_unless_asked() {
+    let env = setup();
+    env.json(&["recommendations", "approve", "acme/app#1"]);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "process",
+            "product-labeling",
+            "--org",
+            "acme",
+            "--model",
+            "rules",
+            "--reprocess",
+        ];
+        args.extend_from_slice(extra);
+        env.run_json(&[], &args).ok()
+    };
+    let r = run(&[]);
+    assert!(
+        r.stderr
+            .contains("1 issue(s) with a reviewed recommendation kept"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.json()["processed"], 2, "{}", r.stdout);
+    assert_eq!(status(&env, "acme/app#1"), "approved");
+    let r = run(&["--include-reviewed"]);
+    assert_eq!(r.json()["processed"], 3, "{}", r.stdout);
+    assert_eq!(status(&env, "acme/app#1"), "pending");
 }
 
 /// Output of a child on a pseudo terminal, read as it comes.

@@ -549,6 +549,27 @@ fn the_comment_is_posted_once_per_recommendation() {
 }
 
 #[test]
+fn a_comment_whose_answer_was_lost_is_not_posted_twice() {
+    let l = Loop::new(github());
+    l.run(&["recommendations", "approve", "acme/app#1"]).ok();
+    // Labels go on normally; the comment is created but its answer is a 502.
+    l.gh.push_write_fault(Fault::Pass);
+    l.gh.push_write_fault(Fault::ServerErrorAfterWriting { status: 502 });
+    let r = l.update(&["--comment"]).ok().json();
+    assert_eq!(
+        r["comments"], 0,
+        "found on the issue, not posted again: {r}"
+    );
+    assert_eq!(l.gh.comment_bodies("acme", "app", 1).len(), 1);
+    let posts =
+        l.gh.writes()
+            .iter()
+            .filter(|w| w.method == "POST" && w.target.ends_with("/comments"))
+            .count();
+    assert_eq!(posts, 1, "one comment POST, never repeated blindly");
+}
+
+#[test]
 fn update_labels_asks_first_and_needs_a_rule_for_pending_ones() {
     let l = Loop::new(github());
     l.run(&["recommendations", "approve", "acme/app#1"]).ok();

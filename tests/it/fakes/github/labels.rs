@@ -47,6 +47,8 @@ pub struct LabelState {
     min_write_gap: Option<Duration>,
     last_write: Option<Instant>,
     next_comment: i64,
+    /// The status that replaces the answer of the write now being done.
+    lose_answer: Option<u16>,
 }
 
 fn key(o: &str, r: &str) -> (String, String) {
@@ -252,6 +254,7 @@ fn gate(g: &mut Inner) -> Option<Reply> {
             Fault::ServerError { status } => {
                 return Some(Reply::error(status, "Server Error", DOCS));
             }
+            Fault::ServerErrorAfterWriting { status } => g.labels.lose_answer = Some(status),
             _ => {}
         }
     }
@@ -468,7 +471,10 @@ pub(super) fn route(
         },
         _ => return None,
     };
-    Some((reply, 1))
+    match g.labels.lose_answer.take() {
+        Some(status) => Some((Reply::error(status, "Server Error", DOCS), 1)),
+        None => Some((reply, 1)),
+    }
 }
 
 fn create_label(g: &mut Inner, owner: &str, repo: &str, body: &[u8]) -> Reply {

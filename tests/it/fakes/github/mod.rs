@@ -149,6 +149,9 @@ pub enum Fault {
     },
     /// 500 / 502 / 503 / 504 with GitHub's body for it.
     ServerError { status: u16 },
+    /// The write is done, but the answer is lost to a 500 / 502 / 503 / 504 (an edge timeout
+    /// after the backend did the work): the client cannot know it happened.
+    ServerErrorAfterWriting { status: u16 },
     /// HTTP 200 with a GraphQL `RATE_LIMITED` error (or the newer `RATE_LIMIT` variant).
     GraphQlRateLimited { newer_variant: bool },
     /// A normal answer whose headers say the bucket is now empty (reset one second ahead).

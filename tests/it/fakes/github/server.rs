@@ -394,7 +394,7 @@ fn fault_reply(g: &Inner, fault: &Fault, bucket: &str, reset: Option<i64>) -> Op
                 None => r,
             }
         }
-        Fault::ServerError { status } => {
+        Fault::ServerError { status } | Fault::ServerErrorAfterWriting { status } => {
             let msg = if *status == 502 || *status == 504 {
                 "We couldn't respond to your request in time. Sorry about that. Please try resubmitting your request and contact us if the problem persists."
             } else {
