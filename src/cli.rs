@@ -337,7 +337,14 @@ pub enum BatchCommand {
     /// Resubmit only the failed or expired items of a job.
     Retry(JobArg),
     /// Finish submissions a crash interrupted and report provider batches no job records.
-    Reconcile,
+    Reconcile {
+        /// Cancel the orphan provider batches found (asks first; `--yes` in scripts).
+        #[arg(long)]
+        cancel_orphans: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y', requires = "cancel_orphans")]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Args)]

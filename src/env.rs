@@ -47,10 +47,19 @@ pub const OPENAI_BATCH_MAX_BYTES: &str = "GITHUB_ANALYSIS_OPENAI_BATCH_MAX_BYTES
 pub const ANTHROPIC_BATCH_MAX_REQUESTS: &str = "GITHUB_ANALYSIS_ANTHROPIC_BATCH_MAX_REQUESTS";
 /// Largest Anthropic message batch body in bytes (default 256 MB).
 pub const ANTHROPIC_BATCH_MAX_BYTES: &str = "GITHUB_ANALYSIS_ANTHROPIC_BATCH_MAX_BYTES";
-/// Test hook: abort the process at a named step of a submission (`rows`, `input`, `upload`,
-/// `create`), or after two items of a local job (`local`), to prove a crash there is repaired by
+/// Enqueued-token budget of one model at the batch provider (OpenAI's per-model queue limit):
+/// parts beyond it wait (`queued`) until earlier ones end. Learned from `token_limit_exceeded`
+/// refusals when unset; the lower of the two applies.
+pub const ENQUEUED_TOKEN_BUDGET: &str = "GITHUB_ANALYSIS_ENQUEUED_TOKEN_BUDGET";
+/// Test hook: abort the process at a named step of a submission (`rows`, `input`, `upload`
+/// (answered, id not saved), `uploaded`, `create`), or after two items of a local job (`local`), to prove a crash there is repaired by
 /// `batch status` / `batch reconcile`.
 pub const BATCH_CRASH_AT: &str = "GITHUB_ANALYSIS_BATCH_CRASH_AT";
+
+/// Test hook: `STEP:PATH` — at the named step (`selected`: a `batch submit` has selected its
+/// issues, before it opens the database to claim them) create `PATH.waiting` and wait until
+/// `PATH` exists (at most a minute), to prove two submissions at once never take one issue.
+pub const BATCH_PAUSE_AT: &str = "GITHUB_ANALYSIS_BATCH_PAUSE_AT";
 
 /// Reads one variable: `Some` only when it is set (to anything, even empty).
 pub type EnvFn = dyn Fn(&str) -> Option<String> + Send + Sync;

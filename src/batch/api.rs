@@ -35,6 +35,14 @@ pub enum Body {
     },
 }
 
+/// Whether a failed call may be sent again by the retry loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replay {
+    Always,
+    /// Only when the server certainly did not act on it.
+    IfRefused,
+}
+
 const BOUNDARY: &str = "----github-analysis-batch-7d1f3a9c";
 
 /// A client for one provider's batch endpoints.
@@ -188,6 +196,37 @@ impl BatchApi {
 
     /// One call with retries; returns the 2xx body.
     pub async fn call(&self, method: Method, path: &str, body: Body) -> Result<Vec<u8>, ApiError> {
+        self.call_with(method, path, body, Replay::Always).await
+    }
+
+    /// A call that creates something (a batch): retried only when the server certainly did not
+    /// act on it (429, connection refused). Any other failure — a 5xx, a timeout, a reset after
+    /// the body was sent — leaves the outcome unknown, and the caller must look before sending
+    /// again (docs/batch.md, "Adopting a batch whose create answer was lost").
+    pub async fn json_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+    ) -> Result<Value, ApiError> {
+        let bytes = self
+            .call_with(method, path, body, Replay::IfRefused)
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::transport(
+                ErrorKind::Other,
+                format!("{path} answered with something that is not JSON: {e}"),
+            )
+        })
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        replay: Replay,
+    ) -> Result<Vec<u8>, ApiError> {
         let url = self.url(path);
         let headers = self.headers()?;
         let (url, headers, body, method) = (&url, &headers, &body, &method);
@@ -210,6 +249,10 @@ impl BatchApi {
                     .body(reqbody))
             },
             |attempts, sent| async move {
+                let refused = match &sent {
+                    Ok(resp) => resp.status().as_u16() == 429,
+                    Err(e) => e.is_connect(),
+                };
                 let error = match sent {
                     Ok(resp) => {
                         let status = resp.status().as_u16();
@@ -224,6 +267,9 @@ impl BatchApi {
                     }
                     Err(e) => transport_error(&e, self.secret()),
                 };
+                if replay == Replay::IfRefused && !refused {
+                    return Verdict::Fail(error);
+                }
                 self.judge_error(error, attempts)
             },
             Self::pause,

@@ -60,6 +60,7 @@ struct OpenPart {
     tmp: std::path::PathBuf,
     requests: usize,
     bytes: u64,
+    tokens: u64,
     first: String,
     last: String,
 }
@@ -77,7 +78,9 @@ pub(crate) struct Written {
 
 /// Streams the request lines into `batch/input/{job}-{part}.jsonl`, starting a new part when
 /// the next line would pass a cap. With `write = false` only plans (dry run). Memory stays flat:
-/// one line at a time.
+/// one line at a time. Parts are numbered from `first_part` (a re-split adds parts after the
+/// job's last).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn write_inputs(
     store: &Store,
     plan: &Plan,
@@ -86,6 +89,7 @@ pub(crate) fn write_inputs(
     job_id: &str,
     items: &[(String, IssueRef)],
     write: bool,
+    first_part: i32,
 ) -> anyhow::Result<Written> {
     let mut out = Written {
         parts: Vec::new(),
@@ -111,6 +115,7 @@ pub(crate) fn write_inputs(
                 part: p.part,
                 requests: p.requests,
                 bytes: p.bytes,
+                tokens: p.tokens,
             },
             p.first,
             p.last,
@@ -127,6 +132,7 @@ pub(crate) fn write_inputs(
             }
         };
         let len = line.bytes.len() as u64;
+        let usage = estimator.for_prompt(&line.prompt);
         if len > caps.max_bytes {
             out.unprepared.push((
                 custom_id.clone(),
@@ -135,9 +141,11 @@ pub(crate) fn write_inputs(
             ));
             continue;
         }
-        let full = open
-            .as_ref()
-            .is_some_and(|p| p.requests + 1 > caps.max_requests || p.bytes + len > caps.max_bytes);
+        let full = open.as_ref().is_some_and(|p| {
+            p.requests + 1 > caps.max_requests
+                || p.bytes + len > caps.max_bytes
+                || p.tokens + usage.prompt_tokens > caps.max_tokens
+        });
         if full {
             if let Some(p) = open.take() {
                 close(p, &mut out)?;
@@ -146,7 +154,7 @@ pub(crate) fn write_inputs(
         let p = match open.as_mut() {
             Some(p) => p,
             None => {
-                let part = out.parts.len() as i32;
+                let part = first_part + out.parts.len() as i32;
                 let tmp = store.abs(&format!("{}.tmp", input_rel(job_id, part)));
                 let writer = if write {
                     Some(BufWriter::with_capacity(
@@ -162,6 +170,7 @@ pub(crate) fn write_inputs(
                     tmp,
                     requests: 0,
                     bytes: 0,
+                    tokens: 0,
                     first: custom_id.clone(),
                     last: custom_id.clone(),
                 })
@@ -172,8 +181,8 @@ pub(crate) fn write_inputs(
         }
         p.requests += 1;
         p.bytes += len;
+        p.tokens += usage.prompt_tokens;
         p.last = custom_id.clone();
-        let usage = estimator.for_prompt(&line.prompt);
         out.prompt_tokens += usage.prompt_tokens;
         out.completion_tokens += usage.completion_tokens;
         out.cost = match (out.cost, estimator.cost(&usage, true)) {

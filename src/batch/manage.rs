@@ -4,10 +4,9 @@
 
 use crate::ai::ProviderKind;
 use crate::batch::backend;
-use crate::batch::{now, BatchManager, NewJob};
+use crate::batch::{job_config, now, BatchManager, NewJob};
 use crate::db::{Backend, BatchJob, IssueRef, ItemStatus, ItemUpdate, JobStatus, PartStatus};
 use crate::error::user;
-use crate::plan::AiConfig;
 use crate::store::{BATCH_INPUT_DIR, BATCH_OUTPUT_DIR};
 
 /// What `reconcile` found about a job or a provider batch.
@@ -17,6 +16,8 @@ pub enum FindingKind {
     Repaired,
     /// A provider batch no job records.
     Orphan,
+    /// An orphan provider batch, cancelled by `reconcile --cancel-orphans`.
+    OrphanCancelled,
     /// A job could not be repaired.
     Error,
 }
@@ -26,6 +27,7 @@ impl FindingKind {
         match self {
             Self::Repaired => "repaired",
             Self::Orphan => "orphan",
+            Self::OrphanCancelled => "orphan_cancelled",
             Self::Error => "error",
         }
     }
@@ -39,6 +41,8 @@ pub struct Finding {
     pub part: Option<i32>,
     pub provider_batch_id: Option<String>,
     pub detail: String,
+    /// An orphan still running at its provider (so it can be cancelled).
+    pub cancellable: bool,
 }
 
 impl BatchManager<'_> {
@@ -138,10 +142,12 @@ impl BatchManager<'_> {
                     job.status
                 )));
             }
+            // A job whose batches may still run at the provider keeps its rows: they are
+            // what tells its batches from orphans and what a later cancel needs.
             if let Err(e) = self.cancel(job_id).await {
-                self.reporter.warn(&format!(
-                    "could not cancel job {job_id} before removing it: {e:#}"
-                ));
+                return Err(user(format!(
+                    "job {job_id} was not removed: its cancel failed ({e:#}); its records are kept — cancel it with `batch cancel {job_id}` (or at the provider), then remove it"
+                )));
             }
         }
         let mut removed = Vec::new();
@@ -154,7 +160,7 @@ impl BatchManager<'_> {
                 let name = e.file_name();
                 let Some(name) = name.to_str() else { continue };
                 if name.starts_with(&format!("{job_id}-"))
-                    && name.ends_with(".jsonl")
+                    && (name.ends_with(".jsonl") || name.ends_with(".toml"))
                     && std::fs::remove_file(e.path()).is_ok()
                 {
                     removed.push(format!("{dir}/{name}"));
@@ -176,6 +182,27 @@ impl BatchManager<'_> {
             )));
         }
         let items = self.db.batch_item_issues(job_id, ItemStatus::RETRYABLE)?;
+        // An item an earlier retry of this job took is that retry's to finish: retrying
+        // twice never submits it twice.
+        let (retried, children) = self.db.batch_retried_issues(job_id)?;
+        let before = items.len();
+        let items: Vec<_> = items
+            .into_iter()
+            .filter(|(i, _)| !retried.contains(&i.issue_id))
+            .collect();
+        if items.is_empty() && before > 0 {
+            return Err(user(format!(
+                "job {job_id}'s failed items were already retried by job {}; retry that job instead",
+                children.join(", ")
+            )));
+        }
+        if items.len() < before {
+            self.reporter.warn(&format!(
+                "{} item(s) already retried by job {} are left out",
+                before - items.len(),
+                children.join(", ")
+            ));
+        }
         let (issues, gone): (Vec<IssueRef>, Vec<IssueRef>) = items
             .into_iter()
             .map(|(_, i)| i)
@@ -194,8 +221,7 @@ impl BatchManager<'_> {
                 }
             )));
         }
-        let config: AiConfig =
-            serde_json::from_value(job.metadata["config"].clone()).unwrap_or_default();
+        let config = job_config::restore(self.store, job_id, &job.metadata)?;
         let new = NewJob {
             processor: &job.processor,
             model: Some(&job.model),
@@ -224,6 +250,7 @@ impl BatchManager<'_> {
                     part: None,
                     provider_batch_id: None,
                     detail: format!("interrupted submission finished; job is now {status}"),
+                    cancellable: false,
                 },
                 Err(e) => Finding {
                     kind: FindingKind::Error,
@@ -231,15 +258,12 @@ impl BatchManager<'_> {
                     part: None,
                     provider_batch_id: None,
                     detail: format!("{e:#}"),
+                    cancellable: false,
                 },
             });
         }
         // OpenAI batches carry our job id: any that no job records is an orphan.
-        if let Ok(Some(ep)) = crate::ai::Endpoint::from_env(ProviderKind::OpenAi, self.env) {
-            let Some(api) = backend::for_provider(ProviderKind::OpenAi, &ep, Default::default())?
-            else {
-                return Ok(findings);
-            };
+        if let Some(api) = self.orphan_api()? {
             let known = self.db.known_provider_batch_ids()?;
             let batches = api
                 .list(10_000)
@@ -254,23 +278,63 @@ impl BatchManager<'_> {
                     continue;
                 }
                 let exists = self.db.batch_job(&job)?.is_some();
+                let status = b["status"].as_str().unwrap_or("?");
                 findings.push(Finding {
                     kind: FindingKind::Orphan,
                     job_id: Some(job),
                     part,
                     provider_batch_id: Some(id),
                     detail: format!(
-                        "OpenAI batch ({}) not recorded by {}",
-                        b["status"].as_str().unwrap_or("?"),
+                        "OpenAI batch ({status}) not recorded by {}",
                         if exists {
                             "its job"
                         } else {
                             "any job in this data directory (removed, or another data directory)"
                         }
                     ),
+                    cancellable: matches!(status, "validating" | "in_progress" | "finalizing"),
                 });
             }
         }
         Ok(findings)
+    }
+
+    /// Cancels the running orphans among `findings` at their provider, recording the outcome
+    /// in each finding (a failed cancel becomes an error finding).
+    pub async fn cancel_orphans(&mut self, findings: &mut [Finding]) {
+        let api = match self.orphan_api() {
+            Ok(Some(api)) => api,
+            _ => return,
+        };
+        for f in findings
+            .iter_mut()
+            .filter(|f| f.kind == FindingKind::Orphan && f.cancellable)
+        {
+            let id = f.provider_batch_id.clone().unwrap_or_default();
+            match api.cancel(&id).await {
+                Ok(b) => {
+                    f.kind = FindingKind::OrphanCancelled;
+                    f.cancellable = false;
+                    f.detail = format!(
+                        "{}; cancelled (now {})",
+                        f.detail,
+                        b["status"].as_str().unwrap_or("?")
+                    );
+                }
+                Err(e) => {
+                    f.kind = FindingKind::Error;
+                    f.detail = format!("{}; could not cancel it: {e}", f.detail);
+                }
+            }
+        }
+    }
+
+    /// The backend that can tell orphans: OpenAI's, whose batches carry our job id (message
+    /// batches carry nothing to tell ours from another tool's). `None` without a key.
+    fn orphan_api(&self) -> anyhow::Result<Option<Box<dyn backend::BatchBackend>>> {
+        match crate::ai::Endpoint::from_env(ProviderKind::OpenAi, self.env) {
+            Ok(Some(ep)) => backend::for_provider(ProviderKind::OpenAi, &ep, Default::default()),
+            _ => Ok(None),
+        }
     }
 }

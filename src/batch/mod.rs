@@ -34,8 +34,10 @@ mod api;
 pub mod backend;
 mod collect_results;
 mod inputs;
+mod job_config;
 mod local;
 mod manage;
+mod queue;
 mod repair;
 pub mod status;
 mod submit;
@@ -60,6 +62,8 @@ pub use manage::{Finding, FindingKind};
 pub struct Caps {
     pub max_requests: usize,
     pub max_bytes: u64,
+    /// Estimated prompt tokens of one part (the provider's enqueued-token budget, when known).
+    pub max_tokens: u64,
 }
 
 impl Caps {
@@ -67,6 +71,7 @@ impl Caps {
     pub const NONE: Caps = Caps {
         max_requests: usize::MAX,
         max_bytes: u64::MAX,
+        max_tokens: u64::MAX,
     };
 
     /// The caps of a provider, overridable through the environment.
@@ -99,6 +104,7 @@ impl Caps {
         Ok(Self {
             max_requests: usize::try_from(read(req_var, req)?).unwrap_or(usize::MAX),
             max_bytes: read(bytes_var, bytes)?,
+            max_tokens: u64::MAX,
         })
     }
 }
@@ -125,6 +131,8 @@ pub struct PlannedPart {
     pub part: i32,
     pub requests: usize,
     pub bytes: u64,
+    /// Estimated prompt tokens.
+    pub tokens: u64,
 }
 
 /// What a dry run found: the split and the estimate (batch discount applied).
@@ -160,6 +168,24 @@ pub(crate) fn crash_point(step: &str) {
     if env::crash_requested(step) {
         tracing::error!("{}={step}: aborting on purpose", env::BATCH_CRASH_AT);
         std::process::abort();
+    }
+}
+
+/// Waits at a named step while the pause test hook asks for it (see `env::BATCH_PAUSE_AT`).
+pub fn pause_point(step: &str) {
+    let Some(v) = env::process(env::BATCH_PAUSE_AT) else {
+        return;
+    };
+    let Some((at, path)) = v.split_once(':') else {
+        return;
+    };
+    if at != step {
+        return;
+    }
+    let _ = std::fs::write(format!("{path}.waiting"), step);
+    let start = std::time::Instant::now();
+    while !std::path::Path::new(path).exists() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
@@ -281,8 +307,7 @@ impl<'a> BatchManager<'a> {
 
     /// Rebuilds processor, model, provider and backend of a stored job.
     pub(crate) fn load(&self, job: BatchJob) -> anyhow::Result<Loaded> {
-        let config: AiConfig =
-            serde_json::from_value(job.metadata["config"].clone()).unwrap_or_default();
+        let config = job_config::restore(self.store, &job.job_id, &job.metadata)?;
         let plan = self.plan(&job.processor, Some(&job.model), &config)?;
         let (provider, api) = self.connect(&plan, job.provider == Backend::Local)?;
         Ok(Loaded {
@@ -334,6 +359,7 @@ pub fn job_json(job: &BatchJob, parts: Option<&[BatchPart]>) -> Value {
                         "status": p.status,
                         "requests": p.request_count,
                         "bytes": p.bytes,
+                        "est_tokens": p.est_tokens,
                         "completed": p.completed_count,
                         "failed": p.failed_count,
                         "input_file_id": p.input_file_id,
@@ -370,7 +396,8 @@ mod tests {
             Caps::for_provider(ProviderKind::OpenAi, &none).unwrap(),
             Caps {
                 max_requests: 50_000,
-                max_bytes: 200_000_000
+                max_bytes: 200_000_000,
+                max_tokens: u64::MAX,
             }
         );
         let set = |k: &str| (k == env::ANTHROPIC_BATCH_MAX_REQUESTS).then(|| "40".to_string());

@@ -9,7 +9,10 @@
 //! was initiated), `expired` (if any request expired) or `completed`. A job split into several
 //! provider batches (parts) aggregates: any part still being submitted → `preparing`; any part
 //! running → `cancelling` / `in_progress` / `finalizing` / `validating`; all ended → `failed` if
-//! all failed, else `cancelled`, `expired`, `completed` in that order of precedence.
+//! all failed, else `cancelled`, `expired`, `completed` in that order of precedence. A part
+//! written but waiting for room in the provider's queue is `queued` (docs/batch.md); a job
+//! whose only unfinished parts are queued is `queued`, and `batch status` submits them when
+//! there is room.
 //! Item: `preparing` → `pending` → `completed` | `failed` | `expired` | `cancelled`.
 
 use serde_json::Value;
@@ -70,6 +73,9 @@ pub fn aggregate_status(parts: &[PartStatus]) -> JobStatus {
                 return job;
             }
         }
+        if parts.contains(&P::Queued) {
+            return JobStatus::Queued;
+        }
         return JobStatus::Submitted;
     }
     if parts.iter().all(|s| *s == P::Failed) {
@@ -103,6 +109,17 @@ impl BatchManager<'_> {
             return Ok(l.job);
         }
         self.refresh_parts(&mut l).await?;
+        // Parts the provider's full queue refused wait again; queued parts go when there is
+        // room (docs/batch.md, "Provider queue limits").
+        self.requeue_refused(&mut l)?;
+        if self
+            .db
+            .batch_parts(&l.job.job_id)?
+            .iter()
+            .any(|p| p.provider_batch_id.is_none() && p.status == PartStatus::Queued)
+        {
+            self.submit_parts(&mut l).await?;
+        }
         Ok(l.job)
     }
 
@@ -242,5 +259,7 @@ mod tests {
         assert_eq!(aggregate_status(&[P::Failed, P::Completed]), J::Completed);
         assert_eq!(aggregate_status(&[P::Expired, P::Completed]), J::Expired);
         assert_eq!(aggregate_status(&[P::Expired, P::Cancelled]), J::Cancelled);
+        assert_eq!(aggregate_status(&[P::Completed, P::Queued]), J::Queued);
+        assert_eq!(aggregate_status(&[P::InProgress, P::Queued]), J::InProgress);
     }
 }

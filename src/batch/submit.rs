@@ -7,6 +7,8 @@ use crate::ai::http::{ApiError, ErrorKind};
 use crate::ai::{Provider, ProviderKind};
 use crate::batch::backend::BatchBackend;
 use crate::batch::inputs::{custom_ids, write_inputs, Written};
+use crate::batch::job_config;
+use crate::batch::queue::{create_refusal, Refusal, Room};
 use crate::batch::{
     crash_point, input_rel, new_job_id, now, BatchManager, Caps, DryRun, Loaded, NewJob,
     PlannedPart,
@@ -52,6 +54,7 @@ impl BatchManager<'_> {
                         part: 0,
                         requests: n,
                         bytes: 0,
+                        tokens: 0,
                     },
                     String::new(),
                     String::new(),
@@ -70,6 +73,7 @@ impl BatchManager<'_> {
                 "dry-run",
                 &items,
                 false,
+                0,
             )?
         };
         Ok(DryRun {
@@ -112,7 +116,7 @@ impl BatchManager<'_> {
         let job_id = new_job_id();
         let created = now();
         let items = custom_ids(&job_id, issues);
-        let job = BatchJob {
+        let mut job = BatchJob {
             job_id: job_id.clone(),
             parent_job_id: new.parent_job_id.clone(),
             provider: match &api {
@@ -134,7 +138,7 @@ impl BatchManager<'_> {
             selection_query: new.selection_query.clone(),
             source_command: Some(new.source_command.clone()),
             error_message: None,
-            metadata: json!({"config": config}),
+            metadata: job_config::keep(&config)?,
         };
         let rows: Vec<BatchItem> = items
             .iter()
@@ -148,9 +152,32 @@ impl BatchManager<'_> {
                 updated_at: Some(created),
             })
             .collect();
-        // Step 1.
-        self.db.insert_batch_job(&job, &rows)?;
+        // Step 1, claiming the issues: one an active job of the processor holds (another
+        // submission that won the race) is left out.
+        let claimed = self.db.insert_batch_job(&mut job, &rows)?;
         drop(rows);
+        if claimed.len() == items.len() {
+            return Err(user(format!(
+                "every selected issue ({}) is already in a running job of {}: nothing to submit",
+                claimed.len(),
+                job.processor
+            )));
+        }
+        let items: Vec<(String, IssueRef)> = if claimed.is_empty() {
+            items
+        } else {
+            self.reporter.warn(&format!(
+                "{} selected issue(s) are already in a running job of {} and were left out",
+                claimed.len(),
+                job.processor
+            ));
+            let taken: std::collections::HashSet<&str> =
+                claimed.iter().map(String::as_str).collect();
+            items
+                .into_iter()
+                .filter(|(_, i)| !taken.contains(i.id.as_str()))
+                .collect()
+        };
         crash_point("rows");
         let mut l = Loaded {
             job,
@@ -171,8 +198,12 @@ impl BatchManager<'_> {
             self.run_local(&mut l).await?;
             return Ok(l.job);
         }
-        // Step 2.
-        self.prepare_inputs(&mut l, &items, caps.unwrap_or(Caps::NONE))?;
+        // Step 2, split to the caps and to what earlier refusals taught.
+        let caps = match caps {
+            Some(_) => self.job_caps(&l)?,
+            None => Caps::NONE,
+        };
+        self.prepare_inputs(&mut l, &items, caps)?;
         drop(items);
         crash_point("input");
         // Steps 3-4.
@@ -195,6 +226,7 @@ impl BatchManager<'_> {
             &l.job.job_id,
             items,
             true,
+            0,
         )?;
         let t = now();
         let parts: Vec<(BatchPart, String, String)> = written
@@ -219,6 +251,7 @@ impl BatchManager<'_> {
                         failed_count: 0,
                         error_message: None,
                         collected_at: None,
+                        est_tokens: p.tokens as i64,
                     },
                     first.clone(),
                     last.clone(),
@@ -292,6 +325,7 @@ impl BatchManager<'_> {
             failed_count: 0,
             error_message: None,
             collected_at: None,
+            est_tokens: 0,
         };
         self.db
             .record_batch_parts(&l.job.job_id, &[(part, first, last)], &[])?;
@@ -309,20 +343,52 @@ impl BatchManager<'_> {
         Ok(())
     }
 
-    /// Steps 3-4 for every part without a provider batch.
+    /// Steps 3-4 for every part without a provider batch, as the provider's queue allows: a
+    /// part over the enqueued-token budget waits (`queued`), a part refused for its size is
+    /// re-split and its pieces sent (see `queue.rs`).
     pub(crate) async fn submit_parts(&mut self, l: &mut Loaded) -> anyhow::Result<()> {
         let Some(api) = l.api.clone() else {
             return Ok(());
         };
-        let mut parts = self.db.batch_parts(&l.job.job_id)?;
-        let total = parts.len();
-        let any_submitted = parts.iter().any(|p| p.provider_batch_id.is_some());
+        let any_submitted = self
+            .db
+            .batch_parts(&l.job.job_id)?
+            .iter()
+            .any(|p| p.provider_batch_id.is_some());
         let mut failure = None;
-        for p in parts.iter_mut() {
-            if p.provider_batch_id.is_some() || p.status == PartStatus::Cancelled {
-                continue;
+        // Each part is tried once per call; parts made by a re-split are new parts.
+        let mut tried = std::collections::HashSet::new();
+        loop {
+            let parts = self.db.batch_parts(&l.job.job_id)?;
+            let total = parts.len();
+            let Some(mut p) = parts.into_iter().find(|p| {
+                p.provider_batch_id.is_none()
+                    && (p.status.is_unsubmitted() || p.status == PartStatus::Queued)
+                    && !tried.contains(&p.part)
+            }) else {
+                break;
+            };
+            tried.insert(p.part);
+            if !p.status.may_be_lost() {
+                match self.room_for(l, &p)? {
+                    Room::Fits => {}
+                    Room::Wait => {
+                        self.queue_part(&mut p, "the model's enqueued-token budget is full")?;
+                        continue;
+                    }
+                    Room::Split(budget) => {
+                        let mut caps = self.job_caps(l)?;
+                        caps.max_tokens = budget;
+                        let n = self.split_part(l, &p, caps, false, PartStatus::Preparing)?;
+                        self.reporter.note(&format!(
+                            "job {} part {}: larger than the enqueued-token budget ({budget}); split into {n} parts",
+                            l.job.job_id, p.part
+                        ));
+                        continue;
+                    }
+                }
             }
-            match self.submit_part(api.as_ref(), l, p).await {
+            match self.submit_part(api.as_ref(), l, &mut p).await {
                 Ok(()) => self.reporter.note(&format!(
                     "job {}: part {}/{} submitted as {} ({} requests)",
                     l.job.job_id,
@@ -341,9 +407,34 @@ impl BatchManager<'_> {
                     self.start_local(l, Some(&reason))?;
                     return self.run_local(l).await;
                 }
+                Err(SubmitError::Api(e)) if create_refusal(&e).is_some() => {
+                    // Refused outright: nothing was made, so the part may change.
+                    let refusal = create_refusal(&e).unwrap_or(Refusal::Bytes);
+                    self.learn(l, refusal, &e.to_string())?;
+                    match refusal {
+                        Refusal::EnqueuedTokens(_) => {
+                            p.error_message = None;
+                            self.queue_part(&mut p, &format!("refused ({e})"))?;
+                        }
+                        _ if p.request_count > 1 => {
+                            let caps = Self::halved(&p, self.job_caps(l)?);
+                            let n = self.split_part(l, &p, caps, false, PartStatus::Preparing)?;
+                            self.reporter.warn(&format!(
+                                "job {} part {}: refused for its size ({e}); split into {n} parts",
+                                l.job.job_id, p.part
+                            ));
+                        }
+                        _ => {
+                            p.error_message = Some(e.to_string());
+                            self.db.upsert_batch_part(&p)?;
+                            failure = Some(format!("part {}: {e}", p.part));
+                            break;
+                        }
+                    }
+                }
                 Err(SubmitError::NoBatchApi(e)) | Err(SubmitError::Api(e)) => {
                     p.error_message = Some(e.to_string());
-                    self.db.upsert_batch_part(p)?;
+                    self.db.upsert_batch_part(&p)?;
                     failure = Some(format!("part {}: {e}", p.part));
                     break;
                 }
@@ -362,6 +453,13 @@ impl BatchManager<'_> {
                 l.job.status = JobStatus::Submitted;
                 self.db.update_batch_job(&l.job)?;
             }
+        } else if failure.is_none() {
+            // Parts wait in the queue: the job is whatever its parts say (`queued` when
+            // nothing else runs).
+            if parts.iter().any(|p| p.provider_batch_id.is_some()) {
+                l.job.submitted_at.get_or_insert_with(now);
+            }
+            self.reaggregate(&mut l.job, &parts)?;
         } else {
             self.db.update_batch_job(&l.job)?;
         }
@@ -393,7 +491,7 @@ impl BatchManager<'_> {
                 p.part
             ))));
         }
-        if p.status == PartStatus::Preparing {
+        if matches!(p.status, PartStatus::Preparing | PartStatus::Queued) {
             p.status = PartStatus::Submitting;
             p.updated_at = Some(now());
             self.db.upsert_batch_part(p).map_err(SubmitError::Other)?;
@@ -401,17 +499,52 @@ impl BatchManager<'_> {
         if p.input_file_id.is_none() {
             let name = format!("{}-{}.jsonl", l.job.job_id, p.part);
             if let Some(id) = api.upload(&input, &name).await.map_err(SubmitError::from)? {
+                // Between the answer and the save, only the file name can find the upload.
+                crash_point("upload");
                 p.input_file_id = Some(id);
                 p.status = PartStatus::Uploaded;
                 p.updated_at = Some(now());
                 self.db.upsert_batch_part(p).map_err(SubmitError::Other)?;
-                crash_point("upload");
+                crash_point("uploaded");
             }
         }
-        let batch = api
-            .create(&input, p.input_file_id.as_deref(), &l.job.job_id, p.part)
-            .await
-            .map_err(SubmitError::from)?;
+        // A create whose outcome is unknown is never sent again blindly: the provider is
+        // searched first, and the batch adopted if the lost create made it.
+        let mut delays = l.plan.policy.backoff().delays();
+        let mut resends = 0;
+        let batch = loop {
+            match api
+                .create(&input, p.input_file_id.as_deref(), &l.job.job_id, p.part)
+                .await
+            {
+                Ok(b) => break b,
+                Err(e) if outcome_unknown(&e) => {
+                    self.reporter.warn(&format!(
+                        "job {} part {}: the create of its batch failed with an unknown outcome ({e}); looking for it at {} before sending again",
+                        l.job.job_id,
+                        p.part,
+                        api.name()
+                    ));
+                    if let Some(b) = self
+                        .find_lost(api, &l.job.job_id, p)
+                        .await
+                        .map_err(SubmitError::Other)?
+                    {
+                        self.adopt(api, &l.job.job_id, p, &b)
+                            .map_err(SubmitError::Other)?;
+                        return Ok(());
+                    }
+                    resends += 1;
+                    match delays.next() {
+                        Some(d) if resends <= l.plan.policy.max_retries => {
+                            tokio::time::sleep(d).await
+                        }
+                        _ => return Err(SubmitError::from(e)),
+                    }
+                }
+                Err(e) => return Err(SubmitError::from(e)),
+            }
+        };
         crash_point("create");
         p.provider_batch_id = batch["id"].as_str().map(str::to_string);
         p.error_message = None;
@@ -419,6 +552,12 @@ impl BatchManager<'_> {
         self.db.upsert_batch_part(p).map_err(SubmitError::Other)?;
         Ok(())
     }
+}
+
+/// Whether a failed create may have made the batch anyway: a server error, a timeout or a broken
+/// connection (a 429 or a 4xx is a refusal: nothing was made).
+fn outcome_unknown(e: &ApiError) -> bool {
+    e.retryable() && e.kind != ErrorKind::RateLimited && e.status != Some(429)
 }
 
 enum SubmitError {

@@ -1,6 +1,8 @@
 //! `batch …`: submit, status, collect, list, history, details, cancel, remove, retry, reconcile
 //! — thin wrappers around [`crate::batch::BatchManager`], one function per leaf command.
 
+use std::io::IsTerminal;
+
 use serde_json::{json, Value};
 
 use crate::batch::{job_json, CollectReport, FindingKind, NewJob};
@@ -23,7 +25,10 @@ pub async fn run(ctx: &Ctx, cmd: BatchCommand) -> anyhow::Result<ExitStatus> {
         BatchCommand::Cancel(j) => cancel(ctx, &j.job).await,
         BatchCommand::Remove { job, force } => remove(ctx, &job.job, force).await,
         BatchCommand::Retry(j) => retry(ctx, &j.job).await,
-        BatchCommand::Reconcile => reconcile(ctx).await,
+        BatchCommand::Reconcile {
+            cancel_orphans,
+            yes,
+        } => reconcile(ctx, cancel_orphans, yes).await,
     }?;
     Ok(ExitStatus::Success)
 }
@@ -61,6 +66,7 @@ fn select(ctx: &Ctx, a: &BatchSubmitArgs) -> anyhow::Result<Selection> {
 
 async fn submit(ctx: &Ctx, a: &BatchSubmitArgs) -> anyhow::Result<()> {
     let Selection { sql, issues } = select(ctx, a)?;
+    crate::batch::pause_point("selected");
     if issues.is_empty() {
         return Err(user(
             "no stored issues match the selection (issues already in a running job of this processor are left out)",
@@ -367,10 +373,32 @@ async fn retry(ctx: &Ctx, job: &str) -> anyhow::Result<()> {
     show_job(ctx, &new, &parts)
 }
 
-async fn reconcile(ctx: &Ctx) -> anyhow::Result<()> {
+async fn reconcile(ctx: &Ctx, cancel_orphans: bool, yes: bool) -> anyhow::Result<()> {
+    // Refused before any work, so a script without `--yes` learns it at once (exit 2).
+    if cancel_orphans && !yes && !terminal() {
+        anyhow::bail!(
+            "refusing to cancel provider batches without confirmation: there is no terminal to ask on; pass --yes"
+        );
+    }
     let mut db = ctx.db()?;
     let mut m = ctx.batches(&mut db);
-    let findings = m.reconcile().await?;
+    let mut findings = m.reconcile().await?;
+    let orphans = findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::Orphan && f.cancellable)
+        .count();
+    if cancel_orphans && orphans > 0 {
+        if !yes {
+            confirm(&format!(
+                "Cancel {orphans} orphan provider batch(es) no job records?"
+            ))?;
+        }
+        m.cancel_orphans(&mut findings).await;
+    } else if orphans > 0 {
+        ctx.printer.note(&format!(
+            "{orphans} orphan provider batch(es) still running: `batch reconcile --cancel-orphans` cancels them"
+        ));
+    }
     let mut t = Table::new(["kind", "job_id", "part", "provider_batch_id", "detail"]);
     for f in &findings {
         t.push(vec![
@@ -389,4 +417,22 @@ async fn reconcile(ctx: &Ctx) -> anyhow::Result<()> {
         return Err(user("some jobs could not be repaired (see the table)"));
     }
     Ok(())
+}
+
+fn terminal() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// Asks on a terminal (the caller checked there is one, or was told `--yes`).
+fn confirm(prompt: &str) -> anyhow::Result<()> {
+    let go = dialoguer::Confirm::new()
+        .with_prompt(prompt)
+        .default(false)
+        .interact()
+        .map_err(|e| anyhow::anyhow!("cannot ask for confirmation: {e}; pass --yes"))?;
+    if go {
+        Ok(())
+    } else {
+        Err(user("cancelled: nothing was changed at the provider"))
+    }
 }

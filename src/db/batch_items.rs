@@ -22,8 +22,8 @@ impl Db {
         for (p, first, last) in parts {
             tx.execute(
                 "INSERT INTO batch_parts (job_id, part, status, request_count, bytes, input_path,
-                     created_at, updated_at, completed_count, failed_count)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0)",
+                     created_at, updated_at, completed_count, failed_count, est_tokens)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?)",
                 params![
                     p.job_id,
                     p.part,
@@ -32,7 +32,8 @@ impl Db {
                     p.bytes,
                     p.input_path,
                     p.created_at,
-                    p.updated_at
+                    p.updated_at,
+                    p.est_tokens
                 ],
             )?;
             tx.execute(
@@ -177,6 +178,31 @@ impl Db {
             params![part, chrono::Utc::now().naive_utc(), job_id],
         )?;
         Ok(())
+    }
+
+    /// Issues a job's retries (jobs whose parent it is) already took, with those jobs' ids.
+    pub fn batch_retried_issues(
+        &self,
+        parent: &str,
+    ) -> anyhow::Result<(std::collections::HashSet<String>, Vec<String>)> {
+        let mut stmt = self.conn()?.prepare(
+            "SELECT bi.issue_id, bj.job_id FROM batch_items bi
+             JOIN batch_jobs bj ON bj.job_id = bi.job_id
+             WHERE bj.parent_job_id = ? ORDER BY bj.created_at, bj.job_id",
+        )?;
+        let rows = stmt.query_map(params![parent], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut issues = std::collections::HashSet::new();
+        let mut jobs: Vec<String> = Vec::new();
+        for row in rows {
+            let (issue, job) = row?;
+            issues.insert(issue);
+            if !jobs.contains(&job) {
+                jobs.push(job);
+            }
+        }
+        Ok((issues, jobs))
     }
 
     /// Items that could not be prepared (no part): they failed before submission.

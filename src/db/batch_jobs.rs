@@ -56,6 +56,8 @@ pub struct BatchPart {
     pub failed_count: i64,
     pub error_message: Option<String>,
     pub collected_at: Option<NaiveDateTime>,
+    /// Estimated prompt tokens of its requests (what the provider's queue counts).
+    pub est_tokens: i64,
 }
 
 /// One `batch_items` row: one issue of a job.
@@ -85,7 +87,8 @@ const JOB_COLUMNS: &str = "job_id, parent_job_id, provider, processor, model, st
 
 const PART_COLUMNS: &str = "job_id, part, provider_batch_id, input_file_id, output_file_id,
     error_file_id, status, request_count, bytes, input_path, created_at, updated_at,
-    coalesce(completed_count, 0), coalesce(failed_count, 0), error_message, collected_at";
+    coalesce(completed_count, 0), coalesce(failed_count, 0), error_message, collected_at,
+    coalesce(est_tokens, 0)";
 
 fn job_of(r: &duckdb::Row<'_>) -> duckdb::Result<BatchJob> {
     let metadata: String = r.get(18)?;
@@ -130,14 +133,56 @@ fn part_of(r: &duckdb::Row<'_>) -> duckdb::Result<BatchPart> {
         failed_count: r.get(13)?,
         error_message: r.get(14)?,
         collected_at: r.get(15)?,
+        est_tokens: r.get(16)?,
     })
 }
 
 impl Db {
-    /// Step 1 of a submission (see `batch/mod.rs`): the job row (status `preparing`) and one item per issue, in
-    /// one transaction.
-    pub fn insert_batch_job(&mut self, job: &BatchJob, items: &[BatchItem]) -> anyhow::Result<()> {
+    /// Step 1 of a submission (see `batch/mod.rs`): the job row (status `preparing`) and one
+    /// item per issue, in one transaction — except issues an active job of the same processor
+    /// already holds open, which are claimed by that job and left out (their ids are
+    /// returned). The check and the insert share the transaction (and the database's write
+    /// lock), so two submissions at once never both take an issue. `job.issues_count` is set
+    /// to what was inserted; when every issue is claimed nothing is written.
+    pub fn insert_batch_job(
+        &mut self,
+        job: &mut BatchJob,
+        items: &[BatchItem],
+    ) -> anyhow::Result<Vec<String>> {
         let tx = self.conn_mut()?.transaction()?;
+        tx.execute_batch("CREATE OR REPLACE TEMP TABLE _claim (issue_id VARCHAR)")?;
+        {
+            let mut app = tx.appender("_claim")?;
+            for i in items {
+                app.append_row(params![i.issue_id])?;
+            }
+            app.flush()?;
+        }
+        let claimed: Vec<String> = {
+            let sql = format!(
+                "SELECT DISTINCT c.issue_id FROM _claim c
+                 JOIN batch_items bi ON bi.issue_id = c.issue_id
+                 JOIN batch_jobs bj ON bj.job_id = bi.job_id
+                 WHERE bj.processor = ? AND bj.status IN ({}) AND bi.status IN ({})
+                 ORDER BY 1",
+                sql_list(JobStatus::ACTIVE, JobStatus::as_str),
+                sql_list(ItemStatus::OPEN, ItemStatus::as_str)
+            );
+            let mut stmt = tx.prepare(&sql)?;
+            let rows = stmt.query_map(params![job.processor], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        tx.execute_batch("DROP TABLE _claim")?;
+        let taken: std::collections::HashSet<&str> = claimed.iter().map(String::as_str).collect();
+        let items: Vec<&BatchItem> = items
+            .iter()
+            .filter(|i| !taken.contains(i.issue_id.as_str()))
+            .collect();
+        if items.is_empty() {
+            tx.rollback()?;
+            return Ok(claimed);
+        }
+        job.issues_count = items.len() as i64;
         tx.execute(
             "INSERT INTO batch_jobs (job_id, parent_job_id, provider, processor, model, status,
                  issues_count, completed_count, failed_count, created_at, submitted_at,
@@ -182,7 +227,7 @@ impl Db {
             app.flush()?;
         }
         tx.commit()?;
-        Ok(())
+        Ok(claimed)
     }
 
     /// Updates every mutable field of a job.
@@ -216,8 +261,9 @@ impl Db {
         self.conn()?.execute(
             "INSERT INTO batch_parts (job_id, part, provider_batch_id, input_file_id,
                  output_file_id, error_file_id, status, request_count, bytes, input_path,
-                 created_at, updated_at, completed_count, failed_count, error_message, collected_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 created_at, updated_at, completed_count, failed_count, error_message, collected_at,
+                 est_tokens)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (job_id, part) DO UPDATE SET
                  provider_batch_id = excluded.provider_batch_id,
                  input_file_id = excluded.input_file_id, output_file_id = excluded.output_file_id,
@@ -225,7 +271,8 @@ impl Db {
                  request_count = excluded.request_count, bytes = excluded.bytes,
                  input_path = excluded.input_path, updated_at = excluded.updated_at,
                  completed_count = excluded.completed_count, failed_count = excluded.failed_count,
-                 error_message = excluded.error_message, collected_at = excluded.collected_at",
+                 error_message = excluded.error_message, collected_at = excluded.collected_at,
+                 est_tokens = excluded.est_tokens",
             params![
                 p.job_id,
                 p.part,
@@ -243,6 +290,7 @@ impl Db {
                 p.failed_count,
                 p.error_message,
                 p.collected_at,
+                p.est_tokens,
             ],
         )?;
         Ok(())
@@ -378,12 +426,25 @@ mod tests {
     #[test]
     fn jobs_parts_and_items_round_trip_and_update_in_bulk() {
         let mut db = Db::open_in_memory().unwrap();
-        let j = job("abc123");
-        db.insert_batch_job(
-            &j,
-            &[item("abc123", 1), item("abc123", 2), item("abc123", 3)],
-        )
-        .unwrap();
+        let mut j = job("abc123");
+        let claimed = db
+            .insert_batch_job(
+                &mut j,
+                &[item("abc123", 1), item("abc123", 2), item("abc123", 3)],
+            )
+            .unwrap();
+        assert!(claimed.is_empty());
+        // A second job of the processor cannot take issues the first holds open.
+        let mut k = job("def456");
+        let mut other = item("def456", 4);
+        other.issue_id = "o/r#9".into();
+        let claimed = db
+            .insert_batch_job(&mut k, &[item("def456", 1), other])
+            .unwrap();
+        assert_eq!(claimed, vec!["o/r#1".to_string()]);
+        assert_eq!(db.batch_job("def456").unwrap().unwrap().issues_count, 1);
+        assert_eq!(db.batch_items("def456").unwrap().len(), 1);
+        db.delete_batch_job("def456").unwrap();
         assert_eq!(db.batch_job("abc123").unwrap().unwrap(), j);
         assert_eq!(db.batch_job_ids_matching("ab").unwrap(), vec!["abc123"]);
         assert!(db.batch_job_ids_matching("zz").unwrap().is_empty());
@@ -405,6 +466,7 @@ mod tests {
             failed_count: 0,
             error_message: None,
             collected_at: None,
+            est_tokens: 0,
         };
         db.record_batch_parts(
             "abc123",

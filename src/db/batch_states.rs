@@ -78,6 +78,8 @@ string_enum! {
         Cancelling = "cancelling",
         Cancelled = "cancelled",
         Collected = "collected",
+        /// Every part left waits for room in the provider's queue (submitted by `batch status`).
+        Queued = "queued",
     }
 }
 
@@ -90,6 +92,7 @@ impl JobStatus {
         Self::InProgress,
         Self::Finalizing,
         Self::Cancelling,
+        Self::Queued,
     ];
 
     pub fn is_active(self) -> bool {
@@ -106,6 +109,8 @@ string_enum! {
         Submitting = "submitting",
         /// OpenAI: the input file is uploaded, the batch not yet created.
         Uploaded = "uploaded",
+        /// Written, waiting for room in the provider's queue of enqueued tokens.
+        Queued = "queued",
         Validating = "validating",
         InProgress = "in_progress",
         Finalizing = "finalizing",

@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "recommendations",
         sql: include_str!("../../migrations/0005_recommendations.sql"),
     },
+    Migration {
+        version: 6,
+        name: "batch_queue",
+        sql: include_str!("../../migrations/0006_batch_queue.sql"),
+    },
 ];
 
 /// Applies every migration not yet recorded; returns how many ran. Each runs in its own

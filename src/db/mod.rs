@@ -4,6 +4,7 @@
 mod ai_results;
 mod batch_items;
 mod batch_jobs;
+mod batch_limits;
 mod batch_states;
 mod collection;
 mod discover;
@@ -28,6 +29,7 @@ pub use ai_results::{IssueRef, ResultRow};
 pub use batch_jobs::{
     Backend, BatchItem, BatchJob, BatchPart, ItemStatus, ItemUpdate, JobStatus, PartStatus,
 };
+pub use batch_limits::LearnedLimits;
 pub use batch_states::sql_list;
 pub use collection::{AttachmentRow, CachedPage};
 pub use discover::{DiscoverReport, DiscoverScope};

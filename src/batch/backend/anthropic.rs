@@ -80,7 +80,7 @@ impl BatchBackend for AnthropicBatches {
             };
             let v = self
                 .api
-                .json(Method::POST, "/v1/messages/batches", body)
+                .json_once(Method::POST, "/v1/messages/batches", body)
                 .await?;
             str_field(&v, "id", "/v1/messages/batches")?;
             Ok(v)

@@ -45,7 +45,9 @@ pub trait BatchBackend: Send + Sync {
         filename: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, ApiError>>;
 
-    /// Step 3b: creates the batch (from the uploaded file, or streaming the input).
+    /// Step 3b: creates the batch (from the uploaded file, or streaming the input). Sent once
+    /// unless the server certainly refused it: an error whose outcome is unknown (5xx, timeout,
+    /// reset) is returned for the caller to look the batch up before sending again.
     fn create<'a>(
         &'a self,
         input: &'a Path,

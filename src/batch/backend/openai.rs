@@ -73,7 +73,7 @@ impl BatchBackend for OpenAiBatches {
             });
             let v = self
                 .api
-                .json(
+                .json_once(
                     Method::POST,
                     "/batches",
                     Body::Json(body.to_string().into_bytes()),

@@ -2,8 +2,29 @@
 
 use serde_json::Value;
 
-/// The checks of the real Messages endpoint that our requests could trip.
-pub(super) fn validate(body: &Value) -> Result<(), String> {
+/// Most output tokens a model may be asked for (the real service refuses more); `None` for
+/// models this fake does not know.
+fn max_output_tokens(model: &str) -> Option<u64> {
+    const TABLE: &[(&str, u64)] = &[
+        ("claude-haiku-4-5", 64_000),
+        ("claude-sonnet-4-5", 64_000),
+        ("claude-sonnet-4", 64_000),
+        ("claude-opus-4-5", 64_000),
+        ("claude-opus-4-1", 32_000),
+        ("claude-opus-4", 32_000),
+        ("claude-3-7-sonnet", 64_000),
+        ("claude-3-5-haiku", 8_192),
+        ("claude-3-haiku", 4_096),
+    ];
+    TABLE
+        .iter()
+        .find(|(prefix, _)| model.starts_with(prefix))
+        .map(|(_, n)| *n)
+}
+
+/// The checks of the real Messages endpoint that our requests could trip (also applied to each
+/// request of a message batch, whose problems come back as `errored` results).
+pub(crate) fn validate(body: &Value) -> Result<(), String> {
     const FIELDS: &[&str] = &[
         "model",
         "max_tokens",
@@ -36,7 +57,14 @@ pub(super) fn validate(body: &Value) -> Result<(), String> {
         return Err("model: Field required".into());
     }
     match obj.get("max_tokens").and_then(Value::as_u64) {
-        Some(n) if n >= 1 => {}
+        Some(n) if n >= 1 => {
+            let model = obj.get("model").and_then(Value::as_str).unwrap_or("");
+            if let Some(max) = max_output_tokens(model).filter(|max| n > *max) {
+                return Err(format!(
+                    "max_tokens: {n} > {max}, which is the maximum allowed number of output tokens for {model}"
+                ));
+            }
+        }
         Some(_) => return Err("max_tokens: Input should be greater than or equal to 1".into()),
         None => return Err("max_tokens: Field required".into()),
     }

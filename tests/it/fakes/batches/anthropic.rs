@@ -11,9 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{json, Value};
 
+use super::super::anthropic::checks::validate;
+
 use super::{
-    batch_object, error, gate, jsonl, lock, next_id, shuffled, step, ts, Batch, Inner, Kind,
-    LineReply, Shared,
+    batch_object, error, gate, jsonl, lock, lost_answer, next_id, shuffled, step, ts, Batch, Inner,
+    Kind, LineReply, Shared,
 };
 
 /// The Message Batches routes.
@@ -42,6 +44,13 @@ pub(super) fn finish(
         .unwrap_or("tool")
         .to_string();
     for (n, (cid, reply)) in rs.into_iter().enumerate() {
+        let reply = match g.batches[i].line_errors.get(&cid) {
+            Some(why) => Some(LineReply::HttpError {
+                status: 400,
+                message: why.clone(),
+            }),
+            None => reply,
+        };
         let (key, result) = match reply {
             Some(LineReply::Answer(v)) | Some(LineReply::Invalid(v)) => (
                 "succeeded",
@@ -124,6 +133,7 @@ async fn an_create(State(st): State<Shared>, headers: HeaderMap, body: Bytes) ->
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     };
     let mut seen = HashSet::new();
+    let mut line_errors = HashMap::new();
     for (i, r) in reqs.iter().enumerate() {
         if let Some(k) = r
             .as_object()
@@ -139,22 +149,16 @@ async fn an_create(State(st): State<Shared>, headers: HeaderMap, body: Bytes) ->
         if !seen.insert(cid.to_string()) {
             return bad(format!("requests: custom_id '{cid}' is duplicated; custom_id must be unique within a batch"));
         }
+        // Only the envelope is checked at creation; each request's params are validated like
+        // a Messages call, and an invalid one comes back as an `errored` result.
         let p = &r["params"];
-        if p["model"].as_str().is_none() {
-            return bad(format!("requests.{i}.params.model: Field required"));
-        }
-        if p["max_tokens"].as_u64().is_none_or(|n| n < 1) {
-            return bad(format!(
-                "requests.{i}.params.max_tokens: must be at least 1"
-            ));
-        }
-        if p["messages"].as_array().is_none_or(|m| m.is_empty()) {
-            return bad(format!("requests.{i}.params.messages: Field required"));
-        }
-        if p["stream"] == true {
-            return bad(format!(
-                "requests.{i}.params.stream: streaming is not supported in batches"
-            ));
+        let invalid = if p["stream"] == true {
+            Err("stream: streaming is not supported in batches".to_string())
+        } else {
+            validate(p)
+        };
+        if let Err(why) = invalid {
+            line_errors.insert(cid.to_string(), why);
         }
     }
     let mut g = lock(&st);
@@ -176,7 +180,11 @@ async fn an_create(State(st): State<Shared>, headers: HeaderMap, body: Bytes) ->
         results: None,
         end,
         a_counts: HashMap::new(),
+        line_errors,
     });
+    if let Some(lost) = lost_answer(&mut g, Kind::Anthropic) {
+        return lost;
+    }
     let b = g.batches.last().expect("just pushed");
     axum::Json(batch_object(&g, b)).into_response()
 }

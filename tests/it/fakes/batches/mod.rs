@@ -122,6 +122,9 @@ struct Batch {
     results: Option<Vec<u8>>,
     end: End,
     a_counts: HashMap<&'static str, usize>,
+    /// Anthropic: custom id → why its params are invalid (an `errored` result, whatever the
+    /// script says).
+    line_errors: HashMap<String, String>,
 }
 
 struct Fault {
@@ -145,7 +148,18 @@ pub struct Inner {
     cancel_processed: usize,
     /// A batch-level validation error every new OpenAI batch fails with (code, message).
     reject: Option<(String, String)>,
+    /// Creates that make their batch, then answer 502 (a gateway losing the answer).
+    lost_creates: usize,
+    /// OpenAI: the organisation's enqueued-token limit per model (each request line counts
+    /// [`TOKENS_PER_LINE`]); a batch that would pass it fails validation.
+    token_limit: Option<usize>,
+    /// OpenAI: most requests one batch may hold (a compatible server's lower cap); more is a
+    /// 400 `too_many_tasks` at creation.
+    max_requests: Option<usize>,
 }
+
+/// Prompt tokens the fake counts (and reports in usage) for each request line.
+pub const TOKENS_PER_LINE: usize = 1000;
 
 pub type Shared = Arc<Mutex<Inner>>;
 
@@ -187,6 +201,9 @@ pub fn new_state() -> Shared {
         base_url: String::new(),
         cancel_processed: 1,
         reject: None,
+        lost_creates: 0,
+        token_limit: None,
+        max_requests: None,
     }))
 }
 
@@ -299,6 +316,23 @@ impl FakeBatches {
             status,
             remaining: times,
         });
+    }
+
+    /// The next `times` batch creates (either provider) make their batch, then answer 502 as a
+    /// gateway does when the upstream answer is lost: the client cannot know it was made.
+    pub fn lose_create_answers(&self, times: usize) {
+        lock(&self.state).lost_creates = times;
+    }
+
+    /// OpenAI: the enqueued-token limit of each model; a batch that would pass it fails
+    /// validation with `token_limit_exceeded` (seen on a later poll, as the real service does).
+    pub fn set_token_limit(&self, tokens: usize) {
+        lock(&self.state).token_limit = Some(tokens);
+    }
+
+    /// OpenAI: batches of more than `n` requests are refused with 400 `too_many_tasks`.
+    pub fn set_max_requests(&self, n: usize) {
+        lock(&self.state).max_requests = Some(n);
     }
 
     /// Every OpenAI batch created from now on fails validation with this error (e.g.
@@ -443,6 +477,22 @@ fn gate(st: &Shared, method: &str, path: &str, headers: &HeaderMap) -> Result<()
         status,
     });
     verdict.map_err(|(s, t, m)| Box::new(error(kind, s, t, &m)))
+}
+
+/// After a create made its batch: the 502 that loses its answer, when one is scripted.
+fn lost_answer(g: &mut Inner, kind: Kind) -> Option<Response> {
+    if g.lost_creates == 0 {
+        return None;
+    }
+    g.lost_creates -= 1;
+    if let Some(r) = g.log.last_mut() {
+        r.status = 502;
+    }
+    let t = match kind {
+        Kind::OpenAi => "server_error",
+        Kind::Anthropic => "api_error",
+    };
+    Some(error(kind, 502, t, "Bad gateway"))
 }
 
 fn next_id(g: &mut Inner, prefix: &str) -> String {

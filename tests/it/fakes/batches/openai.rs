@@ -12,8 +12,8 @@ use axum::routing::{get, post};
 use serde_json::{json, Value};
 
 use super::{
-    batch_object, error, gate, jsonl, lock, next_id, shuffled, step, Batch, FileObj, Inner, Kind,
-    LineReply, Shared,
+    batch_object, error, gate, jsonl, lock, lost_answer, next_id, shuffled, step, Batch, FileObj,
+    Inner, Kind, LineReply, Shared, TOKENS_PER_LINE,
 };
 
 /// The OpenAI routes (under `/v1`).
@@ -288,6 +288,19 @@ async fn oa_file_content(
     }
 }
 
+/// `2000000` → `2,000,000`, as the service writes its limits.
+fn group(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Validates request lines like the batch validator: errors carry their 1-based line.
 fn validate_openai_lines(bytes: &[u8]) -> (Vec<Value>, Vec<Value>) {
     let mut lines = Vec::new();
@@ -470,8 +483,50 @@ async fn oa_create(State(st): State<Shared>, headers: HeaderMap, body: Bytes) ->
         return bad("The input file must have purpose 'batch'.");
     }
     let (lines, mut invalid) = validate_openai_lines(&file.bytes);
+    if let Some(max) = g.max_requests.filter(|m| lines.len() > *m) {
+        let message = format!(
+            "The batch input file has {} requests, which exceeds the maximum of {max} requests per batch.",
+            lines.len()
+        );
+        if let Some(r) = g.log.last_mut() {
+            r.status = 400;
+        }
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(
+                json!({"error": {"message": message, "type": "invalid_request_error",
+                "param": null, "code": "too_many_tasks"}}),
+            ),
+        )
+            .into_response();
+    }
     if let Some((code, message)) = &g.reject {
         invalid.push(json!({"code": code, "message": message, "param": null, "line": null}));
+    }
+    if let Some(limit) = g.token_limit {
+        let model = lines
+            .first()
+            .and_then(|l| l["body"]["model"].as_str())
+            .unwrap_or("")
+            .to_string();
+        let queued: usize = g
+            .batches
+            .iter()
+            .filter(|b| {
+                b.kind == Kind::OpenAi
+                    && b.invalid.is_empty()
+                    && matches!(
+                        b.status.as_str(),
+                        "validating" | "in_progress" | "finalizing"
+                    )
+                    && b.lines.first().and_then(|l| l["body"]["model"].as_str()) == Some(&model)
+            })
+            .map(|b| b.lines.len() * TOKENS_PER_LINE)
+            .sum();
+        if queued + lines.len() * TOKENS_PER_LINE > limit {
+            invalid.push(json!({"code": "token_limit_exceeded", "line": null, "param": null,
+                "message": format!("Enqueued token limit reached for {model} in organization org-fake. Limit: {} enqueued tokens. Please try again once some in_progress batches have been completed.", group(limit))}));
+        }
     }
     let id = next_id(&mut g, "batch_");
     let end = g.end.clone();
@@ -491,7 +546,11 @@ async fn oa_create(State(st): State<Shared>, headers: HeaderMap, body: Bytes) ->
         results: None,
         end,
         a_counts: HashMap::new(),
+        line_errors: HashMap::new(),
     });
+    if let Some(lost) = lost_answer(&mut g, Kind::OpenAi) {
+        return lost;
+    }
     let b = g.batches.last().expect("just pushed");
     axum::Json(batch_object(&g, b)).into_response()
 }
