@@ -37,6 +37,9 @@ pub const MODEL: &str = "GITHUB_ANALYSIS_MODEL";
 pub const PRICES: &str = "GITHUB_ANALYSIS_PRICES";
 /// Seconds before one AI request is abandoned (and retried).
 pub const REQUEST_TIMEOUT: &str = "GITHUB_ANALYSIS_REQUEST_TIMEOUT";
+/// Seconds a batch upload or download may move no byte before the attempt is dropped and
+/// retried (default 60); uploads and downloads have no whole-request timeout.
+pub const TRANSFER_IDLE_TIMEOUT: &str = "GITHUB_ANALYSIS_TRANSFER_IDLE_TIMEOUT";
 /// Longest provider-requested wait (seconds) a request waits out before it is given up.
 pub const MAX_SERVER_WAIT: &str = "GITHUB_ANALYSIS_MAX_SERVER_WAIT";
 /// Most requests in one OpenAI batch (default 50,000).
@@ -52,8 +55,10 @@ pub const ANTHROPIC_BATCH_MAX_BYTES: &str = "GITHUB_ANALYSIS_ANTHROPIC_BATCH_MAX
 /// refusals when unset; the lower of the two applies.
 pub const ENQUEUED_TOKEN_BUDGET: &str = "GITHUB_ANALYSIS_ENQUEUED_TOKEN_BUDGET";
 /// Test hook: abort the process at a named step of a submission (`rows`, `input`, `upload`
-/// (answered, id not saved), `uploaded`, `create`), or after two items of a local job (`local`), to prove a crash there is repaired by
-/// `batch status` / `batch reconcile`.
+/// (answered, id not saved), `uploaded`, `create`), or after two items of a local job
+/// (`local`), or in `batch collect` after the second chunk's files are durable and before its
+/// rows commit (`collect`, with chunks of two lines), to prove a crash there is repaired by
+/// `batch status` / `batch reconcile` / collect.
 pub const BATCH_CRASH_AT: &str = "GITHUB_ANALYSIS_BATCH_CRASH_AT";
 
 /// Test hook: `STEP:PATH` — at the named step (`selected`: a `batch submit` has selected its

@@ -8,6 +8,11 @@ use crate::db::{IssueRef, ResultRow};
 use crate::processors::{Processor, Recommendation, Validated};
 use crate::store::{names, write_atomic, Store, RESULTS_DIR};
 
+/// How a file is written: [`write_atomic`] (durable on return) or
+/// [`crate::store::write_unsynced`] (a writer of many files then makes them durable together
+/// with `store::make_durable`).
+pub type Writer = fn(&std::path::Path, &[u8]) -> anyhow::Result<()>;
+
 /// Failure records live beside the results, one per (issue, processor), removed on success.
 pub const FAILURES_DIR: &str = "results/failures";
 
@@ -153,12 +158,24 @@ pub fn write_file(
     row: &ResultRow,
     issue: &IssueRef,
 ) -> anyhow::Result<()> {
+    write_file_with(store, doc, row, issue, write_atomic)
+}
+
+/// [`write_file`] with a chosen writer: batch collect writes a chunk's files with
+/// [`crate::store::write_unsynced`] and makes them durable together before their rows commit.
+pub fn write_file_with(
+    store: &Store,
+    doc: &Value,
+    row: &ResultRow,
+    issue: &IssueRef,
+    write: Writer,
+) -> anyhow::Result<()> {
     let path = store.abs(&row.file_path);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     refuse_foreign(store, &row.file_path, issue)?;
-    write_atomic(&path, &serde_json::to_vec_pretty(doc)?)?;
+    write(&path, &serde_json::to_vec_pretty(doc)?)?;
     if let Ok(rel) = failure_rel_path(&issue.org, &issue.repo, issue.number, &row.processor) {
         let _ = std::fs::remove_file(store.abs(&rel));
     }
@@ -172,6 +189,18 @@ pub fn write_failure(
     p: Provenance<'_>,
     reason: &str,
     requests: u32,
+) -> anyhow::Result<String> {
+    write_failure_with(store, issue, p, reason, requests, write_atomic)
+}
+
+/// [`write_failure`] with a chosen writer (see [`write_file_with`]).
+pub fn write_failure_with(
+    store: &Store,
+    issue: &IssueRef,
+    p: Provenance<'_>,
+    reason: &str,
+    requests: u32,
+    write: Writer,
 ) -> anyhow::Result<String> {
     let rel = failure_rel_path(&issue.org, &issue.repo, issue.number, p.processor.name())?;
     let doc = json!({
@@ -197,7 +226,7 @@ pub fn write_failure(
         std::fs::create_dir_all(dir)?;
     }
     refuse_foreign(store, &rel, issue)?;
-    write_atomic(&path, &serde_json::to_vec_pretty(&doc)?)?;
+    write(&path, &serde_json::to_vec_pretty(&doc)?)?;
     Ok(rel)
 }
 

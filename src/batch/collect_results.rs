@@ -2,7 +2,8 @@
 //! `batch/output/`, join every line to its item by `custom_id` (never by order), validate each
 //! answer exactly like real-time mode, and store valid ones in the same result files and rows
 //! (mode `batch`, the job id, batch-discounted cost). Only open items are touched, and files
-//! already downloaded are reused, so collecting twice changes nothing.
+//! already downloaded are reused, so collecting twice changes nothing. Durability is per chunk
+//! of lines, not per file: see `settle` below and docs/batch.md.
 
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -11,18 +12,19 @@ use serde_json::Value;
 
 use crate::ai::Usage;
 use crate::batch::backend::{BatchBackend, Outcome};
-use crate::batch::{now, BatchManager, Loaded};
+use crate::batch::{crash_point, now, BatchManager, Loaded};
 use crate::db::{
     Backend, BatchPart, IssueRef, ItemStatus, ItemUpdate, JobStatus, PartStatus, ResultRow,
 };
 use crate::error::user;
 use crate::processors::Recommendation;
 use crate::result_files::{self as results, Finished, Provenance};
+use crate::store::atomic::sync_dir;
+use crate::store::{make_durable, write_unsynced, RESULTS_DIR};
 
-/// Results and item updates are committed in groups of this many lines.
-const CHUNK: usize = 500;
-/// Threads writing the result files of a group.
-const WRITERS: usize = 8;
+/// Lines per chunk: its result files are made durable together (one flush), then its rows and
+/// item statuses commit. Bigger chunks mean fewer flushes; memory holds one chunk's lines.
+const CHUNK: usize = 2_000;
 
 /// What one `collect` did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -91,7 +93,7 @@ impl BatchManager<'_> {
         Ok(report)
     }
 
-    /// Reads a part's downloaded files and settles its items.
+    /// Reads a part's downloaded files and settles its items, a chunk of lines at a time.
     fn collect_part(
         &mut self,
         l: &mut Loaded,
@@ -114,7 +116,14 @@ impl BatchManager<'_> {
             mode: "batch",
             batch_job_id: Some(&job_id),
         };
-        let mut batch: Vec<(String, IssueRef, Outcome)> = Vec::with_capacity(CHUNK);
+        // Test hook: small chunks, and a stop after the second chunk's files are durable but
+        // before its rows commit, as a kill there would.
+        let crash = crate::env::crash_requested("collect");
+        let mut chunk = Chunk {
+            size: if crash { 2 } else { CHUNK },
+            crash,
+            ..Chunk::default()
+        };
         for rel in files {
             let path = self.store.abs(rel);
             let file = std::fs::File::open(&path)
@@ -126,28 +135,13 @@ impl BatchManager<'_> {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let Ok(v) = serde_json::from_slice::<Value>(&line) else {
-                    self.reporter
-                        .warn(&format!("{rel} line {}: not JSON; skipped", n + 1));
-                    continue;
-                };
-                let Some(cid) = v["custom_id"].as_str() else {
-                    self.reporter
-                        .warn(&format!("{rel} line {}: no custom_id; skipped", n + 1));
-                    continue;
-                };
-                // Join on custom_id; a settled or unknown item is left alone (idempotence).
-                let Some(issue) = open.remove(cid) else {
-                    report.skipped_lines += 1;
-                    continue;
-                };
-                batch.push((cid.to_string(), issue, api.outcome(&v)));
-                if batch.len() >= CHUNK {
-                    self.settle(l, provenance, &mut batch, report)?;
+                chunk.lines.push((rel.clone(), n + 1, line));
+                if chunk.lines.len() >= chunk.size {
+                    self.settle(l, api, provenance, &mut open, &mut chunk, report)?;
                 }
             }
         }
-        self.settle(l, provenance, &mut batch, report)?;
+        self.settle(l, api, provenance, &mut open, &mut chunk, report)?;
         // Items with no line: what the part's end says happened to them.
         let (status, reason) = match p.status {
             PartStatus::Expired => (
@@ -182,28 +176,58 @@ impl BatchManager<'_> {
         p.collected_at = Some(now());
         p.updated_at = Some(now());
         self.db.upsert_batch_part(p)?;
-        // From the stored rows, so a collect interrupted between two groups still adds up.
+        // From the stored rows, so a collect interrupted between two chunks still adds up.
         l.job.cost_actual = self.db.batch_job_result_cost(&job_id)?;
         self.db.update_batch_job(&l.job)?;
         Ok(())
     }
 
-    /// Settles a group of joined lines: answers are parsed, validated and written to their
-    /// result files in parallel (file writes are fsync-bound), then the rows and item statuses
-    /// are committed (rows first: a crash in between leaves the items open, and the next
-    /// collect stores the same results again).
+    /// Settles a chunk of lines (docs/batch.md, "Collect durability"):
+    ///
+    /// 1. every core parses its share of the lines; each is joined to its open item by
+    ///    `custom_id` (a settled or unknown item is left alone: idempotence);
+    /// 2. every core validates its share of the answers and writes their result files (and
+    ///    failure records) without syncing each one;
+    /// 3. the chunk's files are made durable together (one `syncfs` on Linux);
+    /// 4. the rows commit, then the item statuses.
+    ///
+    /// A crash before 4 leaves the chunk's items open: the next collect reads the same lines
+    /// from the downloaded output (the source of truth) and writes the same files and rows.
     fn settle(
         &mut self,
         l: &Loaded,
+        api: &dyn BatchBackend,
         provenance: Provenance<'_>,
-        batch: &mut Vec<(String, IssueRef, Outcome)>,
+        open: &mut HashMap<String, IssueRef>,
+        chunk: &mut Chunk,
         report: &mut CollectReport,
     ) -> anyhow::Result<()> {
-        if batch.is_empty() {
+        if chunk.lines.is_empty() {
             return Ok(());
         }
+        let lines = std::mem::take(&mut chunk.lines);
+        let parsed = on_every_core(&lines, |(rel, n, line)| {
+            let Ok(v) = serde_json::from_slice::<Value>(line) else {
+                return Err(format!("{rel} line {n}: not JSON; skipped"));
+            };
+            let Some(cid) = v["custom_id"].as_str() else {
+                return Err(format!("{rel} line {n}: no custom_id; skipped"));
+            };
+            Ok((cid.to_string(), api.outcome(&v)))
+        });
+        drop(lines);
+        let mut joined: Vec<(String, IssueRef, Outcome)> = Vec::with_capacity(parsed.len());
+        for p in parsed {
+            match p {
+                Err(warning) => self.reporter.warn(&warning),
+                Ok((cid, outcome)) => match open.remove(&cid) {
+                    Some(issue) => joined.push((cid, issue, outcome)),
+                    None => report.skipped_lines += 1,
+                },
+            }
+        }
         let store = self.store;
-        let work = |(cid, issue, outcome): &(String, IssueRef, Outcome)| {
+        let done = on_every_core(&joined, |(cid, issue, outcome)| {
             let settled = match outcome {
                 Outcome::Answer(body) => accept(store, l, issue, body, provenance)
                     .map_err(|reason| (ItemStatus::Failed, reason)),
@@ -211,26 +235,31 @@ impl BatchManager<'_> {
                 Outcome::Expired(r) => Err((ItemStatus::Expired, r.clone())),
                 Outcome::Cancelled(r) => Err((ItemStatus::Cancelled, r.clone())),
             };
-            if let Err((ItemStatus::Failed, reason)) = &settled {
-                let _ = results::write_failure(store, issue, provenance, reason, 1);
-            }
-            (cid.clone(), issue.id.clone(), settled)
-        };
-        let threads = WRITERS.min(batch.len()).max(1);
-        let size = batch.len().div_ceil(threads);
-        let done: Vec<_> = std::thread::scope(|scope| {
-            let handles: Vec<_> = batch
-                .chunks(size)
-                .map(|chunk| scope.spawn(move || chunk.iter().map(work).collect::<Vec<_>>()))
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
+            let written = match &settled {
+                Ok((row, ..)) => Some(row.file_path.clone()),
+                Err((ItemStatus::Failed, reason)) => {
+                    results::write_failure_with(store, issue, provenance, reason, 1, write_unsynced)
+                        .ok()
+                }
+                Err(_) => None,
+            };
+            (cid.clone(), issue.id.clone(), settled, written)
         });
+        drop(joined);
+        // One flush for the whole chunk's files, then the folders' entries (the renames).
+        let written: Vec<_> = done
+            .iter()
+            .filter_map(|d| d.3.as_deref().map(|rel| self.store.abs(rel)))
+            .collect();
+        make_durable(&self.store.abs(RESULTS_DIR), &written)?;
+        let failures = self.store.abs(results::FAILURES_DIR);
+        if !written.is_empty() && failures.is_dir() {
+            sync_dir(&failures)?;
+        }
+        drop(written);
         let mut rows: Vec<(ResultRow, Vec<Recommendation>)> = Vec::new();
         let mut updates: Vec<ItemUpdate> = Vec::new();
-        for (cid, issue_id, settled) in done {
+        for (cid, issue_id, settled, _) in done {
             match settled {
                 Ok((row, recs, cost)) => {
                     report.stored += 1;
@@ -253,12 +282,52 @@ impl BatchManager<'_> {
                 }
             }
         }
-        // A worker that panicked returns nothing: its items stay open for the next collect.
-        batch.clear();
+        chunk.settled += 1;
+        if chunk.crash && chunk.settled == 2 {
+            crash_point("collect");
+        }
+        // Rows first: a crash in between leaves the items open, and the next collect stores
+        // the same results again.
         self.db.save_results(&rows)?;
         self.db.update_batch_items(&l.job.job_id, &updates)?;
         Ok(())
     }
+}
+
+/// Lines read but not yet settled.
+#[derive(Default)]
+struct Chunk {
+    lines: Vec<(String, usize, Vec<u8>)>,
+    /// Lines per chunk.
+    size: usize,
+    /// Chunks settled so far (for the crash test hook).
+    settled: usize,
+    crash: bool,
+}
+
+/// `f` over `items` on every core (std scoped threads, contiguous shares), results in order.
+/// A worker that panics returns nothing for its share; for collect that leaves those items
+/// open for the next run.
+fn on_every_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, usize::from)
+        .min(items.len())
+        .max(1);
+    if threads == 1 {
+        return items.iter().map(&f).collect();
+    }
+    let size = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(size)
+            .map(|share| scope.spawn(move || share.iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
 }
 
 /// Parses and validates one answer like real-time mode, and writes its result file.
@@ -294,7 +363,7 @@ fn accept(
         prompt_note: None,
     };
     let (doc, row) = results::build(&f, provenance).map_err(|e| format!("{e:#}"))?;
-    results::write_file(store, &doc, &row, issue)
+    results::write_file_with(store, &doc, &row, issue, write_unsynced)
         .map_err(|e| format!("cannot store the result: {e:#}"))?;
     Ok((row, f.validated.recommendations, cost.unwrap_or(0.0)))
 }
