@@ -162,6 +162,10 @@ struct Outcome {
     stored: usize,
     /// Tokens the fake drew from its tokens-per-minute window.
     tokens: u64,
+    /// Seconds from the first to the last request the fake received.
+    span: f64,
+    /// Tokens of the last request the fake received.
+    last_tokens: u64,
 }
 
 /// One run in a fresh data directory: `n` issues, `concurrency` in flight, a fresh fake (with
@@ -234,6 +238,32 @@ fn measure(
     let log = fake.requests();
     let rejected = log.iter().filter(|r| r.status == 429).count();
     let tokens = log.iter().map(|r| r.tokens).sum();
+    let last_tokens = log.iter().max_by_key(|r| r.at).map_or(0, |r| r.tokens);
+    // How the client's estimate of a request's tokens compares with what the fake counted.
+    let counted: Vec<_> = log.iter().filter(|r| r.tokens > 0).collect();
+    if !counted.is_empty() {
+        let est: u64 = counted
+            .iter()
+            .map(|r| {
+                r.raw.len().div_ceil(4) as u64
+                    + r.body["max_completion_tokens"].as_u64().unwrap_or(0)
+            })
+            .sum();
+        let fake: u64 = counted.iter().map(|r| r.tokens).sum();
+        eprintln!(
+            "client estimate / fake count of request tokens: {:.3}",
+            est as f64 / fake as f64
+        );
+    }
+    // The span over which the fake received requests (the pacing's window; excludes the
+    // run's start-up and its last answer).
+    let span = match (
+        log.iter().map(|r| r.at).min(),
+        log.iter().map(|r| r.at).max(),
+    ) {
+        (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    };
     Ok(Outcome {
         processed: report.processed,
         failed: report.failed.len(),
@@ -242,6 +272,8 @@ fn measure(
         secs: report.elapsed.as_secs_f64(),
         stored,
         tokens,
+        span,
+        last_tokens,
     })
 }
 
@@ -308,13 +340,18 @@ fn main() -> anyhow::Result<()> {
     if a.tpm_issues > 0 {
         let o = measure(&rt, a.tpm_issues, a.concurrency, &a, Some(a.tpm))?;
         let burst = a.tpm as f64 / 60.0 * a.tpm_burst_secs as f64;
-        // Held: what the fake counted beyond its initial bucket, per minute of the run.
-        let held = (o.tokens as f64 - burst).max(0.0) / (o.secs / 60.0);
+        // Held: what the fake counted beyond its initial bucket (free to any client), per minute
+        // of the span over which it received requests. The last request's tokens are left out:
+        // they were granted at the span's end.
+        let last = o.last_tokens as f64;
+        let held = (o.tokens as f64 - burst - last).max(0.0) / (o.span / 60.0);
+        let over_run = (o.tokens as f64 - burst).max(0.0) / (o.secs / 60.0);
         println!(
             "tokens-per-minute bound: {} long issues, TPM limit {} (bucket {:.0} tokens), concurrency {}: \
-             {} tokens in {:.1}s, {} requests, {} x 429, held {:.0} tokens/min = {:.2} of the limit",
-            a.tpm_issues, a.tpm, burst, a.concurrency, o.tokens, o.secs, o.requests, o.rejected,
-            held, held / a.tpm as f64
+             {} tokens, requests over {:.1}s (run {:.1}s), {} requests, {} x 429; held {:.0} tokens/min = {:.2} \
+             of the limit ({:.2} over the whole run, start-up and last answer included)",
+            a.tpm_issues, a.tpm, burst, a.concurrency, o.tokens, o.span, o.secs, o.requests, o.rejected,
+            held, held / a.tpm as f64, over_run / a.tpm as f64
         );
         check(a.tpm_issues, &o);
         println!(

@@ -2,7 +2,7 @@
 //! (`crate::http`), with the provider error decoder (`errors.rs`) and rate pacing
 //! (`rate_gate.rs`).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,6 +146,9 @@ impl HttpClient {
         let rate_limited = AtomicU32::new(0);
         let rate_limited = &rate_limited;
         let est_tokens = req.est_tokens;
+        // The rate gate's ticket of the attempt in flight (attempts run one after another).
+        let ticket = AtomicU64::new(0);
+        let ticket = &ticket;
         crate::http::send(
             policy.backoff(),
             |_| {
@@ -155,7 +158,7 @@ impl HttpClient {
                     .headers(headers.clone())
                     .body(req.body.clone());
                 async move {
-                    gate.wait_turn(est_tokens).await;
+                    ticket.store(gate.wait_turn(est_tokens).await, Ordering::SeqCst);
                     Ok(builder)
                 }
             },
@@ -164,7 +167,7 @@ impl HttpClient {
                     Ok(resp) => {
                         let status = resp.status().as_u16();
                         let resp_headers = resp.headers().clone();
-                        gate.observe(&resp_headers);
+                        gate.observe(&resp_headers, ticket.load(Ordering::SeqCst));
                         match resp.bytes().await {
                             Ok(body) if (200..300).contains(&status) => {
                                 return Verdict::Done(HttpSuccess {
@@ -176,7 +179,10 @@ impl HttpClient {
                             Err(e) => transport_error(&e, secret),
                         }
                     }
-                    Err(e) => transport_error(&e, secret),
+                    Err(e) => {
+                        gate.abandoned(ticket.load(Ordering::SeqCst));
+                        transport_error(&e, secret)
+                    }
                 };
                 let limited = error.kind == ErrorKind::RateLimited;
                 let limited_so_far = if limited {

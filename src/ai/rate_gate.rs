@@ -12,6 +12,7 @@
 //! its GCRA takes a fixed quota and keeps its state opaque, while here the limit is learned
 //! during the run and the state is re-synchronised with the provider's count on every answer.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,9 @@ struct GateState {
     next_slot: Option<Instant>,
     paused_until: Option<Instant>,
     tokens: Option<TokenPlan>,
+    /// Requests booked and not answered yet (ticket → estimated tokens), in booking order.
+    in_flight: BTreeMap<u64, u64>,
+    next_ticket: u64,
 }
 
 /// The provider's tokens bucket as GCRA state: `tat` is the time at which the bucket would be
@@ -73,19 +77,27 @@ fn secs(s: f64) -> Duration {
 }
 
 impl RateGate {
-    /// Waits for the turn of a request of `est_tokens` estimated tokens.
-    pub async fn wait_turn(&self, est_tokens: u64) {
-        let wait = self.reserve(Instant::now(), est_tokens);
+    /// Waits for the turn of a request of `est_tokens` estimated tokens; the ticket names it in
+    /// [`Self::observe`] / [`Self::abandoned`].
+    pub async fn wait_turn(&self, est_tokens: u64) -> u64 {
+        let (wait, ticket) = self.book(Instant::now(), est_tokens);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+        ticket
     }
 
-    /// Takes the next start slot for a request of `est_tokens` and returns how long to wait for
-    /// it from `now`.
+    /// Like [`Self::book`], without the ticket.
+    #[cfg(test)]
     fn reserve(&self, now: Instant, est_tokens: u64) -> Duration {
+        self.book(now, est_tokens).0
+    }
+
+    /// Takes the next start slot for a request of `est_tokens`: how long to wait for it from
+    /// `now`, and the request's ticket.
+    fn book(&self, now: Instant, est_tokens: u64) -> (Duration, u64) {
         let Ok(mut s) = self.state.lock() else {
-            return Duration::ZERO;
+            return (Duration::ZERO, 0);
         };
         let mut slot = now;
         if let Some(p) = s.paused_until {
@@ -100,11 +112,21 @@ impl RateGate {
         if let Some(i) = s.interval {
             s.next_slot = Some(slot + i);
         }
-        slot.saturating_duration_since(now)
+        s.next_ticket += 1;
+        let ticket = s.next_ticket;
+        s.in_flight.insert(ticket, est_tokens);
+        (slot.saturating_duration_since(now), ticket)
     }
 
-    /// Learns the pace from a response's rate-limit headers.
-    pub fn observe(&self, headers: &HeaderMap) {
+    /// The request with this ticket ended without an answer (a transport failure).
+    pub fn abandoned(&self, ticket: u64) {
+        if let Ok(mut s) = self.state.lock() {
+            s.in_flight.remove(&ticket);
+        }
+    }
+
+    /// Learns the pace from the rate-limit headers of the answer to the request with `ticket`.
+    pub fn observe(&self, headers: &HeaderMap, ticket: u64) {
         let header = |name: &str| {
             headers
                 .get(name)
@@ -154,6 +176,10 @@ impl RateGate {
         };
         let now = Instant::now();
         let Ok(mut s) = self.state.lock() else { return };
+        s.in_flight.remove(&ticket);
+        // The provider counted this request and those sent before it; the ones booked after it
+        // are not in its count yet.
+        let others: u64 = s.in_flight.range(ticket..).map(|(_, t)| t).sum();
         if let Some(rpm) = rpm {
             s.interval = Some(Duration::from_secs_f64(60.0 / rpm));
         }
@@ -173,7 +199,7 @@ impl RateGate {
             plan.per_token = per_token;
             plan.tolerance = capacity * per_token;
             if let Some(r) = remaining {
-                plan.sync(now, r as u64);
+                plan.sync(now, (r as u64).saturating_sub(others));
             }
         }
         if let Some(d) = requests_pause {
@@ -201,6 +227,12 @@ mod tests {
     use super::*;
     use crate::ai::errors::test_headers as headers;
 
+    impl RateGate {
+        fn observe_test(&self, h: &HeaderMap) {
+            self.observe(h, 0);
+        }
+    }
+
     fn close(a: Duration, b: Duration) -> bool {
         a.abs_diff(b) < Duration::from_millis(50)
     }
@@ -209,7 +241,7 @@ mod tests {
     fn the_tokens_plan_spaces_requests_by_their_tokens() {
         let gate = RateGate::default();
         // 60,000 tokens a minute = 1,000 a second; the bucket (6,000) is full.
-        gate.observe(&headers(&[
+        gate.observe_test(&headers(&[
             ("x-ratelimit-limit-tokens", "60000"),
             ("x-ratelimit-remaining-tokens", "6000"),
             ("x-ratelimit-reset-tokens", "0s"),
@@ -230,7 +262,7 @@ mod tests {
         let gate = RateGate::default();
         // 1,000 tokens left of a 10,000 bucket refilling in 9 s: a 3,000-token request waits
         // for 2,000 more tokens (2 s at 1,000 a second).
-        gate.observe(&headers(&[
+        gate.observe_test(&headers(&[
             ("x-ratelimit-limit-tokens", "60000"),
             ("x-ratelimit-remaining-tokens", "1000"),
             ("x-ratelimit-reset-tokens", "9s"),
@@ -240,7 +272,7 @@ mod tests {
         // Anthropic's input-tokens window with an RFC 3339 reset.
         let gate = RateGate::default();
         let reset = (chrono::Utc::now() + chrono::Duration::seconds(10)).to_rfc3339();
-        gate.observe(&headers(&[
+        gate.observe_test(&headers(&[
             ("anthropic-ratelimit-input-tokens-limit", "60000"),
             ("anthropic-ratelimit-input-tokens-remaining", "0"),
             ("anthropic-ratelimit-input-tokens-reset", &reset),
@@ -253,17 +285,41 @@ mod tests {
     }
 
     #[test]
+    fn requests_booked_after_the_answered_one_are_taken_off_the_providers_count() {
+        let gate = RateGate::default();
+        let now = Instant::now();
+        // Three requests of 2,000 tokens start before anything is known.
+        let tickets: Vec<u64> = (0..3).map(|_| gate.book(now, 2_000).1).collect();
+        // The answer to the second says 6,000 of a 10,000 bucket are left: it counted the first
+        // two; the third, booked after it, still takes 2,000 of what is left.
+        gate.observe(
+            &headers(&[
+                ("x-ratelimit-limit-tokens", "60000"),
+                ("x-ratelimit-remaining-tokens", "6000"),
+                ("x-ratelimit-reset-tokens", "4s"),
+            ]),
+            tickets[1],
+        );
+        let wait = gate.reserve(Instant::now(), 6_000);
+        assert!(close(wait, Duration::from_secs(2)), "{wait:?}");
+        for t in tickets {
+            gate.abandoned(t);
+        }
+        assert_eq!(gate.state.lock().unwrap().in_flight.len(), 1);
+    }
+
+    #[test]
     fn gate_spaces_requests_by_the_learned_limit_and_pauses() {
         let gate = RateGate::default();
         let now = Instant::now();
         assert_eq!(gate.reserve(now, 0), Duration::ZERO);
         // 600 rpm = one start every 100 ms, across all callers.
-        gate.observe(&headers(&[("x-ratelimit-limit-requests", "600")]));
+        gate.observe_test(&headers(&[("x-ratelimit-limit-requests", "600")]));
         assert_eq!(gate.reserve(now, 0), Duration::ZERO);
         assert_eq!(gate.reserve(now, 0), Duration::from_millis(100));
         assert_eq!(gate.reserve(now, 0), Duration::from_millis(200));
         let gate = RateGate::default();
-        gate.observe(&headers(&[("anthropic-ratelimit-requests-limit", "60000")]));
+        gate.observe_test(&headers(&[("anthropic-ratelimit-requests-limit", "60000")]));
         gate.pause_for(Duration::from_secs(5));
         let wait = gate.reserve(Instant::now(), 0);
         assert!(
@@ -272,7 +328,7 @@ mod tests {
         );
         // An exhausted requests window pauses until its reset.
         let gate = RateGate::default();
-        gate.observe(&headers(&[
+        gate.observe_test(&headers(&[
             ("x-ratelimit-remaining-requests", "0"),
             ("x-ratelimit-reset-requests", "3s"),
         ]));

@@ -94,6 +94,8 @@ pub struct Recorded {
     pub status: u16,
     /// Tokens drawn from the tokens-per-minute window (0 when refused or without a TPM limit).
     pub tokens: u64,
+    /// When the request arrived.
+    pub at: Instant,
 }
 
 struct Bucket {
@@ -376,6 +378,7 @@ async fn handle(
             raw: body.to_vec(),
             status: 0,
             tokens: 0,
+            at: Instant::now(),
         });
         g.log.len() - 1
     };
