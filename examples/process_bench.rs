@@ -1,9 +1,18 @@
-//! Throughput benchmark of real-time processing against a fake OpenAI server with 200 ms latency
-//! and a 600 requests/minute limit: achieved requests/second as a fraction of the limit, with
-//! the default concurrency and sequentially (concurrency 1), and a check that no item is lost.
+//! Real-time processing against a fake OpenAI server, two figures:
+//!
+//! * **Requests-per-minute bound** (short issues, 200 ms latency, 600 requests/minute): the
+//!   achieved requests/second as a fraction of the limit, with the default concurrency (and,
+//!   without `--quick`, sequentially), and a check that no item is lost.
+//! * **Tokens-per-minute bound** (long issues, a TPM limit that binds long before the RPM one):
+//!   tokens/minute held as a fraction of the TPM limit — the tokens the fake counted minus its
+//!   initial bucket (which any client gets for free), over the run's wall time — and the 429s
+//!   (target ≥ 0.9 of the limit, no 429).
+//!
+//! Each figure is printed as a `BENCH {json}` line (examples/bench.rs collects them).
 //!
 //! ```text
-//! cargo run --example process_bench                       # 1,000 issues, both runs
+//! cargo run --release --example process_bench              # documented sizes
+//! cargo run --release --example process_bench -- --quick   # smoke sizes
 //! cargo run --example process_bench -- --issues 300 --sequential-issues 100 --concurrency 8
 //! ```
 
@@ -40,6 +49,11 @@ struct Args {
     concurrency: usize,
     rpm: u64,
     latency_ms: u64,
+    /// Long issues of the tokens-per-minute run (0: skip it).
+    tpm_issues: usize,
+    tpm: u64,
+    /// Seconds of tokens the fake's bucket holds.
+    tpm_burst_secs: u64,
 }
 
 fn args() -> Args {
@@ -49,11 +63,20 @@ fn args() -> Args {
         concurrency: 8,
         rpm: 600,
         latency_ms: 200,
+        tpm_issues: 200,
+        tpm: 1_200_000,
+        tpm_burst_secs: 6,
     };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = argv.iter().position(|x| x == "--quick") {
+        argv.remove(i);
+        a.issues = 200;
+        a.sequential_issues = 0;
+        a.tpm_issues = 60;
+    }
     for pair in argv.chunks(2) {
         let value = pair.get(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or_else(|| {
-            eprintln!("usage: process_bench [--issues N] [--sequential-issues N] [--concurrency N] [--rpm N] [--latency-ms N]");
+            eprintln!("usage: process_bench [--quick] [--issues N] [--sequential-issues N] [--concurrency N] [--rpm N] [--latency-ms N] [--tpm-issues N] [--tpm N] [--tpm-burst-secs N]");
             std::process::exit(2);
         });
         match pair[0].as_str() {
@@ -62,6 +85,9 @@ fn args() -> Args {
             "--concurrency" => a.concurrency = value as usize,
             "--rpm" => a.rpm = value,
             "--latency-ms" => a.latency_ms = value,
+            "--tpm-issues" => a.tpm_issues = value as usize,
+            "--tpm" => a.tpm = value,
+            "--tpm-burst-secs" => a.tpm_burst_secs = value,
             other => {
                 eprintln!("unknown argument {other}");
                 std::process::exit(2);
@@ -71,7 +97,8 @@ fn args() -> Args {
     a
 }
 
-fn issue(n: u64) -> StoredIssue {
+/// A short issue, or (`long`) one whose body is ~16,000 characters of log and description.
+fn issue(n: u64, long: bool) -> StoredIssue {
     let products = ["kots", "troubleshoot", "kurl", "embedded-cluster", "sdk"];
     let p = products[n as usize % products.len()];
     StoredIssue {
@@ -80,9 +107,17 @@ fn issue(n: u64) -> StoredIssue {
         issue: Issue {
             number: n,
             title: format!("Issue {n}: {p} fails after upgrade"),
-            body: Some(format!(
-                "Running {p} in our cluster fails with error code {n}. Logs attached."
-            )),
+            body: Some(if long {
+                let line = format!(
+                    "{n}: {p} controller reconcile failed: context deadline exceeded, retrying\n"
+                );
+                format!(
+                    "Running {p} in our cluster fails with error code {n}. Log:\n{}",
+                    line.repeat(16_000 / line.len())
+                )
+            } else {
+                format!("Running {p} in our cluster fails with error code {n}. Logs attached.")
+            }),
             state: "open".into(),
             labels: vec![Label {
                 name: "bug".into(),
@@ -125,20 +160,28 @@ struct Outcome {
     secs: f64,
     /// Issues with a stored result afterwards.
     stored: usize,
+    /// Tokens the fake drew from its tokens-per-minute window.
+    tokens: u64,
+    /// Seconds from the first to the last request the fake received.
+    span: f64,
+    /// Tokens of the last request the fake received.
+    last_tokens: u64,
 }
 
-/// One run in a fresh data directory: `n` issues, `concurrency` in flight, a fresh fake.
+/// One run in a fresh data directory: `n` issues, `concurrency` in flight, a fresh fake (with
+/// `tpm`: a tokens-per-minute limit and long issues).
 fn measure(
     rt: &tokio::runtime::Runtime,
     n: usize,
     concurrency: usize,
     a: &Args,
+    tpm: Option<u64>,
 ) -> anyhow::Result<Outcome> {
     let dir = tempfile::tempdir()?;
     let store = Store::new(dir.path().join("data"));
     store.ensure_dirs()?;
     for i in 1..=n as u64 {
-        store.write_issue(&issue(i))?;
+        store.write_issue(&issue(i, tpm.is_some()))?;
     }
     let path = dir.path().join("data/issues.duckdb");
     let mut db = Db::open(&path, Duration::from_secs(10))?;
@@ -157,6 +200,9 @@ fn measure(
     let mut db = Db::open(&path, Duration::from_secs(10))?;
 
     let fake = openai::FakeOpenAi::with_rate_limit(a.rpm, Duration::from_millis(a.latency_ms), 2);
+    if let Some(tpm) = tpm {
+        fake.set_token_limit(tpm, Duration::from_secs(a.tpm_burst_secs));
+    }
     let model = ModelSpec::parse("openai:gpt-4o-mini")?;
     let endpoint = Endpoint {
         base_url: fake.url.clone(),
@@ -168,6 +214,7 @@ fn measure(
         provider: Provider::new(&model, Some(endpoint), GenSettings::default())?,
         http: Some(HttpClient::new(RetryPolicy::default())?),
         prices: PriceTable::builtin(),
+        notices: Default::default(),
     });
     let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let bar = indicatif::ProgressBar::hidden();
@@ -188,7 +235,35 @@ fn measure(
     }
     drop(db);
     let stored = select()?.iter().filter(|i| i.has_result).count();
-    let rejected = fake.requests().iter().filter(|r| r.status == 429).count();
+    let log = fake.requests();
+    let rejected = log.iter().filter(|r| r.status == 429).count();
+    let tokens = log.iter().map(|r| r.tokens).sum();
+    let last_tokens = log.iter().max_by_key(|r| r.at).map_or(0, |r| r.tokens);
+    // How the client's estimate of a request's tokens compares with what the fake counted.
+    let counted: Vec<_> = log.iter().filter(|r| r.tokens > 0).collect();
+    if !counted.is_empty() {
+        let est: u64 = counted
+            .iter()
+            .map(|r| {
+                r.raw.len().div_ceil(4) as u64
+                    + r.body["max_completion_tokens"].as_u64().unwrap_or(0)
+            })
+            .sum();
+        let fake: u64 = counted.iter().map(|r| r.tokens).sum();
+        eprintln!(
+            "client estimate / fake count of request tokens: {:.3}",
+            est as f64 / fake as f64
+        );
+    }
+    // The span over which the fake received requests (the pacing's window; excludes the
+    // run's start-up and its last answer).
+    let span = match (
+        log.iter().map(|r| r.at).min(),
+        log.iter().map(|r| r.at).max(),
+    ) {
+        (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    };
     Ok(Outcome {
         processed: report.processed,
         failed: report.failed.len(),
@@ -196,6 +271,9 @@ fn measure(
         rejected,
         secs: report.elapsed.as_secs_f64(),
         stored,
+        tokens,
+        span,
+        last_tokens,
     })
 }
 
@@ -222,11 +300,20 @@ fn main() -> anyhow::Result<()> {
         "of limit"
     );
     let mut lost = false;
+    let mut check = |n: usize, o: &Outcome| {
+        if o.processed != n || o.failed != 0 || o.stored != n {
+            lost = true;
+            eprintln!(
+                "LOST ITEMS: {n} issues, {} processed, {} failed, {} stored",
+                o.processed, o.failed, o.stored
+            );
+        }
+    };
     for (n, c) in [(a.issues, a.concurrency), (a.sequential_issues, 1)] {
         if n == 0 {
             continue;
         }
-        let o = measure(&rt, n, c, &a)?;
+        let o = measure(&rt, n, c, &a, None)?;
         // Achieved rate: answered requests (one per issue) per second of the whole run.
         let rate = o.processed as f64 / o.secs;
         println!(
@@ -241,13 +328,43 @@ fn main() -> anyhow::Result<()> {
             rate,
             rate / limit
         );
-        if o.processed != n || o.failed != 0 || o.stored != n {
-            lost = true;
-            eprintln!(
-                "LOST ITEMS: {n} issues, {} processed, {} failed, {} stored",
-                o.processed, o.failed, o.stored
-            );
-        }
+        check(n, &o);
+        println!(
+            "BENCH {}",
+            serde_json::json!({"name": format!("realtime_rpm_bound_c{c}"), "tool": rate,
+                "reference": limit, "reference_name": "the fake's RPM limit",
+                "ratio": rate / limit, "target": if c == 1 { "(sequential: latency-bound)" } else { ">= 0.9 of the RPM limit, none lost" },
+                "unit": "req/s"})
+        );
+    }
+    if a.tpm_issues > 0 {
+        let o = measure(&rt, a.tpm_issues, a.concurrency, &a, Some(a.tpm))?;
+        let burst = a.tpm as f64 / 60.0 * a.tpm_burst_secs as f64;
+        // Held: what the fake counted beyond its initial bucket (free to any client), per minute
+        // of the span over which it received requests. The last request's tokens are left out:
+        // they were granted at the span's end.
+        let last = o.last_tokens as f64;
+        let held = (o.tokens as f64 - burst - last).max(0.0) / (o.span / 60.0);
+        let over_run = (o.tokens as f64 - burst).max(0.0) / (o.secs / 60.0);
+        println!(
+            "tokens-per-minute bound: {} long issues, TPM limit {} (bucket {:.0} tokens), concurrency {}: \
+             {} tokens, requests over {:.1}s (run {:.1}s), {} requests, {} x 429; held {:.0} tokens/min = {:.2} \
+             of the limit ({:.2} over the whole run, start-up and last answer included)",
+            a.tpm_issues, a.tpm, burst, a.concurrency, o.tokens, o.span, o.secs, o.requests, o.rejected,
+            held, held / a.tpm as f64, over_run / a.tpm as f64
+        );
+        check(a.tpm_issues, &o);
+        println!(
+            "BENCH {}",
+            serde_json::json!({"name": "realtime_tpm_held", "tool": held, "reference": a.tpm,
+                "reference_name": "the fake's TPM limit", "ratio": held / a.tpm as f64,
+                "target": ">= 0.9 of the TPM limit", "unit": "tokens/min"})
+        );
+        println!(
+            "BENCH {}",
+            serde_json::json!({"name": "realtime_tpm_429s", "tool": o.rejected, "reference": 0,
+                "reference_name": "no 429", "ratio": o.rejected, "target": "0", "unit": "429s"})
+        );
     }
     if lost {
         anyhow::bail!("some items were lost");

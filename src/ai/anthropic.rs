@@ -3,7 +3,10 @@
 
 use serde_json::{json, Value};
 
-use crate::ai::http::{Auth, HttpRequest};
+use std::sync::Arc;
+
+use crate::ai::adapt::Adjustments;
+use crate::ai::http::{estimate_tokens, Auth, HttpRequest};
 use crate::ai::openai::{repair_text, strip_fences, truncate};
 use crate::ai::{Answer, AnswerError, Endpoint, GenSettings, Prompt, Repair, Usage};
 
@@ -18,6 +21,8 @@ pub struct Anthropic {
     pub model: String,
     pub endpoint: Endpoint,
     pub settings: GenSettings,
+    /// What the adaptive fallback learned during this run (shared by every worker).
+    pub adjust: Arc<Adjustments>,
 }
 
 impl Anthropic {
@@ -26,6 +31,7 @@ impl Anthropic {
             model: model.to_string(),
             endpoint,
             settings,
+            adjust: Arc::default(),
         }
     }
 
@@ -55,10 +61,14 @@ impl Anthropic {
             };
             messages.push(json!({"role": "user", "content": content}));
         }
-        json!({
+        let thinking = self.settings.thinking_budget;
+        let mut body = json!({
             "model": self.model,
-            "max_tokens": self.settings.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
-            "temperature": self.settings.temperature.unwrap_or(0.0),
+            // Thinking spends its budget from max_tokens: the answer's own budget comes on top.
+            "max_tokens": self
+                .settings
+                .max_tokens
+                .unwrap_or(DEFAULT_MAX_TOKENS + thinking.unwrap_or(0)),
             "system": [{
                 "type": "text",
                 "text": prompt.system,
@@ -70,16 +80,36 @@ impl Anthropic {
                 "description": prompt.schema_description,
                 "input_schema": prompt.schema,
             }],
-            "tool_choice": {"type": "tool", "name": prompt.schema_name},
-        })
+            // Forcing the tool is refused while thinking: offered instead, and an answer
+            // without the call gets the repair request like any invalid answer.
+            "tool_choice": match thinking {
+                None => json!({"type": "tool", "name": prompt.schema_name}),
+                Some(_) => json!({"type": "auto"}),
+            },
+        });
+        match thinking {
+            // While thinking only the default temperature is accepted: none is sent.
+            Some(budget) => {
+                body["thinking"] = json!({"type": "enabled", "budget_tokens": budget});
+            }
+            None => body["temperature"] = json!(self.settings.temperature.unwrap_or(0.0)),
+        }
+        if let Some(p) = self.settings.top_p {
+            body["top_p"] = json!(p);
+        }
+        self.adjust.apply(&mut body);
+        body
     }
 
     pub fn http_request(&self, body: &Value) -> HttpRequest {
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
         HttpRequest {
             url: format!("{}{MESSAGES_PATH}", self.endpoint.base_url),
             auth: Auth::ApiKey(self.endpoint.key.clone()),
             headers: vec![("anthropic-version", API_VERSION.to_string())],
-            body: serde_json::to_vec(body).unwrap_or_default(),
+            // The input-tokens window counts the prompt only.
+            est_tokens: estimate_tokens(&bytes, 0),
+            body: bytes,
         }
     }
 }

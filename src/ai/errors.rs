@@ -15,7 +15,7 @@ pub enum ErrorKind {
     BadRequest,
     /// 401: the key is missing or wrong — every other request will fail the same way.
     Auth,
-    /// 402/403: billing or permission problem, also run-wide.
+    /// 403: permission problem, also run-wide.
     Permission,
     /// 404: unknown model or path, run-wide.
     NotFound,
@@ -23,7 +23,8 @@ pub enum ErrorKind {
     TooLarge,
     /// 429 with a rate limit: wait and retry.
     RateLimited,
-    /// 429 `insufficient_quota`: retrying cannot help.
+    /// Out of credit or quota (429 `insufficient_quota`, 402, Anthropic's `billing_error` and
+    /// 400 "credit balance is too low"): retrying cannot help, run-wide.
     QuotaExceeded,
     /// 503 / 529: the service is overloaded.
     Overloaded,
@@ -165,11 +166,11 @@ pub fn decode_error(status: u16, headers: &HeaderMap, body: &[u8], secret: &Secr
         .or_else(|| header("request-id").map(str::to_string));
     let is = |s: &str| error_type.as_deref() == Some(s) || code.as_deref() == Some(s);
     let kind = match status {
+        _ if out_of_credit(status, &is, &message) => ErrorKind::QuotaExceeded,
         401 => ErrorKind::Auth,
-        402 | 403 => ErrorKind::Permission,
+        403 => ErrorKind::Permission,
         404 => ErrorKind::NotFound,
         413 => ErrorKind::TooLarge,
-        429 if is("insufficient_quota") || is("billing_error") => ErrorKind::QuotaExceeded,
         429 => ErrorKind::RateLimited,
         408 | 504 => ErrorKind::Timeout,
         503 | 529 => ErrorKind::Overloaded,
@@ -193,6 +194,20 @@ pub fn decode_error(status: u16, headers: &HeaderMap, body: &[u8], secret: &Secr
         retry_after,
         should_retry,
     }
+}
+
+/// The account has no money left to spend: OpenAI's 429 `insufficient_quota`, Anthropic's
+/// `billing_error` and its 400 "credit balance is too low" (the status the real service uses
+/// for spent prepaid credit), and any 402 (compatible servers). Every later request would get
+/// the same answer, so the run stops (docs/process.md, "Run-wide errors").
+fn out_of_credit(status: u16, is: &dyn Fn(&str) -> bool, message: &str) -> bool {
+    status == 402
+        || is("insufficient_quota")
+        || is("billing_error")
+        || (status == 400
+            && message
+                .to_ascii_lowercase()
+                .contains("credit balance is too low"))
 }
 
 /// The longest delay a server's headers can ask for: longer asks are clamped to it, so a broken or
@@ -448,6 +463,25 @@ mod tests {
         assert_eq!(e.request_id.as_deref(), Some("req_1"));
         assert!(!e.to_string().contains("mnop"), "{e}");
         assert!(e.is_run_wide() && !e.retryable());
+    }
+
+    #[test]
+    fn spent_credit_is_a_run_wide_quota_error_whatever_the_status() {
+        let key = Secret::new("k");
+        let credit = br#"{"type":"error","error":{"type":"invalid_request_error","message":"Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."},"request_id":"req_1"}"#;
+        let billing = br#"{"type":"error","error":{"type":"billing_error","message":"billing"}}"#;
+        let other_400 = br#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: Field required"}}"#;
+        for (status, body, quota) in [
+            (400, &credit[..], true),
+            (402, &billing[..], true),
+            (402, &b"Payment Required"[..], true),
+            (400, &other_400[..], false),
+        ] {
+            let e = decode_error(status, &HeaderMap::new(), body, &key);
+            assert_eq!(e.kind == ErrorKind::QuotaExceeded, quota, "{status}: {e}");
+            assert_eq!(e.is_run_wide(), quota, "{status}: {e}");
+            assert!(!e.retryable(), "{status}: {e}");
+        }
     }
 
     #[test]

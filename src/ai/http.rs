@@ -2,7 +2,7 @@
 //! (`crate::http`), with the provider error decoder (`errors.rs`) and rate pacing
 //! (`rate_gate.rs`).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,15 @@ pub struct HttpRequest {
     /// Non-secret headers (e.g. `anthropic-version`).
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// What the request draws from a tokens-per-minute window (for pacing): see
+    /// [`estimate_tokens`].
+    pub est_tokens: u64,
+}
+
+/// The tokens a request draws from the provider's tokens-per-minute window: its prompt (≈ 4
+/// bytes a token) plus, when the provider counts it (OpenAI), the completion budget it asks for.
+pub fn estimate_tokens(body: &[u8], completion_budget: u64) -> u64 {
+    (body.len() as u64).div_ceil(4) + completion_budget
 }
 
 impl HttpRequest {
@@ -136,8 +145,10 @@ impl HttpClient {
         let gate = &*self.gate;
         let rate_limited = AtomicU32::new(0);
         let rate_limited = &rate_limited;
-        // What this request draws from a tokens-per-minute window (≈ 4 bytes per token).
-        let est_tokens = (req.body.len() / 4) as u64;
+        let est_tokens = req.est_tokens;
+        // The rate gate's ticket of the attempt in flight (attempts run one after another).
+        let ticket = AtomicU64::new(0);
+        let ticket = &ticket;
         crate::http::send(
             policy.backoff(),
             |_| {
@@ -147,7 +158,7 @@ impl HttpClient {
                     .headers(headers.clone())
                     .body(req.body.clone());
                 async move {
-                    gate.wait_turn().await;
+                    ticket.store(gate.wait_turn(est_tokens).await, Ordering::SeqCst);
                     Ok(builder)
                 }
             },
@@ -156,7 +167,7 @@ impl HttpClient {
                     Ok(resp) => {
                         let status = resp.status().as_u16();
                         let resp_headers = resp.headers().clone();
-                        gate.observe_with_tokens(&resp_headers, est_tokens);
+                        gate.observe(&resp_headers, ticket.load(Ordering::SeqCst));
                         match resp.bytes().await {
                             Ok(body) if (200..300).contains(&status) => {
                                 return Verdict::Done(HttpSuccess {
@@ -168,7 +179,10 @@ impl HttpClient {
                             Err(e) => transport_error(&e, secret),
                         }
                     }
-                    Err(e) => transport_error(&e, secret),
+                    Err(e) => {
+                        gate.abandoned(ticket.load(Ordering::SeqCst));
+                        transport_error(&e, secret)
+                    }
                 };
                 let limited = error.kind == ErrorKind::RateLimited;
                 let limited_so_far = if limited {

@@ -4,13 +4,16 @@
 //! one thin send with retries (`http.rs`), so the batch mode can build byte-identical JSONL lines
 //! and reuse the same parsers on batch output without sending anything.
 
+pub mod adapt;
 pub mod anthropic;
 pub mod errors;
 pub mod http;
+pub mod models;
 pub mod openai;
 pub mod pricing;
 pub mod rate_gate;
 pub mod secret;
+mod settings;
 pub mod tokens;
 
 use std::fmt;
@@ -25,6 +28,7 @@ use crate::env::{
 };
 use crate::error::user;
 pub use secret::Secret;
+pub use settings::GenSettings;
 
 /// Default model when only the provider is known (cheap, good at structured output).
 pub const DEFAULT_OPENAI_MODEL: &str = "gpt-4o-mini";
@@ -299,91 +303,6 @@ impl fmt::Display for AnswerError {
     }
 }
 
-/// Generation settings from `--setting key=value`, validated per provider and model family.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct GenSettings {
-    pub temperature: Option<f64>,
-    /// `max_completion_tokens` (OpenAI) / `max_tokens` (Anthropic).
-    pub max_tokens: Option<u64>,
-    /// OpenAI reasoning models only.
-    pub reasoning_effort: Option<String>,
-}
-
-impl GenSettings {
-    /// Parses `key=value` pairs for a model; unknown keys and out-of-range values are user errors.
-    pub fn parse(spec: &ModelSpec, pairs: &[String]) -> anyhow::Result<Self> {
-        let mut s = Self::default();
-        for pair in pairs {
-            let (k, v) = pair
-                .split_once('=')
-                .map(|(k, v)| (k.trim(), v.trim()))
-                .ok_or_else(|| user(format!("--setting {pair:?}: expected key=value")))?;
-            match (spec.provider, k) {
-                (ProviderKind::Rules, _) => {
-                    return Err(user(format!(
-                        "--setting {k}: the rules model takes no settings (its threshold lives in the taxonomy file)"
-                    )))
-                }
-                (_, "temperature") => {
-                    let t: f64 = v
-                        .parse()
-                        .map_err(|_| user(format!("--setting temperature={v}: not a number")))?;
-                    let max = if spec.provider == ProviderKind::Anthropic { 1.0 } else { 2.0 };
-                    if !(0.0..=max).contains(&t) {
-                        return Err(user(format!(
-                            "--setting temperature={v}: must be between 0 and {max} for {}",
-                            spec.provider.name()
-                        )));
-                    }
-                    if spec.provider == ProviderKind::OpenAi
-                        && openai::is_reasoning_model(&spec.model)
-                        && t != 1.0
-                    {
-                        return Err(user(format!(
-                            "--setting temperature={v}: {} is a reasoning model and only accepts the default temperature (1)",
-                            spec.model
-                        )));
-                    }
-                    s.temperature = Some(t);
-                }
-                (_, "max_tokens" | "max_completion_tokens") => {
-                    let n: u64 = v.parse().ok().filter(|n| *n >= 1 && *n <= 1_000_000).ok_or_else(
-                        || user(format!("--setting {k}={v}: must be a whole number from 1 to 1000000")),
-                    )?;
-                    s.max_tokens = Some(n);
-                }
-                (ProviderKind::OpenAi, "reasoning_effort") => {
-                    const EFFORTS: [&str; 7] = ["none", "minimal", "low", "medium", "high", "xhigh", "max"];
-                    if !EFFORTS.contains(&v) {
-                        return Err(user(format!(
-                            "--setting reasoning_effort={v}: expected one of {}",
-                            EFFORTS.join(", ")
-                        )));
-                    }
-                    if !openai::is_reasoning_model(&spec.model) {
-                        return Err(user(format!(
-                            "--setting reasoning_effort: {} is not a reasoning model (o1/o3/o4/gpt-5 families)",
-                            spec.model
-                        )));
-                    }
-                    s.reasoning_effort = Some(v.to_string());
-                }
-                (p, _) => {
-                    let known = match p {
-                        ProviderKind::OpenAi => "temperature, max_completion_tokens, reasoning_effort",
-                        _ => "temperature, max_tokens",
-                    };
-                    return Err(user(format!(
-                        "--setting {k}: unknown setting for {}; known: {known}",
-                        p.name()
-                    )));
-                }
-            }
-        }
-        Ok(s)
-    }
-}
-
 /// A ready-to-use model: the provider with its endpoint and settings. `Rules` needs nothing.
 #[derive(Debug, Clone)]
 pub enum Provider {
@@ -445,6 +364,22 @@ impl Provider {
         match self {
             Self::OpenAi(p) => Some(p.http_request(body)),
             Self::Anthropic(p) => Some(p.http_request(body)),
+            Self::Rules => None,
+        }
+    }
+
+    /// The adaptive fallback (`adapt.rs`): learns from a 400 refusing a parameter of the `sent`
+    /// body, for every later request of the run. The notice to show when the change is new.
+    pub fn adapt(&self, error: &errors::ApiError, sent: &Value) -> Option<String> {
+        match self {
+            Self::OpenAi(p) => {
+                p.adjust
+                    .learn(ProviderKind::OpenAi, error, sent, &p.settings, &p.model)
+            }
+            Self::Anthropic(p) => {
+                p.adjust
+                    .learn(ProviderKind::Anthropic, error, sent, &p.settings, &p.model)
+            }
             Self::Rules => None,
         }
     }
@@ -545,37 +480,5 @@ mod tests {
             &env_of(&[(ENV_OPENAI_API_KEY, "k"), (ENV_OPENAI_BASE_URL, "ftp://x")]),
         )
         .is_err());
-    }
-
-    #[test]
-    fn settings_are_validated_per_model_family() {
-        let gpt = ModelSpec::parse("openai:gpt-4o-mini").unwrap();
-        let o3 = ModelSpec::parse("openai:o3-mini").unwrap();
-        let claude = ModelSpec::parse("anthropic:claude-haiku-4-5").unwrap();
-        let s = |m: &ModelSpec, kv: &[&str]| {
-            GenSettings::parse(m, &kv.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        };
-        assert_eq!(
-            s(&gpt, &["temperature=0.2"]).unwrap().temperature,
-            Some(0.2)
-        );
-        assert!(s(&o3, &["temperature=0.2"]).is_err());
-        assert_eq!(
-            s(&o3, &["reasoning_effort=low"])
-                .unwrap()
-                .reasoning_effort
-                .as_deref(),
-            Some("low")
-        );
-        assert!(s(&gpt, &["reasoning_effort=low"]).is_err());
-        assert!(s(&claude, &["temperature=1.5"]).is_err());
-        assert_eq!(
-            s(&claude, &["max_tokens=300"]).unwrap().max_tokens,
-            Some(300)
-        );
-        assert!(s(&claude, &["reasoning_effort=low"]).is_err());
-        assert!(s(&gpt, &["max_completion_tokens=0"]).is_err());
-        assert!(s(&gpt, &["nonsense"]).is_err());
-        assert!(s(&ModelSpec::rules(), &["temperature=0"]).is_err());
     }
 }

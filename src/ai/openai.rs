@@ -2,32 +2,25 @@
 
 use serde_json::{json, Value};
 
-use crate::ai::http::{Auth, HttpRequest};
-use crate::ai::{Answer, AnswerError, Endpoint, GenSettings, Prompt, Repair, Usage};
+use std::sync::Arc;
+
+use crate::ai::adapt::Adjustments;
+use crate::ai::http::{estimate_tokens, Auth, HttpRequest};
+use crate::ai::models::{self, Temperature};
+use crate::ai::{Answer, AnswerError, Endpoint, GenSettings, Prompt, ProviderKind, Repair, Usage};
 
 /// SDK convention: the base URL includes `/v1`.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 /// Path relative to the base URL; batch input lines use `/v1` + this as their `url`.
 pub const CHAT_PATH: &str = "/chat/completions";
 
-/// Completion budget when none is set: the answer is a few hundred tokens, reasoning models also
-/// spend hidden reasoning tokens from the same budget.
-const DEFAULT_MAX_TOKENS: u64 = 2_000;
-const DEFAULT_MAX_TOKENS_REASONING: u64 = 16_000;
-
 #[derive(Debug, Clone)]
 pub struct OpenAi {
     pub model: String,
     pub endpoint: Endpoint,
     pub settings: GenSettings,
-}
-
-/// o-series and gpt-5 models reason before answering and only accept the default temperature.
-pub fn is_reasoning_model(model: &str) -> bool {
-    let m = model.to_ascii_lowercase();
-    let m = m.rsplit('/').next().unwrap_or(&m).to_string();
-    (m.starts_with('o') && m[1..].starts_with(|c: char| c.is_ascii_digit()))
-        || (m.starts_with("gpt-5") && !m.starts_with("gpt-5-chat"))
+    /// What the adaptive fallback learned during this run (shared by every worker).
+    pub adjust: Arc<Adjustments>,
 }
 
 impl OpenAi {
@@ -36,13 +29,16 @@ impl OpenAi {
             model: model.to_string(),
             endpoint,
             settings,
+            adjust: Arc::default(),
         }
     }
 
     /// The Chat Completions request body. Pure and deterministic (keys are sorted by
     /// serde_json), so a batch JSONL line carries exactly the bytes a real-time call sends.
     pub fn request_body(&self, prompt: &Prompt, repair: Option<&Repair>) -> Value {
-        let reasoning = is_reasoning_model(&self.model);
+        let caps = models::capabilities(ProviderKind::OpenAi, &self.model);
+        let effort = self.settings.reasoning_effort.as_deref();
+        let reasoning = caps.reasons(effort);
         let mut messages = vec![
             json!({"role": "system", "content": prompt.system}),
             json!({"role": "user", "content": prompt.user}),
@@ -63,34 +59,38 @@ impl OpenAi {
                     "schema": prompt.schema,
                 }
             },
-            "max_completion_tokens": self.settings.max_tokens.unwrap_or(if reasoning {
-                DEFAULT_MAX_TOKENS_REASONING
-            } else {
-                DEFAULT_MAX_TOKENS
-            }),
+            "max_completion_tokens": self.settings.max_tokens.unwrap_or(caps.default_max_tokens),
         });
-        // Reasoning models reject any temperature but the default; others get 0 for
-        // reproducible labels unless told otherwise.
-        let temperature = match (reasoning, self.settings.temperature) {
-            (_, Some(t)) => Some(t),
-            (false, None) => Some(0.0),
-            (true, None) => None,
+        // Temperature 0 for reproducible labels where the family takes one; reasoning models
+        // keep their default (the table says which).
+        let default_temperature = match caps.temperature {
+            Temperature::Any => Some(0.0),
+            Temperature::WithoutReasoning if !reasoning => Some(0.0),
+            _ => None,
         };
-        if let Some(t) = temperature {
+        if let Some(t) = self.settings.temperature.or(default_temperature) {
             body["temperature"] = json!(t);
         }
-        if let Some(e) = &self.settings.reasoning_effort {
+        if let Some(p) = self.settings.top_p {
+            body["top_p"] = json!(p);
+        }
+        if let Some(e) = effort {
             body["reasoning_effort"] = json!(e);
         }
+        self.adjust.apply(&mut body);
         body
     }
 
     pub fn http_request(&self, body: &Value) -> HttpRequest {
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        // OpenAI's tokens-per-minute limit counts the completion budget asked for too.
+        let budget = body["max_completion_tokens"].as_u64().unwrap_or(0);
         HttpRequest {
             url: format!("{}{CHAT_PATH}", self.endpoint.base_url),
             auth: Auth::Bearer(self.endpoint.key.clone()),
             headers: Vec::new(),
-            body: serde_json::to_vec(body).unwrap_or_default(),
+            est_tokens: estimate_tokens(&bytes, budget),
+            body: bytes,
         }
     }
 }
@@ -308,16 +308,6 @@ mod tests {
         for junk in [&b"<html>"[..], b"{}", b"{\"choices\":[]}", b"[]"] {
             let e = parse_response(junk).unwrap_err();
             assert!(e.replay.is_none(), "{e}");
-        }
-    }
-
-    #[test]
-    fn knows_reasoning_families() {
-        for m in ["o1", "o3-mini", "o4-mini-2025-04-16", "gpt-5", "gpt-5-mini"] {
-            assert!(is_reasoning_model(m), "{m}");
-        }
-        for m in ["gpt-4o-mini", "gpt-4.1", "gpt-5-chat-latest", "omni"] {
-            assert!(!is_reasoning_model(m), "{m}");
         }
     }
 }

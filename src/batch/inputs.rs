@@ -204,3 +204,102 @@ pub(crate) fn custom_ids(job_id: &str, issues: Vec<IssueRef>) -> Vec<(String, Is
         .map(|(i, issue)| (format!("{job_id}-{:07}", i + 1), issue))
         .collect()
 }
+
+#[cfg(test)]
+mod byte_identity_tests {
+    //! A batch line carries exactly the bytes real-time mode sends (docs/batch.md): the real
+    //! line builder against the bytes a loopback server received from the real-time engine.
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Bytes;
+    use serde_json::json;
+
+    use super::build_line;
+    use crate::ai::{Endpoint, Provider, Secret};
+    use crate::db::IssueRef;
+    use crate::plan::{AiConfig, Plan};
+    use crate::realtime::{Engine, ItemResult};
+    use crate::store::{Store, StoredIssue};
+
+    /// Serves one provider on 127.0.0.1:0, recording each request body's raw bytes.
+    async fn serve(received: Arc<Mutex<Vec<Vec<u8>>>>) -> String {
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: Bytes| {
+            let received = received.clone();
+            async move {
+                received.lock().unwrap().push(body.to_vec());
+                let answer = json!({"recommended_labels": [], "current_labels_assessment": [],
+                    "confidence": 0.5, "summary": "s", "reasoning": "r"});
+                axum::Json(if uri.path().ends_with("/messages") {
+                    json!({"id": "msg_1", "type": "message", "role": "assistant",
+                        "content": [{"type": "tool_use", "id": "toolu_1",
+                            "name": "product_labeling", "input": answer}],
+                        "stop_reason": "tool_use",
+                        "usage": {"input_tokens": 1, "output_tokens": 1}})
+                } else {
+                    json!({"id": "chatcmpl-1", "choices": [{"index": 0, "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": answer.to_string()}}],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+                })
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batch_lines_carry_the_bytes_real_time_mode_sends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        store.ensure_dirs().unwrap();
+        let mut issue = StoredIssue::new("o", "r", 7, "kotsadm \"crash\" — ünïcode ✓");
+        issue.issue.body = Some("Body with a tab\there, a newline\nand </script>.".into());
+        let file_path = store.write_issue(&issue).unwrap();
+        let item = IssueRef {
+            id: "o/r#7".into(),
+            org: "o".into(),
+            repo: "r".into(),
+            number: 7,
+            file_path,
+            has_result: false,
+        };
+        for (model, base, wrapper) in [
+            ("openai:gpt-4o-mini", "/v1", ",\"body\":"),
+            ("anthropic:claude-haiku-4-5", "", ",\"params\":"),
+        ] {
+            let received = Arc::new(Mutex::new(Vec::new()));
+            let url = serve(received.clone()).await;
+            let env = |_: &str| -> Option<String> { None };
+            let plan = Plan::resolve(
+                "product-labeling",
+                Some(model),
+                &AiConfig::default(),
+                &env,
+                &crate::report::Silent,
+            )
+            .unwrap();
+            let endpoint = Endpoint {
+                base_url: format!("{url}{base}"),
+                key: Secret::new("k"),
+            };
+            let provider =
+                Provider::new(&plan.model, Some(endpoint), plan.settings.clone()).unwrap();
+            let line = build_line(&store, &plan, &provider, &item, "job-0-1").unwrap();
+            let engine = Engine::new(plan, provider).unwrap();
+            let done = engine.process(&store, item.clone()).await;
+            assert!(matches!(done, ItemResult::Done(_)), "{model}: {done:?}");
+            let sent = received.lock().unwrap().clone();
+            assert_eq!(sent.len(), 1, "{model}");
+            // The line is `{"custom_id":…<wrapper><the request bytes>}\n`.
+            let text = String::from_utf8(line.bytes).unwrap();
+            let at = text.find(wrapper).unwrap() + wrapper.len();
+            let inner = text[at..].strip_suffix("}\n").unwrap();
+            assert_eq!(
+                inner.as_bytes(),
+                sent[0].as_slice(),
+                "{model}: the batch line differs from the real-time request"
+            );
+        }
+    }
+}

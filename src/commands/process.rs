@@ -300,6 +300,7 @@ fn dry_run(ctx: &Ctx, plan: &Plan, todo: &[IssueRef], existing: usize) -> anyhow
             "est_prompt_tokens": total_prompt,
             "est_completion_tokens": total_completion,
             "est_cost_usd": total_cost,
+            "prefix_cache": estimator.prefix_cache(),
             "issues": table.rows.iter().map(|r| json!({
                 "issue": r[0], "title": r[1], "prompt_tokens": r[2],
                 "completion_tokens": r[3], "est_cost_usd": r[4], "note": r[5],
@@ -319,6 +320,10 @@ fn dry_run(ctx: &Ctx, plan: &Plan, todo: &[IssueRef], existing: usize) -> anyhow
                 total_cost.map_or("unknown (no price for this model; see --prices)".to_string(), |c| format!("${c:.4}")),
                 plan.prices.batch_discount * 100.0
             ))?;
+            if let Some(c) = estimator.prefix_cache() {
+                ctx.printer
+                    .line(&format!("Prompt caching: {}.", c.describe()))?;
+            }
         }
     }
     Ok(())

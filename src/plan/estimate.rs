@@ -1,11 +1,14 @@
 //! The one cost estimator: prompt tokens per issue (the stable prefix counted once, plus the
 //! issue), an assumed answer length, and the plan's prices — used by dry runs, by the selection
 //! summary of `process-query` and by batch submission. No prompt caching is assumed, so
-//! estimates are upper bounds.
+//! estimates are upper bounds; whether the stable prefix will be cached at all (the model's
+//! minimum cacheable prompt, from the capability table) is reported beside them.
 
 use std::cell::OnceCell;
 
-use crate::ai::{tokens, Prompt, Usage};
+use serde::Serialize;
+
+use crate::ai::{models, tokens, Prompt, Usage};
 use crate::plan::Plan;
 use crate::store::StoredIssue;
 
@@ -16,6 +19,36 @@ pub const EST_COMPLETION_TOKENS: u64 = 400;
 pub const CHARS_PER_TOKEN: u64 = 4;
 /// Tokens of message framing (roles, tool or schema wrapper) around the prompt's parts.
 const FRAMING_TOKENS: u64 = 20;
+
+/// Whether the stable prefix (instructions, taxonomy, schema) reaches the model's minimum
+/// cacheable prompt: below it the provider never caches, and every request pays it in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PrefixCache {
+    /// Estimated tokens of the stable prefix.
+    pub prefix_tokens: u64,
+    /// The model's minimum cacheable prompt.
+    pub min_tokens: u64,
+    pub cached: bool,
+}
+
+impl PrefixCache {
+    /// One sentence for the dry-run summary.
+    pub fn describe(&self) -> String {
+        if self.cached {
+            format!(
+                "the stable prefix (~{} tokens) reaches this model's cache minimum ({}): \
+                 requests after the first read it from the prompt cache",
+                self.prefix_tokens, self.min_tokens
+            )
+        } else {
+            format!(
+                "the stable prefix (~{} tokens) is below this model's cache minimum ({}): \
+                 it will not be cached, every request pays it in full",
+                self.prefix_tokens, self.min_tokens
+            )
+        }
+    }
+}
 
 pub struct Estimator<'a> {
     plan: &'a Plan,
@@ -40,6 +73,20 @@ impl<'a> Estimator<'a> {
             tokens::count(&prompt.system) as u64
                 + tokens::count(&prompt.schema.to_string()) as u64
                 + FRAMING_TOKENS
+        })
+    }
+
+    /// Whether the stable prefix will be cached (`None` for the offline model).
+    pub fn prefix_cache(&self) -> Option<PrefixCache> {
+        if self.plan.offline() {
+            return None;
+        }
+        let caps = models::capabilities(self.plan.model.provider, &self.plan.model.model);
+        let prefix_tokens = self.prefix_tokens();
+        Some(PrefixCache {
+            prefix_tokens,
+            min_tokens: caps.min_cache_tokens,
+            cached: prefix_tokens >= caps.min_cache_tokens,
         })
     }
 

@@ -16,7 +16,7 @@ use crate::env::EnvFn;
 use crate::error::user;
 use crate::processors::{self, Processor};
 use crate::report::Reporter;
-pub use estimate::{Estimator, EST_COMPLETION_TOKENS};
+pub use estimate::{Estimator, PrefixCache, EST_COMPLETION_TOKENS};
 
 /// How to process: taxonomy, model settings, token budget, prices and timeouts. What the
 /// processing flags say, and what a batch job keeps (in `batch_jobs.metadata.config`).

@@ -1,8 +1,6 @@
 //! `product-labeling`: prompt (stable taxonomy prefix, issue last, token budget), output schema,
 //! validation of answers, the offline rules analysis, and the recommendations it yields.
 
-use std::collections::HashSet;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -11,6 +9,8 @@ use crate::processors::rules::{self, Document};
 use crate::processors::taxonomy::Taxonomy;
 use crate::processors::Recommendation;
 use crate::store::StoredIssue;
+
+mod normalize;
 
 pub const NAME: &str = "product-labeling";
 /// Bumped when the prompt, schema or rules scoring change meaning.
@@ -44,6 +44,10 @@ pub struct Analysis {
     pub confidence: f64,
     pub summary: String,
     pub reasoning: String,
+    /// What validation normalised in the model's answer (never part of the model's schema);
+    /// stored in the result so a reader can tell. See `normalize.rs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub normalized: Vec<String>,
 }
 
 /// What was cut from a long thread to fit the budget.
@@ -90,27 +94,10 @@ impl ProductLabeling {
         )
     }
 
-    /// Checks an answer: shape (exact schema), labels in the taxonomy, confidences in [0, 1].
-    /// The error says what is wrong in words a model can act on (it feeds the repair request).
+    /// Checks an answer and normalises its unambiguous slips ([`normalize::validate`]). The
+    /// error says what is wrong in words a model can act on (it feeds the repair request).
     pub fn validate(&self, value: &Value) -> Result<Analysis, String> {
-        let a: Analysis = serde_json::from_value(value.clone())
-            .map_err(|e| format!("the answer does not match the schema: {e}"))?;
-        check_confidence("confidence", a.confidence)?;
-        let mut seen = HashSet::new();
-        for r in &a.recommended_labels {
-            if !self.taxonomy.contains(&r.label) {
-                return Err(format!(
-                    "recommended label {:?} is not in the taxonomy; allowed labels: {}",
-                    r.label,
-                    self.taxonomy.names().join(", ")
-                ));
-            }
-            if !seen.insert(r.label.as_str()) {
-                return Err(format!("label {:?} is recommended twice", r.label));
-            }
-            check_confidence(&format!("confidence of {}", r.label), r.confidence)?;
-        }
-        Ok(a)
+        normalize::validate(&self.taxonomy, value)
     }
 
     /// The offline analysis of the `rules` model.
@@ -201,6 +188,7 @@ impl ProductLabeling {
             confidence,
             summary,
             reasoning,
+            normalized: Vec::new(),
         }
     }
 
@@ -229,16 +217,6 @@ impl ProductLabeling {
                 }),
         );
         out
-    }
-}
-
-fn check_confidence(what: &str, v: f64) -> Result<(), String> {
-    if v.is_finite() && (0.0..=1.0).contains(&v) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} is {v}, it must be a number between 0 and 1"
-        ))
     }
 }
 
@@ -519,43 +497,6 @@ mod tests {
         assert!(cut.body_tokens_omitted > 2_000);
         assert!(prompt.user.contains("body cut here"));
         assert!(tokens::count(&prompt.user) <= 2_000);
-    }
-
-    #[test]
-    fn validation_checks_schema_labels_and_confidence() {
-        let p = processor();
-        let good = json!({
-            "recommended_labels": [{"label": "product::kots", "confidence": 0.9, "reasoning": "kotsadm"}],
-            "current_labels_assessment": [{"label": "bug", "correct": true, "reasoning": "r"}],
-            "confidence": 0.8, "summary": "s", "reasoning": "r"
-        });
-        assert_eq!(
-            p.validate(&good).unwrap().recommended_labels[0].label,
-            "product::kots"
-        );
-        let mut bad = good.clone();
-        bad["recommended_labels"][0]["label"] = json!("product::nope");
-        assert!(p
-            .validate(&bad)
-            .unwrap_err()
-            .contains("not in the taxonomy"));
-        let mut bad = good.clone();
-        bad["confidence"] = json!(1.5);
-        assert!(p.validate(&bad).unwrap_err().contains("between 0 and 1"));
-        let mut bad = good.clone();
-        bad["recommended_labels"][0]["confidence"] = json!(-0.1);
-        assert!(p.validate(&bad).is_err());
-        let mut bad = good.clone();
-        bad.as_object_mut().unwrap().remove("summary");
-        assert!(p.validate(&bad).unwrap_err().contains("summary"));
-        let mut bad = good.clone();
-        bad["extra"] = json!(1);
-        assert!(p.validate(&bad).unwrap_err().contains("extra"));
-        let mut bad = good.clone();
-        bad["recommended_labels"] =
-            json!([good["recommended_labels"][0], good["recommended_labels"][0]]);
-        assert!(p.validate(&bad).unwrap_err().contains("twice"));
-        assert!(p.validate(&json!("text")).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::ai::http::{HttpClient, HttpFailure};
+use crate::ai::http::{ErrorKind, HttpClient, HttpFailure};
 use crate::ai::pricing::PriceTable;
 use crate::ai::{Answer, AnswerError, ModelSpec, Provider, Repair, Usage};
 use crate::db::IssueRef;
@@ -22,6 +22,8 @@ pub struct Engine {
     /// `None` for `rules`.
     pub http: Option<HttpClient>,
     pub prices: PriceTable,
+    /// Notices for the user (e.g. what the adaptive fallback changed), shown by the run.
+    pub notices: std::sync::Mutex<Vec<String>>,
 }
 
 impl Engine {
@@ -37,6 +39,7 @@ impl Engine {
             provider,
             http,
             prices: plan.prices,
+            notices: Default::default(),
         })
     }
 
@@ -187,7 +190,8 @@ impl Engine {
         }
     }
 
-    /// Sends one request (with transport retries); an HTTP failure ends the item.
+    /// Sends one request (with transport retries); an HTTP failure ends the item, except a 400
+    /// refusing a parameter the adaptive fallback can change: then it is sent once more, changed.
     async fn call(
         &self,
         http: &HttpClient,
@@ -196,46 +200,91 @@ impl Engine {
         usage: &mut Usage,
         requests: &mut u32,
     ) -> Result<Result<Answer, AnswerError>, CallFailure> {
-        let Some(req) = self
-            .provider
-            .request_body(prompt, repair)
-            .and_then(|body| self.provider.http_request(&body))
-        else {
-            return Err(CallFailure {
-                reason: "this provider sends no requests".into(),
-                usage: *usage,
-                requests: *requests,
-                run_wide: true,
-            });
-        };
-        match http.send(&req).await {
-            Ok(ok) => {
-                *requests += ok.attempts;
-                let parsed = self.provider.parse_response(&ok.body);
-                match &parsed {
-                    Ok(a) => usage.add(&a.usage),
-                    Err(e) => usage.add(&e.usage),
-                }
-                Ok(parsed)
-            }
-            Err(HttpFailure { error, attempts }) => {
-                *requests += attempts;
-                let retried = if attempts > 1 {
-                    format!(" after {attempts} attempts")
-                } else {
-                    String::new()
-                };
-                Err(CallFailure {
-                    reason: format!(
-                        "{} request failed{retried}: {error}",
-                        self.model.provider.name()
-                    ),
+        let mut adapted = false;
+        loop {
+            let body = self.provider.request_body(prompt, repair);
+            let Some((body, req)) =
+                body.and_then(|b| self.provider.http_request(&b).map(|r| (b, r)))
+            else {
+                return Err(CallFailure {
+                    reason: "this provider sends no requests".into(),
                     usage: *usage,
                     requests: *requests,
-                    run_wide: error.is_run_wide(),
-                })
+                    run_wide: true,
+                });
+            };
+            let HttpFailure { error, attempts } = match http.send(&req).await {
+                Ok(ok) => {
+                    *requests += ok.attempts;
+                    let parsed = self.provider.parse_response(&ok.body);
+                    match &parsed {
+                        Ok(a) => usage.add(&a.usage),
+                        Err(e) => usage.add(&e.usage),
+                    }
+                    return Ok(parsed);
+                }
+                Err(f) => f,
+            };
+            *requests += attempts;
+            if !adapted {
+                if let Some(note) = self.provider.adapt(&error, &body) {
+                    self.notice(note);
+                }
+                // Changed since (by this answer or another worker's): send it once more.
+                if self.provider.request_body(prompt, repair).as_ref() != Some(&body) {
+                    adapted = true;
+                    continue;
+                }
             }
+            let retried = if attempts > 1 {
+                format!(" after {attempts} attempts")
+            } else {
+                String::new()
+            };
+            let hint = run_wide_hint(error.kind, &self.model);
+            return Err(CallFailure {
+                reason: format!(
+                    "{} request failed{retried}: {error}{hint}",
+                    self.model.provider.name()
+                ),
+                usage: *usage,
+                requests: *requests,
+                run_wide: error.is_run_wide(),
+            });
         }
+    }
+
+    /// Queues a one-line notice for the user (the run shows them as they come).
+    fn notice(&self, text: String) {
+        tracing::info!("{text}");
+        if let Ok(mut n) = self.notices.lock() {
+            n.push(text);
+        }
+    }
+
+    /// Notices queued since the last call.
+    pub fn take_notices(&self) -> Vec<String> {
+        self.notices
+            .lock()
+            .map(|mut n| std::mem::take(&mut *n))
+            .unwrap_or_default()
+    }
+}
+
+/// What the user can do about an error that stops the whole run (appended to its reason).
+fn run_wide_hint(kind: ErrorKind, model: &ModelSpec) -> String {
+    match kind {
+        ErrorKind::QuotaExceeded => " — the account is out of credit or quota: add credit \
+             (or raise the limit) and run the same command again; stored results are kept \
+             and not sent again"
+            .into(),
+        ErrorKind::NotFound => format!(
+            " — the provider does not know model `{}` (or this key cannot use it): check \
+             --model against the provider's model list",
+            model.model
+        ),
+        ErrorKind::Auth => " — check the API key".into(),
+        _ => String::new(),
     }
 }
 
@@ -265,6 +314,7 @@ mod tests {
             provider: Provider::new(&spec, Some(endpoint), GenSettings::default()).unwrap(),
             http: None,
             prices: PriceTable::builtin(),
+            notices: Default::default(),
         }
     }
 
@@ -293,13 +343,10 @@ mod tests {
     }
 
     #[test]
-    fn batch_bodies_are_byte_identical_to_real_time_requests() {
+    fn network_models_build_a_request_and_rules_none() {
         for model in ["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5"] {
-            let e = engine(model);
-            let body = e.request_body(&issue()).unwrap();
-            let sent = e.provider.http_request(&body).unwrap().body;
-            assert_eq!(serde_json::to_vec(&body).unwrap(), sent);
-            assert_eq!(e.request_body(&issue()).unwrap(), body);
+            let body = engine(model).request_body(&issue()).unwrap();
+            assert!(body.to_string().contains("kotsadm crash"), "{model}");
         }
         assert!(engine("rules").request_body(&issue()).is_none());
     }

@@ -286,6 +286,9 @@ pub async fn run<F: FnMut(&str)>(
                 ItemResult::NotStarted(_) => report.not_started += 1,
             }
         }
+        for n in engine.take_notices() {
+            on_note(&n);
+        }
         // File and database writes block: tell a multi-threaded runtime, so requests in flight
         // keep being driven by the other workers meanwhile.
         let outcomes = if tokio::runtime::Handle::current().runtime_flavor()

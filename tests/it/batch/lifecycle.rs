@@ -362,7 +362,8 @@ fn batch_lines_are_byte_identical_to_real_time_requests() {
         String::from_utf8_lossy(&out.stderr)
     );
     let sent = chat.requests_for(&id(3));
-    let realtime = serde_json::to_string(&sent[0].body).unwrap();
+    // The bytes the fake received, not a re-serialised value.
+    let realtime = String::from_utf8(sent[0].raw.clone()).unwrap();
     let fake = FakeBatches::start();
     let job = submit(&env, &fake.openai_env(), OPENAI);
     let jid = job["job_id"].as_str().unwrap();

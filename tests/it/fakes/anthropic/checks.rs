@@ -1,4 +1,28 @@
-//! Request checks of the fake Messages endpoint, in the wording of the real service's 400s.
+//! Request checks of the fake Messages endpoint, in the wording of the real service's 400s, and
+//! its model catalogue (unknown models get the real service's 404).
+
+/// Model ids the fake serves (aliases and dated ids of the current and recent models).
+pub const MODELS: &[&str] = &[
+    "claude-opus-4-6",
+    "claude-sonnet-4-6",
+    "claude-opus-4-5",
+    "claude-opus-4-5-20251101",
+    "claude-haiku-4-5",
+    "claude-haiku-4-5-20251001",
+    "claude-sonnet-4-5",
+    "claude-sonnet-4-5-20250929",
+    "claude-opus-4-1",
+    "claude-opus-4-1-20250805",
+    "claude-opus-4-0",
+    "claude-opus-4-20250514",
+    "claude-sonnet-4-0",
+    "claude-sonnet-4-20250514",
+    "claude-3-7-sonnet-latest",
+    "claude-3-7-sonnet-20250219",
+    "claude-3-5-haiku-latest",
+    "claude-3-5-haiku-20241022",
+    "claude-3-haiku-20240307",
+];
 
 use serde_json::Value;
 
@@ -73,6 +97,7 @@ pub(crate) fn validate(body: &Value) -> Result<(), String> {
             return Err("temperature: Input should be less than or equal to 1".into());
         }
     }
+    sampling_and_thinking(obj)?;
     if let Some(system) = obj.get("system") {
         match system {
             Value::String(_) => {}
@@ -192,6 +217,13 @@ pub(crate) fn validate(body: &Value) -> Result<(), String> {
             for b in &blocks {
                 match b["type"].as_str() {
                     Some("text") => {}
+                    Some("thinking") if b["signature"].is_string() => {}
+                    Some("thinking") => {
+                        return Err(format!(
+                            "messages.{i}.content: thinking.signature: Field required"
+                        ))
+                    }
+                    Some("redacted_thinking") => {}
                     Some("tool_use") => {
                         if !b["input"].is_object() {
                             return Err(format!("messages.{i}.content: tool_use.input: Input should be a valid dictionary"));
@@ -209,6 +241,92 @@ pub(crate) fn validate(body: &Value) -> Result<(), String> {
     }
     if !pending_tool_uses.is_empty() {
         return Err("messages: the final assistant `tool_use` has no `tool_result`".into());
+    }
+    Ok(())
+}
+
+/// The minimum cacheable prompt of a model (Anthropic's prompt-caching guide): a shorter
+/// prefix is processed without caching, even with a `cache_control` breakpoint.
+pub fn min_cache_tokens(model: &str) -> u64 {
+    const MINIMUMS: &[(&str, u64)] = &[
+        ("claude-opus-4-6", 4096),
+        ("claude-opus-4-5", 4096),
+        ("claude-haiku-4-5", 4096),
+        ("claude-sonnet-4-6", 2048),
+        ("claude-3-5-haiku", 2048),
+        ("claude-3-haiku", 2048),
+    ];
+    MINIMUMS
+        .iter()
+        .find(|(m, _)| model.starts_with(m))
+        .map_or(1024, |(_, n)| *n)
+}
+
+/// Models released from Claude Opus 4.1 on take `temperature` or `top_p`, not both.
+const ONE_OF_TEMPERATURE_TOP_P: &[&str] = &[
+    "claude-opus-4-1",
+    "claude-sonnet-4-5",
+    "claude-haiku-4-5",
+    "claude-opus-4-5",
+    "claude-opus-4-6",
+    "claude-sonnet-4-6",
+];
+
+/// Models without extended thinking.
+const NO_THINKING: &[&str] = &["claude-3-5-haiku", "claude-3-haiku"];
+
+/// Sampling parameters of newer models, and extended thinking: its budget, and what it
+/// excludes (a temperature but 1, top_p below 0.95, forced tool use).
+fn sampling_and_thinking(obj: &serde_json::Map<String, Value>) -> Result<(), String> {
+    let model = obj.get("model").and_then(Value::as_str).unwrap_or("");
+    if ONE_OF_TEMPERATURE_TOP_P
+        .iter()
+        .any(|m| model.starts_with(m))
+        && obj.contains_key("temperature")
+        && obj.contains_key("top_p")
+    {
+        return Err(
+            "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
+                .into(),
+        );
+    }
+    let Some(thinking) = obj.get("thinking") else {
+        return Ok(());
+    };
+    match thinking["type"].as_str() {
+        Some("disabled") => return Ok(()),
+        Some("enabled") => {}
+        _ => return Err("thinking: Input tag does not match any of the expected tags".into()),
+    }
+    if NO_THINKING.iter().any(|m| model.starts_with(m)) {
+        return Err(format!("'{model}' does not support thinking."));
+    }
+    let budget = thinking["budget_tokens"].as_u64().unwrap_or(0);
+    if budget < 1024 {
+        return Err(
+            "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024".into(),
+        );
+    }
+    if obj.get("max_tokens").and_then(Value::as_u64).unwrap_or(0) <= budget {
+        return Err("`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking#max-tokens-and-context-window-size".into());
+    }
+    if obj
+        .get("temperature")
+        .is_some_and(|t| t.as_f64() != Some(1.0))
+    {
+        return Err("`temperature` may only be set to 1 when thinking is enabled or in interleaved thinking mode. Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking#feature-compatibility".into());
+    }
+    if obj
+        .get("top_p")
+        .is_some_and(|p| p.as_f64().is_some_and(|p| p < 0.95))
+    {
+        return Err("`top_p` must be greater than or equal to 0.95 or unset when thinking is enabled. Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking#feature-compatibility".into());
+    }
+    if matches!(
+        obj.get("tool_choice").and_then(|t| t["type"].as_str()),
+        Some("any" | "tool")
+    ) {
+        return Err("Thinking may not be enabled when tool_choice forces tool use.".into());
     }
     Ok(())
 }

@@ -2,10 +2,13 @@
 //! service where our client is concerned (spec/anthropic.md): `x-api-key` and
 //! `anthropic-version` checks, the `{type:"error",error:{…},request_id}` envelope, request-field
 //! checks ("Extra inputs are not permitted", max_tokens, temperature ≤ 1, tool names,
-//! tool_choice, tool_use/tool_result pairing, cache_control), `request-id` and
+//! tool_choice, tool_use/tool_result pairing, cache_control, `temperature` or `top_p` on newer
+//! models, extended thinking's budget and exclusions), 404 `not_found_error` for unknown
+//! models, `request-id` and
 //! `anthropic-ratelimit-*` headers (RFC 3339 resets), prompt caching of the tools + system
-//! prefix, and scripted replies: tool answers, text instead of a tool call, max_tokens cut-offs,
-//! 429 with retry-after, 500 `api_error`, 529 `overloaded_error`, hangs.
+//! prefix from the model's minimum cacheable length on (4,096 tokens for Haiku 4.5), and scripted replies: tool answers, text instead of a tool call, max_tokens cut-offs,
+//! 429 with retry-after, 500 `api_error`, 529 `overloaded_error`, hangs, spent credit (400
+//! "credit balance is too low", 402 `billing_error`), from the start or after N requests.
 //!
 //! Depends on nothing else under tests/.
 
@@ -46,6 +49,27 @@ pub enum Reply {
     Overloaded,
     /// Answers normally after this delay.
     Hang(Duration),
+    /// 400 `invalid_request_error` "Your credit balance is too low…": what the real service
+    /// answers once an account's prepaid credit is spent (every later request gets the same).
+    CreditTooLow,
+    /// 402 `billing_error`.
+    Billing,
+}
+
+/// The real service's answer when the prepaid credit is spent (status 400, not 402).
+pub const CREDIT_TOO_LOW: &str = "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.";
+
+/// A script that answers the first `n` requests normally and every later one with `then`
+/// (e.g. credit running out in the middle of a run).
+pub fn after(n: usize, then: Reply) -> Script {
+    let seen = std::sync::atomic::AtomicUsize::new(0);
+    Arc::new(move |c: &Call| {
+        if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < n {
+            Reply::Tool(default_answer(c))
+        } else {
+            then.clone()
+        }
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -297,6 +321,15 @@ async fn respond(
     if let Err(msg) = validate(body) {
         return error(StatusCode::BAD_REQUEST, "invalid_request_error", &msg, rid);
     }
+    let model = body["model"].as_str().unwrap_or("");
+    if !checks::MODELS.contains(&model) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            &format!("model: {model}"),
+            rid,
+        );
+    }
     let call = {
         let issue = issue_of(body);
         let mut g = lock(st);
@@ -360,6 +393,18 @@ async fn respond(
             "Overloaded",
             rid,
         ),
+        Reply::CreditTooLow => error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            CREDIT_TOO_LOW,
+            rid,
+        ),
+        Reply::Billing => error(
+            StatusCode::PAYMENT_REQUIRED,
+            "billing_error",
+            "This organization has a billing problem. Please check Plans & Billing.",
+            rid,
+        ),
         Reply::Hang(d) => {
             tokio::time::sleep(d).await;
             message(
@@ -386,18 +431,29 @@ async fn respond(
 }
 
 fn tool_block(body: &Value, input: Value) -> Value {
+    // The forced tool, else (tool_choice auto) the first tool offered.
     let name = body
         .pointer("/tool_choice/name")
+        .or_else(|| body.pointer("/tools/0/name"))
         .and_then(Value::as_str)
         .unwrap_or("tool");
     json!({"type": "tool_use", "id": format!("toolu_fake{}", estimate_tokens(&input.to_string())), "name": name, "input": input})
 }
 
 fn message(st: &Arc<Mutex<Inner>>, body: &Value, content: Vec<Value>, stop: &str) -> Response {
+    // With extended thinking the answer starts with a signed thinking block.
+    let mut content = content;
+    if body.pointer("/thinking/type").and_then(Value::as_str) == Some("enabled") {
+        content.insert(
+            0,
+            json!({"type": "thinking", "thinking": "The issue names a product.", "signature": "EqQBCgIYAhIMfake"}),
+        );
+    }
     // Cache prefix: tools + system, cached when the system block carries cache_control.
     let prefix = format!("{}{}", body["tools"], body["system"]);
     let prefix_tokens = estimate_tokens(&prefix);
-    let cacheable = body.pointer("/system/0/cache_control").is_some() && prefix_tokens >= 1024;
+    let min = checks::min_cache_tokens(body["model"].as_str().unwrap_or(""));
+    let cacheable = body.pointer("/system/0/cache_control").is_some() && prefix_tokens >= min;
     let (created, read) = if cacheable {
         let mut g = lock(st);
         if g.cached_prefixes.insert(prefix) {

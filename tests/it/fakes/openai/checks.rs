@@ -1,6 +1,8 @@
 //! Request checks of the fake Chat Completions endpoint, in the order and wording of the real
-//! service's 400s: top-level fields allowed by OpenAI's OpenAPI schema, reasoning-model rules,
-//! strict-mode `json_schema` rules.
+//! service's 400s: top-level fields allowed by OpenAI's OpenAPI schema, the sampling and
+//! reasoning rules of each model family (o-series and gpt-5 take only the default temperature
+//! and no top_p; gpt-5.1 and later take them only while reasoning is off; each family its own
+//! reasoning_effort values), strict-mode `json_schema` rules, and the model catalogue.
 
 use std::collections::HashSet;
 
@@ -43,10 +45,124 @@ pub(super) fn allowed_request_fields() -> HashSet<String> {
     out
 }
 
-fn is_reasoning(model: &str) -> bool {
+/// The model ids OpenAI's OpenAPI schema lists (`ModelIdsShared`): the fake's catalogue.
+pub(super) fn known_models() -> HashSet<String> {
+    let oas: Value = serde_json::from_str(OAS).expect("OpenAPI subset parses");
+    oas.pointer("/components/schemas/ModelIdsShared/anyOf/1/enum")
+        .and_then(Value::as_array)
+        .expect("ModelIdsShared enum")
+        .iter()
+        .filter_map(|m| m.as_str().map(str::to_string))
+        .collect()
+}
+
+/// 404 `model_not_found` for a model the account cannot use, as the real service answers
+/// (fine-tuned `ft:` models pass).
+pub(super) fn check_model(st: &AppState, body: &Value) -> Result<(), Box<Response>> {
+    let model = body["model"].as_str().unwrap_or("");
+    if st.models.contains(model) || model.starts_with("ft:") {
+        return Ok(());
+    }
+    Err(Box::new(error(
+        StatusCode::NOT_FOUND,
+        &format!("The model `{model}` does not exist or you do not have access to it."),
+        "invalid_request_error",
+        None,
+        Some("model_not_found"),
+    )))
+}
+
+/// How a model family treats sampling and reasoning parameters (OpenAI's reasoning guide).
+#[derive(Clone, Copy, PartialEq)]
+enum Family {
+    /// gpt-4o, gpt-4.1, gpt-5-chat…: any temperature, no reasoning_effort.
+    Chat,
+    /// o-series, gpt-5: always reasoning; temperature only 1, no top_p.
+    Reasoning(&'static [&'static str]),
+    /// gpt-5.1 and later: reasoning off by default (`none`); temperature and top_p only
+    /// while it is off.
+    Newer(&'static [&'static str]),
+}
+
+fn family(model: &str) -> Family {
     let m = model.to_lowercase();
-    (m.starts_with('o') && m[1..].starts_with(|c: char| c.is_ascii_digit()))
-        || (m.starts_with("gpt-5") && !m.starts_with("gpt-5-chat"))
+    if m.starts_with("gpt-5") && m.contains("-chat") {
+        Family::Chat
+    } else if m.starts_with("gpt-5.1") {
+        Family::Newer(&["none", "low", "medium", "high"])
+    } else if m.starts_with("gpt-5.") {
+        Family::Newer(&["none", "low", "medium", "high", "xhigh"])
+    } else if m.starts_with("gpt-5") {
+        Family::Reasoning(&["minimal", "low", "medium", "high"])
+    } else if m.starts_with('o') && m[1..].starts_with(|c: char| c.is_ascii_digit()) {
+        Family::Reasoning(&["low", "medium", "high"])
+    } else {
+        Family::Chat
+    }
+}
+
+fn is_reasoning(model: &str) -> bool {
+    matches!(family(model), Family::Reasoning(_))
+}
+
+/// `'a', 'b', and 'c'`, as OpenAI lists supported values.
+fn listed(values: &[&str]) -> String {
+    let q: Vec<String> = values.iter().map(|v| format!("'{v}'")).collect();
+    match q.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{}, and {last}", rest.join(", ")),
+        _ => q.join(""),
+    }
+}
+
+fn unsupported_parameter(param: &str) -> Box<Response> {
+    Box::new(error(
+        StatusCode::BAD_REQUEST,
+        &format!("Unsupported parameter: '{param}' is not supported with this model."),
+        "invalid_request_error",
+        Some(param),
+        Some("unsupported_parameter"),
+    ))
+}
+
+/// The sampling and reasoning rules of the model's family, and the parameters a compatible
+/// server refuses (`rejected`).
+fn check_family(
+    obj: &serde_json::Map<String, Value>,
+    model: &str,
+    rejected: &[String],
+) -> Result<(), Box<Response>> {
+    for p in rejected {
+        if obj.contains_key(p) {
+            return Err(unsupported_parameter(p));
+        }
+    }
+    let fam = family(model);
+    let effort = obj.get("reasoning_effort").and_then(Value::as_str);
+    let reasoning = match fam {
+        Family::Chat => false,
+        Family::Reasoning(_) => true,
+        Family::Newer(_) => effort.is_some_and(|e| e != "none"),
+    };
+    if let (Family::Reasoning(efforts) | Family::Newer(efforts), Some(e)) = (fam, effort) {
+        if !efforts.contains(&e)
+            && ["none", "minimal", "low", "medium", "high", "xhigh", "max"].contains(&e)
+        {
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                &format!("Unsupported value: 'reasoning_effort' does not support '{e}' with this model. Supported values are: {}.", listed(efforts)),
+                "invalid_request_error",
+                Some("reasoning_effort"),
+                Some("unsupported_value"),
+            )));
+        }
+    }
+    if reasoning && matches!(fam, Family::Newer(_)) && obj.contains_key("temperature") {
+        return Err(unsupported_parameter("temperature"));
+    }
+    if reasoning && obj.contains_key("top_p") {
+        return Err(unsupported_parameter("top_p"));
+    }
+    Ok(())
 }
 
 /// Request checks, in the order and wording of the real service's 400s.
@@ -145,7 +261,7 @@ pub(super) fn validate(st: &AppState, body: &Value) -> Result<(), Box<Response>>
         }
     }
     if let Some(e) = obj.get("reasoning_effort") {
-        if !is_reasoning(&model) {
+        if family(&model) == Family::Chat {
             return Err(bad(
                 "Unsupported parameter: 'reasoning_effort' is not supported with this model."
                     .into(),
@@ -163,6 +279,8 @@ pub(super) fn validate(st: &AppState, body: &Value) -> Result<(), Box<Response>>
             ));
         }
     }
+    let rejected = super::lock(&st.inner).rejected.clone();
+    check_family(obj, &model, &rejected)?;
     if let Some(rf) = obj.get("response_format") {
         match rf.get("type").and_then(Value::as_str) {
             Some("text") | Some("json_object") => {}

@@ -1,10 +1,12 @@
 //! A loopback fake of OpenAI's Chat Completions API (axum on 127.0.0.1:0), as strict as the real
 //! service where our client is concerned (spec/openai.md): bearer auth with OpenAI's 401 bodies,
 //! request fields checked against OpenAI's own OpenAPI schema (unknown arguments rejected),
-//! strict-mode `json_schema` rules, reasoning-model temperature rules, the error envelope,
+//! strict-mode `json_schema` rules, reasoning-model temperature rules, 404 `model_not_found`
+//! for models outside OpenAI's published list, the error envelope,
 //! `x-request-id` and `x-ratelimit-*` headers, prompt caching in 128-token steps, and scripted
 //! replies: answers, invalid content, refusals, cut-offs, 429 with retry-after(-ms), 500,
-//! 503, insufficient quota, hangs, and an optional requests-per-minute token bucket with latency.
+//! 503, insufficient quota, hangs, and optional requests-per-minute and tokens-per-minute
+//! buckets with latency.
 //!
 //! Shared by the integration tests and `examples/process_bench.rs` (included there with
 //! `#[path]`), so it depends on nothing else under tests/.
@@ -23,8 +25,16 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 mod checks;
+mod completion;
+mod limits;
+mod scripts;
 
-use checks::{allowed_request_fields, validate};
+use checks::{allowed_request_fields, check_model, known_models, validate};
+use completion::{completion, prompt_tokens};
+use limits::{draw_request, draw_tokens};
+// (Not every includer of this fake uses every script.)
+#[allow(unused_imports)]
+pub use scripts::{after, fault_of, faults, FAULTS};
 
 pub const KEY: &str = "sk-test-fake-openai-key-0123456789";
 
@@ -51,9 +61,11 @@ pub enum Reply {
     Hang(Duration),
     /// Waits until [`FakeOpenAi::release`] is called, then answers normally.
     Hold,
+    /// 402 Payment Required, as OpenAI-compatible servers (proxies, resellers) answer when the
+    /// account's credit is spent.
+    PaymentRequired,
 }
 
-/// What a script sees of a request.
 #[derive(Debug, Clone)]
 pub struct Call {
     /// `org/repo#n` read from the user message.
@@ -77,7 +89,13 @@ pub struct Recorded {
     /// Lower-case header names.
     pub headers: HashMap<String, String>,
     pub body: Value,
+    /// The body exactly as received.
+    pub raw: Vec<u8>,
     pub status: u16,
+    /// Tokens drawn from the tokens-per-minute window (0 when refused or without a TPM limit).
+    pub tokens: u64,
+    /// When the request arrived.
+    pub at: Instant,
 }
 
 struct Bucket {
@@ -96,6 +114,10 @@ struct Inner {
     bucket: Option<Bucket>,
     latency: Duration,
     next_id: u64,
+    /// Parameters refused as unsupported, like a compatible server (or a model) without them.
+    rejected: Vec<String>,
+    /// Tokens-per-minute limit: a bucket of tokens (`limit_rpm` holds the TPM limit).
+    tpm: Option<Bucket>,
 }
 
 pub struct FakeOpenAi {
@@ -116,6 +138,8 @@ struct AppState {
     inner: Arc<Mutex<Inner>>,
     release: Arc<tokio::sync::Semaphore>,
     allowed: Arc<HashSet<String>>,
+    /// Model ids the fake serves; others get 404 `model_not_found`.
+    models: Arc<HashSet<String>>,
 }
 
 impl FakeOpenAi {
@@ -178,12 +202,15 @@ impl FakeOpenAi {
             bucket,
             latency,
             next_id: 1,
+            rejected: Vec::new(),
+            tpm: None,
         }));
         let release = Arc::new(tokio::sync::Semaphore::new(0));
         let state = AppState {
             inner: inner.clone(),
             release: release.clone(),
             allowed: Arc::new(allowed_request_fields()),
+            models: Arc::new(known_models()),
         };
         let extra = batches.map(|b| {
             super::batches::set_base_url(&b, &format!("http://{addr}"));
@@ -202,6 +229,28 @@ impl FakeOpenAi {
             release,
             _served: served,
         }
+    }
+
+    /// Refuses these request parameters with OpenAI's 400 `unsupported_parameter`, as a
+    /// compatible server (or a model) without them does.
+    pub fn reject_params(&self, params: &[&str]) {
+        lock(&self.inner).rejected = params.iter().map(|p| p.to_string()).collect();
+    }
+
+    /// Adds a tokens-per-minute limit: a bucket refilled at `tpm / 60` tokens a second holding
+    /// `burst` seconds of them. A request draws its prompt tokens plus its completion budget
+    /// (`max_completion_tokens`), as OpenAI counts them; one the bucket cannot cover gets a 429
+    /// `rate_limit_exceeded` on tokens. Every answer carries `x-ratelimit-*-tokens` headers.
+    pub fn set_token_limit(&self, tpm: u64, burst: Duration) {
+        let per_sec = tpm as f64 / 60.0;
+        let capacity = per_sec * burst.as_secs_f64();
+        lock(&self.inner).tpm = Some(Bucket {
+            capacity,
+            tokens: capacity,
+            per_sec,
+            last: Instant::now(),
+            limit_rpm: tpm,
+        });
     }
 
     pub fn set_script(&self, script: Script) {
@@ -326,11 +375,15 @@ async fn handle(
                 .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
                 .collect(),
             body: parsed.clone(),
+            raw: body.to_vec(),
             status: 0,
+            tokens: 0,
+            at: Instant::now(),
         });
         g.log.len() - 1
     };
-    let (mut response, request_id) = respond(&st, &method, &uri, &headers, &body, &parsed).await;
+    let (mut response, request_id) =
+        respond(&st, &method, &uri, &headers, &body, &parsed, index).await;
     lock(&st.inner).log[index].status = response.status().as_u16();
     response.headers_mut().insert(
         "x-request-id",
@@ -346,6 +399,7 @@ async fn respond(
     headers: &HeaderMap,
     raw: &Bytes,
     body: &Value,
+    index: usize,
 ) -> (Response, String) {
     let request_id = {
         let mut g = lock(&st.inner);
@@ -402,52 +456,18 @@ async fn respond(
     if let Err(resp) = validate(st, body) {
         return (*resp, request_id);
     }
+    if let Err(resp) = check_model(st, body) {
+        return (*resp, request_id);
+    }
     // Rate limit, then latency, then the scripted reply.
-    let (latency, limit_headers) = {
-        let mut g = lock(&st.inner);
-        let latency = g.latency;
-        match g.bucket.as_mut() {
-            Some(b) => {
-                let now = Instant::now();
-                b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * b.per_sec)
-                    .min(b.capacity);
-                b.last = now;
-                if b.tokens < 1.0 {
-                    let wait_ms = (((1.0 - b.tokens) / b.per_sec) * 1000.0).ceil() as u64;
-                    let limit = b.limit_rpm;
-                    drop(g);
-                    let model = body["model"].as_str().unwrap_or("");
-                    let msg = format!("Rate limit reached for {model} in organization org-fake on requests per min (RPM): Limit {limit}, Used {limit}, Requested 1. Please try again in {wait_ms}ms. Visit https://platform.openai.com/account/rate-limits to learn more.");
-                    let mut r = error(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        &msg,
-                        "requests",
-                        Some("requests"),
-                        Some("rate_limit_exceeded"),
-                    );
-                    let h = r.headers_mut();
-                    h.insert("retry-after-ms", HeaderValue::from(wait_ms));
-                    h.insert("retry-after", HeaderValue::from(wait_ms.div_ceil(1000)));
-                    h.insert("x-ratelimit-limit-requests", HeaderValue::from(limit));
-                    h.insert(
-                        "x-ratelimit-remaining-requests",
-                        HeaderValue::from_static("0"),
-                    );
-                    h.insert(
-                        "x-ratelimit-reset-requests",
-                        HeaderValue::from_str(&format!("{wait_ms}ms")).expect("h"),
-                    );
-                    return (r, request_id);
-                }
-                b.tokens -= 1.0;
-                let reset_ms = (((b.capacity - b.tokens) / b.per_sec) * 1000.0).ceil() as u64;
-                (
-                    latency,
-                    Some((b.limit_rpm, b.tokens.floor() as u64, reset_ms)),
-                )
-            }
-            None => (latency, None),
-        }
+    let latency = lock(&st.inner).latency;
+    let limit_headers = match draw_request(st, body) {
+        Ok(h) => h,
+        Err(r) => return (*r, request_id),
+    };
+    let token_headers = match draw_tokens(st, body, index) {
+        Ok(h) => h,
+        Err(r) => return (*r, request_id),
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -463,6 +483,7 @@ async fn respond(
             r
         }
         Reply::QuotaExceeded => error(StatusCode::TOO_MANY_REQUESTS, "You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.", "insufficient_quota", None, Some("insufficient_quota")),
+        Reply::PaymentRequired => error(StatusCode::PAYMENT_REQUIRED, "Insufficient credits. Add more credits to your account to continue.", "insufficient_credits", None, Some("payment_required")),
         Reply::ServerError => error(StatusCode::INTERNAL_SERVER_ERROR, "The server had an error while processing your request. Sorry about that!", "server_error", None, None),
         Reply::Overloaded { retry_after_ms } => {
             let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "The engine is currently overloaded, please try again later", "service_unavailable_error", None, Some("server_is_overloaded"));
@@ -486,6 +507,15 @@ async fn respond(
         Reply::Refusal(s) => completion(st, body, None, Some(s), "stop"),
         Reply::Length(s) => completion(st, body, Some(s), None, "length"),
     };
+    if let Some((limit, remaining, reset_ms)) = token_headers {
+        let h = resp.headers_mut();
+        h.insert("x-ratelimit-limit-tokens", HeaderValue::from(limit));
+        h.insert("x-ratelimit-remaining-tokens", HeaderValue::from(remaining));
+        h.insert(
+            "x-ratelimit-reset-tokens",
+            HeaderValue::from_str(&format!("{reset_ms}ms")).expect("h"),
+        );
+    }
     if let Some((limit, remaining, reset_ms)) = limit_headers {
         let h = resp.headers_mut();
         h.insert("x-ratelimit-limit-requests", HeaderValue::from(limit));
@@ -531,64 +561,4 @@ fn call_of(st: &AppState, body: &Value) -> Call {
         user,
         labels,
     }
-}
-
-fn completion(
-    st: &AppState,
-    body: &Value,
-    content: Option<String>,
-    refusal: Option<String>,
-    finish: &str,
-) -> Response {
-    let msgs = body["messages"].as_array().cloned().unwrap_or_default();
-    let text_of = |m: &Value| match &m["content"] {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let prompt: u64 = msgs
-        .iter()
-        .map(|m| estimate_tokens(&text_of(m)) + 4)
-        .sum::<u64>()
-        + estimate_tokens(&body["response_format"].to_string());
-    // Prompt caching: a repeated prefix of at least 1024 tokens is served from cache in
-    // 128-token steps (the first message stands for the prefix).
-    let prefix = msgs.first().map(text_of).unwrap_or_default();
-    let prefix_tokens = estimate_tokens(&prefix);
-    let cached = {
-        let mut g = lock(&st.inner);
-        let seen = !g.seen_prefixes.insert(prefix.clone());
-        if seen && prefix_tokens >= 1024 {
-            (prefix_tokens / 128) * 128
-        } else {
-            0
-        }
-    };
-    let completion_tokens =
-        estimate_tokens(content.as_deref().or(refusal.as_deref()).unwrap_or("")) + 1;
-    let id = lock(&st.inner).next_id;
-    (
-        StatusCode::OK,
-        axum::Json(json!({
-            "id": format!("chatcmpl-fake{id}"),
-            "object": "chat.completion",
-            "created": chrono::Utc::now().timestamp(),
-            "model": body["model"],
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": refusal, "annotations": []},
-                "logprobs": null,
-                "finish_reason": finish
-            }],
-            "usage": {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt + completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
-                "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
-            },
-            "service_tier": "default",
-            "system_fingerprint": "fp_fake"
-        })),
-    )
-        .into_response()
 }
