@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0003_batch.sql"),
     },
     Migration {
+        version: 4,
+        name: "label_quality",
+        sql: include_str!("../../migrations/0004_label_quality.sql"),
+    },
+    Migration {
         version: 5,
         name: "recommendations",
         sql: include_str!("../../migrations/0005_recommendations.sql"),

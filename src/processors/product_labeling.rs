@@ -57,6 +57,10 @@ pub struct Cut {
 pub struct ProductLabeling {
     pub taxonomy: Taxonomy,
     pub token_budget: usize,
+    /// The trained `local` model of the taxonomy, when the plan uses it instead of `rules`.
+    pub local: Option<std::sync::Arc<crate::learn::LocalModel>>,
+    /// Few-shot examples added to AI prompts (`--examples K`).
+    pub few_shot: Option<crate::processors::local::FewShot>,
     system: String,
     schema: Value,
 }
@@ -68,6 +72,8 @@ impl ProductLabeling {
         Self {
             taxonomy,
             token_budget,
+            local: None,
+            few_shot: None,
             system,
             schema,
         }
@@ -110,6 +116,13 @@ impl ProductLabeling {
             }
             check_confidence(&format!("confidence of {}", r.label), r.confidence)?;
         }
+        if self.taxonomy.exclusive && a.recommended_labels.len() > 1 {
+            return Err(format!(
+                "taxonomy {:?} is exclusive: recommend at most one label, not {}",
+                self.taxonomy.name,
+                a.recommended_labels.len()
+            ));
+        }
         Ok(a)
     }
 
@@ -130,9 +143,15 @@ impl ProductLabeling {
         let mut scores = rules::score(&self.taxonomy, &doc);
         // Highest score first; the taxonomy order breaks ties (sort is stable).
         scores.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let keep = if self.taxonomy.exclusive {
+            1
+        } else {
+            usize::MAX
+        };
         let recommended: Vec<RecommendedLabel> = scores
             .iter()
             .filter(|s| s.score >= threshold)
+            .take(keep)
             .map(|s| RecommendedLabel {
                 label: s.label.clone(),
                 confidence: s.confidence(threshold),
@@ -267,6 +286,11 @@ fn system_prompt(t: &Taxonomy) -> String {
                 hints.join(", ")
             ));
         }
+    }
+    if t.exclusive {
+        s.push_str(
+            "\nThe labels are exclusive: an issue has exactly one of them, so recommend at most one.\n",
+        );
     }
     s.push_str(
         "\nHow to answer:\n\

@@ -19,6 +19,7 @@ mod hostile_input;
 mod layers;
 mod process;
 mod process_query;
+mod quality;
 mod recommendations;
 mod store_import;
 mod store_schema;
