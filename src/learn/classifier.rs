@@ -26,7 +26,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            epochs: 12,
+            epochs: 8,
             lambda: 2e-5,
             eta0: 0.5,
             seed: 17,
@@ -102,8 +102,8 @@ impl Linear {
                 continue;
             }
             let row = &self.w[f * k..f * k + k];
-            for c in 0..k {
-                z[c] += row[c] * x;
+            for (zc, wc) in z.iter_mut().zip(row) {
+                *zc += wc * x;
             }
         }
         z
@@ -152,10 +152,12 @@ impl Linear {
                 let eta = cfg.eta0 / (1.0 + cfg.eta0 * cfg.lambda * t);
                 t += 1.0;
                 z.copy_from_slice(&b);
+                // Zipped slices: no bounds checks, so the loop over labels vectorises.
                 for (&f, &x) in ex.idx.iter().zip(ex.val) {
                     let row = &w[f as usize * k..f as usize * k + k];
-                    for c in 0..k {
-                        z[c] += row[c] * x * scale;
+                    let xs = x * scale;
+                    for (zc, wc) in z.iter_mut().zip(row) {
+                        *zc += wc * xs;
                     }
                 }
                 let weight = ex
@@ -183,10 +185,15 @@ impl Linear {
                 }
                 scale *= 1.0 - eta * cfg.lambda;
                 let step = eta * weight / scale;
+                // A well-classified example changes nothing worth the pass over its features.
+                if g.iter().all(|v| v.abs() < 1e-4) {
+                    continue;
+                }
                 for (&f, &x) in ex.idx.iter().zip(ex.val) {
                     let row = &mut w[f as usize * k..f as usize * k + k];
-                    for c in 0..k {
-                        row[c] -= step * g[c] * x;
+                    let sx = step * x;
+                    for (wc, gc) in row.iter_mut().zip(&g) {
+                        *wc -= sx * gc;
                     }
                 }
                 for c in 0..k {

@@ -123,8 +123,9 @@ fn fit(
 }
 
 impl LocalModel {
-    /// Trains on `docs`: first on 85% to fit the temperature and measure the held-out 15%
-    /// (stored in `info.metrics`), then on every issue with that temperature.
+    /// Trains on 85% of `docs`, fits the temperature on the held-out 15% and measures the model
+    /// there (stored in `info.metrics`). The held-out issues count as training issues (they
+    /// set the temperature): `evaluate` never scores the model on them either.
     pub fn train(
         mut info: ModelInfo,
         docs: &[TrainingDoc<'_>],
@@ -170,7 +171,7 @@ impl LocalModel {
             .collect();
         linear.calibrate(&held_ex);
         let temperature = linear.temperature;
-        let probe = Self {
+        let mut model = Self {
             info: info.clone(),
             idf,
             linear,
@@ -180,7 +181,7 @@ impl LocalModel {
             .zip(&held_docs)
             .map(|(x, d)| Sample {
                 human: d.labels.iter().map(|&c| info.labels[c].clone()).collect(),
-                predicted: probe.recommend(&probe.linear.predict(&x.idx, &x.val)),
+                predicted: model.recommend(&model.linear.predict(&x.idx, &x.val)),
             })
             .collect();
         let m = metrics::compute(&info.labels, info.exclusive, &samples);
@@ -192,10 +193,9 @@ impl LocalModel {
             "ece": m.ece,
             "temperature": temperature,
         });
-        let (idf, mut linear, _) = fit(&info, docs, &all_terms, cfg);
-        linear.temperature = temperature;
         info.training_ids = docs.iter().map(|d| d.id.clone()).collect();
-        Ok(Self { info, idf, linear })
+        model.info = info;
+        Ok(model)
     }
 
     /// The labels recommended from probabilities: the most likely one for an exclusive
@@ -213,15 +213,24 @@ impl LocalModel {
             .collect()
     }
 
-    /// Probabilities of every label (taxonomy order), each with the issue's terms that
-    /// pushed it up most.
+    /// Probabilities of every label (taxonomy order); the labels it recommends come with the
+    /// issue's terms that pushed them up most (the others' terms stay empty: explaining every
+    /// label would cost more than the prediction).
     pub fn predict(&self, text: &Text<'_>) -> Vec<LabelScore> {
         let t = terms(text, true);
         let x = self.idf.transform(&t);
         let p = self.linear.predict(&x.idx, &x.val);
         let k = self.linear.classes;
+        let explained: Vec<String> = self.recommend(&p).into_iter().map(|r| r.0).collect();
         (0..k)
             .map(|c| {
+                if !explained.contains(&self.info.labels[c]) {
+                    return LabelScore {
+                        label: self.info.labels[c].clone(),
+                        probability: round2(p[c]),
+                        terms: Vec::new(),
+                    };
+                }
                 let mut contrib: Vec<(f32, u32)> = x
                     .idx
                     .iter()
