@@ -13,7 +13,7 @@ const BODY_CHARS: usize = 6_000;
 const COMMENT_CHARS: usize = 1_500;
 const MAX_WORD: usize = 40;
 /// Body words whose character n-grams are counted (the start of an issue names its subject).
-const CHAR_GRAM_WORDS: usize = 600;
+const CHAR_GRAM_WORDS: usize = 300;
 
 /// The text of an issue a model reads.
 #[derive(Debug, Clone, Copy)]
