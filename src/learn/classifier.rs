@@ -170,9 +170,7 @@ impl Linear {
                 match mode {
                     Mode::Softmax => {
                         softmax_in_place(&mut z);
-                        for c in 0..k {
-                            g[c] = z[c];
-                        }
+                        g.copy_from_slice(&z);
                         for &c in ex.labels.iter().take(1) {
                             g[c] -= 1.0;
                         }
@@ -296,8 +294,11 @@ impl Linear {
 mod tests {
     use super::*;
 
-    /// Two classes, each signalled by its own feature (plus a shared noise feature).
-    fn separable(n: usize) -> (Vec<(Vec<u32>, Vec<f32>, Vec<usize>)>, usize) {
+    /// (feature indices, values, labels) of one example.
+    type Row = (Vec<u32>, Vec<f32>, Vec<usize>);
+
+    /// Three classes, each signalled by its own feature (plus a shared noise feature).
+    fn separable(n: usize) -> (Vec<Row>, usize) {
         let mut out = Vec::new();
         for i in 0..n {
             let c = i % 3;
@@ -306,7 +307,7 @@ mod tests {
         (out, 3)
     }
 
-    fn examples(d: &[(Vec<u32>, Vec<f32>, Vec<usize>)]) -> Vec<Example<'_>> {
+    fn examples(d: &[Row]) -> Vec<Example<'_>> {
         d.iter()
             .map(|(i, v, l)| Example {
                 idx: i,
