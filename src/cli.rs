@@ -96,8 +96,9 @@ pub enum Command {
     /// SQL-selected processing pipelines, real-time or batch.
     #[command(subcommand)]
     ProcessQuery(ProcessQueryCommand),
-    /// The whole flow on the bundled sample issues, offline: import, label in batch mode with
-    /// the `rules` model, wait, then show batch status and analytics.
+    /// The whole flow on the bundled sample issues, offline: import, a taxonomy from the
+    /// sample's labels, train `local` on the older issues, label the newer ones in batch mode,
+    /// evaluate against the human labels (HTML report), then batch status and analytics.
     Demo(DemoArgs),
     /// Print a shell completion script, or the man page (`completions man`), on stdout.
     Completions(CompletionsArgs),
@@ -110,6 +111,83 @@ pub enum Command {
     /// Apply approved recommendations to GitHub: adds labels (removes only with
     /// --remove-labels), re-reading each issue first; prints the plan and asks before sending.
     UpdateLabels(Box<UpdateLabelsArgs>),
+    /// Taxonomies made from a repository's own labels (`taxonomy init`).
+    #[command(subcommand)]
+    Taxonomy(TaxonomyCommand),
+    /// Train the offline `local` model of a processor's taxonomy on human-labelled issues.
+    Train(TrainArgs),
+    /// Compare a processor's stored recommendations with the human labels: precision, recall,
+    /// F1, coverage, calibration, safe thresholds; each run is recorded.
+    Evaluate(EvaluateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaxonomyCommand {
+    /// Write a taxonomy TOML from the labels used in DuckDB (name, GitHub description, usage).
+    Init(TaxonomyInitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TaxonomyInitArgs {
+    /// Organisation (owner) whose issues' labels are read.
+    #[arg(long)]
+    pub org: String,
+    /// Only this repository of the organisation.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Skip labels used on fewer issues than this.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub min_issues: u64,
+    /// Only labels starting with this text (e.g. `area-` or `type:`).
+    #[arg(long, value_name = "P")]
+    pub prefix: Option<String>,
+    /// Taxonomy name (default: from the org/repo and the prefix).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Write the TOML here (an existing file is never overwritten); stdout otherwise.
+    #[arg(short = 'o', long, value_name = "FILE.toml")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Processor whose taxonomy the model learns (e.g. product-labeling).
+    pub processor: String,
+    /// Taxonomy TOML (default: the processor's embedded taxonomy).
+    #[arg(long, value_name = "FILE")]
+    pub taxonomy: Option<PathBuf>,
+    #[arg(long)]
+    pub org: Option<String>,
+    #[arg(long, requires = "org")]
+    pub repo: Option<String>,
+    /// Learn only from issues created before this date (YYYY-MM-DD); evaluate with --since.
+    #[arg(long, value_name = "DATE")]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// Processor whose stored results are evaluated.
+    pub processor: String,
+    #[arg(long)]
+    pub org: Option<String>,
+    #[arg(long, requires = "org")]
+    pub repo: Option<String>,
+    /// Taxonomy TOML whose labels are compared (default: the processor's embedded taxonomy).
+    #[arg(long, value_name = "FILE")]
+    pub taxonomy: Option<PathBuf>,
+    /// Only results of this model (e.g. `local`, `rules`, `openai:gpt-4o-mini`).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Only issues created on or after this date (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+    /// Only issues created before this date (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE")]
+    pub until: Option<String>,
+    /// Also write a self-contained HTML report (inline SVG charts, no scripts) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -308,6 +386,10 @@ pub struct AiArgs {
     /// is given up instead (default 120, at most 900: longer asks are clamped to 15 minutes).
     #[arg(long, env = env::MAX_SERVER_WAIT, value_name = "SECONDS", value_parser = seconds)]
     pub max_server_wait: Option<f64>,
+    /// Few-shot: add the K most similar human-labelled issues, with their labels, to each AI
+    /// prompt (after the stable prefix; needs `train`'s example index; at most 20).
+    #[arg(long, value_name = "K")]
+    pub examples: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -482,8 +564,9 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Model for the labeling step (default `rules`: offline, free, no key).
-    #[arg(long, default_value = "rules")]
+    /// Model for the labeling step (default `local`: the model the demo trains; offline, free,
+    /// no key).
+    #[arg(long, default_value = "local")]
     pub model: String,
 }
 

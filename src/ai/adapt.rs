@@ -75,7 +75,7 @@ impl Adjustments {
         let (param, value) = match provider {
             ProviderKind::OpenAi => openai_change(error, sent)?,
             ProviderKind::Anthropic => anthropic_change(error, sent, settings)?,
-            ProviderKind::Rules => return None,
+            ProviderKind::Rules | ProviderKind::Local => return None,
         };
         let what = match &value {
             None => format!("without `{param}`"),

@@ -39,10 +39,12 @@ pub enum ProviderKind {
     OpenAi,
     Anthropic,
     Rules,
+    /// The learned offline model of a taxonomy (`train`): like `rules`, no key, no cost.
+    Local,
 }
 
 impl ProviderKind {
-    pub const ALL: [ProviderKind; 3] = [Self::OpenAi, Self::Anthropic, Self::Rules];
+    pub const ALL: [ProviderKind; 4] = [Self::OpenAi, Self::Anthropic, Self::Rules, Self::Local];
 
     /// The name stored in `ai_results.provider` and used in model strings.
     pub fn name(self) -> &'static str {
@@ -50,7 +52,13 @@ impl ProviderKind {
             Self::OpenAi => "openai",
             Self::Anthropic => "anthropic",
             Self::Rules => "rules",
+            Self::Local => "local",
         }
+    }
+
+    /// Offline models run here: no key, no requests, no cost.
+    pub fn is_offline(self) -> bool {
+        matches!(self, Self::Rules | Self::Local)
     }
 
     fn from_name(name: &str) -> Option<Self> {
@@ -78,7 +86,8 @@ impl ModelSpec {
     /// that is obviously OpenAI's (`gpt-…`, `o3…`) or Anthropic's (`claude-…`) is accepted too.
     pub fn parse(s: &str) -> anyhow::Result<Self> {
         let s = s.trim();
-        let known = "use `openai:MODEL`, `anthropic:MODEL` or `rules` (e.g. `openai:gpt-4o-mini`)";
+        let known =
+            "use `openai:MODEL`, `anthropic:MODEL`, `rules` or `local` (e.g. `openai:gpt-4o-mini`)";
         if s.is_empty() {
             return Err(user(format!("empty model string: {known}")));
         }
@@ -102,6 +111,7 @@ impl ModelSpec {
         };
         let model = match (provider, model.is_empty()) {
             (ProviderKind::Rules, _) => "rules".to_string(),
+            (ProviderKind::Local, _) => "local".to_string(),
             (ProviderKind::OpenAi, true) => DEFAULT_OPENAI_MODEL.to_string(),
             (ProviderKind::Anthropic, true) => DEFAULT_ANTHROPIC_MODEL.to_string(),
             (_, false) => model,
@@ -116,6 +126,7 @@ impl ModelSpec {
     pub fn id(&self) -> String {
         match self.provider {
             ProviderKind::Rules => "rules".into(),
+            ProviderKind::Local => "local".into(),
             p => format!("{}:{}", p.name(), self.model),
         }
     }
@@ -190,7 +201,7 @@ impl Endpoint {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Option<Self>> {
         let (key_var, url_var, default_url) = match provider {
-            ProviderKind::Rules => return Ok(None),
+            ProviderKind::Rules | ProviderKind::Local => return Ok(None),
             ProviderKind::OpenAi => (
                 ENV_OPENAI_API_KEY,
                 ENV_OPENAI_BASE_URL,
@@ -318,7 +329,8 @@ impl Provider {
         settings: GenSettings,
     ) -> anyhow::Result<Self> {
         Ok(match (spec.provider, endpoint) {
-            (ProviderKind::Rules, _) => Self::Rules,
+            // Both offline models run in the processor; the provider only says "no requests".
+            (ProviderKind::Rules | ProviderKind::Local, _) => Self::Rules,
             (ProviderKind::OpenAi, Some(ep)) => {
                 Self::OpenAi(openai::OpenAi::new(&spec.model, ep, settings))
             }

@@ -168,7 +168,7 @@ pub fn capabilities(provider: ProviderKind, model: &str) -> Capabilities {
                 ..CHAT
             },
         ),
-        ProviderKind::Anthropic | ProviderKind::Rules => (
+        ProviderKind::Anthropic | ProviderKind::Rules | ProviderKind::Local => (
             ANTHROPIC,
             Capabilities {
                 family: "unknown",

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::ai::{ModelSpec, ProviderKind, Usage};
+use crate::ai::{ModelSpec, Usage};
 use crate::error::{user, UserContext};
 
 /// USD per million tokens.
@@ -167,7 +167,7 @@ impl PriceTable {
     /// key ending in `*` matches every model id it begins. The longest match wins (an override,
     /// listed first, wins ties). `rules` is free.
     pub fn lookup(&self, spec: &ModelSpec) -> Option<Price> {
-        if spec.provider == ProviderKind::Rules {
+        if spec.provider.is_offline() {
             return Some(Price {
                 input: 0.0,
                 cached_input: None,

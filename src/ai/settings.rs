@@ -53,6 +53,11 @@ impl GenSettings {
                         "--setting {k}: the rules model takes no settings (its threshold lives in the taxonomy file)"
                     )))
                 }
+                (ProviderKind::Local, _) => {
+                    return Err(user(format!(
+                        "--setting {k}: the local model takes no settings (`train` fits it)"
+                    )))
+                }
                 (_, "temperature") => {
                     let t = number(k, v, max_temperature)?;
                     if caps.temperature == models::Temperature::DefaultOnly && t != 1.0 {

@@ -285,7 +285,12 @@ impl<'a> BatchManager<'a> {
         model: Option<&str>,
         config: &AiConfig,
     ) -> anyhow::Result<Plan> {
-        Plan::resolve(processor, model, config, self.env, self.reporter)
+        // Jobs made before `local` existed keep no models folder: it is this data directory's.
+        let mut config = config.clone();
+        if config.models_dir.is_none() {
+            config.models_dir = Some(self.store.models_dir());
+        }
+        Plan::resolve(processor, model, &config, self.env, self.reporter)
     }
 
     /// The provider and, unless the job runs here, the batch backend of a plan. A network

@@ -24,7 +24,7 @@ pub(crate) fn backend_of(kind: ProviderKind) -> Backend {
     match kind {
         ProviderKind::OpenAi => Backend::OpenAi,
         ProviderKind::Anthropic => Backend::Anthropic,
-        ProviderKind::Rules => Backend::Local,
+        ProviderKind::Rules | ProviderKind::Local => Backend::Local,
     }
 }
 

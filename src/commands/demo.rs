@@ -1,11 +1,15 @@
-//! `demo`: the flagship workflow on the bundled sample issues, offline by default: import,
-//! `process-query missing product-labeling --batch-mode --yes --wait`, `batch-status`,
-//! `analytics`. It runs the real commands, so it shows what a user's own run does.
+//! `demo`: the flagship workflow on the bundled sample issues, offline by default: import, a
+//! taxonomy from the sample's own labels (`taxonomy init`), `train` of the `local` model on the
+//! older issues, `process-query custom … --batch-mode --yes --wait` over the newer ones,
+//! `evaluate` against the human labels with the HTML report, then batch status and analytics.
+//! It runs the real commands, so it shows what a user's own run does.
 
-use crate::cli::{DemoArgs, ProcessQueryCommand, RunArgs, SelectionArgs};
-use crate::commands::{import, process_query, Ctx};
-use crate::error::ExitStatus;
-use crate::store::IssueState;
+use crate::cli::{AiArgs, DemoArgs, ProcessQueryCommand, RunArgs};
+use crate::commands::{evaluate, import, process_query, train, Ctx};
+use crate::db::QualityScope;
+use crate::error::{user, ExitStatus};
+use crate::processors::taxonomy::init_toml;
+use crate::processors::{self, Processor};
 
 /// The sample issues ship inside the binary so `demo` works from any directory.
 const SAMPLES: &[(&str, &[u8])] = &[
@@ -19,9 +23,15 @@ const SAMPLES: &[(&str, &[u8])] = &[
     ),
 ];
 
+/// The labelled sample repository (human `area-*` labels, one per issue).
+const ORG: &str = "dotnet";
+const REPO: &str = "corefx";
+/// Labels on fewer sample issues than this are left out of the demo taxonomy.
+const MIN_ISSUES: u64 = 5;
+
 pub async fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
     let p = &ctx.printer;
-    p.line("== 1/4 import the bundled sample issues")?;
+    p.line("== 1/6 import the bundled sample issues")?;
     let sources = SAMPLES
         .iter()
         .map(|(name, bytes)| (name.to_string(), Ok(bytes.to_vec())))
@@ -31,19 +41,93 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
         return Ok(status);
     }
 
+    let taxonomy_path = ctx.store.root().join("demo-taxonomy.toml");
     p.line("")?;
     p.line(&format!(
-        "== 2/4 process-query missing product-labeling --state all --batch-mode --yes --wait --model {}",
-        args.model
+        "== 2/6 taxonomy init --org {ORG} --repo {REPO} --min-issues {MIN_ISSUES} -o {}",
+        taxonomy_path.display()
     ))?;
-    let missing = ProcessQueryCommand::Missing {
-        processor: crate::processors::product_labeling::NAME.to_string(),
-        filter: SelectionArgs {
-            org: None,
-            repo: None,
-            state: IssueState::All,
-            limit: None,
+    let mut db = ctx.db()?;
+    let repo_scope = QualityScope {
+        org: Some(ORG.into()),
+        repo: Some(REPO.into()),
+        ..Default::default()
+    };
+    let labels = db.label_usage(&repo_scope, MIN_ISSUES, None)?;
+    let names: Vec<String> = labels.iter().map(|l| l.name.clone()).collect();
+    let exclusive = db.issues_with_several(&repo_scope, &names)? == 0;
+    let text = init_toml(
+        &format!("{ORG}/{REPO} labels"),
+        &format!("{ORG}/{REPO}"),
+        exclusive,
+        &labels,
+    );
+    // The demo owns this file: each run writes it again from the same labels.
+    crate::store::atomic::write_atomic(&taxonomy_path, text.as_bytes())?;
+    p.line(&format!(
+        "{} labels used on at least {MIN_ISSUES} issues{}",
+        labels.len(),
+        if exclusive {
+            "; exclusive (no issue has two of them)"
+        } else {
+            ""
+        }
+    ))?;
+    let processor = Processor::get(
+        processors::product_labeling::NAME,
+        &processors::Options {
+            taxonomy: Some(taxonomy_path.clone()),
+            token_budget: None,
         },
+    )?;
+
+    // The sample has no dates: issue numbers order it in time.
+    let (docs, _) = db.labeled_documents(&repo_scope, &names)?;
+    let mut numbers: Vec<u64> = docs
+        .iter()
+        .filter_map(|d| d.id.rsplit('#').next()?.parse().ok())
+        .collect();
+    numbers.sort_unstable();
+    let split = *numbers
+        .get(numbers.len() * 2 / 3)
+        .ok_or_else(|| user("the sample has no labelled issues"))?;
+    p.line("")?;
+    p.line(&format!(
+        "== 3/6 train product-labeling --taxonomy {} on the older two thirds (issues #{}–#{})",
+        taxonomy_path.display(),
+        numbers[0],
+        split - 1
+    ))?;
+    let trained = train::train(
+        ctx,
+        &mut db,
+        &processor,
+        &QualityScope {
+            below_number: Some(split),
+            ..repo_scope.clone()
+        },
+    )?;
+    p.line(&format!(
+        "trained on {} issues in {:.2}s → {}",
+        trained.model.info.training_ids.len(),
+        trained.seconds,
+        trained.path.display()
+    ))?;
+    drop(db);
+
+    let sql = format!(
+        "SELECT id FROM issues WHERE org = '{ORG}' AND repo = '{REPO}' AND number >= {split}"
+    );
+    p.line("")?;
+    p.line(&format!(
+        "== 4/6 process-query custom product-labeling \"{sql}\" --batch-mode --yes --wait --model {} --taxonomy {}",
+        args.model,
+        taxonomy_path.display()
+    ))?;
+    let custom = ProcessQueryCommand::Custom {
+        processor: processors::product_labeling::NAME.to_string(),
+        sql,
+        limit: None,
         run: RunArgs {
             batch_mode: true,
             model: Some(args.model.clone()),
@@ -52,16 +136,43 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
             concurrency: None,
             wait: true,
             poll_interval: 1.0,
-            ai: Default::default(),
+            ai: AiArgs {
+                taxonomy: Some(taxonomy_path.clone()),
+                ..Default::default()
+            },
         },
     };
-    let status = process_query::run(ctx, missing).await?;
+    let status = process_query::run(ctx, custom).await?;
     if status != ExitStatus::Success {
         return Ok(status);
     }
 
+    let html = ctx.store.root().join("quality-report.html");
     p.line("")?;
-    p.line("== 3/4 process-query batch-status")?;
+    p.line(&format!(
+        "== 5/6 evaluate product-labeling --org {ORG} --repo {REPO} --taxonomy {} --html {}",
+        taxonomy_path.display(),
+        html.display()
+    ))?;
+    let mut db = ctx.db()?;
+    let e = evaluate::evaluate(ctx, &mut db, &processor, None, &repo_scope)?;
+    drop(db);
+    evaluate::write_html(&html, &e)?;
+    evaluate::print(ctx, &e)?;
+    let m = &e.metrics;
+    p.line("")?;
+    p.line(&format!(
+        "Quality on {} newer issues the model never saw: macro-F1 {:.3}, coverage {:.1}%, ECE {}. \
+         Report: {}",
+        m.issues,
+        m.macro_f1,
+        m.coverage * 100.0,
+        m.ece.map_or("–".into(), |v| format!("{v:.3}")),
+        html.display()
+    ))?;
+
+    p.line("")?;
+    p.line("== 6/6 process-query batch-status, then analytics")?;
     let status = process_query::run(
         ctx,
         ProcessQueryCommand::BatchStatus {
@@ -73,8 +184,5 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
     if status != ExitStatus::Success {
         return Ok(status);
     }
-
-    p.line("")?;
-    p.line("== 4/4 process-query analytics")?;
     process_query::run(ctx, ProcessQueryCommand::Analytics).await
 }

@@ -6,6 +6,7 @@ mod batch;
 mod collect;
 mod completions;
 mod demo;
+mod evaluate;
 mod import;
 mod models;
 mod process;
@@ -16,6 +17,8 @@ mod review_terminal;
 pub mod settings;
 mod status;
 mod sync;
+mod taxonomy;
+mod train;
 mod update_labels;
 
 use crate::batch::BatchManager;
@@ -64,7 +67,9 @@ impl Ctx {
 
     /// The plan of a processing command: processor, model and the AI flags resolved.
     pub fn plan(&self, processor: &str, model: Option<&str>, ai: &AiArgs) -> anyhow::Result<Plan> {
-        Plan::resolve(processor, model, &ai_config(ai), self.env(), &self.printer)
+        let mut config = ai_config(ai);
+        config.models_dir = Some(self.store.models_dir());
+        Plan::resolve(processor, model, &config, self.env(), &self.printer)
     }
 
     /// Reports a run that finished with something the user must look at (`error: …`) and
@@ -85,6 +90,8 @@ pub fn ai_config(a: &AiArgs) -> AiConfig {
         request_timeout: a.request_timeout,
         max_retries: a.max_retries,
         max_server_wait: a.max_server_wait,
+        models_dir: None,
+        examples: a.examples,
     }
 }
 
@@ -103,6 +110,9 @@ pub async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<ExitStatus>
         Command::Models(args) => models::run(ctx, &args),
         Command::Recommendations(c) => recommendations::run(ctx, c).await,
         Command::UpdateLabels(args) => update_labels::run(ctx, &args).await,
+        Command::Taxonomy(c) => taxonomy::run(ctx, c),
+        Command::Train(args) => train::run(ctx, &args),
+        Command::Evaluate(args) => evaluate::run(ctx, &args),
     }
 }
 

@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0003_batch.sql"),
     },
     Migration {
+        version: 4,
+        name: "label_quality",
+        sql: include_str!("../../migrations/0004_label_quality.sql"),
+    },
+    Migration {
         version: 5,
         name: "recommendations",
         sql: include_str!("../../migrations/0005_recommendations.sql"),
@@ -188,14 +193,13 @@ mod tests {
             })
             .collect();
         assert_eq!(files, embedded);
-        // Versions strictly increase, so the order of application is unambiguous. (Numbers are
-        // handed out per branch: 0004 lands from another branch, so a gap may exist meanwhile.)
-        for pair in MIGRATIONS.windows(2) {
-            assert!(
-                pair[0].version < pair[1].version,
-                "{} then {}",
-                pair[0].name,
-                pair[1].name
+        // Versions are 1, 2, 3, … with no gap, so the order of application is unambiguous.
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(
+                m.version as usize,
+                i + 1,
+                "migration {} out of sequence",
+                m.name
             );
         }
     }

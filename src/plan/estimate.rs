@@ -109,7 +109,8 @@ impl<'a> Estimator<'a> {
             return Usage::default();
         }
         Usage {
-            prompt_tokens: issues * self.prefix_tokens() + chars / CHARS_PER_TOKEN,
+            prompt_tokens: issues * (self.prefix_tokens() + self.plan.processor.few_shot_tokens())
+                + chars / CHARS_PER_TOKEN,
             completion_tokens: issues * EST_COMPLETION_TOKENS,
             ..Usage::default()
         }

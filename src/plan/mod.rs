@@ -3,6 +3,7 @@
 //! batch jobs store so that later commands rebuild the same plan without the command line.
 
 mod estimate;
+mod local;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,6 +44,13 @@ pub struct AiConfig {
     /// Longest provider-requested wait (seconds) a request waits out.
     #[serde(default)]
     pub max_server_wait: Option<f64>,
+    /// Where trained `local` models live (`<data dir>/models`): `--model local` loads the
+    /// taxonomy's model from here, and with no model configured it is the default if present.
+    #[serde(default)]
+    pub models_dir: Option<PathBuf>,
+    /// Few-shot: the K most similar human-labelled issues added to each AI prompt.
+    #[serde(default)]
+    pub examples: Option<usize>,
 }
 
 impl AiConfig {
@@ -69,8 +77,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Resolves model (flag > env > keys > `rules`, with a notice when `rules` is a fallback),
-    /// settings, processor, prices and retry policy.
+    /// Resolves model (flag > env > keys > the taxonomy's trained `local` model > `rules`, with
+    /// a notice when an offline model is a fallback), settings, processor, prices and retry
+    /// policy.
     pub fn resolve(
         processor: &str,
         model: Option<&str>,
@@ -78,18 +87,22 @@ impl Plan {
         env: &EnvFn,
         reporter: &dyn Reporter,
     ) -> anyhow::Result<Self> {
-        let resolved = ai::resolve_model(model, env)?;
-        if let Some(n) = &resolved.notice {
-            reporter.note(n);
-        }
-        let settings = GenSettings::parse(&resolved.spec, &config.settings)?;
-        let processor = Processor::get(
+        let mut resolved = ai::resolve_model(model, env)?;
+        let mut processor = Processor::get(
             processor,
             &processors::Options {
                 taxonomy: config.taxonomy.clone(),
                 token_budget: config.token_budget,
             },
         )?;
+        local::attach(&mut resolved, &mut processor, config.models_dir.as_deref())?;
+        if let Some(k) = config.examples.filter(|k| *k > 0) {
+            local::attach_examples(&resolved, &mut processor, config.models_dir.as_deref(), k)?;
+        }
+        if let Some(n) = &resolved.notice {
+            reporter.note(n);
+        }
+        let settings = GenSettings::parse(&resolved.spec, &config.settings)?;
         let prices = match &config.prices {
             Some(p) => PriceTable::with_overrides(p)?,
             None => PriceTable::builtin(),
@@ -129,7 +142,7 @@ impl Plan {
 
     /// Whether the model runs here, offline (`rules`): no requests, no key, no cost.
     pub fn offline(&self) -> bool {
-        self.model.provider == ProviderKind::Rules
+        self.model.provider.is_offline()
     }
 
     /// The provider's key and base URL from the environment (`None` for `rules`); a missing
@@ -151,7 +164,7 @@ impl Provider {
     /// endpoint for a network model means nothing will be sent (an empty run) and gives `Rules`.
     pub fn from_plan(plan: &Plan, endpoint: Option<Endpoint>) -> anyhow::Result<Self> {
         match (plan.model.provider, endpoint) {
-            (ProviderKind::Rules, _) | (_, None) => Ok(Provider::Rules),
+            (ProviderKind::Rules | ProviderKind::Local, _) | (_, None) => Ok(Provider::Rules),
             (_, ep) => Provider::new(&plan.model, ep, plan.settings.clone()),
         }
     }

@@ -1,6 +1,7 @@
 //! Processor registry: a processor is a prompt + output schema + validation + the mapping of
 //! its result to `ai_results` / `ai_recommendations`. Unknown names list the known ones.
 
+pub mod local;
 pub mod product_labeling;
 pub mod rules;
 pub mod taxonomy;
@@ -9,6 +10,7 @@ use serde_json::Value;
 
 use crate::ai::Prompt;
 use crate::error::user;
+use crate::learn::LocalModel;
 use crate::store::StoredIssue;
 use product_labeling::ProductLabeling;
 
@@ -96,13 +98,22 @@ impl Processor {
     /// Extra provenance recorded in the result file's `processor` block.
     pub fn provenance(&self) -> Value {
         match self {
-            Self::ProductLabeling(p) => serde_json::json!({
-                "taxonomy": {
-                    "name": p.taxonomy.name,
-                    "version": p.taxonomy.version,
-                    "sha256": p.taxonomy.sha256,
+            Self::ProductLabeling(p) => {
+                let mut v = serde_json::json!({
+                    "taxonomy": {
+                        "name": p.taxonomy.name,
+                        "version": p.taxonomy.version,
+                        "sha256": p.taxonomy.sha256,
+                    }
+                });
+                if let Some(m) = &p.local {
+                    v["local_model"] = serde_json::json!({
+                        "trained_at": m.info.created_at,
+                        "training_issues": m.info.training_ids.len(),
+                    });
                 }
-            }),
+                v
+            }
         }
     }
 
@@ -110,13 +121,24 @@ impl Processor {
     pub fn prompt(&self, issue: &StoredIssue) -> (Prompt, Option<String>) {
         match self {
             Self::ProductLabeling(p) => {
-                let (prompt, cut) = p.prompt(issue);
-                let note = (cut.comments_omitted > 0 || cut.body_tokens_omitted > 0).then(|| {
+                let (mut prompt, cut) = p.prompt(issue);
+                let mut note = (cut.comments_omitted > 0 || cut.body_tokens_omitted > 0).then(|| {
                     format!(
                         "cut to the token budget: {} earlier comment(s) and {} body token(s) omitted",
                         cut.comments_omitted, cut.body_tokens_omitted
                     )
                 });
+                if let Some(fs) = &p.few_shot {
+                    let (block, ids) = fs.block(issue);
+                    if !ids.is_empty() {
+                        prompt.user = format!("{block}{}", prompt.user);
+                        let used = format!("few-shot examples: {}", ids.join(", "));
+                        note = Some(match note {
+                            Some(n) => format!("{n}; {used}"),
+                            None => used,
+                        });
+                    }
+                }
                 (prompt, note)
             }
         }
@@ -132,10 +154,68 @@ impl Processor {
         }
     }
 
-    /// The result of the offline `rules` model.
+    /// The result of the offline model: the trained `local` model when attached, else `rules`.
     pub fn offline(&self, issue: &StoredIssue) -> Validated {
         match self {
-            Self::ProductLabeling(p) => Self::validated_labeling(&p.rules_analysis(issue)),
+            Self::ProductLabeling(p) => match &p.local {
+                Some(m) => Self::validated_labeling(&local::analysis(m, issue)),
+                None => Self::validated_labeling(&p.rules_analysis(issue)),
+            },
+        }
+    }
+
+    /// The taxonomy's name and SHA-256 (what a `local` model is trained for).
+    pub fn taxonomy_id(&self) -> (String, String) {
+        match self {
+            Self::ProductLabeling(p) => (p.taxonomy.name.clone(), p.taxonomy.sha256.clone()),
+        }
+    }
+
+    /// The taxonomy of the processor.
+    pub fn taxonomy(&self) -> &taxonomy::Taxonomy {
+        match self {
+            Self::ProductLabeling(p) => &p.taxonomy,
+        }
+    }
+
+    /// Uses a trained `local` model instead of `rules`; it must be this processor's and
+    /// taxonomy's (a model of another taxonomy would recommend labels this one lacks).
+    pub fn attach_local(&mut self, model: std::sync::Arc<LocalModel>) -> anyhow::Result<()> {
+        let (name, sha) = self.taxonomy_id();
+        if model.info.processor != self.name() || model.info.taxonomy_sha256 != sha {
+            return Err(user(format!(
+                "the local model was trained for {} with taxonomy {:?} ({}), not {} with                  taxonomy {name:?} ({}): run `train` again",
+                model.info.processor,
+                model.info.taxonomy_name,
+                &model.info.taxonomy_sha256.get(..12).unwrap_or(""),
+                self.name(),
+                sha.get(..12).unwrap_or("")
+            )));
+        }
+        match self {
+            Self::ProductLabeling(p) => p.local = Some(model),
+        }
+        Ok(())
+    }
+
+    /// Adds the K most similar human-labelled issues to each AI prompt.
+    pub fn attach_few_shot(&mut self, few_shot: local::FewShot) {
+        match self {
+            Self::ProductLabeling(p) => p.few_shot = Some(few_shot),
+        }
+    }
+
+    /// Estimated prompt tokens the few-shot examples add to one request (0 without).
+    pub fn few_shot_tokens(&self) -> u64 {
+        match self {
+            Self::ProductLabeling(p) => p.few_shot.as_ref().map_or(0, |f| f.tokens_per_issue()),
+        }
+    }
+
+    /// The attached `local` model, if any.
+    pub fn local_model(&self) -> Option<&LocalModel> {
+        match self {
+            Self::ProductLabeling(p) => p.local.as_deref(),
         }
     }
 

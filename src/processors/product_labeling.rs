@@ -61,6 +61,10 @@ pub struct Cut {
 pub struct ProductLabeling {
     pub taxonomy: Taxonomy,
     pub token_budget: usize,
+    /// The trained `local` model of the taxonomy, when the plan uses it instead of `rules`.
+    pub local: Option<std::sync::Arc<crate::learn::LocalModel>>,
+    /// Few-shot examples added to AI prompts (`--examples K`).
+    pub few_shot: Option<crate::processors::local::FewShot>,
     system: String,
     schema: Value,
 }
@@ -72,6 +76,8 @@ impl ProductLabeling {
         Self {
             taxonomy,
             token_budget,
+            local: None,
+            few_shot: None,
             system,
             schema,
         }
@@ -97,7 +103,15 @@ impl ProductLabeling {
     /// Checks an answer and normalises its unambiguous slips ([`normalize::validate`]). The
     /// error says what is wrong in words a model can act on (it feeds the repair request).
     pub fn validate(&self, value: &Value) -> Result<Analysis, String> {
-        normalize::validate(&self.taxonomy, value)
+        let a = normalize::validate(&self.taxonomy, value)?;
+        if self.taxonomy.exclusive && a.recommended_labels.len() > 1 {
+            return Err(format!(
+                "taxonomy {:?} is exclusive: recommend at most one label, not {}",
+                self.taxonomy.name,
+                a.recommended_labels.len()
+            ));
+        }
+        Ok(a)
     }
 
     /// The offline analysis of the `rules` model.
@@ -117,9 +131,15 @@ impl ProductLabeling {
         let mut scores = rules::score(&self.taxonomy, &doc);
         // Highest score first; the taxonomy order breaks ties (sort is stable).
         scores.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let keep = if self.taxonomy.exclusive {
+            1
+        } else {
+            usize::MAX
+        };
         let recommended: Vec<RecommendedLabel> = scores
             .iter()
             .filter(|s| s.score >= threshold)
+            .take(keep)
             .map(|s| RecommendedLabel {
                 label: s.label.clone(),
                 confidence: s.confidence(threshold),
@@ -245,6 +265,11 @@ fn system_prompt(t: &Taxonomy) -> String {
                 hints.join(", ")
             ));
         }
+    }
+    if t.exclusive {
+        s.push_str(
+            "\nThe labels are exclusive: an issue has exactly one of them, so recommend at most one.\n",
+        );
     }
     s.push_str(
         "\nHow to answer:\n\

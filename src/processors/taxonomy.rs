@@ -19,6 +19,9 @@ struct TaxonomyFile {
     version: Option<String>,
     #[serde(default)]
     description: Option<String>,
+    /// Exactly one label per issue (e.g. issue types): models recommend at most one.
+    #[serde(default)]
+    exclusive: bool,
     #[serde(default)]
     rules: RulesConfig,
     labels: Vec<LabelFile>,
@@ -87,6 +90,8 @@ pub struct Taxonomy {
     pub name: String,
     pub version: String,
     pub description: Option<String>,
+    /// Exactly one label per issue: validation refuses two, models pick one.
+    pub exclusive: bool,
     pub rules: RulesConfig,
     pub labels: Vec<TaxonomyLabel>,
     /// SHA-256 of the TOML source: results say exactly which taxonomy produced them.
@@ -180,6 +185,7 @@ impl Taxonomy {
             name: file.name.trim().to_string(),
             version: file.version.unwrap_or_else(|| "1".into()),
             description: file.description,
+            exclusive: file.exclusive,
             rules: r,
             labels,
             sha256: hex::encode(Sha256::digest(text.as_bytes())),
@@ -193,6 +199,54 @@ impl Taxonomy {
     pub fn names(&self) -> Vec<&str> {
         self.labels.iter().map(|l| l.name.as_str()).collect()
     }
+}
+
+/// A label as `taxonomy init` found it in the database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsedLabel {
+    pub name: String,
+    /// The GitHub label description, when the label has one.
+    pub description: Option<String>,
+    /// Issues carrying the label.
+    pub issues: u64,
+}
+
+/// The TOML of a taxonomy made from a repository's own labels (`taxonomy init`): one entry per
+/// label with its GitHub description (or a placeholder to edit) and its usage as a comment. The
+/// result parses with [`Taxonomy::parse`].
+pub fn init_toml(name: &str, source: &str, exclusive: bool, labels: &[UsedLabel]) -> String {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let mut out = format!(
+        "# Taxonomy made by `taxonomy init` from the labels of {source}.\n\
+         # Edit the descriptions (models read them), drop labels you never want recommended, and\n\
+         # set `exclusive = true` when every issue has exactly one of these labels (issue types).\n\
+         name = {}\nversion = \"1\"\ndescription = {}\n{}exclusive = {exclusive}\n",
+        q(name),
+        q(&format!("Labels used on {source}")),
+        if exclusive {
+            "# No issue carries two of these labels: each issue gets exactly one.\n"
+        } else {
+            ""
+        }
+    );
+    for l in labels {
+        let description = l
+            .description
+            .as_deref()
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map_or_else(
+                || format!("Issues labelled {} (no description on GitHub)", l.name),
+                str::to_string,
+            );
+        out.push_str(&format!(
+            "\n# used on {} issue(s)\n[[labels]]\nname = {}\ndescription = {}\n",
+            l.issues,
+            q(&l.name),
+            q(&description)
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -240,6 +294,45 @@ mod tests {
             let err = format!("{:#}", Taxonomy::parse(text).unwrap_err());
             assert!(err.contains(want), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn init_toml_parses_back_with_every_label() {
+        let labels = [
+            UsedLabel {
+                name: "bug".into(),
+                description: Some("Something \"isn't\" working".into()),
+                issues: 12,
+            },
+            UsedLabel {
+                name: "area-System.Net".into(),
+                description: None,
+                issues: 3,
+            },
+        ];
+        let text = init_toml("acme/app labels", "acme/app", false, &labels);
+        let t = Taxonomy::parse(&text).unwrap();
+        assert_eq!(t.names(), ["bug", "area-System.Net"]);
+        assert_eq!(t.labels[0].description, "Something \"isn't\" working");
+        assert!(t.labels[1].description.contains("no description"));
+        assert!(text.contains("# used on 12 issue(s)"));
+        assert!(!t.exclusive);
+        assert!(
+            Taxonomy::parse(&init_toml("x", "acme/app", true, &labels))
+                .unwrap()
+                .exclusive
+        );
+    }
+
+    #[test]
+    fn exclusive_defaults_to_false_and_can_be_set() {
+        let t = Taxonomy::parse("name = 'x'\n[[labels]]\nname = 'a'\ndescription = 'd'").unwrap();
+        assert!(!t.exclusive);
+        let t = Taxonomy::parse(
+            "name = 'x'\nexclusive = true\n[[labels]]\nname = 'a'\ndescription = 'd'",
+        )
+        .unwrap();
+        assert!(t.exclusive);
     }
 
     #[test]

@@ -32,6 +32,11 @@ impl Store {
         &self.root
     }
 
+    /// Trained `local` models (`train`), one file per processor and taxonomy.
+    pub fn models_dir(&self) -> PathBuf {
+        self.root.join("models")
+    }
+
     pub fn issues_dir(&self) -> PathBuf {
         self.root.join(ISSUES_DIR)
     }

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["env", "error", "http", "report", "table"],
     &["store"],
+    // Label-quality metrics and the learned `local` model: pure computation.
+    &["quality"],
+    &["learn"],
     &["ai"],
     &["processors"],
     &["db"],

@@ -24,6 +24,7 @@ mod process_failures;
 mod process_models;
 mod process_provider;
 mod process_query;
+mod quality;
 mod recommendations;
 mod store_import;
 mod store_schema;

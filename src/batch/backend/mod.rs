@@ -100,7 +100,7 @@ pub fn for_provider(
     policy: RetryPolicy,
 ) -> anyhow::Result<Option<Box<dyn BatchBackend>>> {
     Ok(match kind {
-        ProviderKind::Rules => None,
+        ProviderKind::Rules | ProviderKind::Local => None,
         ProviderKind::OpenAi => Some(Box::new(OpenAiBatches::new(BatchApi::new(
             &endpoint.base_url,
             Auth::Bearer(endpoint.key.clone()),
