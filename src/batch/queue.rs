@@ -5,9 +5,10 @@
 //! are learned per provider and model, so later jobs are split to fit from the start.
 
 use crate::ai::http::{ApiError, ErrorKind};
+use crate::ai::ProviderKind;
 use crate::batch::inputs::write_inputs;
 use crate::batch::{input_rel, now, BatchManager, Caps, Loaded};
-use crate::db::{BatchPart, IssueRef, ItemStatus, LearnedLimits, PartStatus};
+use crate::db::{Backend, BatchPart, IssueRef, ItemStatus, LearnedLimits, PartStatus};
 use crate::env;
 use crate::error::user;
 
@@ -78,6 +79,10 @@ impl BatchManager<'_> {
     /// The enqueued-token budget of the job's model: the setting and the learned limit, the
     /// lower of the two.
     pub(crate) fn token_budget(&self, l: &Loaded) -> anyhow::Result<Option<u64>> {
+        self.budget_of(l.job.provider, &l.job.model)
+    }
+
+    fn budget_of(&self, provider: Backend, model: &str) -> anyhow::Result<Option<u64>> {
         let set = match (self.env)(env::ENQUEUED_TOKEN_BUDGET) {
             Some(v) if !v.trim().is_empty() => Some(
                 v.trim()
@@ -96,7 +101,7 @@ impl BatchManager<'_> {
         };
         let learned = self
             .db
-            .batch_limits(l.job.provider, &l.job.model)?
+            .batch_limits(provider, model)?
             .enqueued_tokens
             .and_then(|n| u64::try_from(n).ok());
         Ok(match (set, learned) {
@@ -107,12 +112,22 @@ impl BatchManager<'_> {
 
     /// The provider's caps for a job's parts, lowered by what earlier refusals taught.
     pub(crate) fn job_caps(&self, l: &Loaded) -> anyhow::Result<Caps> {
-        let mut caps = Caps::for_provider(l.plan.model.provider, self.env)?;
-        let learned = self.db.batch_limits(l.job.provider, &l.job.model)?;
+        self.caps_of(l.plan.model.provider, l.job.provider, &l.job.model)
+    }
+
+    /// The caps of a provider and model (what a dry run splits to, too).
+    pub(crate) fn caps_of(
+        &self,
+        kind: ProviderKind,
+        provider: Backend,
+        model: &str,
+    ) -> anyhow::Result<Caps> {
+        let mut caps = Caps::for_provider(kind, self.env)?;
+        let learned = self.db.batch_limits(provider, model)?;
         if let Some(n) = learned.max_requests.and_then(|n| usize::try_from(n).ok()) {
             caps.max_requests = caps.max_requests.min(n.max(1));
         }
-        if let Some(b) = self.token_budget(l)? {
+        if let Some(b) = self.budget_of(provider, model)? {
             caps.max_tokens = b;
         }
         Ok(caps)

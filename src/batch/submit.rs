@@ -43,7 +43,9 @@ impl BatchManager<'_> {
         let caps = if local {
             None
         } else {
-            Some(Caps::for_provider(plan.model.provider, self.env)?)
+            // Split as the job would be: to the caps and to what refusals taught.
+            let kind = plan.model.provider;
+            Some(self.caps_of(kind, backend_of(kind), &plan.model.id())?)
         };
         let n = issues.len();
         let items = custom_ids("dry-run", issues);

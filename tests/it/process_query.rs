@@ -683,10 +683,11 @@ fn a_lost_database_gets_issues_and_results_back_from_the_files() {
 fn batch_status_collects_a_failed_job_once_and_then_leaves_the_provider_alone() {
     let env = setup();
     let batches = fb::new_state();
+    // (A full queue, `token_limit_exceeded`, is a wait, not a failure: tests/it/batch/queue.rs.)
     fb::reject_batches(
         &batches,
-        "token_limit_exceeded",
-        "Enqueued token limit reached",
+        "invalid_request",
+        "The batch input file is not valid for this endpoint.",
     );
     let oa = FakeOpenAi::with_batches(batches.clone());
     let vars = oa.env();

@@ -28,7 +28,10 @@ fn a_part_refused_for_its_request_count_is_split_and_the_cap_learned() {
     fake.finish_all();
     let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
     assert_eq!(c["stored"], 4, "{c}");
-    // The next job of the model is split to the learned cap from the start.
+    // The next job of the model is split to the learned cap from the start (its dry run too).
+    let dry = run(&env, &vars, &submit_dry_run()).ok().json();
+    assert_eq!(dry["parts"].as_array().unwrap().len(), 2, "{dry}");
+    assert_eq!(dry["caps"]["max_requests"], 2, "{dry}");
     let again = submit(&env, &vars, OPENAI);
     assert_eq!(again["parts"].as_array().unwrap().len(), 2, "{again}");
     assert_eq!(fake.count("POST", "/v1/batches"), 5, "no refused create");
@@ -96,4 +99,17 @@ fn parts_beyond_the_enqueued_token_limit_wait_and_go_as_earlier_ones_end() {
     // The limit is learned: the next job's parts queue instead of being refused.
     let limit = env.rows("SELECT enqueued_tokens FROM batch_limits");
     assert_eq!(limit, vec![json!({"enqueued_tokens": 2500})]);
+}
+
+fn submit_dry_run() -> Vec<&'static str> {
+    vec![
+        "batch",
+        "submit",
+        "product-labeling",
+        "--org",
+        ORG,
+        "--model",
+        OPENAI,
+        "--dry-run",
+    ]
 }

@@ -22,7 +22,8 @@
 //!
 //! This module holds what both providers share: the scripted state, [`FakeBatches`], auth and
 //! faults ([`gate`]), and the batch lifecycle (poll steps, endings, shuffled outputs); the
-//! routes and wire shapes of each provider are in [`openai`] and [`anthropic`].
+//! routes and wire shapes of each provider are in [`openai`] and [`anthropic`]; lost create
+//! answers, per-batch caps and the enqueued-token queue in [`limits`].
 
 #![allow(dead_code)]
 
@@ -35,6 +36,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 mod anthropic;
+mod limits;
 mod openai;
 
 /// The same keys as the chat fakes, so both can be served on one base URL.
@@ -158,8 +160,8 @@ pub struct Inner {
     max_requests: Option<usize>,
 }
 
-/// Prompt tokens the fake counts (and reports in usage) for each request line.
-pub const TOKENS_PER_LINE: usize = 1000;
+pub use limits::TOKENS_PER_LINE;
+use limits::{lost_answer, queue_full, too_many_tasks};
 
 pub type Shared = Arc<Mutex<Inner>>;
 
@@ -318,23 +320,6 @@ impl FakeBatches {
         });
     }
 
-    /// The next `times` batch creates (either provider) make their batch, then answer 502 as a
-    /// gateway does when the upstream answer is lost: the client cannot know it was made.
-    pub fn lose_create_answers(&self, times: usize) {
-        lock(&self.state).lost_creates = times;
-    }
-
-    /// OpenAI: the enqueued-token limit of each model; a batch that would pass it fails
-    /// validation with `token_limit_exceeded` (seen on a later poll, as the real service does).
-    pub fn set_token_limit(&self, tokens: usize) {
-        lock(&self.state).token_limit = Some(tokens);
-    }
-
-    /// OpenAI: batches of more than `n` requests are refused with 400 `too_many_tasks`.
-    pub fn set_max_requests(&self, n: usize) {
-        lock(&self.state).max_requests = Some(n);
-    }
-
     /// Every OpenAI batch created from now on fails validation with this error (e.g.
     /// `token_limit_exceeded`), as the real service reports on a later poll.
     pub fn reject_batches(&self, code: &str, message: &str) {
@@ -477,22 +462,6 @@ fn gate(st: &Shared, method: &str, path: &str, headers: &HeaderMap) -> Result<()
         status,
     });
     verdict.map_err(|(s, t, m)| Box::new(error(kind, s, t, &m)))
-}
-
-/// After a create made its batch: the 502 that loses its answer, when one is scripted.
-fn lost_answer(g: &mut Inner, kind: Kind) -> Option<Response> {
-    if g.lost_creates == 0 {
-        return None;
-    }
-    g.lost_creates -= 1;
-    if let Some(r) = g.log.last_mut() {
-        r.status = 502;
-    }
-    let t = match kind {
-        Kind::OpenAi => "server_error",
-        Kind::Anthropic => "api_error",
-    };
-    Some(error(kind, 502, t, "Bad gateway"))
 }
 
 fn next_id(g: &mut Inner, prefix: &str) -> String {

@@ -12,8 +12,8 @@ use axum::routing::{get, post};
 use serde_json::{json, Value};
 
 use super::{
-    batch_object, error, gate, jsonl, lock, lost_answer, next_id, shuffled, step, Batch, FileObj,
-    Inner, Kind, LineReply, Shared, TOKENS_PER_LINE,
+    batch_object, error, gate, jsonl, lock, lost_answer, next_id, queue_full, shuffled, step,
+    too_many_tasks, Batch, FileObj, Inner, Kind, LineReply, Shared, TOKENS_PER_LINE,
 };
 
 /// The OpenAI routes (under `/v1`).
@@ -46,7 +46,7 @@ pub(super) fn finish(
                 "response": {"status_code": 200, "request_id": req, "body": {
                     "id": format!("chatcmpl-{n}"), "object": "chat.completion", "created": 1741570283, "model": model,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": v.to_string(), "refusal": null, "annotations": []}, "logprobs": null, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100, "prompt_tokens_details": {"cached_tokens": 0}}
+                    "usage": {"prompt_tokens": TOKENS_PER_LINE, "completion_tokens": 100, "total_tokens": TOKENS_PER_LINE + 100, "prompt_tokens_details": {"cached_tokens": 0}}
                 }}, "error": null}))),
             Some(LineReply::HttpError { status, message }) => err.push((cid.clone(), json!({
                 "id": format!("batch_req_{n}"), "custom_id": cid,
@@ -288,19 +288,6 @@ async fn oa_file_content(
     }
 }
 
-/// `2000000` → `2,000,000`, as the service writes its limits.
-fn group(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Validates request lines like the batch validator: errors carry their 1-based line.
 fn validate_openai_lines(bytes: &[u8]) -> (Vec<Value>, Vec<Value>) {
     let mut lines = Vec::new();
@@ -483,51 +470,13 @@ async fn oa_create(State(st): State<Shared>, headers: HeaderMap, body: Bytes) ->
         return bad("The input file must have purpose 'batch'.");
     }
     let (lines, mut invalid) = validate_openai_lines(&file.bytes);
-    if let Some(max) = g.max_requests.filter(|m| lines.len() > *m) {
-        let message = format!(
-            "The batch input file has {} requests, which exceeds the maximum of {max} requests per batch.",
-            lines.len()
-        );
-        if let Some(r) = g.log.last_mut() {
-            r.status = 400;
-        }
-        return (
-            axum::http::StatusCode::BAD_REQUEST,
-            axum::Json(
-                json!({"error": {"message": message, "type": "invalid_request_error",
-                "param": null, "code": "too_many_tasks"}}),
-            ),
-        )
-            .into_response();
+    if let Some(refused) = too_many_tasks(&mut g, lines.len()) {
+        return refused;
     }
     if let Some((code, message)) = &g.reject {
         invalid.push(json!({"code": code, "message": message, "param": null, "line": null}));
     }
-    if let Some(limit) = g.token_limit {
-        let model = lines
-            .first()
-            .and_then(|l| l["body"]["model"].as_str())
-            .unwrap_or("")
-            .to_string();
-        let queued: usize = g
-            .batches
-            .iter()
-            .filter(|b| {
-                b.kind == Kind::OpenAi
-                    && b.invalid.is_empty()
-                    && matches!(
-                        b.status.as_str(),
-                        "validating" | "in_progress" | "finalizing"
-                    )
-                    && b.lines.first().and_then(|l| l["body"]["model"].as_str()) == Some(&model)
-            })
-            .map(|b| b.lines.len() * TOKENS_PER_LINE)
-            .sum();
-        if queued + lines.len() * TOKENS_PER_LINE > limit {
-            invalid.push(json!({"code": "token_limit_exceeded", "line": null, "param": null,
-                "message": format!("Enqueued token limit reached for {model} in organization org-fake. Limit: {} enqueued tokens. Please try again once some in_progress batches have been completed.", group(limit))}));
-        }
-    }
+    invalid.extend(queue_full(&g, &lines));
     let id = next_id(&mut g, "batch_");
     let end = g.end.clone();
     g.batches.push(Batch {
