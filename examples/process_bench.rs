@@ -320,7 +320,8 @@ fn main() -> anyhow::Result<()> {
             "{:>11} {:>7} {:>7} {:>7} {:>9} {:>9} {:>8.1} {:>8.2} {:>9.2}",
             c,
             n,
-            o.processed,
+            // Issues with a stored result, read back from the database (not the run's count).
+            o.stored,
             o.failed,
             o.requests,
             o.rejected,

@@ -57,10 +57,17 @@ pub(super) fn known_models() -> HashSet<String> {
 }
 
 /// 404 `model_not_found` for a model the account cannot use, as the real service answers
-/// (fine-tuned `ft:` models pass).
+/// (fine-tuned `ft:` models pass, and variants or snapshots of a listed id: `gpt-4o-mini-…`).
 pub(super) fn check_model(st: &AppState, body: &Value) -> Result<(), Box<Response>> {
     let model = body["model"].as_str().unwrap_or("");
-    if st.models.contains(model) || model.starts_with("ft:") {
+    let variant = || {
+        st.models.iter().any(|m| {
+            model
+                .strip_prefix(m.as_str())
+                .is_some_and(|rest| rest.starts_with('-'))
+        })
+    };
+    if st.models.contains(model) || model.starts_with("ft:") || variant() {
         return Ok(());
     }
     Err(Box::new(error(
