@@ -261,7 +261,7 @@ struct Estimate {
 impl Estimate {
     fn describe(&self) -> String {
         match (self.offline, self.cost_usd) {
-            (true, _) => "$0 (offline rules model, no API calls)".to_string(),
+            (true, _) => "$0 (offline model, no API calls)".to_string(),
             (false, Some(c)) => format!(
                 "${c:.4} (~{} prompt + {} completion tokens)",
                 self.prompt_tokens, self.completion_tokens
