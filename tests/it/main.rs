@@ -12,8 +12,10 @@ mod fakes;
 mod support;
 
 mod batch;
+mod batch_io;
 mod collect;
 mod collect_strict;
+mod faults_batch;
 mod foundation;
 mod hostile_input;
 mod layers;
