@@ -15,6 +15,7 @@ mod batch;
 mod batch_io;
 mod collect;
 mod collect_strict;
+mod demo;
 mod faults_batch;
 mod foundation;
 mod hostile_input;

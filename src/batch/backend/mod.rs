@@ -109,20 +109,24 @@ pub fn for_provider_watched(
 ) -> anyhow::Result<Option<Box<dyn BatchBackend>>> {
     Ok(match kind {
         ProviderKind::Rules => None,
-        ProviderKind::OpenAi => Some(Box::new(OpenAiBatches::new(BatchApi::new(
-            &endpoint.base_url,
-            Auth::Bearer(endpoint.key.clone()),
-            Vec::new(),
-            policy,
-        )?
-        .watched(watch)))),
-        ProviderKind::Anthropic => Some(Box::new(AnthropicBatches::new(BatchApi::new(
-            &endpoint.base_url,
-            Auth::ApiKey(endpoint.key.clone()),
-            vec![("anthropic-version", crate::ai::anthropic::API_VERSION)],
-            policy,
-        )?
-        .watched(watch)))),
+        ProviderKind::OpenAi => Some(Box::new(OpenAiBatches::new(
+            BatchApi::new(
+                &endpoint.base_url,
+                Auth::Bearer(endpoint.key.clone()),
+                Vec::new(),
+                policy,
+            )?
+            .watched(watch),
+        ))),
+        ProviderKind::Anthropic => Some(Box::new(AnthropicBatches::new(
+            BatchApi::new(
+                &endpoint.base_url,
+                Auth::ApiKey(endpoint.key.clone()),
+                vec![("anthropic-version", crate::ai::anthropic::API_VERSION)],
+                policy,
+            )?
+            .watched(watch),
+        ))),
     })
 }
 

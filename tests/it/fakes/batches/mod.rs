@@ -398,7 +398,11 @@ impl FakeBatches {
     /// Throttled transfers started in a direction (`upload` / `download`), ended or not.
     pub fn throttled_started(&self, direction: &str) -> usize {
         let g = lock(&self.state);
-        g.throttle.started.iter().filter(|d| **d == direction).count()
+        g.throttle
+            .started
+            .iter()
+            .filter(|d| **d == direction)
+            .count()
     }
 
     /// Raw bytes of an uploaded file.
