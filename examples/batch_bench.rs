@@ -1,10 +1,13 @@
-//! Benchmark: `batch submit` + `batch collect` of N synthetic issues (default 50,000) against the
-//! loopback fake of the OpenAI Batch API: JSONL build throughput, peak RSS of the CLI process
-//! (flat = streaming), and collect time next to DuckDB's own `read_json` over the same output.
+//! Benchmark: `batch submit` + `batch collect` of N synthetic issues against the loopback fake of
+//! the OpenAI Batch API, each collect next to DuckDB's own `read_json` of the same output file in
+//! the same run (issue 13: collect ≤ 2× that), submit next to DuckDB copying the same requests
+//! (read + write the input JSONL), and the peak RSS of each CLI run (flat = streaming).
 //!
-//! Run: `cargo build && cargo run --example batch_bench -- [N] [--submit-only]` (it runs the `github-analysis`
-//! binary next to this example's folder as a child process, so RSS is the CLI's alone; the fake
-//! server lives in this process). Uses the `duckdb` crate directly for the baseline only.
+//! Run: `cargo build --release && cargo run --release --example batch_bench -- [N…] [--quick]
+//! [--submit-only]` (default sizes 10,000 and 50,000; `--quick`: 2,000). The `github-analysis`
+//! binary next to this example's folder runs as a child process, so time and RSS are the CLI's
+//! alone (from `wait4`); the fake server lives in this process. Prints `BENCH {json}` lines
+//! (examples/bench.rs). Uses the `duckdb` crate directly for the references only.
 
 #[path = "../tests/it/fakes/batches/mod.rs"]
 mod batches;
@@ -16,8 +19,9 @@ mod openai;
 #[path = "../tests/it/fakes/serve.rs"]
 mod serve;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use github_analysis::store::{Comment, Issue, Label, Metadata, Store, StoredIssue, User};
@@ -86,51 +90,73 @@ fn synthetic(i: u64) -> StoredIssue {
     }
 }
 
-/// Runs the CLI under `/usr/bin/time`, returning (stdout, seconds, peak RSS in MB).
-fn timed(
-    bin: &Path,
-    data: &Path,
-    env: &[(&str, String)],
-    args: &[&str],
-) -> anyhow::Result<(String, f64, f64)> {
-    let stats = data.with_extension("time");
-    let mut c = Command::new("/usr/bin/time");
-    c.arg("-f")
-        .arg("%e %M")
-        .arg("-o")
-        .arg(&stats)
-        .arg(bin)
-        .args(args);
-    c.env("GITHUB_ANALYSIS_DATA_DIR", data)
-        .args(["--format", "json", "-q"]);
+/// What one CLI run took.
+struct Took {
+    stdout: String,
+    wall: f64,
+    rss_mb: f64,
+}
+
+/// Runs the CLI in `data`; wall time and peak RSS come from the child's own resource usage.
+fn timed(bin: &Path, data: &Path, env: &[(&str, String)], args: &[&str]) -> anyhow::Result<Took> {
+    let start = Instant::now();
+    let mut c = Command::new(bin);
+    c.args(args)
+        .args(["--format", "json", "-q"])
+        .env("GITHUB_ANALYSIS_DATA_DIR", data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         c.env(k, v);
     }
-    let out = c.output()?;
+    let mut child = c.spawn()?;
+    // stderr is small (-q); stdout is one JSON document. Read both to the end before waiting.
+    let mut err = String::new();
+    let mut errs = child.stderr.take();
+    let err_reader = std::thread::spawn(move || {
+        let mut e = String::new();
+        if let Some(s) = errs.as_mut() {
+            let _ = s.read_to_string(&mut e);
+        }
+        e
+    });
+    let mut out = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        s.read_to_string(&mut out)?;
+    }
+    err.push_str(&err_reader.join().unwrap_or_default());
+    let pid = libc::pid_t::try_from(child.id())?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `status` and `usage` are valid for writes for the duration of the call.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = start.elapsed().as_secs_f64();
     anyhow::ensure!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+        waited == pid,
+        "wait4 failed: {}",
+        std::io::Error::last_os_error()
     );
-    let s = std::fs::read_to_string(&stats)?;
-    let mut it = s.split_whitespace();
-    let secs: f64 = it.next().unwrap_or("0").parse()?;
-    let kb: f64 = it.next().unwrap_or("0").parse()?;
-    Ok((
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        secs,
-        kb / 1024.0,
-    ))
+    anyhow::ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{args:?} failed: {err}"
+    );
+    Ok(Took {
+        stdout: out,
+        wall,
+        // ru_maxrss is in kilobytes on Linux.
+        rss_mb: usage.ru_maxrss as f64 / 1024.0,
+    })
 }
 
-fn main() -> anyhow::Result<()> {
-    let n: u64 = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(50_000);
-    let submit_only = std::env::args().any(|a| a == "--submit-only");
-    let bin = binary()?;
+/// Figures of one size.
+struct Sized {
+    n: u64,
+    submit: Took,
+    collect: Option<(Took, f64)>,
+}
+
+fn bench(bin: &Path, n: u64, submit_only: bool) -> anyhow::Result<Sized> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let store = Store::new(&data);
@@ -138,14 +164,17 @@ fn main() -> anyhow::Result<()> {
     for i in 1..=n {
         store.write_issue(&synthetic(i))?;
     }
-    let (_, secs, _) = timed(&bin, &data, &[], &["sync"])?;
-    println!("generated and synced {n} issues (sync {secs:.1}s)");
+    let sync = timed(bin, &data, &[], &["sync"])?;
+    println!(
+        "{n}: generated and synced {n} issues (sync {:.1}s)",
+        sync.wall
+    );
 
     let fake = batches::FakeBatches::start();
     fake.set_advance(batches::Advance::Manual);
     let env = fake.openai_env();
-    let (out, secs, rss) = timed(
-        &bin,
+    let submit = timed(
+        bin,
         &data,
         &env,
         &[
@@ -158,52 +187,160 @@ fn main() -> anyhow::Result<()> {
             "openai:gpt-4o-mini",
         ],
     )?;
-    let job: serde_json::Value = serde_json::from_str(&out)?;
+    let job: serde_json::Value = serde_json::from_str(&submit.stdout)?;
     let jid = job["job_id"].as_str().unwrap_or_default().to_string();
-    let input_bytes: u64 = std::fs::read_dir(data.join("batch/input"))?
+    let inputs: Vec<String> = std::fs::read_dir(data.join("batch/input"))?
         .flatten()
-        .filter_map(|e| e.metadata().ok())
+        .map(|e| e.path().display().to_string())
+        .collect();
+    let input_bytes: u64 = inputs
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
         .sum();
     println!(
-        "submit:  {secs:>7.2}s  peak RSS {rss:>7.1} MB  input {:.1} MB in {} part(s) → {:.1} MB/s end to end",
+        "{n}: submit  {:>7.2}s  peak RSS {:>7.1} MB  input {:.1} MB in {} part(s)",
+        submit.wall,
+        submit.rss_mb,
         input_bytes as f64 / 1e6,
         job["parts"].as_array().map_or(0, Vec::len),
-        input_bytes as f64 / 1e6 / secs.max(1e-9)
+    );
+    // Reference for submit: DuckDB reading the same requests and writing them out again.
+    let copy = duckdb_secs(&format!(
+        "COPY (SELECT * FROM read_json([{}], format = 'newline_delimited', \
+         maximum_object_size = 100000000)) TO '{}' (FORMAT json)",
+        quoted(&inputs),
+        dir.path().join("copy.jsonl").display()
+    ))?;
+    println!("{n}: duckdb copy of the input JSONL: {copy:.2}s");
+    bench_line(
+        &format!("batch_submit_{n}"),
+        submit.wall,
+        copy,
+        "DuckDB read_json + COPY of the same input JSONL",
+        "keep (flat memory)",
+        "s",
     );
     if submit_only {
-        return Ok(());
+        return Ok(Sized {
+            n,
+            submit,
+            collect: None,
+        });
     }
     fake.finish_all();
-    let (out, secs, rss) = timed(&bin, &data, &env, &["batch", "collect", &jid])?;
-    let report: serde_json::Value = serde_json::from_str(&out)?;
-    println!(
-        "collect: {secs:>7.2}s  peak RSS {rss:>7.1} MB  stored {} failed {}",
-        report["stored"], report["failed"]
+    let collect = timed(bin, &data, &env, &["batch", "collect", &jid])?;
+    let report: serde_json::Value = serde_json::from_str(&collect.stdout)?;
+    anyhow::ensure!(
+        report["stored"].as_u64() == Some(n),
+        "collect stored {} of {n}",
+        report["stored"]
     );
-    // Baseline: DuckDB parsing the same output files (no validation, no result files).
+    println!(
+        "{n}: collect {:>7.2}s  peak RSS {:>7.1} MB  stored {} failed {}",
+        collect.wall, collect.rss_mb, report["stored"], report["failed"]
+    );
+    // Reference: DuckDB parsing the same output files (no validation, no result files).
     let outputs: Vec<String> = std::fs::read_dir(data.join("batch/output"))?
         .flatten()
         .map(|e| e.path().display().to_string())
         .collect();
-    let conn = duckdb::Connection::open_in_memory()?;
-    let t = Instant::now();
-    let list = outputs
+    let read = duckdb_secs(&format!(
+        "SELECT count(*) FROM (SELECT custom_id, response.body.choices[1].message.content AS c \
+         FROM read_json([{}], format = 'newline_delimited', maximum_object_size = 100000000))",
+        quoted(&outputs)
+    ))?;
+    println!("{n}: duckdb read_json of the output: {read:.2}s");
+    bench_line(
+        &format!("batch_collect_{n}"),
+        collect.wall,
+        read,
+        "DuckDB read_json of the same output file",
+        "<= 2x",
+        "s",
+    );
+    Ok(Sized {
+        n,
+        submit,
+        collect: Some((collect, read)),
+    })
+}
+
+fn quoted(paths: &[String]) -> String {
+    paths
         .iter()
         .map(|p| format!("'{p}'"))
         .collect::<Vec<_>>()
-        .join(", ");
-    let rows: i64 = conn.query_row(
-        &format!(
-            "SELECT count(*) FROM (SELECT custom_id, response.body.choices[1].message.content AS c \
-             FROM read_json([{list}], format = 'newline_delimited', maximum_object_size = 100000000))"
-        ),
-        [],
-        |r| r.get(0),
-    )?;
+        .join(", ")
+}
+
+/// Seconds DuckDB (in-process, fresh in-memory database) takes for one statement.
+fn duckdb_secs(sql: &str) -> anyhow::Result<f64> {
+    let conn = duckdb::Connection::open_in_memory()?;
+    let t = Instant::now();
+    conn.execute_batch(sql)?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn bench_line(
+    name: &str,
+    tool: f64,
+    reference: f64,
+    reference_name: &str,
+    target: &str,
+    unit: &str,
+) {
     println!(
-        "duckdb read_json of the output: {:.2}s ({rows} lines)",
-        t.elapsed().as_secs_f64()
+        "BENCH {}",
+        serde_json::json!({"name": name, "tool": tool, "reference": reference,
+            "reference_name": reference_name, "ratio": tool / reference.max(1e-9),
+            "target": target, "unit": unit})
     );
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let submit_only = args.iter().any(|a| a == "--submit-only");
+    let mut sizes: Vec<u64> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()?;
+    if sizes.is_empty() {
+        sizes = if quick {
+            vec![2_000]
+        } else {
+            vec![10_000, 50_000]
+        };
+    }
+    let bin = binary()?;
+    let mut done = Vec::new();
+    for n in sizes {
+        done.push(bench(&bin, n, submit_only)?);
+    }
+    // Memory: the largest size next to the smallest (flat = streaming).
+    if let (Some(small), Some(big)) = (done.first(), done.last()) {
+        if big.n > small.n {
+            bench_line(
+                &format!("batch_submit_peak_rss_{}", big.n),
+                big.submit.rss_mb,
+                small.submit.rss_mb,
+                &format!("submit of {} requests", small.n),
+                "flat",
+                "MB",
+            );
+            if let (Some((b, _)), Some((s, _))) = (&big.collect, &small.collect) {
+                bench_line(
+                    &format!("batch_collect_peak_rss_{}", big.n),
+                    b.rss_mb,
+                    s.rss_mb,
+                    &format!("collect of {} requests", small.n),
+                    "flat",
+                    "MB",
+                );
+            }
+        }
+    }
     Ok(())
 }

@@ -302,9 +302,13 @@ impl<'a> BatchManager<'a> {
     ) -> anyhow::Result<(Provider, Option<Arc<dyn BatchBackend>>)> {
         let endpoint = plan.endpoint(self.env)?;
         let api = match (&endpoint, local) {
-            (Some(ep), false) => {
-                backend::for_provider(plan.model.provider, ep, plan.policy.clone())?.map(Arc::from)
-            }
+            (Some(ep), false) => backend::for_provider_watched(
+                plan.model.provider,
+                ep,
+                plan.policy.clone(),
+                api::Watch::new(self.env, self.reporter)?,
+            )?
+            .map(Arc::from),
             _ => None,
         };
         Ok((Provider::from_plan(plan, endpoint)?, api))

@@ -12,10 +12,13 @@ mod fakes;
 mod support;
 
 mod batch;
+mod batch_io;
 mod collect;
 mod collect_strict;
 mod concurrency;
 mod faults_realtime;
+mod demo;
+mod faults_batch;
 mod foundation;
 mod hostile_input;
 mod layers;

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::ai::http::{ApiError, Auth, RetryPolicy};
 use crate::ai::{Endpoint, ProviderKind};
-use crate::batch::api::{seg, BatchApi, Body};
+use crate::batch::api::{seg, BatchApi, Body, Watch};
 use crate::db::{Backend, BatchPart};
 use crate::store::Store;
 pub use anthropic::{anthropic_results_path, AnthropicBatches};
@@ -99,20 +99,36 @@ pub fn for_provider(
     endpoint: &Endpoint,
     policy: RetryPolicy,
 ) -> anyhow::Result<Option<Box<dyn BatchBackend>>> {
+    for_provider_watched(kind, endpoint, policy, Watch::default())
+}
+
+/// [`for_provider`] with the idle timeout and progress bar of uploads and downloads.
+pub fn for_provider_watched(
+    kind: ProviderKind,
+    endpoint: &Endpoint,
+    policy: RetryPolicy,
+    watch: Watch,
+) -> anyhow::Result<Option<Box<dyn BatchBackend>>> {
     Ok(match kind {
         ProviderKind::Rules | ProviderKind::Local => None,
-        ProviderKind::OpenAi => Some(Box::new(OpenAiBatches::new(BatchApi::new(
-            &endpoint.base_url,
-            Auth::Bearer(endpoint.key.clone()),
-            Vec::new(),
-            policy,
-        )?))),
-        ProviderKind::Anthropic => Some(Box::new(AnthropicBatches::new(BatchApi::new(
-            &endpoint.base_url,
-            Auth::ApiKey(endpoint.key.clone()),
-            vec![("anthropic-version", crate::ai::anthropic::API_VERSION)],
-            policy,
-        )?))),
+        ProviderKind::OpenAi => Some(Box::new(OpenAiBatches::new(
+            BatchApi::new(
+                &endpoint.base_url,
+                Auth::Bearer(endpoint.key.clone()),
+                Vec::new(),
+                policy,
+            )?
+            .watched(watch),
+        ))),
+        ProviderKind::Anthropic => Some(Box::new(AnthropicBatches::new(
+            BatchApi::new(
+                &endpoint.base_url,
+                Auth::ApiKey(endpoint.key.clone()),
+                vec![("anthropic-version", crate::ai::anthropic::API_VERSION)],
+                policy,
+            )?
+            .watched(watch),
+        ))),
     })
 }
 

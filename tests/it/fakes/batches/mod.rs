@@ -37,7 +37,9 @@ use serde_json::{json, Value};
 
 mod anthropic;
 mod limits;
+pub mod chaos;
 mod openai;
+pub mod throttle;
 
 /// The same keys as the chat fakes, so both can be served on one base URL.
 pub const OPENAI_KEY: &str = super::openai::KEY;
@@ -158,6 +160,10 @@ pub struct Inner {
     /// OpenAI: most requests one batch may hold (a compatible server's lower cap); more is a
     /// 400 `too_many_tasks` at creation.
     max_requests: Option<usize>,
+    /// Slow or stalled uploads and downloads.
+    throttle: throttle::Throttles,
+    /// Seeded request faults.
+    chaos: Option<chaos::Chaos>,
 }
 
 pub use limits::TOKENS_PER_LINE;
@@ -206,6 +212,8 @@ pub fn new_state() -> Shared {
         lost_creates: 0,
         token_limit: None,
         max_requests: None,
+        throttle: Default::default(),
+        chaos: None,
     }))
 }
 
@@ -255,6 +263,14 @@ pub fn router(state: Shared) -> axum::Router {
         // Bodies up to the real caps are accepted here; the handlers answer like the services
         // beyond them (OpenAI 400 over 200 MB, Anthropic 413 over 256 MB).
         .layer(axum::extract::DefaultBodyLimit::max(300_000_000))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            throttle::layer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            chaos::layer,
+        ))
         .with_state(state)
 }
 
@@ -268,8 +284,21 @@ pub struct FakeBatches {
 
 impl FakeBatches {
     pub fn start() -> Self {
-        let state = new_state();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        Self::start_on(listener)
+    }
+
+    /// A fake whose connections have a fixed, small receive buffer (no autotuning), so that a
+    /// slowly reading server slows the client's upload down instead of the kernel absorbing
+    /// megabytes of it (see `throttle`).
+    pub fn start_with_receive_buffer(bytes: usize) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        throttle::set_receive_buffer(&listener, bytes);
+        Self::start_on(listener)
+    }
+
+    fn start_on(listener: std::net::TcpListener) -> Self {
+        let state = new_state();
         listener.set_nonblocking(true).expect("nonblocking");
         let addr: SocketAddr = listener.local_addr().expect("addr");
         lock(&state).base_url = format!("http://{addr}");
@@ -356,12 +385,61 @@ impl FakeBatches {
             .unwrap_or_default()
     }
 
+    /// Uploads (request bodies of file uploads and Anthropic batch creates) are read this slowly.
+    pub fn throttle_uploads(&self, t: throttle::Throttle) {
+        lock(&self.state).throttle.upload = Some(t);
+    }
+
+    /// Downloads (file content, batch results) are sent this slowly.
+    pub fn throttle_downloads(&self, t: throttle::Throttle) {
+        lock(&self.state).throttle.download = Some(t);
+    }
+
+    /// Seeded fault mode: a share `rate` of the requests fail (429, 500, 503, or held `hold`
+    /// and refused) before they have any effect.
+    pub fn set_chaos(&self, seed: u64, rate: f64, hold: std::time::Duration) {
+        lock(&self.state).chaos = Some(chaos::Chaos::new(seed, rate, hold));
+    }
+
+    /// Faults injected so far and requests seen by the fault mode.
+    pub fn chaos_counts(&self) -> (chaos::Injected, usize) {
+        lock(&self.state)
+            .chaos
+            .as_ref()
+            .map_or((Default::default(), 0), |c| (c.injected, c.seen))
+    }
+
+    /// (direction, seconds) of every throttled transfer that ran to its end.
+    pub fn throttled_transfers(&self) -> Vec<(&'static str, f64)> {
+        lock(&self.state).throttle.finished.clone()
+    }
+
+    /// Throttled transfers started in a direction (`upload` / `download`), ended or not.
+    pub fn throttled_started(&self, direction: &str) -> usize {
+        let g = lock(&self.state);
+        g.throttle
+            .started
+            .iter()
+            .filter(|d| **d == direction)
+            .count()
+    }
+
     /// Raw bytes of an uploaded file.
     pub fn file_bytes(&self, file_id: &str) -> Option<Vec<u8>> {
         lock(&self.state)
             .files
             .get(file_id)
             .map(|f| f.bytes.clone())
+    }
+}
+
+impl Drop for FakeBatches {
+    /// Stalled transfers end first, so the server's graceful shutdown does not wait on them.
+    fn drop(&mut self) {
+        lock(&self.state)
+            .throttle
+            .released
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -492,7 +570,7 @@ fn jsonl(lines: &[Value]) -> Vec<u8> {
     out
 }
 
-fn call_of(kind: Kind, custom_id: &str, body: &Value) -> LineCall {
+pub fn call_of(kind: Kind, custom_id: &str, body: &Value) -> LineCall {
     let user = match kind {
         Kind::OpenAi => body["messages"]
             .as_array()

@@ -1,0 +1,175 @@
+//! `demo` (the README's first command) end to end, twice on one data directory, and
+//! `process-query … --batch-mode --wait` against the batch fake: it polls the provider job to
+//! its end, collects it and says what failed.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::fakes::batches::{default_reply, Advance, FakeBatches, LineReply};
+use crate::support::Env;
+
+fn count_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().filter(|e| e.path().is_file()).count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn demo_labels_every_sample_issue_and_a_second_run_finds_nothing_left() {
+    let env = Env::new();
+    let first = env.cmd().arg("demo").output().unwrap();
+    let out = String::from_utf8_lossy(&first.stdout);
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "stdout: {out}\nstderr: {err}");
+    for step in ["== 1/4", "== 2/4", "== 3/4", "== 4/4"] {
+        assert!(out.contains(step), "{step} missing: {out}");
+    }
+    let issues = env.scalar("SELECT count(*) FROM issues");
+    assert_eq!(issues, json!(400), "the bundled samples");
+    // Every issue labelled once, in batch mode, by one local job that ended collected.
+    let jobs = env.rows("SELECT job_id, provider, status, issues_count FROM batch_jobs");
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(
+        (
+            &jobs[0]["provider"],
+            &jobs[0]["status"],
+            &jobs[0]["issues_count"]
+        ),
+        (&json!("local"), &json!("collected"), &json!(400)),
+    );
+    let results = env.rows(
+        "SELECT mode, processor, count(*) AS n, count(DISTINCT issue_id) AS issues
+         FROM ai_results GROUP BY ALL",
+    );
+    assert_eq!(
+        results,
+        vec![json!({"mode": "batch", "processor": "product-labeling", "n": 400, "issues": 400})]
+    );
+    let files = count_files(&env.data().join("results"));
+    assert_eq!(files, 400);
+    // Analytics (step 4) reports what was stored.
+    assert!(out.contains("400"), "{out}");
+
+    // The same command again: nothing left to label, nothing duplicated, no new job.
+    let second = env.cmd().arg("demo").output().unwrap();
+    let out2 = String::from_utf8_lossy(&second.stdout);
+    let err2 = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "stdout: {out2}\nstderr: {err2}");
+    assert!(out2.contains("== 4/4"), "{out2}");
+    assert_eq!(env.scalar("SELECT count(*) FROM issues"), json!(400));
+    assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), json!(400));
+    assert_eq!(env.scalar("SELECT count(*) FROM batch_jobs"), json!(1));
+    assert_eq!(count_files(&env.data().join("results")), 400);
+    let settled = env.scalar("SELECT count(*) FROM batch_items WHERE status <> 'completed'");
+    assert_eq!(settled, json!(0));
+}
+
+const ORG: &str = "replicatedhq";
+const REPO: &str = "wait";
+
+fn setup(n: u64) -> Env {
+    let env = Env::new();
+    let issues: Vec<Value> = (1..=n)
+        .map(|i| {
+            crate::support::stored_issue(
+                ORG,
+                REPO,
+                i,
+                &format!("kots upgrade {i} fails"),
+                "The kots admin console is blank after the upgrade.",
+                &[],
+                &[],
+            )
+        })
+        .collect();
+    env.import_json(&json!(issues));
+    env
+}
+
+fn wait_args(model: &str) -> Vec<&str> {
+    vec![
+        "process-query",
+        "missing",
+        "product-labeling",
+        "--batch-mode",
+        "--yes",
+        "--wait",
+        "--poll-interval",
+        "0.01",
+        "--model",
+        model,
+    ]
+}
+
+#[test]
+fn process_query_wait_polls_a_provider_job_to_its_end_and_collects_it() {
+    let env = setup(5);
+    let fake = FakeBatches::start();
+    // Each poll moves the batch one state on: validating → in_progress → finalizing → done.
+    fake.set_advance(Advance::OnPoll);
+    let vars = fake.openai_env();
+    let r = env.run_json(&vars, &wait_args("openai:gpt-4o-mini")).ok();
+    let summary = r.json();
+    assert_eq!(summary["status"], "collected", "{summary}");
+    assert_eq!(
+        (summary["completed"].as_i64(), summary["failed"].as_i64()),
+        (Some(5), Some(0)),
+        "{summary}"
+    );
+    // It waited: the batch was polled until it ended, and collected in the same run.
+    assert!(
+        fake.count("GET", "/v1/batches/") >= 3,
+        "{:?}",
+        fake.requests()
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM ai_results WHERE mode = 'batch'"),
+        json!(5)
+    );
+    let job = summary["job_id"].as_str().unwrap();
+    assert_eq!(
+        env.scalar(&format!(
+            "SELECT status FROM batch_jobs WHERE job_id = '{job}'"
+        )),
+        json!("collected")
+    );
+    // A second run selects nothing and submits nothing.
+    let batches_before = fake.batches().len();
+    let again = env.run_json(&vars, &wait_args("openai:gpt-4o-mini"));
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(fake.batches().len(), batches_before);
+    assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), json!(5));
+}
+
+#[test]
+fn process_query_wait_reports_failed_items_and_exits_1() {
+    let env = setup(4);
+    let fake = FakeBatches::start();
+    fake.set_advance(Advance::OnPoll);
+    // Issue 3's answer fails validation; the others are fine.
+    fake.set_script(Arc::new(|c| {
+        if c.issue.as_deref().is_some_and(|i| i.ends_with("#3")) {
+            LineReply::Invalid(
+                json!({"recommended_labels": [{"label": "nope", "confidence": 2.0,
+                "reasoning": "x"}], "current_labels_assessment": [], "confidence": 0.5,
+                "summary": "s", "reasoning": "r"}),
+            )
+        } else {
+            default_reply(c)
+        }
+    }));
+    let r = env.run_json(&fake.openai_env(), &wait_args("openai:gpt-4o-mini"));
+    assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(&format!("{ORG}/{REPO}#3")) && r.stderr.contains("batch retry"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM ai_results WHERE mode = 'batch'"),
+        json!(3)
+    );
+    let failed = env.scalar("SELECT issue_id FROM batch_items WHERE status = 'failed'");
+    assert_eq!(failed, json!(format!("{ORG}/{REPO}#3")));
+}
