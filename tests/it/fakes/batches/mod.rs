@@ -36,8 +36,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 mod anthropic;
-mod limits;
 pub mod chaos;
+mod limits;
 mod openai;
 pub mod throttle;
 
