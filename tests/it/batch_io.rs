@@ -169,7 +169,7 @@ fn slow_but_moving_uploads_and_downloads_outlive_the_idle_timeout() {
     // own send buffer (about 1.3 MB on loopback), not by megabytes more of kernel buffers.
     let fake = FakeBatches::start_with_receive_buffer(64 * 1024);
     fake.set_advance(Advance::Manual);
-    // The fake reads the ~6 MB upload at 2 MB/s and sends the results at 80 KB/s:
+    // The fake reads the ~6 MB upload at 2 MB/s and sends the results (~150 KB) at 40 KB/s:
     // each transfer takes several seconds, longer than the 2 s idle timeout, but bytes keep
     // moving.
     fake.throttle_uploads(Throttle {
@@ -178,7 +178,7 @@ fn slow_but_moving_uploads_and_downloads_outlive_the_idle_timeout() {
         stall_after: None,
     });
     fake.throttle_downloads(Throttle {
-        chunk: 2 * 1024,
+        chunk: 1024,
         every: Duration::from_millis(25),
         stall_after: None,
     });

@@ -87,18 +87,12 @@ impl BatchBackend for AnthropicBatches {
         })
     }
 
-    fn retrieve<'a>(&'a self, batch_id: &'a str) -> BoxFuture<'a, Result<Value, ApiError>> {
-        Box::pin(async move {
-            let path = format!("/v1/messages/batches/{}", seg(batch_id));
-            self.api.json(Method::GET, &path, Body::Empty).await
-        })
+    fn api(&self) -> &BatchApi {
+        &self.api
     }
 
-    fn cancel<'a>(&'a self, batch_id: &'a str) -> BoxFuture<'a, Result<Value, ApiError>> {
-        Box::pin(async move {
-            let path = format!("/v1/messages/batches/{}/cancel", seg(batch_id));
-            self.api.json(Method::POST, &path, Body::Empty).await
-        })
+    fn batches_path(&self) -> &'static str {
+        "/v1/messages/batches"
     }
 
     /// Batches of the workspace (paginated with `after_id`, the page's `last_id`).

@@ -56,9 +56,25 @@ pub trait BatchBackend: Send + Sync {
         part: i32,
     ) -> BoxFuture<'a, Result<Value, ApiError>>;
 
-    fn retrieve<'a>(&'a self, batch_id: &'a str) -> BoxFuture<'a, Result<Value, ApiError>>;
+    /// The provider's batch API client.
+    fn api(&self) -> &BatchApi;
 
-    fn cancel<'a>(&'a self, batch_id: &'a str) -> BoxFuture<'a, Result<Value, ApiError>>;
+    /// Where the provider keeps batches (`/batches`, `/v1/messages/batches`).
+    fn batches_path(&self) -> &'static str;
+
+    fn retrieve<'a>(&'a self, batch_id: &'a str) -> BoxFuture<'a, Result<Value, ApiError>> {
+        Box::pin(async move {
+            let path = format!("{}/{}", self.batches_path(), seg(batch_id));
+            self.api().json(Method::GET, &path, Body::Empty).await
+        })
+    }
+
+    fn cancel<'a>(&'a self, batch_id: &'a str) -> BoxFuture<'a, Result<Value, ApiError>> {
+        Box::pin(async move {
+            let path = format!("{}/{}/cancel", self.batches_path(), seg(batch_id));
+            self.api().json(Method::POST, &path, Body::Empty).await
+        })
+    }
 
     /// The account's batches, newest first, at most `max`.
     fn list(&self, max: usize) -> BoxFuture<'_, Result<Vec<Value>, ApiError>>;

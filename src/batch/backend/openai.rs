@@ -84,18 +84,12 @@ impl BatchBackend for OpenAiBatches {
         })
     }
 
-    fn retrieve<'a>(&'a self, batch_id: &'a str) -> BoxFuture<'a, Result<Value, ApiError>> {
-        Box::pin(async move {
-            let path = format!("/batches/{}", seg(batch_id));
-            self.api.json(Method::GET, &path, Body::Empty).await
-        })
+    fn api(&self) -> &BatchApi {
+        &self.api
     }
 
-    fn cancel<'a>(&'a self, batch_id: &'a str) -> BoxFuture<'a, Result<Value, ApiError>> {
-        Box::pin(async move {
-            let path = format!("/batches/{}/cancel", seg(batch_id));
-            self.api.json(Method::POST, &path, Body::Empty).await
-        })
+    fn batches_path(&self) -> &'static str {
+        "/batches"
     }
 
     /// Every batch of the account (paginated with `after`, the last id of a page).

@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use super::super::anthropic::checks::validate;
 
 use super::{
-    batch_object, error, gate, jsonl, lock, lost_answer, next_id, shuffled, step, ts, Batch, Inner,
-    Kind, LineReply, Shared,
+    batch_object, error, gate, jsonl, list_page, lock, lost_answer, next_id, shuffled, step, ts,
+    Batch, Inner, Kind, LineReply, Shared,
 };
 
 /// The Message Batches routes.
@@ -222,39 +222,17 @@ async fn an_list(
     if let Err(r) = gate(&st, "GET", "/v1/messages/batches", &headers) {
         return *r;
     }
-    let limit: usize = match q.get("limit").map(|l| l.parse::<usize>()) {
-        None => 20,
-        Some(Ok(n)) if (1..=1000).contains(&n) => n,
-        _ => {
-            return error(
-                Kind::Anthropic,
-                400,
-                "invalid_request_error",
-                "limit: must be between 1 and 1000",
-            )
-        }
+    let (page, has_more) = match list_page(
+        &st,
+        Kind::Anthropic,
+        &q,
+        "after_id",
+        1000,
+        "limit: must be between 1 and 1000",
+    ) {
+        Ok(p) => p,
+        Err(r) => return *r,
     };
-    let g = lock(&st);
-    let all: Vec<&Batch> = g
-        .batches
-        .iter()
-        .rev()
-        .filter(|b| b.kind == Kind::Anthropic)
-        .collect();
-    let start = match q.get("after_id") {
-        Some(a) => all
-            .iter()
-            .position(|b| &b.id == a)
-            .map_or(all.len(), |p| p + 1),
-        None => 0,
-    };
-    let page: Vec<Value> = all
-        .iter()
-        .skip(start)
-        .take(limit)
-        .map(|b| batch_object(&g, b))
-        .collect();
-    let has_more = start + page.len() < all.len();
     axum::Json(json!({"data": page, "has_more": has_more,
         "first_id": page.first().map(|b| b["id"].clone()), "last_id": page.last().map(|b| b["id"].clone())})).into_response()
 }

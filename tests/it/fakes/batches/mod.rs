@@ -680,6 +680,47 @@ fn step(g: &mut Inner, i: usize) {
     }
 }
 
+/// One page of a provider's batch list, newest first: `limit` (default 20, at most `max_limit`),
+/// after the id in `cursor_param`; `Err` is the provider's 400 for a bad limit.
+fn list_page(
+    st: &Shared,
+    kind: Kind,
+    q: &HashMap<String, String>,
+    cursor_param: &str,
+    max_limit: usize,
+    bad_limit: &str,
+) -> Result<(Vec<Value>, bool), Box<Response>> {
+    let limit: usize = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => 20,
+        Some(Ok(n)) if (1..=max_limit).contains(&n) => n,
+        _ => {
+            return Err(Box::new(error(
+                kind,
+                400,
+                "invalid_request_error",
+                bad_limit,
+            )))
+        }
+    };
+    let g = lock(st);
+    let all: Vec<&Batch> = g.batches.iter().rev().filter(|b| b.kind == kind).collect();
+    let start = match q.get(cursor_param) {
+        Some(a) => all
+            .iter()
+            .position(|b| &b.id == a)
+            .map_or(all.len(), |p| p + 1),
+        None => 0,
+    };
+    let page: Vec<Value> = all
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|b| batch_object(&g, b))
+        .collect();
+    let has_more = start + page.len() < all.len();
+    Ok((page, has_more))
+}
+
 fn batch_object(g: &Inner, b: &Batch) -> Value {
     match b.kind {
         Kind::OpenAi => openai::object(b),

@@ -12,8 +12,8 @@ use axum::routing::{get, post};
 use serde_json::{json, Value};
 
 use super::{
-    batch_object, error, gate, jsonl, lock, lost_answer, next_id, queue_full, shuffled, step,
-    too_many_tasks, Batch, FileObj, Inner, Kind, LineReply, Shared, TOKENS_PER_LINE,
+    batch_object, error, gate, jsonl, list_page, lock, lost_answer, next_id, queue_full, shuffled,
+    step, too_many_tasks, Batch, FileObj, Inner, Kind, LineReply, Shared, TOKENS_PER_LINE,
 };
 
 /// The OpenAI routes (under `/v1`).
@@ -537,39 +537,17 @@ async fn oa_list(
     if let Err(r) = gate(&st, "GET", "/v1/batches", &headers) {
         return *r;
     }
-    let limit: usize = match q.get("limit").map(|l| l.parse::<usize>()) {
-        None => 20,
-        Some(Ok(n)) if (1..=100).contains(&n) => n,
-        _ => {
-            return error(
-                Kind::OpenAi,
-                400,
-                "invalid_request_error",
-                "Invalid 'limit': must be between 1 and 100.",
-            )
-        }
+    let (page, has_more) = match list_page(
+        &st,
+        Kind::OpenAi,
+        &q,
+        "after",
+        100,
+        "Invalid 'limit': must be between 1 and 100.",
+    ) {
+        Ok(p) => p,
+        Err(r) => return *r,
     };
-    let g = lock(&st);
-    let all: Vec<&Batch> = g
-        .batches
-        .iter()
-        .rev()
-        .filter(|b| b.kind == Kind::OpenAi)
-        .collect();
-    let start = match q.get("after") {
-        Some(a) => all
-            .iter()
-            .position(|b| &b.id == a)
-            .map_or(all.len(), |p| p + 1),
-        None => 0,
-    };
-    let page: Vec<Value> = all
-        .iter()
-        .skip(start)
-        .take(limit)
-        .map(|b| batch_object(&g, b))
-        .collect();
-    let has_more = start + page.len() < all.len();
     axum::Json(json!({"object": "list", "data": page, "has_more": has_more,
         "first_id": page.first().map(|b| b["id"].clone()), "last_id": page.last().map(|b| b["id"].clone())})).into_response()
 }
