@@ -214,12 +214,11 @@ fn slow_but_moving_uploads_and_downloads_outlive_the_idle_timeout() {
 }
 
 #[test]
-#[ignore = "flaky: a 4-issue upload can fit in the loopback socket buffers, so the client sees \
-            every byte sent and waits for the answer instead of stalling; the idle timeout stays \
-            covered by the stalled-download test and the http unit test (docs/development.md)"]
 fn a_stalled_upload_fails_after_the_idle_timeout_with_a_clear_message() {
-    let env = setup(4);
-    let fake = FakeBatches::start();
+    // An upload far larger than the loopback socket buffers (a 64 KB receive buffer), so the
+    // stall reaches the client's writes instead of hiding in kernel buffers.
+    let env = setup_long(200);
+    let fake = FakeBatches::start_with_receive_buffer(64 * 1024);
     fake.set_advance(Advance::Manual);
     fake.throttle_uploads(Throttle {
         chunk: 1024,
