@@ -19,27 +19,15 @@ mod openai;
 #[path = "../tests/it/fakes/serve.rs"]
 mod serve;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::Path;
+
 use std::time::Instant;
 
 use github_analysis::store::{Comment, Issue, Label, Metadata, Store, StoredIssue, User};
-
-fn binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow::anyhow!("no target dir"))?;
-    let bin = dir.join("github-analysis");
-    anyhow::ensure!(
-        bin.is_file(),
-        "build the binary first: {} is missing",
-        bin.display()
-    );
-    Ok(bin)
-}
+use support::{bench_line, binary, timed, Took};
 
 fn synthetic(i: u64) -> StoredIssue {
     let products = ["kots", "troubleshoot", "embedded-cluster", "kurl", "sdk"];
@@ -80,73 +68,10 @@ fn synthetic(i: u64) -> StoredIssue {
                 .collect(),
             created_at: Some("2024-05-01T09:00:00Z".into()),
             updated_at: Some("2024-05-02T09:00:00Z".into()),
-            attachments: vec![],
-            id: None,
-            html_url: None,
-            closed_at: None,
-            comment_count: None,
+            ..Default::default()
         },
         metadata: Metadata::now(),
     }
-}
-
-/// What one CLI run took.
-struct Took {
-    stdout: String,
-    wall: f64,
-    rss_mb: f64,
-}
-
-/// Runs the CLI in `data`; wall time and peak RSS come from the child's own resource usage.
-fn timed(bin: &Path, data: &Path, env: &[(&str, String)], args: &[&str]) -> anyhow::Result<Took> {
-    let start = Instant::now();
-    let mut c = Command::new(bin);
-    c.args(args)
-        .args(["--format", "json", "-q"])
-        .env("GITHUB_ANALYSIS_DATA_DIR", data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c.spawn()?;
-    // stderr is small (-q); stdout is one JSON document. Read both to the end before waiting.
-    let mut err = String::new();
-    let mut errs = child.stderr.take();
-    let err_reader = std::thread::spawn(move || {
-        let mut e = String::new();
-        if let Some(s) = errs.as_mut() {
-            let _ = s.read_to_string(&mut e);
-        }
-        e
-    });
-    let mut out = String::new();
-    if let Some(mut s) = child.stdout.take() {
-        s.read_to_string(&mut out)?;
-    }
-    err.push_str(&err_reader.join().unwrap_or_default());
-    let pid = libc::pid_t::try_from(child.id())?;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `status` and `usage` are valid for writes for the duration of the call.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let wall = start.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        waited == pid,
-        "wait4 failed: {}",
-        std::io::Error::last_os_error()
-    );
-    anyhow::ensure!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{args:?} failed: {err}"
-    );
-    Ok(Took {
-        stdout: out,
-        wall,
-        // ru_maxrss is in kilobytes on Linux.
-        rss_mb: usage.ru_maxrss as f64 / 1024.0,
-    })
 }
 
 /// Figures of one size.
@@ -280,22 +205,6 @@ fn duckdb_secs(sql: &str) -> anyhow::Result<f64> {
     let t = Instant::now();
     conn.execute_batch(sql)?;
     Ok(t.elapsed().as_secs_f64())
-}
-
-fn bench_line(
-    name: &str,
-    tool: f64,
-    reference: f64,
-    reference_name: &str,
-    target: &str,
-    unit: &str,
-) {
-    println!(
-        "BENCH {}",
-        serde_json::json!({"name": name, "tool": tool, "reference": reference,
-            "reference_name": reference_name, "ratio": tool / reference.max(1e-9),
-            "target": target, "unit": unit})
-    );
 }
 
 fn main() -> anyhow::Result<()> {

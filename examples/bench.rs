@@ -21,6 +21,7 @@ const BENCHMARKS: &[(&str, &[&str], &[&str])] = &[
     ("batch_bench", &[], &["--quick"]),
     ("import_bench", &[], &["--quick"]),
     ("label_quality", &[], &["--quick"]),
+    ("evaluate_bench", &[], &["--quick"]),
     ("update_labels_bench", &[], &["--quick"]),
 ];
 

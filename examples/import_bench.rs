@@ -11,82 +11,13 @@
 //! Run: `cargo build && cargo run --example import_bench [-- ISSUES]` (default 50,000). The
 //! binary is taken from the same target folder as this example, so build it first.
 
-use std::io::{BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
+#[path = "support/mod.rs"]
+mod support;
+
+use std::io::{BufWriter, Write};
 
 use serde_json::json;
-
-/// The CLI binary beside this example's folder (target/{profile}/github-analysis).
-fn binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow::anyhow!("no target folder above {}", exe.display()))?;
-    let bin = dir.join("github-analysis");
-    anyhow::ensure!(
-        bin.exists(),
-        "{} is missing: run `cargo build` first",
-        bin.display()
-    );
-    Ok(bin)
-}
-
-/// What one CLI run took.
-struct Took {
-    stdout: String,
-    wall: f64,
-    /// User + system CPU seconds: steadier than wall time on a shared machine.
-    cpu: f64,
-    rss_mb: f64,
-}
-
-/// Runs the CLI in `data`; wall time, CPU time and peak RSS come from the child's own resource
-/// usage (`wait4`), so no outside tool is needed.
-fn run(bin: &Path, data: &Path, args: &[&str]) -> anyhow::Result<Took> {
-    let start = Instant::now();
-    let mut child = Command::new(bin)
-        .args(args)
-        .args(["--format", "json", "-q"])
-        .env("GITHUB_ANALYSIS_DATA_DIR", data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut out = String::new();
-    let mut err = String::new();
-    if let Some(mut s) = child.stdout.take() {
-        s.read_to_string(&mut out)?;
-    }
-    if let Some(mut s) = child.stderr.take() {
-        s.read_to_string(&mut err)?;
-    }
-    let pid = libc::pid_t::try_from(child.id())?;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `status` and `usage` are valid for writes for the duration of the call.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let secs = start.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        waited == pid,
-        "wait4 failed: {}",
-        std::io::Error::last_os_error()
-    );
-    anyhow::ensure!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{args:?} failed: {err}"
-    );
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Ok(Took {
-        stdout: out,
-        wall: secs,
-        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-        // ru_maxrss is in kilobytes on Linux.
-        rss_mb: usage.ru_maxrss as f64 / 1024.0,
-    })
-}
+use support::{binary, timed};
 
 /// One REST issue object of ~2.8 KB: labels, user, a body of a few paragraphs.
 fn issue(n: u64) -> serde_json::Value {
@@ -115,11 +46,11 @@ fn issue(n: u64) -> serde_json::Value {
 }
 
 fn main() -> anyhow::Result<()> {
-    let n: u64 = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(50_000);
+    let n: u64 = match std::env::args().nth(1).as_deref() {
+        Some("--quick") => 5_000,
+        Some(v) => v.parse()?,
+        None => 50_000,
+    };
     let bin = binary()?;
     let dir = tempfile::tempdir()?;
     let dump = dir.path().join("dump.jsonl");
@@ -136,7 +67,7 @@ fn main() -> anyhow::Result<()> {
 
     let data = dir.path().join("data");
     let dump_arg = dump.display().to_string();
-    let import = run(&bin, &data, &["import", &dump_arg])?;
+    let import = timed(&bin, &data, &[], &["import", &dump_arg])?;
     let summary: serde_json::Value = serde_json::from_str(&import.stdout)?;
     anyhow::ensure!(
         summary["written"] == json!(n),
@@ -146,7 +77,7 @@ fn main() -> anyhow::Result<()> {
 
     // The reference: the same issue files loaded into a fresh database by `sync`.
     std::fs::remove_file(data.join("issues.duckdb"))?;
-    let sync = run(&bin, &data, &["sync"])?;
+    let sync = timed(&bin, &data, &[], &["sync"])?;
     let summary: serde_json::Value = serde_json::from_str(&sync.stdout)?;
     anyhow::ensure!(
         summary["added"] == json!(n),

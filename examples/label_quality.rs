@@ -13,6 +13,9 @@
 //! hand. The 50,000-issue set repeats the corpus (the corpus has 1,615 issues): the timing is of
 //! real issue texts, the accuracy figures come from the time split only.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::time::Instant;
 
 use github_analysis::learn::classifier::TrainConfig;
@@ -22,6 +25,7 @@ use github_analysis::processors::product_labeling::ProductLabeling;
 use github_analysis::processors::taxonomy::Taxonomy;
 use github_analysis::quality::{compute, Sample};
 use github_analysis::store::{Issue, Metadata, StoredIssue};
+use support::{bench_line, cpu_seconds};
 
 struct Row {
     number: u64,
@@ -93,13 +97,7 @@ fn stored(r: &Row) -> StoredIssue {
             labels: vec![],
             user: None,
             comments: vec![],
-            created_at: None,
-            updated_at: None,
-            attachments: vec![],
-            id: None,
-            html_url: None,
-            closed_at: None,
-            comment_count: None,
+            ..Default::default()
         },
         metadata: Metadata::now(),
     }
@@ -137,25 +135,6 @@ fn docs<'a>(rows: &'a [Row], labels: &[String]) -> Vec<TrainingDoc<'a>> {
                 .collect(),
         })
         .collect()
-}
-
-/// CPU seconds (user + system) this process has used: on a machine shared with other jobs,
-/// wall time measures the neighbours too.
-fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage writes into the struct we pass and reads nothing else.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(u.ru_utime) + tv(u.ru_stime)
-}
-
-fn bench(name: &str, tool: f64, reference: f64, reference_name: &str, target: &str, unit: &str) {
-    println!(
-        "BENCH {}",
-        serde_json::json!({"name": name, "tool": tool, "reference": reference,
-            "reference_name": reference_name, "ratio": if reference != 0.0 { tool / reference } else { 0.0 },
-            "target": target, "unit": unit})
-    );
 }
 
 fn main() -> anyhow::Result<()> {
@@ -241,7 +220,7 @@ fn main() -> anyhow::Result<()> {
         .map(|l| l.label.as_str())
         .collect();
     println!("local labels safe to auto-apply (precision >= 0.9 at recall >= 0.5): {auto:?}");
-    bench(
+    bench_line(
         "label_quality_macro_f1_areas",
         lm.macro_f1,
         rm.macro_f1,
@@ -249,7 +228,7 @@ fn main() -> anyhow::Result<()> {
         "local clearly above rules",
         "macro-F1",
     );
-    bench(
+    bench_line(
         "label_quality_coverage_areas",
         lm.coverage,
         rm.coverage,
@@ -257,7 +236,7 @@ fn main() -> anyhow::Result<()> {
         "share of issues with a label",
         "share",
     );
-    bench(
+    bench_line(
         "label_quality_ece_areas",
         lm.ece.unwrap_or(f64::NAN),
         0.10,
@@ -291,7 +270,7 @@ fn main() -> anyhow::Result<()> {
     let big_s = start.elapsed().as_secs_f64();
     let big_cpu = cpu_seconds() - cpu0;
     println!("train on {big} issues: {big_s:.2}s wall, {big_cpu:.2}s CPU");
-    bench(
+    bench_line(
         &format!("label_quality_train_{big}"),
         big_s,
         60.0,
@@ -319,7 +298,7 @@ fn main() -> anyhow::Result<()> {
         issues.len(),
         issues.len() as f64 / cpu
     );
-    bench(
+    bench_line(
         "label_quality_predictions_per_s",
         per_s,
         5_000.0,

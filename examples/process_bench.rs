@@ -140,11 +140,7 @@ fn issue(n: u64, long: bool) -> StoredIssue {
             }],
             created_at: Some("2024-01-01T00:00:00Z".into()),
             updated_at: Some("2024-01-02T00:00:00Z".into()),
-            attachments: vec![],
-            id: None,
-            html_url: None,
-            closed_at: None,
-            comment_count: None,
+            ..Default::default()
         },
         metadata: Metadata::now(),
     }

@@ -14,17 +14,22 @@
 //! (uses target/release/github-analysis next to this example). The `duckdb` crate is used
 //! directly here to build the synthetic database fast; product code keeps it inside `src/db/`.
 
-use std::path::{Path, PathBuf};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
+use support::binary;
 
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
+    let quick = std::env::args().any(|a| a == "--quick");
+    let mut args = std::env::args().skip(1).filter(|a| a != "--quick");
     let n: u64 = args
         .next()
         .map(|a| a.parse())
         .transpose()?
-        .unwrap_or(1_000_000);
+        .unwrap_or(if quick { 100_000 } else { 1_000_000 });
     let with_results: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(n / 2);
     let bin = binary()?;
     let dir = tempfile::tempdir()?;
@@ -182,20 +187,4 @@ fn run(bin: &Path, data: &Path, args: &[&str]) -> anyhow::Result<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8(out.stdout)?)
-}
-
-/// The tool binary built by the same profile as this example.
-fn binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow::anyhow!("cannot locate the target directory"))?;
-    let bin = dir.join("github-analysis");
-    anyhow::ensure!(
-        bin.exists(),
-        "{} not found: build it first with the same profile (cargo build --release)",
-        bin.display()
-    );
-    Ok(bin)
 }

@@ -16,6 +16,9 @@ mod github;
 #[path = "../tests/it/fakes/serve.rs"]
 mod serve;
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +37,7 @@ use github_analysis::recommendations::apply::{self, ApplyOptions, Outcome};
 use github_analysis::recommendations::review;
 use github_analysis::report::Silent;
 use github_analysis::store::Store;
+use support::bench_line;
 
 const OWNER: &str = "bench";
 const REPO: &str = "app";
@@ -141,19 +145,6 @@ fn documented_minimum(w: usize) -> f64 {
     full_hours as f64 * 3600.0 + rest as f64 * 60.0 / GITHUB_WRITE_LIMITS.per_minute as f64
 }
 
-fn bench(name: &str, tool: f64, reference: f64, reference_name: &str, target: &str, unit: &str) {
-    let ratio = if reference == 0.0 {
-        0.0
-    } else {
-        tool / reference
-    };
-    println!(
-        "BENCH {}",
-        serde_json::json!({"name": name, "tool": tool, "reference": reference,
-            "reference_name": reference_name, "ratio": ratio, "target": target, "unit": unit})
-    );
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let n: u64 = match std::env::args().nth(1).as_deref() {
@@ -251,7 +242,7 @@ async fn main() -> anyhow::Result<()> {
         least,
         least / 3600.0
     );
-    bench(
+    bench_line(
         "update_labels_requests_per_changed_issue",
         per(reads + writes),
         3.0,
@@ -259,7 +250,7 @@ async fn main() -> anyhow::Result<()> {
         "<= 3",
         "requests",
     );
-    bench(
+    bench_line(
         "update_labels_writes_per_changed_issue",
         per(writes),
         2.0,
@@ -267,7 +258,7 @@ async fn main() -> anyhow::Result<()> {
         "<= 2",
         "requests",
     );
-    bench(
+    bench_line(
         "update_labels_reads_per_changed_issue",
         per(reads),
         1.0,
@@ -275,7 +266,7 @@ async fn main() -> anyhow::Result<()> {
         "~1 (label lookups cached per run)",
         "requests",
     );
-    bench(
+    bench_line(
         "update_labels_rerun_writes",
         rerun_writes as f64,
         0.0,
@@ -283,7 +274,7 @@ async fn main() -> anyhow::Result<()> {
         "0",
         "requests",
     );
-    bench(
+    bench_line(
         "update_labels_pacing_wall",
         paced,
         least,
@@ -291,7 +282,7 @@ async fn main() -> anyhow::Result<()> {
         "GitHub's secondary limits (80/min, 500/h)",
         "s",
     );
-    bench(
+    bench_line(
         "update_labels_unpaced_wall_on_fake",
         wall.as_secs_f64(),
         wall.as_secs_f64(),

@@ -308,6 +308,23 @@ pub struct AnswerError {
     pub replay: Option<Value>,
 }
 
+impl AnswerError {
+    /// A body that is not the provider's response shape (nothing to repair).
+    pub fn protocol(message: String, usage: Usage) -> Self {
+        Self {
+            message,
+            usage,
+            replay: None,
+        }
+    }
+
+    /// Parses a 200 body as JSON.
+    pub fn json(body: &[u8]) -> Result<Value, Self> {
+        serde_json::from_slice(body)
+            .map_err(|e| Self::protocol(format!("the response is not JSON: {e}"), Usage::default()))
+    }
+}
+
 impl fmt::Display for AnswerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
@@ -368,6 +385,15 @@ impl Provider {
                 usage: Usage::default(),
                 replay: None,
             }),
+        }
+    }
+
+    /// [`Self::parse_response`] of a body already parsed (batch result lines).
+    pub fn parse_value(&self, body: &Value) -> Result<Answer, AnswerError> {
+        match self {
+            Self::OpenAi(_) => openai::parse_value(body),
+            Self::Anthropic(_) => anthropic::parse_value(body),
+            Self::Rules => self.parse_response(b""),
         }
     }
 

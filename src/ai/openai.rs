@@ -114,14 +114,13 @@ fn usage_of(v: &Value) -> Usage {
 
 /// Parses a chat completion (200 body) into the structured answer.
 pub fn parse_response(body: &[u8]) -> Result<Answer, AnswerError> {
-    let protocol = |message: String, usage: Usage| AnswerError {
-        message,
-        usage,
-        replay: None,
-    };
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| protocol(format!("the response is not JSON: {e}"), Usage::default()))?;
-    let usage = usage_of(&v);
+    parse_value(&AnswerError::json(body)?)
+}
+
+/// [`parse_response`] of a body already parsed (a batch result line carries it parsed).
+pub fn parse_value(v: &Value) -> Result<Answer, AnswerError> {
+    let protocol = AnswerError::protocol;
+    let usage = usage_of(v);
     let Some(choice) = v.pointer("/choices/0") else {
         return Err(protocol("the response has no choices[0]".into(), usage));
     };

@@ -210,10 +210,10 @@ impl BatchManager<'_> {
             let Ok(v) = serde_json::from_slice::<Value>(line) else {
                 return Err(format!("{rel} line {n}: not JSON; skipped"));
             };
-            let Some(cid) = v["custom_id"].as_str() else {
+            let Some(cid) = v["custom_id"].as_str().map(str::to_string) else {
                 return Err(format!("{rel} line {n}: no custom_id; skipped"));
             };
-            Ok((cid.to_string(), api.outcome(&v)))
+            Ok((cid, api.outcome(v)))
         });
         drop(lines);
         let mut joined: Vec<(String, IssueRef, Outcome)> = Vec::with_capacity(parsed.len());
@@ -335,7 +335,7 @@ fn accept(
     store: &crate::store::Store,
     l: &Loaded,
     issue: &IssueRef,
-    body: &[u8],
+    body: &Value,
     provenance: Provenance<'_>,
 ) -> Result<(ResultRow, Vec<Recommendation>, f64), String> {
     if issue.file_path.is_empty() {
@@ -343,7 +343,7 @@ fn accept(
     }
     let answer = l
         .provider
-        .parse_response(body)
+        .parse_value(body)
         .map_err(|e| format!("unusable response: {}", e.message))?;
     let validated = l
         .plan

@@ -7,7 +7,7 @@
 use crate::ai::http::{ApiError, ErrorKind};
 use crate::ai::ProviderKind;
 use crate::batch::inputs::write_inputs;
-use crate::batch::{input_rel, now, BatchManager, Caps, Loaded};
+use crate::batch::{now, BatchManager, Caps, Loaded};
 use crate::db::{Backend, BatchPart, IssueRef, ItemStatus, LearnedLimits, PartStatus};
 use crate::env;
 use crate::error::user;
@@ -223,36 +223,7 @@ impl BatchManager<'_> {
             true,
             next,
         )?;
-        let t = now();
-        let parts: Vec<(BatchPart, String, String)> = written
-            .parts
-            .iter()
-            .map(|(w, first, last)| {
-                (
-                    BatchPart {
-                        job_id: job_id.clone(),
-                        part: w.part,
-                        provider_batch_id: None,
-                        input_file_id: None,
-                        output_file_id: None,
-                        error_file_id: None,
-                        status,
-                        request_count: w.requests as i64,
-                        bytes: w.bytes as i64,
-                        input_path: Some(input_rel(&job_id, w.part)),
-                        created_at: t,
-                        updated_at: Some(t),
-                        completed_count: 0,
-                        failed_count: 0,
-                        error_message: None,
-                        collected_at: None,
-                        est_tokens: w.tokens as i64,
-                    },
-                    first.clone(),
-                    last.clone(),
-                )
-            })
-            .collect();
+        let parts = written.part_rows(&job_id, status);
         self.db
             .split_batch_part(&job_id, p.part, keep_old, &parts)?;
         if !keep_old {

@@ -10,8 +10,7 @@ use crate::batch::inputs::{custom_ids, write_inputs, Written};
 use crate::batch::job_config;
 use crate::batch::queue::{create_refusal, Refusal, Room};
 use crate::batch::{
-    crash_point, input_rel, new_job_id, now, BatchManager, Caps, DryRun, Loaded, NewJob,
-    PlannedPart,
+    crash_point, new_job_id, now, BatchManager, Caps, DryRun, Loaded, NewJob, PlannedPart,
 };
 use crate::db::{
     Backend, BatchItem, BatchJob, BatchPart, IssueRef, ItemStatus, ItemUpdate, JobStatus,
@@ -230,36 +229,7 @@ impl BatchManager<'_> {
             true,
             0,
         )?;
-        let t = now();
-        let parts: Vec<(BatchPart, String, String)> = written
-            .parts
-            .iter()
-            .map(|(p, first, last)| {
-                (
-                    BatchPart {
-                        job_id: l.job.job_id.clone(),
-                        part: p.part,
-                        provider_batch_id: None,
-                        input_file_id: None,
-                        output_file_id: None,
-                        error_file_id: None,
-                        status: PartStatus::Preparing,
-                        request_count: p.requests as i64,
-                        bytes: p.bytes as i64,
-                        input_path: Some(input_rel(&l.job.job_id, p.part)),
-                        created_at: t,
-                        updated_at: Some(t),
-                        completed_count: 0,
-                        failed_count: 0,
-                        error_message: None,
-                        collected_at: None,
-                        est_tokens: p.tokens as i64,
-                    },
-                    first.clone(),
-                    last.clone(),
-                )
-            })
-            .collect();
+        let parts = written.part_rows(&l.job.job_id, PartStatus::Preparing);
         let failed: Vec<ItemUpdate> = written
             .unprepared
             .iter()

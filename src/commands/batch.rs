@@ -1,13 +1,11 @@
 //! `batch …`: submit, status, collect, list, history, details, cancel, remove, retry, reconcile
 //! — thin wrappers around [`crate::batch::BatchManager`], one function per leaf command.
 
-use std::io::IsTerminal;
-
 use serde_json::{json, Value};
 
 use crate::batch::{job_json, CollectReport, FindingKind, NewJob};
 use crate::cli::{BatchCommand, BatchSubmitArgs};
-use crate::commands::{ai_config, command_line, Ctx};
+use crate::commands::{ai_config, ask, command_line, Ctx};
 use crate::db::{Backend, BatchJob, BatchPart};
 use crate::error::{user, ExitStatus};
 use crate::pipeline::{check_custom_sql, Pipeline, Selection};
@@ -376,7 +374,7 @@ async fn retry(ctx: &Ctx, job: &str) -> anyhow::Result<()> {
 
 async fn reconcile(ctx: &Ctx, cancel_orphans: bool, yes: bool) -> anyhow::Result<()> {
     // Refused before any work, so a script without `--yes` learns it at once (exit 2).
-    if cancel_orphans && !yes && !terminal() {
+    if cancel_orphans && !yes && !ask::terminal() {
         anyhow::bail!(
             "refusing to cancel provider batches without confirmation: there is no terminal to ask on; pass --yes"
         );
@@ -390,9 +388,10 @@ async fn reconcile(ctx: &Ctx, cancel_orphans: bool, yes: bool) -> anyhow::Result
         .count();
     if cancel_orphans && orphans > 0 {
         if !yes {
-            confirm(&format!(
-                "Cancel {orphans} orphan provider batch(es) no job records?"
-            ))?;
+            ask::confirm(
+                &format!("Cancel {orphans} orphan provider batch(es) no job records?"),
+                "cancelled: nothing was changed at the provider",
+            )?;
         }
         m.cancel_orphans(&mut findings).await;
     } else if orphans > 0 {
@@ -418,22 +417,4 @@ async fn reconcile(ctx: &Ctx, cancel_orphans: bool, yes: bool) -> anyhow::Result
         return Err(user("some jobs could not be repaired (see the table)"));
     }
     Ok(())
-}
-
-fn terminal() -> bool {
-    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
-}
-
-/// Asks on a terminal (the caller checked there is one, or was told `--yes`).
-fn confirm(prompt: &str) -> anyhow::Result<()> {
-    let go = dialoguer::Confirm::new()
-        .with_prompt(prompt)
-        .default(false)
-        .interact()
-        .map_err(|e| anyhow::anyhow!("cannot ask for confirmation: {e}; pass --yes"))?;
-    if go {
-        Ok(())
-    } else {
-        Err(user("cancelled: nothing was changed at the provider"))
-    }
 }

@@ -4,24 +4,12 @@ use serde_json::{json, Value};
 
 use crate::cli::CollectArgs;
 use crate::commands::Ctx;
-use crate::env;
-use crate::error::{user, ExitStatus};
-use crate::github::client::{Client, ClientConfig};
+use crate::error::ExitStatus;
+use crate::github::client::Client;
 use crate::github::collector::{parse_since, parse_size, CollectOptions, CollectReport, Collector};
 
 pub async fn run(ctx: &Ctx, args: &CollectArgs) -> anyhow::Result<ExitStatus> {
-    let token = args
-        .token
-        .clone()
-        .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| user("no GitHub token: pass --token or set GITHUB_TOKEN"))?;
-    let var = ctx.env();
-    let cfg = ClientConfig::new(
-        var(env::GITHUB_API_URL).as_deref(),
-        var(env::GITHUB_GRAPHQL_URL).as_deref(),
-        token,
-        var(env::GITHUB_MAX_WAIT).as_deref(),
-    )?;
+    let cfg = ctx.github_config(args.token.as_deref(), "")?;
     let opts = CollectOptions {
         org: args.org.clone(),
         repo: args.repo.clone(),

@@ -73,12 +73,9 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
             ""
         }
     ))?;
-    let processor = Processor::get(
+    let processor = Processor::with_taxonomy(
         processors::product_labeling::NAME,
-        &processors::Options {
-            taxonomy: Some(taxonomy_path.clone()),
-            token_budget: None,
-        },
+        Some(taxonomy_path.clone()),
     )?;
 
     // The sample has no dates: issue numbers order it in time.

@@ -15,7 +15,7 @@ use crate::db::{Db, EvaluationRecord, QualityScope};
 use crate::error::{user, ExitStatus};
 use crate::learn::LocalModel;
 use crate::printer::{OutputFormat, Table};
-use crate::processors::{self, Processor};
+use crate::processors::Processor;
 use crate::quality::html::{self, ReportHeader};
 use crate::quality::{compute, Metrics, Sample};
 
@@ -57,13 +57,7 @@ pub struct Evaluation {
 }
 
 pub fn run(ctx: &Ctx, a: &EvaluateArgs) -> anyhow::Result<ExitStatus> {
-    let processor = Processor::get(
-        &a.processor,
-        &processors::Options {
-            taxonomy: a.taxonomy.clone(),
-            token_budget: None,
-        },
-    )?;
+    let processor = Processor::with_taxonomy(&a.processor, a.taxonomy.clone())?;
     let scope = scope_of(
         a.org.clone(),
         a.repo.clone(),

@@ -2,6 +2,7 @@
 //! the only layer that knows the command line (`cli`), the settings and the printer; the layers
 //! below get explicit dependencies (store, database, environment, a `Reporter`).
 
+mod ask;
 mod batch;
 mod collect;
 mod completions;
@@ -25,7 +26,7 @@ use crate::batch::BatchManager;
 use crate::cli::{AiArgs, Command};
 use crate::db::{Db, ReadOnlyDb};
 use crate::env::EnvFn;
-use crate::error::ExitStatus;
+use crate::error::{user, ExitStatus};
 use crate::plan::{AiConfig, Plan};
 use crate::printer::Printer;
 use crate::store::Store;
@@ -58,6 +59,28 @@ impl Ctx {
     /// The batch jobs of this data directory, reporting to the printer.
     pub fn batches<'a>(&'a self, db: &'a mut Db) -> BatchManager<'a> {
         BatchManager::new(&self.store, db, self.env(), &self.printer)
+    }
+
+    /// The GitHub client settings: `token` (from --token or GITHUB_TOKEN; `needs` says what
+    /// it must allow, for the message when it is missing) and the API URLs and longest wait from
+    /// the environment.
+    pub fn github_config(
+        &self,
+        token: Option<&str>,
+        needs: &str,
+    ) -> anyhow::Result<crate::github::client::ClientConfig> {
+        let token = token.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+            user(format!(
+                "no GitHub token: pass --token or set GITHUB_TOKEN{needs}"
+            ))
+        })?;
+        let var = self.env();
+        crate::github::client::ClientConfig::new(
+            var(crate::env::GITHUB_API_URL).as_deref(),
+            var(crate::env::GITHUB_GRAPHQL_URL).as_deref(),
+            token.to_string(),
+            var(crate::env::GITHUB_MAX_WAIT).as_deref(),
+        )
     }
 
     /// The environment the library layers read (keys, base URLs, caps).

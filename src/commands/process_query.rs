@@ -1,13 +1,11 @@
 //! `process-query`: SQL-selected pipelines (missing / reprocess / custom), run in real time or
 //! as a batch job with the same selection, plus `analytics` and `batch-status`.
 
-use std::io::IsTerminal;
-
 use serde_json::{json, Value};
 
 use crate::batch;
 use crate::cli::{ProcessQueryCommand, RunArgs, SelectionArgs};
-use crate::commands::{ai_config, command_line, process, Ctx};
+use crate::commands::{ai_config, ask, command_line, process, Ctx};
 use crate::db::{BatchJob, JobStatus, SelectionSize};
 use crate::error::{user, ExitStatus};
 use crate::pipeline::{self, check_custom_sql, Deps, Mode, Outcome, Pipeline, Selection};
@@ -234,21 +232,13 @@ async fn run_selection(
 
 /// Asks on a terminal; without one, refuses (exit 2) instead of hanging.
 fn confirm() -> anyhow::Result<()> {
-    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
-        anyhow::bail!(
-            "refusing to process without confirmation: there is no terminal to ask on; pass --yes"
-        );
-    }
-    let go = dialoguer::Confirm::new()
-        .with_prompt("Continue with processing?")
-        .default(false)
-        .interact()
-        .map_err(|e| anyhow::anyhow!("cannot ask for confirmation: {e}; pass --yes"))?;
-    if go {
-        Ok(())
-    } else {
-        Err(user("cancelled: nothing was processed"))
-    }
+    ask::require_terminal(
+        "refusing to process without confirmation: there is no terminal to ask on; pass --yes",
+    )?;
+    ask::confirm(
+        "Continue with processing?",
+        "cancelled: nothing was processed",
+    )
 }
 
 struct Estimate {

@@ -2,8 +2,6 @@
 //! terminal side of review-session is `review_terminal.rs`; the loop is
 //! `recommendations::review`.
 
-use std::io::IsTerminal;
-
 use serde_json::{json, Value};
 
 use crate::cli::{
@@ -11,7 +9,7 @@ use crate::cli::{
     ReviewArgs,
 };
 use crate::commands::review_terminal::TerminalReviewer;
-use crate::commands::Ctx;
+use crate::commands::{ask, Ctx};
 use crate::db::{Db, DiscoverScope, RecFilter, RecLabel, RecRow, RecStatus};
 use crate::error::{user, ExitStatus};
 use crate::printer::{OutputFormat, Printer, Table};
@@ -376,13 +374,11 @@ fn review_items(db: &Db, f: &RecFilter) -> anyhow::Result<Vec<ReviewItem>> {
 }
 
 fn review_session(ctx: &Ctx, a: &ReviewArgs) -> anyhow::Result<ExitStatus> {
-    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
-        anyhow::bail!(
-            "review-session needs a terminal to ask on; in scripts use \
-             `recommendations approve|reject ISSUE...` or `--all` with filters \
-             (e.g. `recommendations approve --all --label product::kots --min-confidence 0.9`)"
-        );
-    }
+    ask::require_terminal(
+        "review-session needs a terminal to ask on; in scripts use \
+         `recommendations approve|reject ISSUE...` or `--all` with filters \
+         (e.g. `recommendations approve --all --label product::kots --min-confidence 0.9`)",
+    )?;
     let mut f = filter_of(&a.scope)?;
     f.statuses = if a.status.is_empty() {
         vec![RecStatus::Pending]

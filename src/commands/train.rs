@@ -14,7 +14,7 @@ use crate::error::ExitStatus;
 use crate::learn::classifier::TrainConfig;
 use crate::learn::examples::MAX_EXAMPLES;
 use crate::learn::{ExampleIndex, LocalModel, ModelInfo, Text, TrainingDoc};
-use crate::processors::{self, Processor};
+use crate::processors::Processor;
 
 /// What one training run produced.
 pub struct Trained {
@@ -24,13 +24,7 @@ pub struct Trained {
 }
 
 pub fn run(ctx: &Ctx, a: &TrainArgs) -> anyhow::Result<ExitStatus> {
-    let processor = Processor::get(
-        &a.processor,
-        &processors::Options {
-            taxonomy: a.taxonomy.clone(),
-            token_budget: None,
-        },
-    )?;
+    let processor = Processor::with_taxonomy(&a.processor, a.taxonomy.clone())?;
     let scope = scope_of(a.org.clone(), a.repo.clone(), None, a.until.clone())?;
     let mut db = ctx.db()?;
     let t = train(ctx, &mut db, &processor, &scope)?;

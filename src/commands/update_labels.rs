@@ -2,7 +2,6 @@
 //! at a confidence), prints the plan, asks (or needs `--yes`), then applies them one issue at a
 //! time through `recommendations::apply`, paced for GitHub's limits.
 
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,11 +9,11 @@ use serde_json::{json, Value};
 
 use crate::cli::UpdateLabelsArgs;
 use crate::commands::recommendations::taxonomy;
-use crate::commands::Ctx;
+use crate::commands::{ask, Ctx};
 use crate::db::{RecFilter, RecStatus};
 use crate::env;
 use crate::error::{user, ExitStatus};
-use crate::github::client::{Client, ClientConfig};
+use crate::github::client::Client;
 use crate::github::pacing::Pacer;
 use crate::printer::{OutputFormat, Printer, Table};
 use crate::recommendations::apply::{self, ApplyOptions, IssueResult, Outcome, Planned};
@@ -100,23 +99,12 @@ pub async fn run(ctx: &Ctx, a: &UpdateLabelsArgs) -> anyhow::Result<ExitStatus> 
         report(ctx, &results, &[], None, started.elapsed(), true)?;
         return Ok(ExitStatus::Success);
     }
-    let token = a
-        .token
-        .clone()
-        .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| user("no GitHub token: pass --token or set GITHUB_TOKEN (it needs write access to issues)"))?;
+    let cfg = ctx.github_config(a.token.as_deref(), " (it needs write access to issues)")?;
     if !a.yes {
         // The prompt may stay open for hours: another terminal's `query` must not wait on it.
         db.release();
         confirm(&plans)?;
     }
-    let var = ctx.env();
-    let cfg = ClientConfig::new(
-        var(env::GITHUB_API_URL).as_deref(),
-        var(env::GITHUB_GRAPHQL_URL).as_deref(),
-        token,
-        var(env::GITHUB_MAX_WAIT).as_deref(),
-    )?;
     let reporter: Arc<dyn crate::report::Reporter> = Arc::new(ctx.printer);
     let client = Client::new(cfg, reporter.clone())?;
     let pacer = Pacer::new(scale, reporter.clone());
@@ -187,25 +175,14 @@ fn plan_table(p: &Printer, plans: &[Planned]) -> Table {
 
 /// Asks on a terminal; without one, refuses (exit 2) instead of hanging.
 fn confirm(plans: &[Planned]) -> anyhow::Result<()> {
-    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
-        anyhow::bail!(
-            "refusing to change labels on GitHub without confirmation: there is no terminal to \
-             ask on; pass --yes (or look first with --dry-run)"
-        );
-    }
-    let go = dialoguer::Confirm::new()
-        .with_prompt(format!(
-            "Apply these changes to {} issue(s) on GitHub?",
-            plans.len()
-        ))
-        .default(false)
-        .interact()
-        .map_err(|e| anyhow::anyhow!("cannot ask for confirmation: {e}; pass --yes"))?;
-    if go {
-        Ok(())
-    } else {
-        Err(user("cancelled: nothing was sent to GitHub"))
-    }
+    ask::require_terminal(
+        "refusing to change labels on GitHub without confirmation: there is no terminal to \
+         ask on; pass --yes (or look first with --dry-run)",
+    )?;
+    ask::confirm(
+        &format!("Apply these changes to {} issue(s) on GitHub?", plans.len()),
+        "cancelled: nothing was sent to GitHub",
+    )
 }
 
 fn report(

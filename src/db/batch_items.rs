@@ -20,22 +20,7 @@ impl Db {
         let tx = self.conn_mut()?.transaction()?;
         tx.execute("DELETE FROM batch_parts WHERE job_id = ?", params![job_id])?;
         for (p, first, last) in parts {
-            tx.execute(
-                "INSERT INTO batch_parts (job_id, part, status, request_count, bytes, input_path,
-                     created_at, updated_at, completed_count, failed_count, est_tokens)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?)",
-                params![
-                    p.job_id,
-                    p.part,
-                    p.status,
-                    p.request_count,
-                    p.bytes,
-                    p.input_path,
-                    p.created_at,
-                    p.updated_at,
-                    p.est_tokens
-                ],
-            )?;
+            insert_new_part(&tx, p)?;
             tx.execute(
                 "UPDATE batch_items SET part = ?, status = 'pending', updated_at = ?
                  WHERE job_id = ? AND custom_id >= ? AND custom_id <= ? AND status = 'preparing'",
@@ -240,4 +225,27 @@ fn apply_staged(
     )?;
     tx.execute_batch("DROP TABLE _stage_items")?;
     Ok(())
+}
+
+/// A part just written to disk: nothing sent, nothing settled yet.
+pub(super) fn insert_new_part(
+    tx: &duckdb::Transaction<'_>,
+    p: &BatchPart,
+) -> duckdb::Result<usize> {
+    tx.execute(
+        "INSERT INTO batch_parts (job_id, part, status, request_count, bytes, input_path,
+             created_at, updated_at, completed_count, failed_count, est_tokens)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?)",
+        params![
+            p.job_id,
+            p.part,
+            p.status,
+            p.request_count,
+            p.bytes,
+            p.input_path,
+            p.created_at,
+            p.updated_at,
+            p.est_tokens
+        ],
+    )
 }

@@ -102,22 +102,7 @@ impl Db {
             )?;
         }
         for (p, first, last) in new {
-            tx.execute(
-                "INSERT INTO batch_parts (job_id, part, status, request_count, bytes, input_path,
-                     created_at, updated_at, completed_count, failed_count, est_tokens)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?)",
-                params![
-                    p.job_id,
-                    p.part,
-                    p.status,
-                    p.request_count,
-                    p.bytes,
-                    p.input_path,
-                    p.created_at,
-                    p.updated_at,
-                    p.est_tokens
-                ],
-            )?;
+            super::batch_items::insert_new_part(&tx, p)?;
             tx.execute(
                 &format!(
                     "UPDATE batch_items SET part = ?, status = 'pending', updated_at = ?

@@ -250,11 +250,7 @@ mod tests {
                     .collect(),
                 created_at: Some("2024-01-01T00:00:00Z".into()),
                 updated_at: Some("2024-01-02T00:00:00+02:00".into()),
-                attachments: vec![],
-                id: None,
-                html_url: None,
-                closed_at: None,
-                comment_count: None,
+                ..Default::default()
             },
             metadata: Metadata::now(),
         };

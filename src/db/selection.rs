@@ -70,7 +70,8 @@ impl ReadOnlyDb {
                             {cap})), 0)::BIGINT AS chars
                  FROM sel JOIN issues i ON i.id = sel.id
                  LEFT JOIN (SELECT issue_id, sum(length(coalesce(body, ''))) AS chars
-                            FROM comments GROUP BY issue_id) c ON c.issue_id = i.id"
+                            FROM comments WHERE issue_id IN (SELECT id FROM sel)
+                            GROUP BY issue_id) c ON c.issue_id = i.id"
             ),
         };
         let sql = format!(

@@ -31,32 +31,13 @@ impl IssueNow {
     }
 }
 
-fn to_label(l: RestLabel) -> Label {
-    match l {
-        RestLabel::Object {
-            name,
-            color,
-            description,
-        } => Label {
-            name,
-            color,
-            description,
-        },
-        RestLabel::Name(name) => Label {
-            name,
-            color: None,
-            description: None,
-        },
-    }
-}
-
 fn labels_of(page: &Page, url: &Url) -> Result<Vec<Label>, GitHubError> {
     let list: Vec<RestLabel> =
         serde_json::from_slice(&page.body).map_err(|e| GitHubError::BadBody {
             url: url.to_string(),
             why: format!("not a list of labels: {e}"),
         })?;
-    Ok(list.into_iter().map(to_label).collect())
+    Ok(list.into_iter().map(Label::from).collect())
 }
 
 /// `repos/{org}/{repo}/{rest…}` with each extra part as one percent-encoded path segment, so a
@@ -90,7 +71,7 @@ pub async fn issue_now(
         number: issue.number,
         location,
         state: issue.state,
-        labels: issue.labels.into_iter().map(to_label).collect(),
+        labels: issue.labels.into_iter().map(Label::from).collect(),
     })
 }
 
@@ -165,7 +146,7 @@ pub async fn repo_label(
                     url: url.to_string(),
                     why: format!("not a label: {e}"),
                 })?;
-            Ok(Some(to_label(l)))
+            Ok(Some(Label::from(l)))
         }
         Err(GitHubError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e),

@@ -51,6 +51,27 @@ pub enum RestLabel {
     Name(String),
 }
 
+impl From<RestLabel> for Label {
+    fn from(l: RestLabel) -> Self {
+        match l {
+            RestLabel::Object {
+                name,
+                color,
+                description,
+            } => Label {
+                name,
+                color,
+                description,
+            },
+            RestLabel::Name(name) => Label {
+                name,
+                color: None,
+                description: None,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct RestUser {
     pub login: String,
@@ -87,26 +108,7 @@ impl RestIssue {
                 title: self.title,
                 body: self.body,
                 state: self.state.to_ascii_lowercase(),
-                labels: self
-                    .labels
-                    .into_iter()
-                    .map(|l| match l {
-                        RestLabel::Object {
-                            name,
-                            color,
-                            description,
-                        } => Label {
-                            name,
-                            color,
-                            description,
-                        },
-                        RestLabel::Name(name) => Label {
-                            name,
-                            color: None,
-                            description: None,
-                        },
-                    })
-                    .collect(),
+                labels: self.labels.into_iter().map(Label::from).collect(),
                 user: self.user.map(|u| User {
                     login: u.login,
                     id: u.id,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{user, UserContext};
 use crate::learn::classifier::{Example, Linear, Mode, Rng, TrainConfig};
-use crate::learn::features::{terms, Idf, SparseVec, Terms, Text};
+use crate::learn::features::{terms, words_of, Idf, SparseVec, Terms, Text};
 use crate::quality::metrics::{self, Sample};
 
 const MAGIC: &[u8] = b"GAQLM1\n";
@@ -95,6 +95,23 @@ fn class_weights(docs: &[TrainingDoc<'_>], k: usize) -> Vec<f32> {
         .collect()
 }
 
+/// The terms of every training issue, counted on every core (the larger part of training
+/// on a big corpus).
+fn parallel_terms(docs: &[TrainingDoc<'_>]) -> Vec<Terms> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = docs.len().div_ceil(cores).max(256);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = docs
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(|d| terms(&d.text)).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 fn fit(
     info: &ModelInfo,
     docs: &[TrainingDoc<'_>],
@@ -145,7 +162,7 @@ impl LocalModel {
                 docs.len()
             )));
         }
-        let all_terms: Vec<Terms> = docs.iter().map(|d| terms(&d.text, false)).collect();
+        let all_terms: Vec<Terms> = parallel_terms(docs);
         let mut order: Vec<usize> = (0..docs.len()).collect();
         Rng::new(cfg.seed ^ 0x5eed).shuffle(&mut order);
         let n_held = ((docs.len() as f64 * HELD_OUT).round() as usize).max(1);
@@ -217,19 +234,16 @@ impl LocalModel {
     /// issue's terms that pushed them up most (the others' terms stay empty: explaining every
     /// label would cost more than the prediction).
     pub fn predict(&self, text: &Text<'_>) -> Vec<LabelScore> {
-        let t = terms(text, true);
-        let x = self.idf.transform(&t);
+        let x = self.idf.transform(&terms(text));
         let p = self.linear.predict(&x.idx, &x.val);
         let k = self.linear.classes;
         let explained: Vec<String> = self.recommend(&p).into_iter().map(|r| r.0).collect();
-        (0..k)
+        // Per explained label, the buckets in order of contribution; their words are looked up
+        // once, for these buckets only.
+        let ranked: Vec<Option<Vec<u32>>> = (0..k)
             .map(|c| {
                 if !explained.contains(&self.info.labels[c]) {
-                    return LabelScore {
-                        label: self.info.labels[c].clone(),
-                        probability: round2(p[c]),
-                        terms: Vec::new(),
-                    };
+                    return None;
                 }
                 let mut contrib: Vec<(f32, u32)> = x
                     .idx
@@ -241,30 +255,42 @@ impl LocalModel {
                             self.idf.buckets[f as usize],
                         )
                     })
-                    .filter(|(s, b)| *s > 0.0 && t.words.contains_key(b))
+                    .filter(|(s, _)| *s > 0.0)
                     .collect();
                 contrib.sort_by(|a, b| b.0.total_cmp(&a.0));
-                LabelScore {
-                    label: self.info.labels[c].clone(),
-                    probability: round2(p[c]),
-                    terms: contrib
-                        .iter()
-                        .take(5)
-                        .map(|(_, b)| t.words[b].clone())
-                        .collect(),
-                }
+                Some(contrib.into_iter().map(|(_, b)| b).collect())
+            })
+            .collect();
+        // Character n-grams have no readable word: look deeper than five buckets so five words
+        // remain when they are among the strongest.
+        let wanted: Vec<u32> = ranked
+            .iter()
+            .flatten()
+            .flat_map(|r| r.iter().take(64).copied())
+            .collect();
+        let words = words_of(text, &wanted);
+        (0..k)
+            .map(|c| LabelScore {
+                label: self.info.labels[c].clone(),
+                probability: round2(p[c]),
+                terms: ranked[c]
+                    .iter()
+                    .flatten()
+                    .filter_map(|b| words.get(b).cloned())
+                    .take(5)
+                    .collect(),
             })
             .collect()
     }
 
     /// The issue's TF-IDF vector in the model's feature space (the few-shot index uses it).
     pub fn vectorize(&self, text: &Text<'_>) -> SparseVec {
-        self.idf.transform(&terms(text, false))
+        self.idf.transform(&terms(text))
     }
 
     /// Probabilities only (no explanation): what benchmarks and evaluation need.
     pub fn probabilities(&self, text: &Text<'_>) -> Vec<f32> {
-        let x = self.idf.transform(&terms(text, false));
+        let x = self.idf.transform(&terms(text));
         self.linear.predict(&x.idx, &x.val)
     }
 

@@ -4,7 +4,7 @@
 
 use crate::learn::{LocalModel, Text};
 use crate::processors::product_labeling::{Analysis, LabelAssessment, RecommendedLabel};
-use crate::store::StoredIssue;
+use crate::store::{Issue, StoredIssue};
 
 /// Comments the model reads (the first ones say what the issue is about); training reads the
 /// same number.
@@ -14,19 +14,28 @@ pub const COMMENTS_READ: usize = 3;
 /// purpose, removing a person's label needs strong evidence.
 const KEEP_CURRENT: f64 = 0.2;
 
-pub fn analysis(model: &LocalModel, issue: &StoredIssue) -> Analysis {
-    let i = &issue.issue;
-    let comments: Vec<String> = i
-        .comments
+/// The first comments a model reads.
+pub fn comments_read(i: &Issue) -> Vec<String> {
+    i.comments
         .iter()
         .filter_map(|c| c.body.clone())
         .take(COMMENTS_READ)
-        .collect();
-    let text = Text {
+        .collect()
+}
+
+/// What a model reads of an issue (`comments` from [`comments_read`]).
+pub fn text_of<'a>(i: &'a Issue, comments: &'a [String]) -> Text<'a> {
+    Text {
         title: &i.title,
         body: i.body.as_deref().unwrap_or(""),
-        comments: &comments,
-    };
+        comments,
+    }
+}
+
+pub fn analysis(model: &LocalModel, issue: &StoredIssue) -> Analysis {
+    let i = &issue.issue;
+    let comments = comments_read(i);
+    let text = text_of(i, &comments);
     let scores = model.predict(&text);
     let p: Vec<f32> = scores.iter().map(|s| s.probability as f32).collect();
     let recommended: Vec<RecommendedLabel> = model
@@ -121,17 +130,8 @@ impl FewShot {
     /// system prefix, so prompt caching still applies), and the ids of the examples used.
     pub fn block(&self, issue: &StoredIssue) -> (String, Vec<String>) {
         let i = &issue.issue;
-        let comments: Vec<String> = i
-            .comments
-            .iter()
-            .filter_map(|c| c.body.clone())
-            .take(COMMENTS_READ)
-            .collect();
-        let text = Text {
-            title: &i.title,
-            body: i.body.as_deref().unwrap_or(""),
-            comments: &comments,
-        };
+        let comments = comments_read(i);
+        let text = text_of(i, &comments);
         let id = format!("{}/{}#{}", issue.org, issue.repo, i.number);
         let found = self.index.similar(&self.model, &text, &id, self.k);
         if found.is_empty() {

@@ -49,6 +49,17 @@ pub enum Processor {
 }
 
 impl Processor {
+    /// [`Self::get`] with only a taxonomy (the quality commands).
+    pub fn with_taxonomy(name: &str, taxonomy: Option<std::path::PathBuf>) -> anyhow::Result<Self> {
+        Self::get(
+            name,
+            &Options {
+                taxonomy,
+                token_budget: None,
+            },
+        )
+    }
+
     /// Looks a processor up by name; an unknown name is a user error listing the known ones.
     pub fn get(name: &str, opts: &Options) -> anyhow::Result<Self> {
         match name {

@@ -470,13 +470,7 @@ mod tests {
                         updated_at: None,
                     })
                     .collect(),
-                created_at: None,
-                updated_at: None,
-                attachments: vec![],
-                id: None,
-                html_url: None,
-                closed_at: None,
-                comment_count: None,
+                ..Default::default()
             },
             metadata: Metadata::now(),
         }

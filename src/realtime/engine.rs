@@ -330,13 +330,7 @@ mod tests {
                 labels: vec![],
                 user: None,
                 comments: vec![],
-                created_at: None,
-                updated_at: None,
-                attachments: vec![],
-                id: None,
-                html_url: None,
-                closed_at: None,
-                comment_count: None,
+                ..Default::default()
             },
             metadata: Metadata::now(),
         }

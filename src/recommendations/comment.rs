@@ -20,17 +20,7 @@ pub(super) async fn post(
 ) -> anyhow::Result<Option<u16>> {
     let rec = &p.rec;
     let marker = comment_marker(rec);
-    if deps.db.comment_posted(rec.id)?
-        || labels::has_comment_with(
-            deps.client,
-            deps.db,
-            &rec.org,
-            &rec.repo,
-            rec.number,
-            &marker,
-        )
-        .await?
-    {
+    if deps.db.comment_posted(rec.id)? || on_github(deps, rec, &marker).await? {
         return Ok(None);
     }
     let body = comment_body(rec, &p.reasons, &r.added, &r.removed, &marker);
@@ -49,16 +39,7 @@ pub(super) async fn post(
         // It may have been posted: look before posting again, so a re-run or a retry never
         // makes a second comment.
         Err(GitHubError::OutcomeUnknown { .. }) => {
-            let found = labels::has_comment_with(
-                deps.client,
-                deps.db,
-                &rec.org,
-                &rec.repo,
-                rec.number,
-                &marker,
-            )
-            .await?;
-            if found {
+            if on_github(deps, rec, &marker).await? {
                 return Ok(None);
             }
             Ok(Some(post().await?))
@@ -114,4 +95,17 @@ pub fn comment_body(
         _ => {}
     }
     s
+}
+
+/// Whether the issue already has the comment with `marker`.
+async fn on_github(deps: &mut Deps<'_>, rec: &RecRow, marker: &str) -> anyhow::Result<bool> {
+    labels::has_comment_with(
+        deps.client,
+        deps.db,
+        &rec.org,
+        &rec.repo,
+        rec.number,
+        marker,
+    )
+    .await
 }

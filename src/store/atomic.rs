@@ -8,19 +8,7 @@ use anyhow::Context;
 
 /// Readers never see a half-written file, and a crash leaves either the old or the new content.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .with_context(|| format!("{} has no parent folder", path.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_data())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot move the new file into place at {}", path.display()))?;
+    let dir = replace_file(path, bytes, true)?;
     sync_dir(dir)
 }
 
@@ -28,6 +16,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// writers of many files from a source they can read again (an import file), which make a
 /// whole chunk durable at once with [`make_durable`] instead of paying two fsyncs per file.
 pub fn write_unsynced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    replace_file(path, bytes, false).map(|_| ())
+}
+
+/// Writes a temp file beside `path` (synced if asked) and renames it over `path`; returns the
+/// folder.
+fn replace_file<'a>(path: &'a Path, bytes: &[u8], sync: bool) -> anyhow::Result<&'a Path> {
     let dir = path
         .parent()
         .with_context(|| format!("{} has no parent folder", path.display()))?;
@@ -36,11 +30,18 @@ pub fn write_unsynced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)
+        .and_then(|()| {
+            if sync {
+                tmp.as_file().sync_data()
+            } else {
+                Ok(())
+            }
+        })
         .with_context(|| format!("cannot write {}", path.display()))?;
     tmp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| format!("cannot move the new file into place at {}", path.display()))?;
-    Ok(())
+    Ok(dir)
 }
 
 /// Makes files written with [`write_unsynced`] into `dir` durable, with their names: on Linux

@@ -210,11 +210,7 @@ mod tests {
                 comments: vec![],
                 created_at: Some("2024-01-02T03:04:05Z".into()),
                 updated_at: Some("2024-01-02T03:04:05Z".into()),
-                attachments: vec![],
-                id: None,
-                html_url: None,
-                closed_at: None,
-                comment_count: None,
+                ..Default::default()
             },
             metadata: Metadata::now(),
         }

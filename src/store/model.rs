@@ -46,7 +46,7 @@ pub struct StoredIssue {
     pub metadata: Metadata,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Issue {
     pub number: u64,
     pub title: String,

@@ -4,12 +4,11 @@
 use std::path::Path;
 
 use futures::future::BoxFuture;
-use reqwest::Method;
 use serde_json::Value;
 
 use crate::ai::http::ApiError;
-use crate::batch::api::{seg, str_field, BatchApi, Body};
-use crate::batch::backend::{count, fetch, list_pages, BatchBackend, Outcome};
+use crate::batch::api::{seg, BatchApi, Body};
+use crate::batch::backend::{count, fetch, BatchBackend, Outcome};
 use crate::batch::status::map_anthropic_status;
 use crate::batch::{now, output_rel};
 use crate::db::{Backend, BatchPart};
@@ -78,12 +77,7 @@ impl BatchBackend for AnthropicBatches {
             let body = Body::Requests {
                 path: input.to_path_buf(),
             };
-            let v = self
-                .api
-                .json_once(Method::POST, "/v1/messages/batches", body)
-                .await?;
-            str_field(&v, "id", "/v1/messages/batches")?;
-            Ok(v)
+            self.post_batch(body).await
         })
     }
 
@@ -95,15 +89,13 @@ impl BatchBackend for AnthropicBatches {
         "/v1/messages/batches"
     }
 
-    /// Batches of the workspace (paginated with `after_id`, the page's `last_id`).
-    fn list(&self, max: usize) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
-        Box::pin(list_pages(
-            &self.api,
-            "/v1/messages/batches?limit=100",
-            "after_id",
-            max,
-            |page| page["last_id"].as_str().map(str::to_string),
-        ))
+    /// Batches of the workspace are paged with `after_id`, the page's `last_id`.
+    fn list_cursor(&self) -> &'static str {
+        "after_id"
+    }
+
+    fn next_cursor(&self, page: &Value) -> Option<String> {
+        page["last_id"].as_str().map(str::to_string)
     }
 
     /// No metadata on message batches: a batch created since the part was marked, with its
@@ -166,12 +158,10 @@ impl BatchBackend for AnthropicBatches {
     }
 
     /// A result line: `succeeded` / `errored` (double-nested error) / `canceled` / `expired`.
-    fn outcome(&self, v: &Value) -> Outcome {
-        let r = &v["result"];
+    fn outcome(&self, mut v: Value) -> Outcome {
+        let r = &mut v["result"];
         match r["type"].as_str() {
-            Some("succeeded") => {
-                Outcome::Answer(serde_json::to_vec(&r["message"]).unwrap_or_default())
-            }
+            Some("succeeded") => Outcome::Answer(r["message"].take()),
             Some("errored") => {
                 let e = &r["error"]["error"];
                 Outcome::Failed(format!(

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::ai::http::{ApiError, Auth, RetryPolicy};
 use crate::ai::{Endpoint, ProviderKind};
-use crate::batch::api::{seg, BatchApi, Body, Watch};
+use crate::batch::api::{seg, str_field, BatchApi, Body, Watch};
 use crate::db::{Backend, BatchPart};
 use crate::store::Store;
 pub use anthropic::{anthropic_results_path, AnthropicBatches};
@@ -24,8 +24,9 @@ use reqwest::Method;
 /// What one result line says about its item.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The provider's response body, to parse and validate like a real-time answer.
-    Answer(Vec<u8>),
+    /// The provider's response body (parsed once, with its line), to read and validate like a
+    /// real-time answer.
+    Answer(Value),
     Failed(String),
     Expired(String),
     Cancelled(String),
@@ -62,6 +63,16 @@ pub trait BatchBackend: Send + Sync {
     /// Where the provider keeps batches (`/batches`, `/v1/messages/batches`).
     fn batches_path(&self) -> &'static str;
 
+    /// Sends a create request once; the answer must name the new batch.
+    fn post_batch(&self, body: Body) -> BoxFuture<'_, Result<Value, ApiError>> {
+        Box::pin(async move {
+            let path = self.batches_path();
+            let v = self.api().json_once(Method::POST, path, body).await?;
+            str_field(&v, "id", path)?;
+            Ok(v)
+        })
+    }
+
     fn retrieve<'a>(&'a self, batch_id: &'a str) -> BoxFuture<'a, Result<Value, ApiError>> {
         Box::pin(async move {
             let path = format!("{}/{}", self.batches_path(), seg(batch_id));
@@ -76,8 +87,22 @@ pub trait BatchBackend: Send + Sync {
         })
     }
 
+    /// The query parameter that asks for the next page of the batch list.
+    fn list_cursor(&self) -> &'static str;
+
+    /// The cursor of the page after `page` (if the page says there are more).
+    fn next_cursor(&self, page: &Value) -> Option<String>;
+
     /// The account's batches, newest first, at most `max`.
-    fn list(&self, max: usize) -> BoxFuture<'_, Result<Vec<Value>, ApiError>>;
+    fn list(&self, max: usize) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
+        Box::pin(async move {
+            let first = format!("{}?limit=100", self.batches_path());
+            list_pages(self.api(), &first, self.list_cursor(), max, |page| {
+                self.next_cursor(page)
+            })
+            .await
+        })
+    }
 
     /// Whether a listed batch is the one a part marked `submitting` created before a crash.
     /// `known` holds the batch ids every job has recorded.
@@ -105,8 +130,8 @@ pub trait BatchBackend: Send + Sync {
         part: &'a BatchPart,
     ) -> BoxFuture<'a, anyhow::Result<Vec<String>>>;
 
-    /// What one line of a result file says.
-    fn outcome(&self, line: &Value) -> Outcome;
+    /// What one line of a result file says (the answer is moved out of the line, not copied).
+    fn outcome(&self, line: Value) -> Outcome;
 }
 
 /// The batch backend of a network provider.
@@ -155,7 +180,7 @@ pub(crate) fn count(v: &Value) -> i64 {
 
 /// Every item of a paginated listing, newest first, at most `max`: the first page is `first`,
 /// each later one `first&{cursor_param}={cursor}` with the cursor `next` finds in a page.
-pub(crate) async fn list_pages(
+async fn list_pages(
     api: &BatchApi,
     first: &str,
     cursor_param: &str,
@@ -210,36 +235,36 @@ mod tests {
     fn output_lines_map_to_outcomes() {
         let (openai, anthropic) = backends();
         let ok = json!({"custom_id": "a", "response": {"status_code": 200, "body": {"id": "x"}}, "error": null});
-        assert!(matches!(openai.outcome(&ok), Outcome::Answer(b) if b == br#"{"id":"x"}"#));
+        assert!(matches!(openai.outcome(ok), Outcome::Answer(b) if b == json!({"id": "x"})));
         let bad = json!({"custom_id": "a", "response": {"status_code": 400, "request_id": "r",
             "body": {"error": {"message": "bad temperature", "type": "invalid_request_error", "param": null, "code": "unsupported_value"}}}, "error": null});
         assert!(
-            matches!(openai.outcome(&bad), Outcome::Failed(r) if r.contains("bad temperature") && r.contains("400"))
+            matches!(openai.outcome(bad), Outcome::Failed(r) if r.contains("bad temperature") && r.contains("400"))
         );
         let exp = json!({"custom_id": "a", "response": null, "error": {"code": "batch_expired", "message": "m"}});
-        assert!(matches!(openai.outcome(&exp), Outcome::Expired(_)));
+        assert!(matches!(openai.outcome(exp), Outcome::Expired(_)));
         let can = json!({"custom_id": "a", "response": null, "error": {"code": "batch_cancelled", "message": "m"}});
-        assert!(matches!(openai.outcome(&can), Outcome::Cancelled(_)));
+        assert!(matches!(openai.outcome(can), Outcome::Cancelled(_)));
         let garbage = json!({"custom_id": "a"});
-        assert!(matches!(openai.outcome(&garbage), Outcome::Failed(_)));
+        assert!(matches!(openai.outcome(garbage), Outcome::Failed(_)));
         let err = json!({"custom_id": "a", "result": {"type": "errored", "error": {"type": "error",
             "error": {"type": "invalid_request_error", "message": "max_tokens: too big"}}}});
         assert!(
-            matches!(anthropic.outcome(&err), Outcome::Failed(r) if r.contains("max_tokens: too big"))
+            matches!(anthropic.outcome(err), Outcome::Failed(r) if r.contains("max_tokens: too big"))
         );
         assert!(matches!(
-            anthropic.outcome(&json!({"result": {"type": "expired"}})),
+            anthropic.outcome(json!({"result": {"type": "expired"}})),
             Outcome::Expired(_)
         ));
         assert!(matches!(
-            anthropic.outcome(&json!({"result": {"type": "canceled"}})),
+            anthropic.outcome(json!({"result": {"type": "canceled"}})),
             Outcome::Cancelled(_)
         ));
         assert!(matches!(
-            anthropic.outcome(&json!({"result": {"type": "succeeded", "message": {}}})),
+            anthropic.outcome(json!({"result": {"type": "succeeded", "message": {}}})),
             Outcome::Answer(_)
         ));
-        assert!(matches!(anthropic.outcome(&json!({})), Outcome::Failed(_)));
+        assert!(matches!(anthropic.outcome(json!({})), Outcome::Failed(_)));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::ai::http::{decode_error, ApiError};
 use crate::ai::{openai, Secret};
 use crate::batch::api::{seg, str_field, BatchApi, Body};
-use crate::batch::backend::{count, fetch, list_pages, BatchBackend, Outcome};
+use crate::batch::backend::{count, fetch, BatchBackend, Outcome};
 use crate::batch::status::map_openai_status;
 use crate::batch::{errors_rel, now, output_rel};
 use crate::db::{Backend, BatchPart};
@@ -71,16 +71,8 @@ impl BatchBackend for OpenAiBatches {
                 "completion_window": "24h",
                 "metadata": {JOB_KEY: job_id, PART_KEY: part.to_string()},
             });
-            let v = self
-                .api
-                .json_once(
-                    Method::POST,
-                    "/batches",
-                    Body::Json(body.to_string().into_bytes()),
-                )
-                .await?;
-            str_field(&v, "id", "/batches")?;
-            Ok(v)
+            self.post_batch(Body::Json(body.to_string().into_bytes()))
+                .await
         })
     }
 
@@ -92,21 +84,17 @@ impl BatchBackend for OpenAiBatches {
         "/batches"
     }
 
-    /// Every batch of the account (paginated with `after`, the last id of a page).
-    fn list(&self, max: usize) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
-        Box::pin(list_pages(
-            &self.api,
-            "/batches?limit=100",
-            "after",
-            max,
-            |page| {
-                page["data"]
-                    .as_array()
-                    .and_then(|d| d.last())
-                    .and_then(|b| b["id"].as_str())
-                    .map(str::to_string)
-            },
-        ))
+    /// Every batch of the account is paged with `after`, the last id of a page.
+    fn list_cursor(&self) -> &'static str {
+        "after"
+    }
+
+    fn next_cursor(&self, page: &Value) -> Option<String> {
+        page["data"]
+            .as_array()
+            .and_then(|d| d.last())
+            .and_then(|b| b["id"].as_str())
+            .map(str::to_string)
     }
 
     fn is_lost_part(&self, b: &Value, job_id: &str, part: &BatchPart, _: &[String]) -> bool {
@@ -202,13 +190,14 @@ impl BatchBackend for OpenAiBatches {
     }
 
     /// An output/error line: `response` (status + body) or `error` (`batch_expired`, …).
-    fn outcome(&self, v: &Value) -> Outcome {
-        if let Some(resp) = v.get("response").filter(|r| !r.is_null()) {
+    fn outcome(&self, mut v: Value) -> Outcome {
+        if let Some(resp) = v.get_mut("response").filter(|r| !r.is_null()) {
             let status = resp["status_code"].as_u64().unwrap_or(0);
-            let body = serde_json::to_vec(&resp["body"]).unwrap_or_default();
+            let body = resp["body"].take();
             if status == 200 {
                 return Outcome::Answer(body);
             }
+            let body = serde_json::to_vec(&body).unwrap_or_default();
             let e = decode_error(
                 u16::try_from(status).unwrap_or(0),
                 &reqwest::header::HeaderMap::new(),
