@@ -8,6 +8,14 @@ pub struct Served {
     join_on_drop: bool,
 }
 
+/// A non-blocking listener on a free loopback port, and its address.
+pub fn bind() -> (std::net::TcpListener, std::net::SocketAddr) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr");
+    (listener, addr)
+}
+
 /// Serves `app()` on `listener` (already bound, non-blocking) with `worker_threads` workers.
 /// `join_on_drop: false` for fakes that may be sleeping on a delayed answer to a client that is
 /// gone: their thread then ends with the test process instead of holding the test up.

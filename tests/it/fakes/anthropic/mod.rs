@@ -15,7 +15,6 @@
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -72,15 +71,9 @@ pub fn after(n: usize, then: Reply) -> Script {
     })
 }
 
-#[derive(Debug, Clone)]
-pub struct Call {
-    pub issue: Option<String>,
-    pub attempt: usize,
-    /// The request carries a `tool_result` (a repair request).
-    pub repair: bool,
-    pub user: String,
-    pub labels: Vec<String>,
-}
+/// What a script sees of a request: the chat fake's (`repair`: the request carries a
+/// `tool_result`).
+pub use super::openai::Call;
 
 pub type Script = Arc<dyn Fn(&Call) -> Reply + Send + Sync>;
 
@@ -131,9 +124,7 @@ impl FakeAnthropic {
     }
 
     fn build(script: Script, batches: Option<super::batches::Shared>) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let (listener, addr) = super::serve::bind();
         let inner = Arc::new(Mutex::new(Inner {
             script,
             log: Vec::new(),
@@ -142,16 +133,8 @@ impl FakeAnthropic {
             next_id: 1,
         }));
         let state = inner.clone();
-        let extra = batches.map(|b| {
-            super::batches::set_base_url(&b, &format!("http://{addr}"));
-            super::batches::router(b)
-        });
-        let served = super::serve::spawn(listener, 2, true, move || {
-            let chat = axum::Router::new().fallback(handle).with_state(state);
-            match extra {
-                Some(batch_routes) => batch_routes.merge(chat),
-                None => chat,
-            }
+        let served = super::batches::serve_chat(listener, 2, batches, move || {
+            axum::Router::new().fallback(handle).with_state(state)
         });
         Self {
             url: format!("http://{addr}"),
@@ -212,14 +195,7 @@ fn user_text(body: &Value) -> Option<String> {
 }
 
 pub fn issue_of(body: &Value) -> Option<String> {
-    let user = user_text(body)?;
-    let repo = user.lines().find_map(|l| l.strip_prefix("Repository: "))?;
-    let num = user
-        .lines()
-        .find_map(|l| l.strip_prefix("Issue #"))?
-        .split(':')
-        .next()?;
-    Some(format!("{repo}#{num}"))
+    super::openai::issue_named(&user_text(body)?)
 }
 
 fn error(status: StatusCode, kind: &str, message: &str, request_id: &str) -> Response {
@@ -340,17 +316,7 @@ async fn respond(
         *n += 1;
         let attempt = *n;
         let repair = body["messages"].as_array().is_some_and(|m| m.len() > 1);
-        let labels = body
-            .pointer(
-                "/tools/0/input_schema/properties/recommended_labels/items/properties/label/enum",
-            )
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let labels = super::openai::label_enum(body.pointer("/tools/0/input_schema"));
         Call {
             issue,
             attempt,
@@ -364,21 +330,10 @@ async fn respond(
         Reply::RateLimited { reset_ms } => {
             let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit (https://docs.claude.com/en/api/rate-limits); see the response headers for current usage. Please reduce the prompt length or the maximum tokens requested, or try again later.", rid);
             let reset = chrono::Utc::now() + chrono::Duration::milliseconds(reset_ms as i64);
-            let hs = r.headers_mut();
-            hs.insert("retry-after", HeaderValue::from(reset_ms / 1000));
-            hs.insert(
-                "anthropic-ratelimit-requests-limit",
-                HeaderValue::from_static("50"),
-            );
-            hs.insert(
-                "anthropic-ratelimit-requests-remaining",
-                HeaderValue::from_static("0"),
-            );
-            hs.insert(
-                "anthropic-ratelimit-requests-reset",
-                HeaderValue::from_str(&reset.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-                    .expect("h"),
-            );
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from(reset_ms / 1000));
+            let reset = reset.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            requests_window(&mut r, "50", "0", &reset);
             r
         }
         Reply::ApiError => error(
@@ -491,18 +446,24 @@ fn message(st: &Arc<Mutex<Inner>>, body: &Value, content: Vec<Value>, stop: &str
         .into_response();
     let reset = (chrono::Utc::now() + chrono::Duration::seconds(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    requests_window(&mut r, "4000", "3999", &reset);
+    r
+}
+
+/// The `anthropic-ratelimit-requests-*` headers: the window's limit, what is left of it, and
+/// when it resets (RFC 3339).
+fn requests_window(r: &mut Response, limit: &'static str, remaining: &'static str, reset: &str) {
     let hs = r.headers_mut();
     hs.insert(
         "anthropic-ratelimit-requests-limit",
-        HeaderValue::from_static("4000"),
+        HeaderValue::from_static(limit),
     );
     hs.insert(
         "anthropic-ratelimit-requests-remaining",
-        HeaderValue::from_static("3999"),
+        HeaderValue::from_static(remaining),
     );
     hs.insert(
         "anthropic-ratelimit-requests-reset",
-        HeaderValue::from_str(&reset).expect("h"),
+        HeaderValue::from_str(reset).expect("h"),
     );
-    r
 }

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,18 +14,26 @@ use serde_json::{json, Value};
 use super::super::anthropic::checks::validate;
 
 use super::{
-    batch_object, error, gate, jsonl, list_page, lock, lost_answer, next_id, shuffled, step, ts,
-    Batch, Inner, Kind, LineReply, Shared,
+    batch_object, create, error, gate, jsonl, list, lock, retrieve, shuffled, ts, with_batch,
+    Batch, Inner, Kind, LineReply, ListRules, Shared,
 };
 
 /// The Message Batches routes.
 pub(super) fn routes() -> axum::Router<Shared> {
     axum::Router::new()
-        .route("/v1/messages/batches", post(an_create).get(an_list))
-        .route("/v1/messages/batches/{id}", get(an_retrieve))
+        .route("/v1/messages/batches", post(an_create).get(list))
+        .route("/v1/messages/batches/{id}", get(retrieve))
         .route("/v1/messages/batches/{id}/cancel", post(an_cancel))
         .route("/v1/messages/batches/{id}/results", get(an_results))
 }
+
+/// How Anthropic pages its batch list.
+pub(super) const LIST: ListRules = ListRules {
+    cursor: "after_id",
+    max_limit: 1000,
+    bad_limit: "limit: must be between 1 and 1000",
+    object: None,
+};
 
 /// Ends message batch `i`: its results JSONL, counts and `ended` status.
 pub(super) fn finish(
@@ -162,79 +170,14 @@ async fn an_create(State(st): State<Shared>, headers: HeaderMap, body: Bytes) ->
         }
     }
     let mut g = lock(&st);
-    let id = next_id(&mut g, "msgbatch_");
-    let end = g.end.clone();
-    g.batches.push(Batch {
-        kind: Kind::Anthropic,
-        id,
-        status: "in_progress".into(),
-        input_file_id: None,
-        lines: reqs.clone(),
-        invalid: Vec::new(),
-        metadata: Value::Null,
-        created_at: chrono::Utc::now(),
-        output_file_id: None,
-        error_file_id: None,
-        counts: (0, 0),
-        cancel_initiated: false,
-        results: None,
-        end,
-        a_counts: HashMap::new(),
-        line_errors,
-    });
-    if let Some(lost) = lost_answer(&mut g, Kind::Anthropic) {
-        return lost;
-    }
-    let b = g.batches.last().expect("just pushed");
-    axum::Json(batch_object(&g, b)).into_response()
-}
-
-async fn an_retrieve(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = gate(&st, "GET", &format!("/v1/messages/batches/{id}"), &headers) {
-        return *r;
-    }
-    let mut g = lock(&st);
-    let Some(i) = g
-        .batches
-        .iter()
-        .position(|b| b.id == id && b.kind == Kind::Anthropic)
-    else {
-        return error(
-            Kind::Anthropic,
-            404,
-            "not_found_error",
-            &format!("No message batch found with id {id}"),
-        );
-    };
-    step(&mut g, i);
-    axum::Json(batch_object(&g, &g.batches[i])).into_response()
-}
-
-async fn an_list(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(r) = gate(&st, "GET", "/v1/messages/batches", &headers) {
-        return *r;
-    }
-    let (page, has_more) = match list_page(
-        &st,
+    create(
+        &mut g,
         Kind::Anthropic,
-        &q,
-        "after_id",
-        1000,
-        "limit: must be between 1 and 1000",
-    ) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
-    axum::Json(json!({"data": page, "has_more": has_more,
-        "first_id": page.first().map(|b| b["id"].clone()), "last_id": page.last().map(|b| b["id"].clone())})).into_response()
+        "msgbatch_",
+        "in_progress",
+        reqs.clone(),
+        |b| b.line_errors = line_errors,
+    )
 }
 
 async fn an_cancel(
@@ -242,38 +185,20 @@ async fn an_cancel(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = gate(
-        &st,
-        "POST",
-        &format!("/v1/messages/batches/{id}/cancel"),
-        &headers,
-    ) {
-        return *r;
-    }
-    let mut g = lock(&st);
-    let Some(i) = g
-        .batches
-        .iter()
-        .position(|b| b.id == id && b.kind == Kind::Anthropic)
-    else {
-        return error(
-            Kind::Anthropic,
-            404,
-            "not_found_error",
-            &format!("No message batch found with id {id}"),
-        );
-    };
-    if g.batches[i].status != "in_progress" {
-        return error(
-            Kind::Anthropic,
-            400,
-            "invalid_request_error",
-            "Only a batch that is in progress can be canceled.",
-        );
-    }
-    g.batches[i].status = "canceling".into();
-    g.batches[i].cancel_initiated = true;
-    axum::Json(batch_object(&g, &g.batches[i])).into_response()
+    let path = format!("/v1/messages/batches/{id}/cancel");
+    with_batch(&st, &headers, "POST", &path, &id, |g, i| {
+        if g.batches[i].status != "in_progress" {
+            return error(
+                Kind::Anthropic,
+                400,
+                "invalid_request_error",
+                "Only a batch that is in progress can be canceled.",
+            );
+        }
+        g.batches[i].status = "canceling".into();
+        g.batches[i].cancel_initiated = true;
+        axum::Json(batch_object(g, &g.batches[i])).into_response()
+    })
 }
 
 async fn an_results(
@@ -281,34 +206,18 @@ async fn an_results(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = gate(
-        &st,
-        "GET",
-        &format!("/v1/messages/batches/{id}/results"),
-        &headers,
-    ) {
-        return *r;
-    }
-    let g = lock(&st);
-    let Some(b) = g
-        .batches
-        .iter()
-        .find(|b| b.id == id && b.kind == Kind::Anthropic)
-    else {
-        return error(
-            Kind::Anthropic,
-            404,
-            "not_found_error",
-            &format!("No message batch found with id {id}"),
-        );
-    };
-    match &b.results {
-        Some(bytes) => ([("content-type", "application/binary")], bytes.clone()).into_response(),
-        None => error(
-            Kind::Anthropic,
-            400,
-            "invalid_request_error",
-            &format!("Message batch {id} has not ended; results are not available yet."),
-        ),
-    }
+    let path = format!("/v1/messages/batches/{id}/results");
+    with_batch(&st, &headers, "GET", &path, &id, |g, i| {
+        match &g.batches[i].results {
+            Some(bytes) => {
+                ([("content-type", "application/binary")], bytes.clone()).into_response()
+            }
+            None => error(
+                Kind::Anthropic,
+                400,
+                "invalid_request_error",
+                &format!("Message batch {id} has not ended; results are not available yet."),
+            ),
+        }
+    })
 }

@@ -31,7 +31,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
@@ -175,25 +176,10 @@ fn lock(s: &Shared) -> MutexGuard<'_, Inner> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A valid answer recommending the taxonomy labels named in the issue text.
+/// A valid answer recommending the taxonomy labels named in the issue text (the chat fake's
+/// [`default_answer`](super::openai::default_answer)).
 pub fn default_reply(c: &LineCall) -> LineReply {
-    let text = c.user.to_lowercase();
-    let recommended: Vec<Value> = c
-        .labels
-        .iter()
-        .filter(|l| {
-            let short = l.rsplit("::").next().unwrap_or(l).to_lowercase();
-            text.contains(&short)
-        })
-        .map(|l| json!({"label": l, "confidence": 0.9, "reasoning": format!("the issue mentions {l}")}))
-        .collect();
-    LineReply::Answer(json!({
-        "recommended_labels": recommended,
-        "current_labels_assessment": [],
-        "confidence": 0.85,
-        "summary": "An issue.",
-        "reasoning": "Matched product names in the text."
-    }))
+    LineReply::Answer(super::openai::answer_naming(&c.user, &c.labels))
 }
 
 pub fn new_state() -> Shared {
@@ -272,6 +258,25 @@ pub fn router(state: Shared) -> axum::Router {
             chaos::layer,
         ))
         .with_state(state)
+}
+
+/// Serves a chat fake's routes (`chat()`) on `listener` with `worker_threads` workers, behind
+/// the batch routes over `batches` when given: one base URL, as the real services have.
+pub fn serve_chat(
+    listener: std::net::TcpListener,
+    worker_threads: usize,
+    batches: Option<Shared>,
+    chat: impl FnOnce() -> axum::Router + Send + 'static,
+) -> super::serve::Served {
+    let addr = listener.local_addr().expect("addr");
+    let batch_routes = batches.map(|b| {
+        set_base_url(&b, &format!("http://{addr}"));
+        router(b)
+    });
+    super::serve::spawn(listener, worker_threads, true, move || match batch_routes {
+        Some(batch_routes) => batch_routes.merge(chat()),
+        None => chat(),
+    })
 }
 
 pub struct FakeBatches {
@@ -580,27 +585,14 @@ pub fn call_of(kind: Kind, custom_id: &str, body: &Value) -> LineCall {
     }
     .unwrap_or("")
     .to_string();
-    let repo = user.lines().find_map(|l| l.strip_prefix("Repository: "));
-    let num = user
-        .lines()
-        .find_map(|l| l.strip_prefix("Issue #"))
-        .and_then(|l| l.split(':').next());
     let schema = match kind {
         Kind::OpenAi => body.pointer("/response_format/json_schema/schema"),
         Kind::Anthropic => body.pointer("/tools/0/input_schema"),
     };
-    let labels = schema
-        .and_then(|s| s.pointer("/properties/recommended_labels/items/properties/label/enum"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let labels = super::openai::label_enum(schema);
     LineCall {
         custom_id: custom_id.to_string(),
-        issue: repo.zip(num).map(|(r, n)| format!("{r}#{n}")),
+        issue: super::openai::issue_named(&user),
         user,
         labels,
     }
@@ -680,31 +672,29 @@ fn step(g: &mut Inner, i: usize) {
     }
 }
 
-/// One page of a provider's batch list, newest first: `limit` (default 20, at most `max_limit`),
-/// after the id in `cursor_param`; `Err` is the provider's 400 for a bad limit.
+/// One page of a provider's batch list, newest first: `limit` (default 20, at most the rules'),
+/// after the id in the rules' cursor parameter; `Err` is the provider's 400 for a bad limit.
 fn list_page(
     st: &Shared,
     kind: Kind,
     q: &HashMap<String, String>,
-    cursor_param: &str,
-    max_limit: usize,
-    bad_limit: &str,
+    rules: &ListRules,
 ) -> Result<(Vec<Value>, bool), Box<Response>> {
     let limit: usize = match q.get("limit").map(|l| l.parse::<usize>()) {
         None => 20,
-        Some(Ok(n)) if (1..=max_limit).contains(&n) => n,
+        Some(Ok(n)) if (1..=rules.max_limit).contains(&n) => n,
         _ => {
             return Err(Box::new(error(
                 kind,
                 400,
                 "invalid_request_error",
-                bad_limit,
+                rules.bad_limit,
             )))
         }
     };
     let g = lock(st);
     let all: Vec<&Batch> = g.batches.iter().rev().filter(|b| b.kind == kind).collect();
-    let start = match q.get(cursor_param) {
+    let start = match q.get(rules.cursor) {
         Some(a) => all
             .iter()
             .position(|b| &b.id == a)
@@ -719,6 +709,137 @@ fn list_page(
         .collect();
     let has_more = start + page.len() < all.len();
     Ok((page, has_more))
+}
+
+/// The provider's 404 for a batch id it does not know.
+fn no_batch(kind: Kind, id: &str) -> Response {
+    match kind {
+        Kind::OpenAi => error(
+            kind,
+            404,
+            "invalid_request_error",
+            &format!("No batch found with id '{id}'."),
+        ),
+        Kind::Anthropic => error(
+            kind,
+            404,
+            "not_found_error",
+            &format!("No message batch found with id {id}"),
+        ),
+    }
+}
+
+/// A request about batch `id` (the provider is `path`'s): [`gate`], then `f` on that batch under
+/// the lock, or the provider's 404 when it has no such batch.
+fn with_batch(
+    st: &Shared,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+    id: &str,
+    f: impl FnOnce(&mut Inner, usize) -> Response,
+) -> Response {
+    if let Err(r) = gate(st, method, path, headers) {
+        return *r;
+    }
+    let kind = kind_of(path);
+    let mut g = lock(st);
+    match g.batches.iter().position(|b| b.id == id && b.kind == kind) {
+        Some(i) => f(&mut g, i),
+        None => no_batch(kind, id),
+    }
+}
+
+/// `GET` of one batch, either provider's route (the path says which): a poll, which moves the
+/// batch a step on; answered with its object.
+async fn retrieve(
+    State(st): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    with_batch(&st, &headers, "GET", uri.path(), &id, |g, i| {
+        step(g, i);
+        axum::Json(batch_object(g, &g.batches[i])).into_response()
+    })
+}
+
+/// How a provider pages its batch list.
+struct ListRules {
+    /// The query parameter of the id the page starts after.
+    cursor: &'static str,
+    /// The largest `limit`.
+    max_limit: usize,
+    /// The 400's message for a `limit` out of range.
+    bad_limit: &'static str,
+    /// The list's `object` field, if it has one.
+    object: Option<&'static str>,
+}
+
+/// `GET` of the batch list, either provider's route: one page (see [`list_page`]) with `data`,
+/// `has_more`, `first_id` and `last_id`, as the provider's [`ListRules`] say.
+async fn list(
+    State(st): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = gate(&st, "GET", uri.path(), &headers) {
+        return *r;
+    }
+    let kind = kind_of(uri.path());
+    let rules = match kind {
+        Kind::OpenAi => &openai::LIST,
+        Kind::Anthropic => &anthropic::LIST,
+    };
+    let (page, has_more) = match list_page(&st, kind, &q, rules) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let mut out = json!({"data": page, "has_more": has_more,
+        "first_id": page.first().map(|b| b["id"].clone()), "last_id": page.last().map(|b| b["id"].clone())});
+    if let Some(object) = rules.object {
+        out["object"] = json!(object);
+    }
+    axum::Json(out).into_response()
+}
+
+/// Makes a batch of `kind` (id `<prefix>…`, in `status`, of these request lines; `set` fills in
+/// the rest) and answers with its object, unless the answer is to be lost ([`lost_answer`]).
+fn create(
+    g: &mut Inner,
+    kind: Kind,
+    prefix: &str,
+    status: &str,
+    lines: Vec<Value>,
+    set: impl FnOnce(&mut Batch),
+) -> Response {
+    let id = next_id(g, prefix);
+    let mut batch = Batch {
+        kind,
+        id,
+        status: status.into(),
+        input_file_id: None,
+        lines,
+        invalid: Vec::new(),
+        metadata: Value::Null,
+        created_at: chrono::Utc::now(),
+        output_file_id: None,
+        error_file_id: None,
+        counts: (0, 0),
+        cancel_initiated: false,
+        results: None,
+        end: g.end.clone(),
+        a_counts: HashMap::new(),
+        line_errors: HashMap::new(),
+    };
+    set(&mut batch);
+    g.batches.push(batch);
+    if let Some(lost) = lost_answer(g, kind) {
+        return lost;
+    }
+    let b = g.batches.last().expect("just pushed");
+    axum::Json(batch_object(g, b)).into_response()
 }
 
 fn batch_object(g: &Inner, b: &Batch) -> Value {

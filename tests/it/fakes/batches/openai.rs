@@ -12,8 +12,9 @@ use axum::routing::{get, post};
 use serde_json::{json, Value};
 
 use super::{
-    batch_object, error, gate, jsonl, list_page, lock, lost_answer, next_id, queue_full, shuffled,
-    step, too_many_tasks, Batch, FileObj, Inner, Kind, LineReply, Shared, TOKENS_PER_LINE,
+    batch_object, create, error, gate, jsonl, list, lock, next_id, queue_full, retrieve, shuffled,
+    too_many_tasks, with_batch, Batch, FileObj, Inner, Kind, LineReply, ListRules, Shared,
+    TOKENS_PER_LINE,
 };
 
 /// The OpenAI routes (under `/v1`).
@@ -22,10 +23,18 @@ pub(super) fn routes() -> axum::Router<Shared> {
         .route("/v1/files", post(oa_upload).get(oa_list_files))
         .route("/v1/files/{id}", get(oa_get_file))
         .route("/v1/files/{id}/content", get(oa_file_content))
-        .route("/v1/batches", post(oa_create).get(oa_list))
-        .route("/v1/batches/{id}", get(oa_retrieve))
+        .route("/v1/batches", post(oa_create).get(list))
+        .route("/v1/batches/{id}", get(retrieve))
         .route("/v1/batches/{id}/cancel", post(oa_cancel))
 }
+
+/// How OpenAI pages its batch list.
+pub(super) const LIST: ListRules = ListRules {
+    cursor: "after",
+    max_limit: 100,
+    bad_limit: "Invalid 'limit': must be between 1 and 100.",
+    object: Some("list"),
+};
 
 /// Ends OpenAI batch `i`: its output and error files, counts and final status.
 pub(super) fn finish(
@@ -477,79 +486,11 @@ async fn oa_create(State(st): State<Shared>, headers: HeaderMap, body: Bytes) ->
         invalid.push(json!({"code": code, "message": message, "param": null, "line": null}));
     }
     invalid.extend(queue_full(&g, &lines));
-    let id = next_id(&mut g, "batch_");
-    let end = g.end.clone();
-    g.batches.push(Batch {
-        kind: Kind::OpenAi,
-        id,
-        status: "validating".into(),
-        input_file_id: Some(file_id.to_string()),
-        lines,
-        invalid,
-        metadata: v["metadata"].clone(),
-        created_at: chrono::Utc::now(),
-        output_file_id: None,
-        error_file_id: None,
-        counts: (0, 0),
-        cancel_initiated: false,
-        results: None,
-        end,
-        a_counts: HashMap::new(),
-        line_errors: HashMap::new(),
-    });
-    if let Some(lost) = lost_answer(&mut g, Kind::OpenAi) {
-        return lost;
-    }
-    let b = g.batches.last().expect("just pushed");
-    axum::Json(batch_object(&g, b)).into_response()
-}
-
-async fn oa_retrieve(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = gate(&st, "GET", &format!("/v1/batches/{id}"), &headers) {
-        return *r;
-    }
-    let mut g = lock(&st);
-    let Some(i) = g
-        .batches
-        .iter()
-        .position(|b| b.id == id && b.kind == Kind::OpenAi)
-    else {
-        return error(
-            Kind::OpenAi,
-            404,
-            "invalid_request_error",
-            &format!("No batch found with id '{id}'."),
-        );
-    };
-    step(&mut g, i);
-    axum::Json(batch_object(&g, &g.batches[i])).into_response()
-}
-
-async fn oa_list(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(r) = gate(&st, "GET", "/v1/batches", &headers) {
-        return *r;
-    }
-    let (page, has_more) = match list_page(
-        &st,
-        Kind::OpenAi,
-        &q,
-        "after",
-        100,
-        "Invalid 'limit': must be between 1 and 100.",
-    ) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
-    axum::Json(json!({"object": "list", "data": page, "has_more": has_more,
-        "first_id": page.first().map(|b| b["id"].clone()), "last_id": page.last().map(|b| b["id"].clone())})).into_response()
+    create(&mut g, Kind::OpenAi, "batch_", "validating", lines, |b| {
+        b.input_file_id = Some(file_id.to_string());
+        b.invalid = invalid;
+        b.metadata = v["metadata"].clone();
+    })
 }
 
 async fn oa_cancel(
@@ -557,32 +498,19 @@ async fn oa_cancel(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = gate(&st, "POST", &format!("/v1/batches/{id}/cancel"), &headers) {
-        return *r;
-    }
-    let mut g = lock(&st);
-    let Some(i) = g
-        .batches
-        .iter()
-        .position(|b| b.id == id && b.kind == Kind::OpenAi)
-    else {
-        return error(
-            Kind::OpenAi,
-            404,
-            "invalid_request_error",
-            &format!("No batch found with id '{id}'."),
-        );
-    };
-    let status = g.batches[i].status.clone();
-    if !matches!(status.as_str(), "validating" | "in_progress" | "finalizing") {
-        return error(
-            Kind::OpenAi,
-            409,
-            "invalid_request_error",
-            &format!("Cannot cancel a batch with status '{status}'."),
-        );
-    }
-    g.batches[i].status = "cancelling".into();
-    g.batches[i].cancel_initiated = true;
-    axum::Json(batch_object(&g, &g.batches[i])).into_response()
+    let path = format!("/v1/batches/{id}/cancel");
+    with_batch(&st, &headers, "POST", &path, &id, |g, i| {
+        let status = g.batches[i].status.clone();
+        if !matches!(status.as_str(), "validating" | "in_progress" | "finalizing") {
+            return error(
+                Kind::OpenAi,
+                409,
+                "invalid_request_error",
+                &format!("Cannot cancel a batch with status '{status}'."),
+            );
+        }
+        g.batches[i].status = "cancelling".into();
+        g.batches[i].cancel_initiated = true;
+        axum::Json(batch_object(g, &g.batches[i])).into_response()
+    })
 }

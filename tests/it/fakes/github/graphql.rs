@@ -192,16 +192,7 @@ fn answer(g: &Inner, body: &[u8]) -> (Reply, u64) {
             Some(Ok(t)) => Some(t.to_utc()),
             None => None,
         };
-    let states: Vec<String> = filter
-        .get("states")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let states: Vec<String> = strings(filter.get("states"));
     if states.iter().any(|s| s != "OPEN" && s != "CLOSED") {
         return (
             gql_error(
@@ -211,16 +202,7 @@ fn answer(g: &Inner, body: &[u8]) -> (Reply, u64) {
             0,
         );
     }
-    let labels: Vec<String> = filter
-        .get("labels")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let labels: Vec<String> = strings(filter.get("labels"));
     let mut matching: Vec<&FakeIssue> = repo
         .issues
         .iter()
@@ -307,4 +289,16 @@ fn issue_node(i: &FakeIssue, owner: &str, name: &str) -> Value {
         }).collect::<Vec<_>>()},
         "comments": comment_page(i, 0),
     })
+}
+
+/// The strings in a JSON array (none when `v` is not one).
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }

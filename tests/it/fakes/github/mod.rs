@@ -11,7 +11,6 @@
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::http::StatusCode;
@@ -241,9 +240,7 @@ fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 impl FakeGitHub {
     /// Starts the server on its own thread and runtime (tests are synchronous).
     pub fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let (listener, addr) = super::serve::bind();
         let url = format!("http://{addr}");
         let inner = Arc::new(Mutex::new(Inner {
             base: url.clone(),

@@ -261,13 +261,15 @@ fn list_issues(g: &Inner, idx: usize, q: &[(String, String)]) -> Reply {
     paginate(g, values, q, &format!("/repositories/{}/issues", r.id))
 }
 
+/// The issue of `r` whose number is `n` (the path segment), if any.
+fn issue_numbered<'a>(r: &'a FakeRepo, n: &str) -> Option<&'a FakeIssue> {
+    let n = n.parse::<u64>().ok()?;
+    r.issues.iter().find(|i| i.number == n)
+}
+
 fn get_issue(g: &Inner, idx: usize, n: &str) -> Reply {
     let r = &g.repos[idx];
-    let Some(i) = n
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| r.issues.iter().find(|i| i.number == n))
-    else {
+    let Some(i) = issue_numbered(r, n) else {
         return Reply::error(404, "Not Found", DOCS);
     };
     if i.deleted {
@@ -292,11 +294,7 @@ fn get_issue(g: &Inner, idx: usize, n: &str) -> Reply {
 
 fn list_comments(g: &Inner, idx: usize, n: &str, q: &[(String, String)]) -> Reply {
     let r = &g.repos[idx];
-    let Some(i) = n
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| r.issues.iter().find(|i| i.number == n))
-    else {
+    let Some(i) = issue_numbered(r, n) else {
         return Reply::error(404, "Not Found", DOCS);
     };
     let api = format!("{}/repos/{}/{}", g.base, r.owner, r.name);

@@ -345,15 +345,7 @@ fn strict_schema_ok(s: &Value, ctx: &str) -> Result<(), String> {
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
-        let required: Vec<String> = s
-            .get("required")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let required = super::strings(s.get("required"));
         for k in props.keys() {
             if !required.contains(k) {
                 return Err(format!("In context={ctx}, 'required' is required to be supplied and to be an array including every key in properties. Missing '{k}'."));

@@ -14,7 +14,6 @@
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -78,6 +77,16 @@ pub struct Call {
     pub user: String,
     /// The label enum of the schema.
     pub labels: Vec<String>,
+}
+
+impl Call {
+    /// The issue number (what follows `#` in [`Call::issue`]); `""` when the prompt names none.
+    pub fn number(&self) -> &str {
+        self.issue
+            .as_deref()
+            .and_then(|i| i.rsplit('#').next())
+            .unwrap_or("")
+    }
 }
 
 pub type Script = Arc<dyn Fn(&Call) -> Reply + Send + Sync>;
@@ -191,9 +200,7 @@ impl FakeOpenAi {
         worker_threads: usize,
         batches: Option<super::batches::Shared>,
     ) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let (listener, addr) = super::serve::bind();
         let inner = Arc::new(Mutex::new(Inner {
             script,
             log: Vec::new(),
@@ -212,16 +219,8 @@ impl FakeOpenAi {
             allowed: Arc::new(allowed_request_fields()),
             models: Arc::new(known_models()),
         };
-        let extra = batches.map(|b| {
-            super::batches::set_base_url(&b, &format!("http://{addr}"));
-            super::batches::router(b)
-        });
-        let served = super::serve::spawn(listener, worker_threads, true, move || {
-            let chat = axum::Router::new().fallback(handle).with_state(state);
-            match extra {
-                Some(batch_routes) => batch_routes.merge(chat),
-                None => chat,
-            }
+        let served = super::batches::serve_chat(listener, worker_threads, batches, move || {
+            axum::Router::new().fallback(handle).with_state(state)
         });
         Self {
             url: format!("http://{addr}/v1"),
@@ -294,9 +293,14 @@ impl Drop for FakeOpenAi {
 
 /// A valid answer: every taxonomy label whose short name (after `::`) appears in the issue.
 pub fn default_answer(c: &Call) -> Value {
-    let text = c.user.to_lowercase();
-    let recommended: Vec<Value> = c
-        .labels
+    answer_naming(&c.user, &c.labels)
+}
+
+/// A valid answer to an issue whose text is `user`: every one of `labels` whose short name
+/// (after `::`) appears in it.
+pub fn answer_naming(user: &str, labels: &[String]) -> Value {
+    let text = user.to_lowercase();
+    let recommended: Vec<Value> = labels
         .iter()
         .filter(|l| {
             let short = l.rsplit("::").next().unwrap_or(l).to_lowercase();
@@ -313,6 +317,25 @@ pub fn default_answer(c: &Call) -> Value {
     })
 }
 
+/// The strings in a JSON array (none when `v` is not one).
+pub fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The label enum of a labeling schema (`recommended_labels[].label`).
+pub fn label_enum(schema: Option<&Value>) -> Vec<String> {
+    strings(
+        schema
+            .and_then(|s| s.pointer("/properties/recommended_labels/items/properties/label/enum")),
+    )
+}
+
 /// A valid answer recommending exactly these labels.
 pub fn answer_with(labels: &[&str], confidence: f64) -> Value {
     json!({
@@ -327,6 +350,11 @@ pub fn answer_with(labels: &[&str], confidence: f64) -> Value {
 pub fn issue_of(body: &Value) -> Option<String> {
     let msgs = body.get("messages")?.as_array()?;
     let user = msgs.iter().find(|m| m["role"] == "user")?["content"].as_str()?;
+    issue_named(user)
+}
+
+/// The issue (`org/repo#n`) a prompt is about: its `Repository:` and `Issue #n:` lines.
+pub fn issue_named(user: &str) -> Option<String> {
     let repo = user.lines().find_map(|l| l.strip_prefix("Repository: "))?;
     let num = user
         .lines()
@@ -540,11 +568,7 @@ fn call_of(st: &AppState, body: &Value) -> Call {
         .and_then(|m| m["content"].as_str())
         .unwrap_or("")
         .to_string();
-    let labels = body
-        .pointer("/response_format/json_schema/schema/properties/recommended_labels/items/properties/label/enum")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-        .unwrap_or_default();
+    let labels = label_enum(body.pointer("/response_format/json_schema/schema"));
     let attempt = {
         let mut g = lock(&st.inner);
         let n = g
