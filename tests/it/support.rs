@@ -33,10 +33,24 @@ impl Env {
         c
     }
 
+    /// [`Env::cmd`] with these environment variables too.
+    pub fn cmd_with(&self, vars: &[(&str, String)]) -> Command {
+        let mut c = self.cmd();
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        c
+    }
+
     /// Runs the binary and parses its stdout as JSON (`--format json` is added).
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        self.json_with(&[], args)
+    }
+
+    /// [`Env::json`] with these environment variables too.
+    pub fn json_with(&self, vars: &[(&str, String)], args: &[&str]) -> serde_json::Value {
         let out = self
-            .cmd()
+            .cmd_with(vars)
             .args(args)
             .args(["--format", "json"])
             .output()
@@ -56,16 +70,22 @@ impl Env {
 
     /// Runs the binary with extra environment variables and `--format json`, whatever the outcome.
     pub fn run_json(&self, vars: &[(&str, String)], args: &[&str]) -> Run {
-        let mut c = self.cmd();
-        for (k, v) in vars {
-            c.env(k, v);
-        }
-        let out = c.args(args).args(["--format", "json"]).output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        let c = self
+            .cmd_with(vars)
+            .args(args)
+            .args(["--format", "json"])
+            .output();
+        Run::of(c.unwrap())
+    }
+
+    /// Runs the binary with exactly these arguments (no `--format` added), whatever the outcome.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with(&[], args)
+    }
+
+    /// [`Env::run`] with these environment variables too.
+    pub fn run_with(&self, vars: &[(&str, String)], args: &[&str]) -> Run {
+        Run::of(self.cmd_with(vars).args(args).output().unwrap())
     }
 
     /// Rows of a read-only query, as JSON objects.
@@ -90,6 +110,30 @@ impl Env {
         obj.into_iter().next().expect("a column").1
     }
 }
+
+/// A JSON file, parsed (panics when it cannot be read or parsed).
+pub fn read_json<T: serde::de::DeserializeOwned>(path: impl AsRef<Path>) -> T {
+    let path = path.as_ref();
+    let bytes =
+        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// A custom taxonomy, `areas`: billing (invoices) and install problems, for the offline rules
+/// model at threshold 1.0.
+pub const AREAS_TAXONOMY: &str = r#"
+name = "areas"
+[rules]
+threshold = 1.0
+[[labels]]
+name = "area::billing"
+description = "Invoices, payments and billing contacts."
+signals = [{ pattern = 'invoice|billing', weight = 2.0 }]
+[[labels]]
+name = "area::install"
+description = "Installation problems."
+signals = [{ pattern = '\binstall', weight = 1.0 }]
+"#;
 
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -119,6 +163,34 @@ pub struct Run {
 }
 
 impl Run {
+    fn of(out: std::process::Output) -> Self {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts exit code 1 (a user error) and that stderr says `text`.
+    pub fn fails_with(&self, text: &str) -> &Self {
+        assert_eq!(
+            self.code, 1,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self.says(text)
+    }
+
+    /// Asserts that stderr says `text`.
+    pub fn says(&self, text: &str) -> &Self {
+        assert!(
+            self.stderr.contains(text),
+            "{text:?} not in stderr: {}",
+            self.stderr
+        );
+        self
+    }
+
     /// Stdout as JSON (panics with both streams when it is not).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
@@ -138,6 +210,26 @@ impl Run {
         );
         self
     }
+}
+
+/// `process product-labeling --org <org> --model <model>` and `extra`: a real-time labeling run.
+pub fn labeling_args<'a>(org: &'a str, model: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let run = [
+        "process",
+        "product-labeling",
+        "--org",
+        org,
+        "--model",
+        model,
+    ];
+    [&run[..], extra].concat()
+}
+
+/// `batch submit product-labeling --org <org> --model <model>` and `extra`: the same labeling
+/// as a batch job.
+pub fn batch_submit_args<'a>(org: &'a str, model: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let run = labeling_args(org, model, extra);
+    [&["batch", "submit"], &run[1..]].concat()
 }
 
 /// A StoredIssue of an open issue with these labels and comments (comment ids derive from the

@@ -15,7 +15,7 @@ fn a_create_whose_answer_is_lost_is_adopted_not_made_twice() {
         // The server makes the batch, then a gateway answers 502.
         fake.lose_create_answers(1);
         let job = submit(&env, &vars, model);
-        let jid = job["job_id"].as_str().unwrap().to_string();
+        let jid = job_id(&job);
         let made: Vec<String> = fake
             .batches()
             .iter()
@@ -33,7 +33,7 @@ fn a_create_whose_answer_is_lost_is_adopted_not_made_twice() {
         let rec = run(&env, &vars, &["batch", "reconcile"]).ok().json();
         assert_eq!(rec, json!([]), "{provider}");
         fake.finish_all();
-        let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
+        let c = collect(&env, &vars, &jid);
         assert_eq!(c["stored"], 4, "{provider}: {c}");
     }
 }
@@ -54,12 +54,12 @@ fn reconcile_reports_orphans_and_cancels_them_only_when_told() {
     let f = rec.json();
     assert_eq!(f[0]["kind"], "orphan", "{f}");
     assert_eq!(f[0]["provider_batch_id"], batch.as_str(), "{f}");
-    assert!(rec.stderr.contains("--cancel-orphans"), "{}", rec.stderr);
+    rec.says("--cancel-orphans");
     assert_eq!(fake.count("POST", "/v1/batches/"), 0);
     // No terminal to ask on and no --yes: refused before anything is sent.
     let r = run(&env, &vars, &["batch", "reconcile", "--cancel-orphans"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("pass --yes"), "{}", r.stderr);
+    r.says("pass --yes");
     assert_eq!(fake.count("POST", "/v1/batches/"), 0);
     let r = run(
         &env,

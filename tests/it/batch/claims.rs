@@ -6,26 +6,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::fakes::batches::{default_reply, Advance, LineReply};
-
-const AREAS: &str = r#"
-name = "areas"
-[rules]
-threshold = 1.0
-[[labels]]
-name = "area::billing"
-description = "Invoices, payments and billing contacts."
-signals = [{ pattern = 'invoice|billing', weight = 2.0 }]
-[[labels]]
-name = "area::install"
-description = "Installation problems."
-signals = [{ pattern = '\binstall', weight = 1.0 }]
-"#;
-
-fn submit_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["batch", "submit", "product-labeling"];
-    v.extend_from_slice(extra);
-    v
-}
+use crate::support::AREAS_TAXONOMY;
 
 #[test]
 fn a_job_keeps_its_taxonomy_so_status_collect_and_cancel_work_after_the_file_moved() {
@@ -33,15 +14,15 @@ fn a_job_keeps_its_taxonomy_so_status_collect_and_cancel_work_after_the_file_mov
     let fake = FakeBatches::start();
     let vars = fake.openai_env();
     let t = env.dir.path().join("areas.toml");
-    std::fs::write(&t, AREAS).unwrap();
+    std::fs::write(&t, AREAS_TAXONOMY).unwrap();
     let tax = t.to_str().unwrap().to_string();
-    let args = submit_args(&["--org", ORG, "--model", OPENAI, "--taxonomy", &tax]);
+    let args = org_submit_args(OPENAI, &["--taxonomy", &tax]);
     let job = run(&env, &vars, &args).ok().json();
-    let jid = job["job_id"].as_str().unwrap().to_string();
+    let jid = job_id(&job);
     std::fs::rename(&t, env.dir.path().join("moved.toml")).unwrap();
     run(&env, &vars, &["batch", "status", &jid]).ok();
     fake.finish_all();
-    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
+    let c = collect(&env, &vars, &jid);
     assert_eq!(c["stored"], 4, "{c}");
     // Validated against the job's own taxonomy: the custom labels are accepted.
     let got = env.rows(
@@ -56,7 +37,7 @@ fn a_job_keeps_its_taxonomy_so_status_collect_and_cancel_work_after_the_file_mov
     );
     // Cancel too (a second job, whose file is then deleted).
     fake.set_advance(Advance::Manual);
-    std::fs::write(&t, AREAS).unwrap();
+    std::fs::write(&t, AREAS_TAXONOMY).unwrap();
     let second = run(&env, &vars, &args).ok().json();
     std::fs::remove_file(&t).unwrap();
     let c = run(
@@ -71,12 +52,7 @@ fn a_job_keeps_its_taxonomy_so_status_collect_and_cancel_work_after_the_file_mov
 
 #[test]
 fn issues_in_a_running_job_are_not_selected_again_while_it_runs() {
-    let env = setup();
-    let fake = FakeBatches::start();
-    fake.set_advance(Advance::Manual);
-    let vars = fake.openai_env();
-    let job = submit(&env, &vars, OPENAI);
-    let jid = job["job_id"].as_str().unwrap().to_string();
+    let (env, fake, vars, jid) = manual_openai_job();
     let sql = "SELECT id FROM issues";
     for extra in [
         vec!["--org", ORG],
@@ -133,12 +109,7 @@ fn two_submissions_at_once_never_take_the_same_issue() {
         std::fs::write(&go, "").unwrap();
         first.join().unwrap()
     });
-    assert_eq!(first.code, 1, "{}", first.stderr);
-    assert!(
-        first.stderr.contains("already in a running job"),
-        "{}",
-        first.stderr
-    );
+    first.fails_with("already in a running job");
     assert_eq!(fake.batches().len(), 1, "one provider batch");
     assert_eq!(env.scalar("SELECT count(*) FROM batch_items"), 4);
 }
@@ -162,14 +133,10 @@ fn retrying_a_job_twice_never_submits_its_items_twice() {
         }
     }));
     let job = submit(&env, &vars, OPENAI);
-    let jid = job["job_id"].as_str().unwrap().to_string();
+    let jid = job_id(&job);
     fake.finish_all();
-    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
-    assert_eq!(
-        (c["stored"].as_i64(), c["failed"].as_i64()),
-        (Some(2), Some(2)),
-        "{c}"
-    );
+    let c = collect(&env, &vars, &jid);
+    assert_stored_failed(&c, 2, 2);
     fake.set_script(Arc::new(default_reply));
     let retry = run(&env, &vars, &["batch", "retry", &jid]).ok().json();
     assert_eq!(retry["issues"], 2);
@@ -190,16 +157,10 @@ fn retrying_a_job_twice_never_submits_its_items_twice() {
 
 #[test]
 fn remove_force_keeps_the_rows_when_the_provider_cancel_fails() {
-    let env = setup();
-    let fake = FakeBatches::start();
-    fake.set_advance(Advance::Manual);
-    let vars = fake.openai_env();
-    let job = submit(&env, &vars, OPENAI);
-    let jid = job["job_id"].as_str().unwrap().to_string();
+    let (env, fake, vars, jid) = manual_openai_job();
     fake.fail_next("POST", "/v1/batches/", 403, 1);
     let r = run(&env, &vars, &["batch", "remove", &jid, "--force"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("was not removed"), "{}", r.stderr);
+    r.fails_with("was not removed");
     let hist = run(&env, &vars, &["batch", "history"]).ok().json();
     assert_eq!(hist[0]["job_id"], jid.as_str(), "the rows are kept");
     assert_eq!(env.scalar("SELECT count(*) FROM batch_items"), 4);

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use super::*;
 use crate::fakes::batches::{Advance, End, LineReply};
 use crate::fakes::openai::FakeOpenAi;
+use crate::support::{labeling_args, read_json};
 
 #[test]
 fn rules_jobs_run_locally_and_store_batch_results() {
     let env = setup();
     let job = submit(&env, &[], "rules");
-    let jid = job["job_id"].as_str().unwrap().to_string();
+    let jid = job_id(&job);
     assert_eq!(
         (job["provider"].as_str(), job["status"].as_str()),
         (Some("local"), Some("collected"))
@@ -25,7 +26,7 @@ fn rules_jobs_run_locally_and_store_batch_results() {
         r,
         vec![json!({"mode": "batch", "batch_job_id": jid, "n": 4})]
     );
-    let doc: Value = serde_json::from_slice(&std::fs::read(result_file(&env, 1)).unwrap()).unwrap();
+    let doc: Value = read_json(result_file(&env, 1));
     assert_eq!(doc["processor"]["mode"], "batch");
     assert_eq!(doc["processor"]["batch_job_id"], jid.as_str());
     // Prefix lookups, listings, idempotent collect.
@@ -35,21 +36,13 @@ fn rules_jobs_run_locally_and_store_batch_results() {
     let hist = run(&env, &[], &["batch", "history"]).ok().json();
     assert_eq!(hist[0]["job_id"], jid.as_str());
     let c = run(&env, &[], &["batch", "collect", &jid[..6]]).ok().json();
-    assert_eq!(
-        (c["stored"].as_i64(), c["failed"].as_i64()),
-        (Some(0), Some(0))
-    );
+    assert_stored_failed(&c, 0, 0);
     assert!(item_statuses(&env, &[], &jid)
         .iter()
         .all(|(_, s)| s == "completed"));
     // Unknown and empty ids are user errors.
     let bad = run(&env, &[], &["batch", "status", "zzzz"]);
-    assert_eq!(bad.code, 1, "{}", bad.stderr);
-    assert!(
-        bad.stderr.contains("no batch job matches"),
-        "{}",
-        bad.stderr
-    );
+    bad.fails_with("no batch job matches");
     // A selection that matches nothing, and no selection at all, are user errors.
     let none = run(
         &env,
@@ -75,23 +68,14 @@ fn openai_job_split_polled_collected_idempotently_and_retried() {
         &fake.openai_env(),
         &[("GITHUB_ANALYSIS_OPENAI_BATCH_MAX_REQUESTS", "3")],
     );
-    // Dry run: the split plan and an estimate, nothing sent or recorded.
-    let dry = run(
-        &env,
-        &vars,
-        &[
-            "batch",
-            "submit",
-            "product-labeling",
-            "--org",
-            ORG,
-            "--model",
-            OPENAI,
-            "--dry-run",
-        ],
-    )
-    .ok()
-    .json();
+    // Dry runs (with one setting): the split plan and an estimate, nothing sent or recorded.
+    let dry_run = |setting: (&'static str, &str)| {
+        let vars = with(&fake.openai_env(), &[setting]);
+        run(&env, &vars, &org_submit_args(OPENAI, &["--dry-run"]))
+            .ok()
+            .json()
+    };
+    let dry = dry_run(("GITHUB_ANALYSIS_OPENAI_BATCH_MAX_REQUESTS", "3"));
     assert_eq!(dry["parts"].as_array().unwrap().len(), 2, "{dry}");
     assert_eq!(
         (
@@ -105,26 +89,7 @@ fn openai_job_split_polled_collected_idempotently_and_retried() {
     // The byte cap splits too: every part stays under it; a request bigger than the cap alone
     // is refused with a reason instead of being sent.
     let cap = dry["parts"][0]["bytes"].as_u64().unwrap() - 1;
-    let by_bytes = with(
-        &fake.openai_env(),
-        &[("GITHUB_ANALYSIS_OPENAI_BATCH_MAX_BYTES", &cap.to_string())],
-    );
-    let dry2 = run(
-        &env,
-        &by_bytes,
-        &[
-            "batch",
-            "submit",
-            "product-labeling",
-            "--org",
-            ORG,
-            "--model",
-            OPENAI,
-            "--dry-run",
-        ],
-    )
-    .ok()
-    .json();
+    let dry2 = dry_run(("GITHUB_ANALYSIS_OPENAI_BATCH_MAX_BYTES", &cap.to_string()));
     let parts = dry2["parts"].as_array().unwrap();
     assert!(parts.len() >= 2, "{dry2}");
     let total: u64 = parts.iter().map(|p| p["requests"].as_u64().unwrap()).sum();
@@ -133,26 +98,7 @@ fn openai_job_split_polled_collected_idempotently_and_retried() {
         parts.iter().all(|p| p["bytes"].as_u64().unwrap() <= cap),
         "{dry2}"
     );
-    let tiny = with(
-        &fake.openai_env(),
-        &[("GITHUB_ANALYSIS_OPENAI_BATCH_MAX_BYTES", "100")],
-    );
-    let dry3 = run(
-        &env,
-        &tiny,
-        &[
-            "batch",
-            "submit",
-            "product-labeling",
-            "--org",
-            ORG,
-            "--model",
-            OPENAI,
-            "--dry-run",
-        ],
-    )
-    .ok()
-    .json();
+    let dry3 = dry_run(("GITHUB_ANALYSIS_OPENAI_BATCH_MAX_BYTES", "100"));
     assert_eq!(dry3["unprepared"].as_array().unwrap().len(), 4, "{dry3}");
     assert!(dry3["unprepared"][0]["reason"]
         .as_str()
@@ -162,26 +108,8 @@ fn openai_job_split_polled_collected_idempotently_and_retried() {
         &fake.openai_env(),
         &[("GITHUB_ANALYSIS_OPENAI_BATCH_MAX_REQUESTS", "many")],
     );
-    let r = run(
-        &env,
-        &bad,
-        &[
-            "batch",
-            "submit",
-            "product-labeling",
-            "--org",
-            ORG,
-            "--model",
-            OPENAI,
-        ],
-    );
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains("GITHUB_ANALYSIS_OPENAI_BATCH_MAX_REQUESTS"),
-        "{}",
-        r.stderr
-    );
+    let r = run(&env, &bad, &org_submit_args(OPENAI, &[]));
+    r.fails_with("GITHUB_ANALYSIS_OPENAI_BATCH_MAX_REQUESTS");
     assert!(fake.requests().is_empty());
     assert_eq!(
         run(&env, &vars, &["batch", "history"]).ok().json(),
@@ -189,7 +117,7 @@ fn openai_job_split_polled_collected_idempotently_and_retried() {
     );
 
     let job = submit(&env, &vars, OPENAI);
-    let jid = job["job_id"].as_str().unwrap().to_string();
+    let jid = job_id(&job);
     assert_eq!(job["provider"], "openai");
     assert_eq!(job["parts"].as_array().unwrap().len(), 2);
     assert_eq!(fake.count("POST", "/v1/files"), 2);
@@ -220,16 +148,8 @@ fn openai_job_split_polled_collected_idempotently_and_retried() {
         seen,
         ["in_progress", "finalizing", "completed", "completed"]
     );
-    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
-    assert_eq!(
-        (
-            c["stored"].as_i64(),
-            c["failed"].as_i64(),
-            c["status"].as_str()
-        ),
-        (Some(2), Some(2), Some("collected")),
-        "{c}"
-    );
+    let c = collect(&env, &vars, &jid);
+    assert_collected(&c, 2, 2, "collected");
     let failures = c["failures"].to_string();
     assert!(
         failures.contains("invalid answer") && failures.contains("product::nonexistent"),
@@ -298,11 +218,8 @@ fn openai_job_split_polled_collected_idempotently_and_retried() {
     let dump = |env: &Env| env.rows("SELECT * EXCLUDE (id) FROM ai_results ORDER BY issue_id");
     let before = (dump(&env), std::fs::read(result_file(&env, 1)).unwrap());
     let downloads = fake.count("GET", "/v1/files/");
-    let again = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
-    assert_eq!(
-        (again["stored"].as_i64(), again["failed"].as_i64()),
-        (Some(0), Some(0))
-    );
+    let again = collect(&env, &vars, &jid);
+    assert_stored_failed(&again, 0, 0);
     assert_eq!(
         (dump(&env), std::fs::read(result_file(&env, 1)).unwrap()),
         before
@@ -318,12 +235,8 @@ fn openai_job_split_polled_collected_idempotently_and_retried() {
         (Some(jid.as_str()), Some(2))
     );
     fake.finish_all();
-    let c = run(&env, &vars, &["batch", "collect", &rid]).ok().json();
-    assert_eq!(
-        (c["stored"].as_i64(), c["failed"].as_i64()),
-        (Some(2), Some(0)),
-        "{c}"
-    );
+    let c = collect(&env, &vars, &rid);
+    assert_stored_failed(&c, 2, 0);
     assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 4);
     assert_eq!(
         env.scalar(&format!(
@@ -337,30 +250,9 @@ fn openai_job_split_polled_collected_idempotently_and_retried() {
 fn batch_lines_are_byte_identical_to_real_time_requests() {
     let env = setup();
     let chat = FakeOpenAi::start();
-    let mut c = env.cmd();
-    for (k, v) in chat.env() {
-        c.env(k, v);
-    }
-    let out = c
-        .args([
-            "process",
-            "product-labeling",
-            "--org",
-            ORG,
-            "--repo",
-            REPO,
-            "--issue-number",
-            "3",
-            "--model",
-            OPENAI,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let one = ["--repo", REPO, "--issue-number", "3"];
+    env.run_with(&chat.env(), &labeling_args(ORG, OPENAI, &one))
+        .ok();
     let sent = chat.requests_for(&id(3));
     // The bytes the fake received, not a re-serialised value.
     let realtime = String::from_utf8(sent[0].raw.clone()).unwrap();
@@ -389,7 +281,7 @@ fn anthropic_job_expired_keeps_partial_results() {
     fake.set_end(End::Expired { processed: 2 });
     let vars = fake.anthropic_env();
     let job = submit(&env, &vars, ANTHROPIC);
-    let jid = job["job_id"].as_str().unwrap().to_string();
+    let jid = job_id(&job);
     assert_eq!(
         (job["provider"].as_str(), job["parts"][0]["status"].as_str()),
         (Some("anthropic"), Some("in_progress"))
@@ -399,7 +291,7 @@ fn anthropic_job_expired_keeps_partial_results() {
     assert!(lines[0]["params"]["tool_choice"]["name"].is_string());
     // The results endpoint refuses until the batch has ended; collect before that stores nothing.
     fake.set_advance(Advance::Manual);
-    let early = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
+    let early = collect(&env, &vars, &jid);
     assert_eq!(
         (early["stored"].as_i64(), early["parts_running"].as_i64()),
         (Some(0), Some(1))
@@ -407,22 +299,9 @@ fn anthropic_job_expired_keeps_partial_results() {
     fake.finish_all();
     let s = run(&env, &vars, &["batch", "status", &jid]).ok().json();
     assert_eq!(s["status"], "expired");
-    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
-    assert_eq!(
-        (
-            c["stored"].as_i64(),
-            c["failed"].as_i64(),
-            c["status"].as_str()
-        ),
-        (Some(2), Some(2), Some("collected")),
-        "{c}"
-    );
-    let statuses = item_statuses(&env, &vars, &jid);
-    assert_eq!(
-        statuses.iter().filter(|(_, s)| s == "expired").count(),
-        2,
-        "{statuses:?}"
-    );
+    let c = collect(&env, &vars, &jid);
+    assert_collected(&c, 2, 2, "collected");
+    assert_items(&env, &vars, &jid, "expired", 2);
     // Anthropic usage: 200 input + 800 cache read + 80 output tokens, batch price.
     let r = env.rows(
         "SELECT prompt_tokens, cached_tokens, completion_tokens, mode FROM ai_results LIMIT 1",

@@ -4,7 +4,7 @@
 //! failures, expiry, cancellation), idempotence, retries, faults and crashes between steps.
 //! This file holds the shared fixtures; the tests are in the submodules.
 
-use crate::fakes::batches::FakeBatches;
+use crate::fakes::batches::{Advance, FakeBatches};
 use crate::support::{Env, Run};
 use serde_json::{json, Value};
 
@@ -62,22 +62,74 @@ pub(super) fn run(env: &Env, vars: &[(&str, String)], args: &[&str]) -> Run {
     env.run_json(vars, args)
 }
 
+/// `batch submit product-labeling` and `extra`.
+pub(super) fn submit_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["batch", "submit", "product-labeling"];
+    v.extend_from_slice(extra);
+    v
+}
+
+/// `batch submit product-labeling --org ORG --model <model>` and `extra`.
+pub(super) fn org_submit_args<'a>(model: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    crate::support::batch_submit_args(ORG, model, extra)
+}
+
+/// Submits every issue of [`ORG`] with `model`; the (successful) answer.
 pub(super) fn submit(env: &Env, vars: &[(&str, String)], model: &str) -> Value {
-    run(
-        env,
-        vars,
-        &[
-            "batch",
-            "submit",
-            "product-labeling",
-            "--org",
-            ORG,
-            "--model",
-            model,
-        ],
-    )
-    .ok()
-    .json()
+    run(env, vars, &org_submit_args(model, &[])).ok().json()
+}
+
+/// The job id in an answer of `batch submit` or `batch retry`.
+pub(super) fn job_id(job: &Value) -> String {
+    job["job_id"].as_str().unwrap().to_string()
+}
+
+/// `batch collect <job>`, which must succeed; its answer.
+pub(super) fn collect(env: &Env, vars: &[(&str, String)], job: &str) -> Value {
+    run(env, vars, &["batch", "collect", job]).ok().json()
+}
+
+/// Asserts how many items an answer (of `collect`) counts as stored and as failed.
+pub(super) fn assert_stored_failed(c: &Value, stored: i64, failed: i64) {
+    assert_eq!(
+        (c["stored"].as_i64(), c["failed"].as_i64()),
+        (Some(stored), Some(failed)),
+        "{c}"
+    );
+}
+
+/// Asserts what a `collect` stored and failed, and the status of its job.
+pub(super) fn assert_collected(c: &Value, stored: i64, failed: i64, status: &str) {
+    assert_eq!(
+        (
+            c["stored"].as_i64(),
+            c["failed"].as_i64(),
+            c["status"].as_str()
+        ),
+        (Some(stored), Some(failed), Some(status)),
+        "{c}"
+    );
+}
+
+/// Asserts how many items of a job are in `status`.
+pub(super) fn assert_items(env: &Env, vars: &[(&str, String)], job: &str, status: &str, n: usize) {
+    let statuses = item_statuses(env, vars, job);
+    assert_eq!(
+        statuses.iter().filter(|(_, s)| s == status).count(),
+        n,
+        "{status}: {statuses:?}"
+    );
+}
+
+/// [`setup`], a batch fake whose batches move only when the test says ([`Advance::Manual`]),
+/// and every issue submitted to it as an OpenAI job: (env, fake, its OpenAI vars, job id).
+pub(super) fn manual_openai_job() -> (Env, FakeBatches, Vec<(&'static str, String)>, String) {
+    let env = setup();
+    let fake = FakeBatches::start();
+    fake.set_advance(Advance::Manual);
+    let vars = fake.openai_env();
+    let jid = job_id(&submit(&env, &vars, OPENAI));
+    (env, fake, vars, jid)
 }
 
 pub(super) fn result_file(env: &Env, n: u64) -> std::path::PathBuf {

@@ -14,7 +14,7 @@ fn a_part_refused_for_its_request_count_is_split_and_the_cap_learned() {
     fake.set_max_requests(2);
     let vars = fake.openai_env();
     let job = submit(&env, &vars, OPENAI);
-    let jid = job["job_id"].as_str().unwrap().to_string();
+    let jid = job_id(&job);
     assert_ne!(job["status"], "preparing", "{job}");
     let parts = job["parts"].as_array().unwrap();
     assert_eq!(parts.len(), 2, "{job}");
@@ -26,10 +26,12 @@ fn a_part_refused_for_its_request_count_is_split_and_the_cap_learned() {
     assert_eq!(fake.count("POST", "/v1/batches"), 3);
     assert_eq!(fake.batches().len(), 2);
     fake.finish_all();
-    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
+    let c = collect(&env, &vars, &jid);
     assert_eq!(c["stored"], 4, "{c}");
     // The next job of the model is split to the learned cap from the start (its dry run too).
-    let dry = run(&env, &vars, &submit_dry_run()).ok().json();
+    let dry = run(&env, &vars, &org_submit_args(OPENAI, &["--dry-run"]))
+        .ok()
+        .json();
     assert_eq!(dry["parts"].as_array().unwrap().len(), 2, "{dry}");
     assert_eq!(dry["caps"]["max_requests"], 2, "{dry}");
     let again = submit(&env, &vars, OPENAI);
@@ -49,7 +51,7 @@ fn parts_beyond_the_enqueued_token_limit_wait_and_go_as_earlier_ones_end() {
         &[("GITHUB_ANALYSIS_OPENAI_BATCH_MAX_REQUESTS", "1")],
     );
     let job = submit(&env, &vars, OPENAI);
-    let jid = job["job_id"].as_str().unwrap().to_string();
+    let jid = job_id(&job);
     assert_eq!(job["parts"].as_array().unwrap().len(), 4, "{job}");
     let mut seen = Vec::new();
     let mut last = Value::Null;
@@ -90,26 +92,9 @@ fn parts_beyond_the_enqueued_token_limit_wait_and_go_as_earlier_ones_end() {
     }
     assert_eq!(answered.len(), 4, "{answered:?}");
     assert!(answered.values().all(|n| *n == 1), "{answered:?}");
-    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
-    assert_eq!(
-        (c["stored"].as_i64(), c["failed"].as_i64()),
-        (Some(4), Some(0)),
-        "{c}"
-    );
+    let c = collect(&env, &vars, &jid);
+    assert_stored_failed(&c, 4, 0);
     // The limit is learned: the next job's parts queue instead of being refused.
     let limit = env.rows("SELECT enqueued_tokens FROM batch_limits");
     assert_eq!(limit, vec![json!({"enqueued_tokens": 2500})]);
-}
-
-fn submit_dry_run() -> Vec<&'static str> {
-    vec![
-        "batch",
-        "submit",
-        "product-labeling",
-        "--org",
-        ORG,
-        "--model",
-        OPENAI,
-        "--dry-run",
-    ]
 }

@@ -25,19 +25,7 @@ fn a_crash_between_any_two_submit_steps_is_repaired_without_double_submission() 
             _ => (fake.anthropic_env(), ANTHROPIC, "/v1/messages/batches"),
         };
         let crash = with(&vars, &[("GITHUB_ANALYSIS_BATCH_CRASH_AT", step)]);
-        let r = run(
-            &env,
-            &crash,
-            &[
-                "batch",
-                "submit",
-                "product-labeling",
-                "--org",
-                ORG,
-                "--model",
-                model,
-            ],
-        );
+        let r = run(&env, &crash, &org_submit_args(model, &[]));
         assert_ne!(r.code, 0, "{provider}/{step}: the crash hook did not fire");
         let hist = run(&env, &vars, &["batch", "history"]).ok().json();
         let jid = hist[0]["job_id"].as_str().unwrap().to_string();
@@ -68,7 +56,7 @@ fn a_crash_between_any_two_submit_steps_is_repaired_without_double_submission() 
         let rec = run(&env, &vars, &["batch", "reconcile"]).ok().json();
         assert_eq!(rec, json!([]), "{provider}/{step}");
         fake.finish_all();
-        let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
+        let c = collect(&env, &vars, &jid);
         assert_eq!(c["stored"], 4, "{provider}/{step}: {c}");
         assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 4);
     }
@@ -84,11 +72,11 @@ fn provider_429_and_5xx_on_every_call_are_retried() {
     fake.fail_next("GET", "/v1/files/", 429, 1);
     let vars = fake.openai_env();
     let job = submit(&env, &vars, OPENAI);
-    let jid = job["job_id"].as_str().unwrap().to_string();
+    let jid = job_id(&job);
     assert_eq!(fake.count("POST", "/v1/files"), 3);
     assert_eq!(fake.count("POST", "/v1/batches"), 2);
     fake.finish_all();
-    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
+    let c = collect(&env, &vars, &jid);
     assert_eq!(c["stored"], 4, "{c}");
     let statuses: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();
     assert_eq!(
@@ -115,19 +103,7 @@ fn provider_429_and_5xx_on_every_call_are_retried() {
     // A rejected key is a clear error and no job is left half-submitted silently.
     let env = setup();
     let bad = with(&fake.openai_env(), &[("OPENAI_API_KEY", "sk-wrong")]);
-    let r = run(
-        &env,
-        &bad,
-        &[
-            "batch",
-            "submit",
-            "product-labeling",
-            "--org",
-            ORG,
-            "--model",
-            OPENAI,
-        ],
-    );
+    let r = run(&env, &bad, &org_submit_args(OPENAI, &[]));
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         r.stderr.contains("401") && !r.stderr.contains("sk-wrong"),
@@ -148,7 +124,7 @@ fn failed_batches_and_all_failed_items_are_recorded_with_reasons() {
     );
     let vars = fake.openai_env();
     let job = submit(&env, &vars, OPENAI);
-    let jid = job["job_id"].as_str().unwrap().to_string();
+    let jid = job_id(&job);
     let s = run(&env, &vars, &["batch", "status", &jid]).ok().json();
     assert_eq!(s["status"], "failed");
     assert!(
@@ -158,16 +134,8 @@ fn failed_batches_and_all_failed_items_are_recorded_with_reasons() {
             .contains("invalid_request"),
         "{s}"
     );
-    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
-    assert_eq!(
-        (
-            c["stored"].as_i64(),
-            c["failed"].as_i64(),
-            c["status"].as_str()
-        ),
-        (Some(0), Some(4), Some("failed")),
-        "{c}"
-    );
+    let c = collect(&env, &vars, &jid);
+    assert_collected(&c, 0, 4, "failed");
     assert!(
         c["failures"][0]["reason"]
             .as_str()
@@ -186,7 +154,7 @@ fn failed_batches_and_all_failed_items_are_recorded_with_reasons() {
     }));
     let vars = fake.openai_env();
     let job = submit(&env, &vars, OPENAI);
-    let jid = job["job_id"].as_str().unwrap().to_string();
+    let jid = job_id(&job);
     fake.finish_all();
     let s = run(&env, &vars, &["batch", "status", &jid]).ok().json();
     assert_eq!(
@@ -196,12 +164,8 @@ fn failed_batches_and_all_failed_items_are_recorded_with_reasons() {
         ),
         (None, Some("completed"))
     );
-    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
-    assert_eq!(
-        (c["stored"].as_i64(), c["failed"].as_i64()),
-        (Some(0), Some(4)),
-        "{c}"
-    );
+    let c = collect(&env, &vars, &jid);
+    assert_stored_failed(&c, 0, 4);
     assert!(!env
         .data()
         .join(format!("batch/output/{jid}-0.jsonl"))
@@ -230,29 +194,15 @@ fn anthropic_requests_with_invalid_params_come_back_errored_and_fail_with_the_re
     let job = run(
         &env,
         &vars,
-        &[
-            "batch",
-            "submit",
-            "product-labeling",
-            "--org",
-            ORG,
-            "--model",
-            ANTHROPIC,
-            "--setting",
-            "max_tokens=100000",
-        ],
+        &org_submit_args(ANTHROPIC, &["--setting", "max_tokens=100000"]),
     )
     .ok()
     .json();
-    let jid = job["job_id"].as_str().unwrap().to_string();
+    let jid = job_id(&job);
     assert_eq!(fake.batches().len(), 1, "the envelope is valid: {job}");
     fake.finish_all();
-    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
-    assert_eq!(
-        (c["stored"].as_i64(), c["failed"].as_i64()),
-        (Some(0), Some(4)),
-        "{c}"
-    );
+    let c = collect(&env, &vars, &jid);
+    assert_stored_failed(&c, 0, 4);
     for f in c["failures"].as_array().unwrap() {
         let why = f["reason"].as_str().unwrap();
         assert!(

@@ -7,31 +7,16 @@ use crate::fakes::openai::FakeOpenAi;
 
 #[test]
 fn cancel_keeps_partial_results_and_remove_keeps_stored_results() {
-    let env = setup();
-    let fake = FakeBatches::start();
-    fake.set_advance(Advance::Manual);
-    let vars = fake.openai_env();
-    let job = submit(&env, &vars, OPENAI);
-    let jid = job["job_id"].as_str().unwrap().to_string();
+    let (env, fake, vars, jid) = manual_openai_job();
     let refused = run(&env, &vars, &["batch", "remove", &jid]);
-    assert_eq!(refused.code, 1);
-    assert!(refused.stderr.contains("--force"), "{}", refused.stderr);
+    refused.fails_with("--force");
     let c = run(&env, &vars, &["batch", "cancel", &jid]).ok().json();
     assert_eq!(c["status"], "cancelling");
     assert_eq!(fake.count("POST", "/v1/batches/"), 1);
     fake.finish_all();
-    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
-    assert_eq!(
-        (c["stored"].as_i64(), c["failed"].as_i64()),
-        (Some(1), Some(3)),
-        "{c}"
-    );
-    let statuses = item_statuses(&env, &vars, &jid);
-    assert_eq!(
-        statuses.iter().filter(|(_, s)| s == "cancelled").count(),
-        3,
-        "{statuses:?}"
-    );
+    let c = collect(&env, &vars, &jid);
+    assert_stored_failed(&c, 1, 3);
+    assert_items(&env, &vars, &jid, "cancelled", 3);
     let again = run(&env, &vars, &["batch", "cancel", &jid]);
     assert_eq!(again.code, 1);
     let removed = run(&env, &vars, &["batch", "remove", &jid]).ok().json();
@@ -52,7 +37,7 @@ fn cancel_keeps_partial_results_and_remove_keeps_stored_results() {
 
     // --force removes an active job after cancelling it at the provider.
     let job = submit(&env, &vars, OPENAI);
-    let jid = job["job_id"].as_str().unwrap().to_string();
+    let jid = job_id(&job);
     let forced = run(&env, &vars, &["batch", "remove", &jid, "--force"])
         .ok()
         .json();
@@ -79,16 +64,12 @@ fn openai_expired_job_keeps_partial_results() {
     fake.set_end(End::Expired { processed: 3 });
     let vars = fake.openai_env();
     let job = submit(&env, &vars, OPENAI);
-    let jid = job["job_id"].as_str().unwrap().to_string();
+    let jid = job_id(&job);
     fake.finish_all();
     let s = run(&env, &vars, &["batch", "status", &jid]).ok().json();
     assert_eq!(s["status"], "expired");
-    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
-    assert_eq!(
-        (c["stored"].as_i64(), c["failed"].as_i64()),
-        (Some(3), Some(1)),
-        "{c}"
-    );
+    let c = collect(&env, &vars, &jid);
+    assert_stored_failed(&c, 3, 1);
     assert!(
         c["failures"][0]["reason"]
             .as_str()
@@ -96,12 +77,7 @@ fn openai_expired_job_keeps_partial_results() {
             .contains("batch_expired"),
         "{c}"
     );
-    let statuses = item_statuses(&env, &vars, &jid);
-    assert_eq!(
-        statuses.iter().filter(|(_, s)| s == "expired").count(),
-        1,
-        "{statuses:?}"
-    );
+    assert_items(&env, &vars, &jid, "expired", 1);
     assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 3);
 }
 
@@ -111,15 +87,7 @@ fn a_killed_local_job_resumes_with_its_unfinished_items() {
     let r = run(
         &env,
         &[("GITHUB_ANALYSIS_BATCH_CRASH_AT", "local".to_string())],
-        &[
-            "batch",
-            "submit",
-            "product-labeling",
-            "--org",
-            ORG,
-            "--model",
-            "rules",
-        ],
+        &org_submit_args("rules", &[]),
     );
     assert_ne!(r.code, 0);
     let hist = run(&env, &[], &["batch", "history"]).ok().json();
@@ -167,7 +135,7 @@ fn anthropic_cancel_ends_with_partial_results_and_cancelled_items() {
     fake.set_advance(Advance::Manual);
     let vars = fake.anthropic_env();
     let job = submit(&env, &vars, ANTHROPIC);
-    let jid = job["job_id"].as_str().unwrap().to_string();
+    let jid = job_id(&job);
     let c = run(&env, &vars, &["batch", "cancel", &jid[..7]])
         .ok()
         .json();
@@ -176,18 +144,9 @@ fn anthropic_cancel_ends_with_partial_results_and_cancelled_items() {
     fake.finish_all();
     let s = run(&env, &vars, &["batch", "status", &jid]).ok().json();
     assert_eq!(s["status"], "cancelled");
-    let c = run(&env, &vars, &["batch", "collect", &jid]).ok().json();
-    assert_eq!(
-        (c["stored"].as_i64(), c["failed"].as_i64()),
-        (Some(1), Some(3)),
-        "{c}"
-    );
-    let statuses = item_statuses(&env, &vars, &jid);
-    assert_eq!(
-        statuses.iter().filter(|(_, s)| s == "cancelled").count(),
-        3,
-        "{statuses:?}"
-    );
+    let c = collect(&env, &vars, &jid);
+    assert_stored_failed(&c, 1, 3);
+    assert_items(&env, &vars, &jid, "cancelled", 3);
     // A cancelled job can be retried: only its cancelled items.
     let retry = run(&env, &vars, &["batch", "retry", &jid]).ok().json();
     assert_eq!(retry["issues"], 3);
@@ -200,19 +159,7 @@ fn a_submission_that_gave_up_is_finished_by_status_without_uploading_again() {
     // Six attempts (one try + five retries) all rate limited: the submit gives up.
     fake.fail_next("POST", "/v1/batches", 429, 10);
     let vars = fake.openai_env();
-    let r = run(
-        &env,
-        &vars,
-        &[
-            "batch",
-            "submit",
-            "product-labeling",
-            "--org",
-            ORG,
-            "--model",
-            OPENAI,
-        ],
-    );
+    let r = run(&env, &vars, &org_submit_args(OPENAI, &[]));
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         r.stderr.contains("could not be fully submitted") && r.stderr.contains("429"),
@@ -261,12 +208,7 @@ fn an_ambiguous_lost_anthropic_batch_is_reported_not_resubmitted() {
     let hist = run(&env, &vars, &["batch", "history"]).ok().json();
     let jid = hist[0]["job_id"].as_str().unwrap().to_string();
     let r = run(&env, &vars, &["batch", "status", &jid]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("may have been created as any of 2"),
-        "{}",
-        r.stderr
-    );
+    r.fails_with("may have been created as any of 2");
     let rec = run(&env, &vars, &["batch", "reconcile"]);
     assert_eq!(rec.code, 1, "{}", rec.stderr);
     assert_eq!(
@@ -285,10 +227,6 @@ fn an_ambiguous_lost_anthropic_batch_is_reported_not_resubmitted() {
     );
     // Cancelling settles the job locally and names the candidate batches to check.
     let c = run(&env, &vars, &["batch", "cancel", &jid]).ok();
-    assert!(
-        c.stderr.contains("cancel it at the provider"),
-        "{}",
-        c.stderr
-    );
+    c.says("cancel it at the provider");
     assert_eq!(c.json()["status"], "cancelled");
 }
