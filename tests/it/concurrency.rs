@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::fakes::openai::{self as fo, FakeOpenAi};
-use crate::support::Env;
+use crate::support::{labeling_args, Env};
 use serde_json::json;
 
 const ORG: &str = "acme";
@@ -61,16 +61,7 @@ fn a_run_waiting_on_the_provider_leaves_the_database_to_other_processes() {
     let mut run = spawn(
         &env,
         &fake.env(),
-        &[
-            "process",
-            "product-labeling",
-            "--org",
-            ORG,
-            "--model",
-            "gpt-4o-mini",
-            "--concurrency",
-            "1",
-        ],
+        &labeling_args(ORG, "gpt-4o-mini", &["--concurrency", "1"]),
     );
     // Issue 1 is answered and stored; issue 2's request is held by the fake.
     eventually(Duration::from_secs(60), "the held request", || {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::fakes::openai::{self as fo, FakeOpenAi};
-use crate::support::{stored_issue, Env};
+use crate::support::{labeling_args, stored_issue, Env};
 
 const ORG: &str = "faultorg";
 const REPO: &str = "faults";
@@ -42,18 +42,11 @@ fn a_thousand_issues_under_twenty_percent_faults_lose_none_and_bill_none_twice()
     let fake = FakeOpenAi::with_script(fo::faults(SEED, RATE, Duration::from_millis(1_500)));
     let r = env.run_json(
         &fake.env(),
-        &[
-            "process",
-            "product-labeling",
-            "--org",
+        &labeling_args(
             ORG,
-            "--model",
             "openai:gpt-4o-mini",
-            "--concurrency",
-            "16",
-            "--request-timeout",
-            "1",
-        ],
+            &["--concurrency", "16", "--request-timeout", "1"],
+        ),
     );
     let s = r.json();
     let failed: BTreeSet<String> = s["failures"]

@@ -9,7 +9,7 @@ use predicates::prelude::*;
 use serde_json::json;
 
 use crate::fakes::openai::FakeOpenAi;
-use crate::support::{stored_issue, Env};
+use crate::support::{labeling_args, stored_issue, Env};
 
 fn one_issue(env: &Env, title: &str) {
     env.import_json(&json!([stored_issue(
@@ -64,14 +64,7 @@ fn absurd_server_delays_are_clamped_and_never_panic_or_stall() {
                 ("OPENAI_API_KEY", "sk-test".into()),
                 ("OPENAI_BASE_URL", url),
             ],
-            &[
-                "process",
-                "product-labeling",
-                "--org",
-                "acme",
-                "--model",
-                "openai:gpt-4o-mini",
-            ],
+            &labeling_args("acme", "openai:gpt-4o-mini", &[]),
         );
         // The clamped wait (15 minutes) is still longer than a request waits (120 s by
         // default): the item fails at once, saying so, instead of sleeping or overflowing.
@@ -223,14 +216,7 @@ fn unknown_models_record_cost_as_unknown_never_another_models_price() {
     // `gpt-4o-mini-tts` starts like `gpt-4o-mini` but is another model.
     let r = env.run_json(
         &fake.env(),
-        &[
-            "process",
-            "product-labeling",
-            "--org",
-            "acme",
-            "--model",
-            "openai:gpt-4o-mini-tts",
-        ],
+        &labeling_args("acme", "openai:gpt-4o-mini-tts", &[]),
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["cost_usd"], serde_json::Value::Null);
@@ -239,15 +225,7 @@ fn unknown_models_record_cost_as_unknown_never_another_models_price() {
     // A dated snapshot of a known family is priced like its family.
     let r = env.run_json(
         &fake.env(),
-        &[
-            "process",
-            "product-labeling",
-            "--org",
-            "acme",
-            "--reprocess",
-            "--model",
-            "openai:gpt-4o-mini-2024-07-18",
-        ],
+        &labeling_args("acme", "openai:gpt-4o-mini-2024-07-18", &["--reprocess"]),
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.json()["cost_usd"].as_f64().unwrap() > 0.0);

@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use crate::fakes::anthropic::{self as fa, FakeAnthropic};
 use crate::fakes::openai::{self as fo, FakeOpenAi};
-use crate::support::{Env, Run};
+use crate::support::{labeling_args, read_json, Env, Run, AREAS_TAXONOMY};
 use serde_json::{json, Value};
 
 pub(crate) const ORG: &str = "replicatedhq";
 pub(crate) const REPO: &str = "triage-test";
+/// The model of most OpenAI and Anthropic runs (others are named where they matter).
+pub(crate) const OPENAI: &str = "openai:gpt-4o-mini";
+pub(crate) const ANTHROPIC: &str = "anthropic:claude-haiku-4-5";
 
 pub(crate) fn stored(
     number: u64,
@@ -74,6 +77,11 @@ pub(crate) fn run(env: &Env, vars: &[(&str, String)], args: &[&str]) -> Run {
     )
 }
 
+/// [`run`] with `--model <model>` and `args`.
+pub(crate) fn run_model(env: &Env, vars: &[(&str, String)], model: &str, args: &[&str]) -> Run {
+    env.run_json(vars, &labeling_args(ORG, model, args))
+}
+
 pub(crate) fn result_file(env: &Env, n: u64) -> std::path::PathBuf {
     env.data().join(format!(
         "results/{ORG}_{REPO}_issue_{n}_product-labeling.json"
@@ -83,13 +91,8 @@ pub(crate) fn result_file(env: &Env, n: u64) -> std::path::PathBuf {
 #[test]
 fn rules_labels_offline_without_any_key_and_reprocessing_replaces() {
     let env = setup();
-    let r = run(&env, &[], &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("using the offline `rules` model"),
-        "{}",
-        r.stderr
-    );
+    let r = run(&env, &[], &[]).ok();
+    r.says("using the offline `rules` model");
     let s = r.json();
     assert_eq!(
         (
@@ -127,7 +130,7 @@ fn rules_labels_offline_without_any_key_and_reprocessing_replaces() {
     );
 
     // The result file has the documented shape and matches the row.
-    let doc: Value = serde_json::from_slice(&std::fs::read(result_file(&env, 1)).unwrap()).unwrap();
+    let doc: Value = read_json(result_file(&env, 1));
     assert_eq!(doc["issue_reference"]["issue_number"], 1);
     assert_eq!(
         doc["issue_reference"]["file_path"],
@@ -176,12 +179,7 @@ fn rules_labels_offline_without_any_key_and_reprocessing_replaces() {
 fn openai_end_to_end_against_the_fake() {
     let env = setup();
     let fake = FakeOpenAi::start();
-    let r = run(
-        &env,
-        &fake.env(),
-        &["--model", "openai:gpt-4o-mini", "--concurrency", "2"],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_model(&env, &fake.env(), OPENAI, &["--concurrency", "2"]).ok();
     let s = r.json();
     assert_eq!(
         (s["processed"].clone(), s["requests"].clone()),
@@ -228,7 +226,7 @@ fn openai_end_to_end_against_the_fake() {
         .map(|g| g["cached_tokens"].as_i64().unwrap())
         .sum();
     assert_eq!(s["cached_tokens"], total);
-    let doc: Value = serde_json::from_slice(&std::fs::read(result_file(&env, 2)).unwrap()).unwrap();
+    let doc: Value = read_json(result_file(&env, 2));
     assert_eq!(doc["processor"]["provider"], "openai");
     assert!(doc["usage"]["response_id"]
         .as_str()
@@ -241,17 +239,7 @@ fn openai_end_to_end_against_the_fake() {
 fn anthropic_end_to_end_against_the_fake() {
     let env = setup();
     let fake = FakeAnthropic::start();
-    let r = run(
-        &env,
-        &fake.env(),
-        &[
-            "--model",
-            "anthropic:claude-haiku-4-5",
-            "--concurrency",
-            "1",
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_model(&env, &fake.env(), ANTHROPIC, &["--concurrency", "1"]).ok();
     assert_eq!(r.json()["processed"], 4);
     let reqs = fake.requests();
     assert_eq!(reqs.len(), 4);
@@ -280,11 +268,10 @@ fn anthropic_end_to_end_against_the_fake() {
     // below Haiku 4.5's minimum cacheable prompt (4,096 tokens), so nothing is cached even
     // with the breakpoint — and the dry run says so.
     assert!(got.iter().all(|g| g["cached_tokens"] == 0), "{got:?}");
-    let doc: Value = serde_json::from_slice(&std::fs::read(result_file(&env, 1)).unwrap()).unwrap();
+    let doc: Value = read_json(result_file(&env, 1));
     assert_eq!(doc["usage"]["cache_creation_tokens"], 0, "{doc}");
     let dry = |model: &str| {
-        let r = run(&env, &[], &["--model", model, "--dry-run", "--reprocess"]);
-        assert_eq!(r.code, 0, "{}", r.stderr);
+        let r = run_model(&env, &[], model, &["--dry-run", "--reprocess"]).ok();
         r.json()["prefix_cache"].clone()
     };
     let haiku = dry("anthropic:claude-haiku-4-5");
@@ -301,18 +288,13 @@ fn anthropic_end_to_end_against_the_fake() {
     );
     // Sonnet 4.5 caches from 1,024 tokens: one request writes the cache, the three after it
     // read it (concurrency 1).
-    let r = run(
+    run_model(
         &env,
         &fake.env(),
-        &[
-            "--model",
-            "anthropic:claude-sonnet-4-5",
-            "--concurrency",
-            "1",
-            "--reprocess",
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+        "anthropic:claude-sonnet-4-5",
+        &["--concurrency", "1", "--reprocess"],
+    )
+    .ok();
     let got = env.rows("SELECT cached_tokens FROM ai_results ORDER BY issue_id");
     assert_eq!(
         got.iter()
@@ -321,7 +303,7 @@ fn anthropic_end_to_end_against_the_fake() {
         3,
         "{got:?}"
     );
-    let doc: Value = serde_json::from_slice(&std::fs::read(result_file(&env, 1)).unwrap()).unwrap();
+    let doc: Value = read_json(result_file(&env, 1));
     let creation = doc["usage"]["cache_creation_tokens"].as_u64().unwrap()
         + doc["usage"]["cached_tokens"].as_u64().unwrap();
     assert!(creation > 1000, "{doc}");
@@ -331,12 +313,7 @@ fn anthropic_end_to_end_against_the_fake() {
 fn dry_run_estimates_tokens_and_cost_and_calls_nothing() {
     let env = setup();
     let fake = FakeOpenAi::start();
-    let r = run(
-        &env,
-        &fake.env(),
-        &["--model", "openai:gpt-4o-mini", "--dry-run"],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_model(&env, &fake.env(), OPENAI, &["--dry-run"]).ok();
     let s = r.json();
     assert_eq!(s["to_process"], 4);
     assert_eq!(s["issues"].as_array().unwrap().len(), 4);
@@ -349,53 +326,34 @@ fn dry_run_estimates_tokens_and_cost_and_calls_nothing() {
     assert!(fake.requests().is_empty());
     assert_eq!(env.rows("SELECT count(*) AS n FROM ai_results")[0]["n"], 0);
     // No key is needed to plan, and an unknown model's cost is unknown, not zero.
-    let r = run(&env, &[], &["--model", "openai:my-finetune", "--dry-run"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_model(&env, &[], "openai:my-finetune", &["--dry-run"]).ok();
     assert_eq!(r.json()["est_cost_usd"], Value::Null);
 }
 
 #[test]
 fn missing_keys_bad_settings_and_bad_taxonomies_are_user_errors() {
     let env = setup();
-    let r = run(&env, &[], &["--model", "openai:gpt-4o-mini"]);
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr.contains("OPENAI_API_KEY is not set"),
-        "{}",
-        r.stderr
-    );
-    let r = run(
+    let r = run_model(&env, &[], OPENAI, &[]);
+    r.fails_with("OPENAI_API_KEY is not set");
+    let r = run_model(&env, &[], ANTHROPIC, &["--setting", "temperature=1.5"]);
+    r.fails_with("temperature");
+    let r = run_model(
         &env,
         &[],
-        &[
-            "--model",
-            "anthropic:claude-haiku-4-5",
-            "--setting",
-            "temperature=1.5",
-        ],
+        "openai:o3-mini",
+        &["--setting", "temperature=0.2"],
     );
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("temperature"), "{}", r.stderr);
-    let r = run(
-        &env,
-        &[],
-        &["--model", "openai:o3-mini", "--setting", "temperature=0.2"],
-    );
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("reasoning model"), "{}", r.stderr);
-    let r = run(&env, &[], &["--model", "gemini:pro"]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("unknown provider"), "{}", r.stderr);
+    r.fails_with("reasoning model");
+    let r = run_model(&env, &[], "gemini:pro", &[]);
+    r.fails_with("unknown provider");
     let r = run(&env, &[], &["--taxonomy", "/nonexistent/taxonomy.toml"]);
     assert_eq!(r.code, 1);
     let bad = env.dir.path().join("bad.toml");
     std::fs::write(&bad, "name = 'x'\n[[labels]]\nname = 'a'\ndescription = 'd'\nsignals = [{pattern = '(unclosed'}]").unwrap();
     let r = run(&env, &[], &["--taxonomy", bad.to_str().unwrap()]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("not a valid regex"), "{}", r.stderr);
+    r.fails_with("not a valid regex");
     let r = run(&env, &[], &["--repo", "no-such-repo"]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("no stored issues"), "{}", r.stderr);
+    r.fails_with("no stored issues");
     assert_eq!(env.rows("SELECT count(*) AS n FROM ai_results")[0]["n"], 0);
 }
 
@@ -403,25 +361,8 @@ fn missing_keys_bad_settings_and_bad_taxonomies_are_user_errors() {
 fn a_custom_taxonomy_replaces_the_default() {
     let env = setup();
     let t = env.dir.path().join("areas.toml");
-    std::fs::write(
-        &t,
-        r#"
-name = "areas"
-[rules]
-threshold = 1.0
-[[labels]]
-name = "area::billing"
-description = "Invoices, payments and billing contacts."
-signals = [{ pattern = 'invoice|billing', weight = 2.0 }]
-[[labels]]
-name = "area::install"
-description = "Installation problems."
-signals = [{ pattern = '\binstall', weight = 1.0 }]
-"#,
-    )
-    .unwrap();
-    let r = run(&env, &[], &["--taxonomy", t.to_str().unwrap()]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    std::fs::write(&t, AREAS_TAXONOMY).unwrap();
+    run(&env, &[], &["--taxonomy", t.to_str().unwrap()]).ok();
     let got = env.rows("SELECT issue_id, value FROM ai_recommendations WHERE kind = 'label' ORDER BY issue_id, value");
     assert_eq!(
         got,
@@ -432,12 +373,11 @@ signals = [{ pattern = '\binstall', weight = 1.0 }]
     );
     // An AI model is told the custom labels only.
     let fake = FakeOpenAi::start();
-    let r = run(
+    run_model(
         &env,
         &fake.env(),
+        OPENAI,
         &[
-            "--model",
-            "openai:gpt-4o-mini",
             "--taxonomy",
             t.to_str().unwrap(),
             "--reprocess",
@@ -446,8 +386,8 @@ signals = [{ pattern = '\binstall', weight = 1.0 }]
             "--issue-number",
             "4",
         ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    )
+    .ok();
     let body = &fake.requests()[0].body;
     let system = body["messages"][0]["content"].as_str().unwrap();
     assert!(system.contains("area::billing") && !system.contains("product::kots"));
@@ -479,12 +419,7 @@ fn long_threads_are_cut_to_the_token_budget_and_say_so() {
     .unwrap();
     env.json(&["import", path.to_str().unwrap()]);
     let fake = FakeOpenAi::start();
-    let r = run(
-        &env,
-        &fake.env(),
-        &["--model", "openai:gpt-4o-mini", "--token-budget", "2000"],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    run_model(&env, &fake.env(), OPENAI, &["--token-budget", "2000"]).ok();
     let user = fake.requests()[0].body["messages"][1]["content"]
         .as_str()
         .unwrap()
@@ -496,7 +431,7 @@ fn long_threads_are_cut_to_the_token_budget_and_say_so() {
         user.contains("earlier comment(s) were omitted to fit the token budget"),
         "{user}"
     );
-    let doc: Value = serde_json::from_slice(&std::fs::read(result_file(&env, 9)).unwrap()).unwrap();
+    let doc: Value = read_json(result_file(&env, 9));
     assert!(doc["usage"]["prompt_note"]
         .as_str()
         .unwrap()
@@ -521,18 +456,11 @@ fn ctrl_c_stops_new_requests_and_keeps_finished_work() {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("GITHUB_ANALYSIS_DATA_DIR", env.data())
         .envs(fake.env())
-        .args([
-            "process",
-            "product-labeling",
-            "--org",
+        .args(labeling_args(
             ORG,
-            "--model",
-            "openai:gpt-4o-mini",
-            "--concurrency",
-            "1",
-            "--format",
-            "json",
-        ])
+            OPENAI,
+            &["--concurrency", "1", "--format", "json"],
+        ))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -607,8 +535,7 @@ fn keys_from_a_dot_env_file_pick_the_provider_by_default() {
         .collect();
     std::fs::write(env.dir.path().join(".env"), dotenv).unwrap();
     // No --model and no key in the environment: the .env key selects OpenAI's default model.
-    let r = run(&env, &[], &["--repo", REPO, "--issue-number", "1"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run(&env, &[], &["--repo", REPO, "--issue-number", "1"]).ok();
     assert_eq!(r.json()["model"], "openai:gpt-4o-mini");
     assert_eq!(fake.requests().len(), 1);
     assert_eq!(
@@ -620,8 +547,8 @@ fn keys_from_a_dot_env_file_pick_the_provider_by_default() {
         &env,
         &[("GITHUB_ANALYSIS_MODEL", "rules".into())],
         &["--reprocess"],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    )
+    .ok();
     assert_eq!(r.json()["model"], "rules");
     assert_eq!(fake.requests().len(), 1);
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::fakes::anthropic::{self as fa, FakeAnthropic};
 use crate::fakes::openai::{self as fo, FakeOpenAi};
-use crate::process::{id, result_file, run, setup, ORG, REPO};
+use crate::process::{id, result_file, run_model, setup, ANTHROPIC, OPENAI, ORG, REPO};
+use crate::support::{labeling_args, read_json};
 use serde_json::{json, Value};
 
 /// Every file under the data directory, as bytes.
@@ -35,19 +36,15 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 #[test]
 fn rate_limits_server_errors_and_overloads_are_retried() {
     let env = setup();
-    let fake = FakeOpenAi::with_script(Arc::new(|c: &fo::Call| {
-        let n = c.issue.as_deref().unwrap_or("");
-        match (n.rsplit('#').next().unwrap_or(""), c.attempt) {
-            ("1", 1) => fo::Reply::RateLimited { retry_after_ms: 10 },
-            ("2", 1) => fo::Reply::ServerError,
-            ("3", 1 | 2) => fo::Reply::Overloaded {
-                retry_after_ms: Some(10),
-            },
-            _ => fo::Reply::Answer(fo::default_answer(c)),
-        }
+    let fake = FakeOpenAi::with_script(Arc::new(|c: &fo::Call| match (c.number(), c.attempt) {
+        ("1", 1) => fo::Reply::RateLimited { retry_after_ms: 10 },
+        ("2", 1) => fo::Reply::ServerError,
+        ("3", 1 | 2) => fo::Reply::Overloaded {
+            retry_after_ms: Some(10),
+        },
+        _ => fo::Reply::Answer(fo::default_answer(c)),
     }));
-    let r = run(&env, &fake.env(), &["--model", "openai:gpt-4o-mini"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_model(&env, &fake.env(), OPENAI, &[]).ok();
     let s = r.json();
     assert_eq!(
         (
@@ -61,33 +58,20 @@ fn rate_limits_server_errors_and_overloads_are_retried() {
     assert_eq!(counts, vec![2, 2, 3, 1]);
     assert_eq!(fake.requests_for(&id(1))[0].status, 429);
     assert_eq!(fake.requests_for(&id(3))[1].status, 503);
-    let doc: Value = serde_json::from_slice(&std::fs::read(result_file(&env, 3)).unwrap()).unwrap();
+    let doc: Value = read_json(result_file(&env, 3));
     assert_eq!(doc["usage"]["requests"], 3);
 }
 
 #[test]
 fn anthropic_429_529_and_500_are_retried() {
     let env = setup();
-    let fake = FakeAnthropic::with_script(Arc::new(|c: &fa::Call| {
-        match (
-            c.issue
-                .as_deref()
-                .and_then(|i| i.rsplit('#').next())
-                .unwrap_or(""),
-            c.attempt,
-        ) {
-            ("1", 1) => fa::Reply::RateLimited { reset_ms: 20 },
-            ("2", 1) => fa::Reply::Overloaded,
-            ("3", 1) => fa::Reply::ApiError,
-            _ => fa::Reply::Tool(fa::default_answer(c)),
-        }
+    let fake = FakeAnthropic::with_script(Arc::new(|c: &fa::Call| match (c.number(), c.attempt) {
+        ("1", 1) => fa::Reply::RateLimited { reset_ms: 20 },
+        ("2", 1) => fa::Reply::Overloaded,
+        ("3", 1) => fa::Reply::ApiError,
+        _ => fa::Reply::Tool(fa::default_answer(c)),
     }));
-    let r = run(
-        &env,
-        &fake.env(),
-        &["--model", "anthropic:claude-sonnet-4-5"],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_model(&env, &fake.env(), "anthropic:claude-sonnet-4-5", &[]).ok();
     assert_eq!(r.json()["requests"], 7);
     assert_eq!(env.rows("SELECT count(*) AS n FROM ai_results")[0]["n"], 4);
     let statuses: Vec<u16> = fake.requests_for(&id(2)).iter().map(|r| r.status).collect();
@@ -97,24 +81,15 @@ fn anthropic_429_529_and_500_are_retried() {
 #[test]
 fn invalid_answers_get_one_repair_then_become_recorded_failures() {
     let env = setup();
-    let fake = FakeOpenAi::with_script(Arc::new(|c: &fo::Call| {
-        match (
-            c.issue
-                .as_deref()
-                .and_then(|i| i.rsplit('#').next())
-                .unwrap_or(""),
-            c.attempt,
-        ) {
-            ("1", 1) => fo::Reply::Content("{\"recommended_labels\": [".into()),
-            ("2", _) => fo::Reply::Answer(fo::answer_with(&["product::flux-capacitor"], 0.9)),
-            ("3", 1) => fo::Reply::Refusal("I cannot help with that.".into()),
-            ("4", _) => fo::Reply::Length("{\"recommended_labels\": [{\"label\": \"prod".into()),
-            _ => fo::Reply::Answer(fo::default_answer(c)),
-        }
+    let fake = FakeOpenAi::with_script(Arc::new(|c: &fo::Call| match (c.number(), c.attempt) {
+        ("1", 1) => fo::Reply::Content("{\"recommended_labels\": [".into()),
+        ("2", _) => fo::Reply::Answer(fo::answer_with(&["product::flux-capacitor"], 0.9)),
+        ("3", 1) => fo::Reply::Refusal("I cannot help with that.".into()),
+        ("4", _) => fo::Reply::Length("{\"recommended_labels\": [{\"label\": \"prod".into()),
+        _ => fo::Reply::Answer(fo::default_answer(c)),
     }));
-    let r = run(&env, &fake.env(), &["--model", "openai:gpt-4o-mini"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("2 issue(s) failed"), "{}", r.stderr);
+    let r = run_model(&env, &fake.env(), OPENAI, &[]);
+    r.fails_with("2 issue(s) failed");
     let s = r.json();
     assert_eq!(
         (s["processed"].clone(), s["failed"].clone()),
@@ -142,13 +117,9 @@ fn invalid_answers_get_one_repair_then_become_recorded_failures() {
         ))[0]["n"],
         0
     );
-    let failure: Value = serde_json::from_slice(
-        &std::fs::read(env.data().join(format!(
-            "results/failures/{ORG}_{REPO}_issue_2_product-labeling.json"
-        )))
-        .unwrap(),
-    )
-    .unwrap();
+    let failure: Value = read_json(env.data().join(format!(
+        "results/failures/{ORG}_{REPO}_issue_2_product-labeling.json"
+    )));
     assert!(
         failure["error"]
             .as_str()
@@ -170,8 +141,7 @@ fn invalid_answers_get_one_repair_then_become_recorded_failures() {
     fake.set_script(Arc::new(|c: &fo::Call| {
         fo::Reply::Answer(fo::default_answer(c))
     }));
-    let again = run(&env, &fake.env(), &["--model", "openai:gpt-4o-mini"]);
-    assert_eq!(again.code, 0, "{}", again.stderr);
+    run_model(&env, &fake.env(), OPENAI, &[]).ok();
     assert!(!env
         .data()
         .join(format!(
@@ -190,12 +160,7 @@ fn timeouts_are_retried() {
             fo::Reply::Answer(fo::default_answer(c))
         }
     }));
-    let r = run(
-        &env,
-        &fake.env(),
-        &["--model", "openai:gpt-4o-mini", "--request-timeout", "2"],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_model(&env, &fake.env(), OPENAI, &["--request-timeout", "2"]).ok();
     assert_eq!(r.json()["processed"], 4);
     assert_eq!(fake.requests_for(&id(1)).len(), 2);
 }
@@ -209,24 +174,14 @@ fn a_rejected_key_stops_the_run_and_never_leaks() {
         ("OPENAI_BASE_URL", fake.url.clone()),
         ("OPENAI_API_KEY", wrong.to_string()),
     ];
-    let mut c = env.cmd();
-    for (k, v) in &vars {
-        c.env(k, v);
-    }
-    let out = c
-        .args([
-            "-vvv",
-            "process",
-            "product-labeling",
-            "--org",
+    let out = env
+        .cmd_with(&vars)
+        .arg("-vvv")
+        .args(labeling_args(
             ORG,
-            "--model",
-            "openai:gpt-4o-mini",
-            "--concurrency",
-            "1",
-            "--format",
-            "json",
-        ])
+            OPENAI,
+            &["--concurrency", "1", "--format", "json"],
+        ))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
@@ -258,20 +213,10 @@ fn a_rejected_key_stops_the_run_and_never_leaks() {
 fn a_successful_verbose_run_writes_the_key_nowhere() {
     let env = setup();
     let fake = FakeAnthropic::start();
-    let mut c = env.cmd();
-    for (k, v) in fake.env() {
-        c.env(k, v);
-    }
-    let out = c
-        .args([
-            "-vvv",
-            "process",
-            "product-labeling",
-            "--org",
-            ORG,
-            "--model",
-            "anthropic:claude-haiku-4-5",
-        ])
+    let out = env
+        .cmd_with(&fake.env())
+        .arg("-vvv")
+        .args(labeling_args(ORG, ANTHROPIC, &[]))
         .output()
         .unwrap();
     assert!(
@@ -293,13 +238,7 @@ fn a_successful_verbose_run_writes_the_key_nowhere() {
 fn exhausted_quota_is_not_retried_and_stops_new_requests() {
     let env = setup();
     let fake = FakeOpenAi::with_script(Arc::new(|_c: &fo::Call| fo::Reply::QuotaExceeded));
-    let r = run(
-        &env,
-        &fake.env(),
-        &["--model", "openai:gpt-4o-mini", "--concurrency", "1"],
-    );
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("insufficient_quota"), "{}", r.stderr);
+    run_model(&env, &fake.env(), OPENAI, &["--concurrency", "1"]).fails_with("insufficient_quota");
     assert_eq!(fake.requests().len(), 1);
     assert_eq!(env.rows("SELECT count(*) AS n FROM ai_results")[0]["n"], 0);
 }
@@ -307,28 +246,16 @@ fn exhausted_quota_is_not_retried_and_stops_new_requests() {
 #[test]
 fn anthropic_repairs_answer_the_tool_use_and_cut_offs_fail() {
     let env = setup();
-    let fake = FakeAnthropic::with_script(Arc::new(|c: &fa::Call| {
-        match (
-            c.issue
-                .as_deref()
-                .and_then(|i| i.rsplit('#').next())
-                .unwrap_or(""),
-            c.attempt,
-        ) {
-            ("1", 1) => fa::Reply::Tool(
-                json!({"recommended_labels": [{"label": "product::nope", "confidence": 0.5, "reasoning": "r"}],
+    let fake = FakeAnthropic::with_script(Arc::new(|c: &fa::Call| match (c.number(), c.attempt) {
+        ("1", 1) => fa::Reply::Tool(
+            json!({"recommended_labels": [{"label": "product::nope", "confidence": 0.5, "reasoning": "r"}],
                 "current_labels_assessment": [], "confidence": 0.5, "summary": "s", "reasoning": "r"}),
-            ),
-            ("2", 1) => fa::Reply::Text("It is about troubleshoot.".into()),
-            ("3", _) => fa::Reply::MaxTokens,
-            _ => fa::Reply::Tool(fa::default_answer(c)),
-        }
+        ),
+        ("2", 1) => fa::Reply::Text("It is about troubleshoot.".into()),
+        ("3", _) => fa::Reply::MaxTokens,
+        _ => fa::Reply::Tool(fa::default_answer(c)),
     }));
-    let r = run(
-        &env,
-        &fake.env(),
-        &["--model", "anthropic:claude-haiku-4-5"],
-    );
+    let r = run_model(&env, &fake.env(), ANTHROPIC, &[]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     let s = r.json();
     assert_eq!(
@@ -497,33 +424,19 @@ async fn the_fakes_are_as_strict_as_the_services() {
 #[test]
 fn retries_are_bounded_and_rate_limits_have_their_own_budget() {
     let env = setup();
-    let fake = FakeOpenAi::with_script(Arc::new(|c: &fo::Call| {
-        match (
-            c.issue
-                .as_deref()
-                .and_then(|i| i.rsplit('#').next())
-                .unwrap_or(""),
-            c.attempt,
-        ) {
-            ("1", 1..=3) => fo::Reply::RateLimited { retry_after_ms: 5 },
-            ("2", _) => fo::Reply::Overloaded {
-                retry_after_ms: Some(5),
-            },
-            ("3", _) => fo::Reply::RateLimited { retry_after_ms: 5 },
-            _ => fo::Reply::Answer(fo::default_answer(c)),
-        }
+    let fake = FakeOpenAi::with_script(Arc::new(|c: &fo::Call| match (c.number(), c.attempt) {
+        ("1", 1..=3) => fo::Reply::RateLimited { retry_after_ms: 5 },
+        ("2", _) => fo::Reply::Overloaded {
+            retry_after_ms: Some(5),
+        },
+        ("3", _) => fo::Reply::RateLimited { retry_after_ms: 5 },
+        _ => fo::Reply::Answer(fo::default_answer(c)),
     }));
-    let r = run(
+    let r = run_model(
         &env,
         &fake.env(),
-        &[
-            "--model",
-            "openai:gpt-4o-mini",
-            "--max-retries",
-            "1",
-            "--concurrency",
-            "1",
-        ],
+        OPENAI,
+        &["--max-retries", "1", "--concurrency", "1"],
     );
     assert_eq!(r.code, 1, "{}", r.stderr);
     let s = r.json();

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::fakes::anthropic::FakeAnthropic;
 use crate::fakes::openai::FakeOpenAi;
-use crate::process::{run, setup, REPO};
+use crate::process::{run_model, setup, ANTHROPIC, OPENAI, REPO};
 
 fn statuses(bodies: &[(u16, Value)]) -> Vec<u16> {
     bodies.iter().map(|(s, _)| *s).collect()
@@ -33,36 +33,25 @@ fn newer_openai_families_get_what_the_table_says_without_a_refusal() {
     let env = setup();
     let fake = FakeOpenAi::start();
     // gpt-5.1 reasoning: no temperature (it would be refused while reasoning).
-    let r = run(
+    run_model(
         &env,
         &fake.env(),
-        &[
-            "--model",
-            "openai:gpt-5.1",
-            "--setting",
-            "reasoning_effort=high",
-            "--concurrency",
-            "1",
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+        "openai:gpt-5.1",
+        &["--setting", "reasoning_effort=high", "--concurrency", "1"],
+    )
+    .ok();
     let log = openai_log(&fake);
     assert_eq!(statuses(&log), vec![200; 4]);
     assert!(log.iter().all(|(_, b)| b.get("temperature").is_none()));
     assert_eq!(log[0].1["reasoning_effort"], "high");
     // gpt-5.1 without reasoning (its default): temperature 0 for reproducible labels.
-    let r = run(
+    run_model(
         &env,
         &fake.env(),
-        &[
-            "--model",
-            "openai:gpt-5.1",
-            "--reprocess",
-            "--concurrency",
-            "1",
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+        "openai:gpt-5.1",
+        &["--reprocess", "--concurrency", "1"],
+    )
+    .ok();
     let log = openai_log(&fake);
     assert_eq!(log.len(), 8);
     assert_eq!(log[4].1["temperature"], json!(0.0));
@@ -89,33 +78,28 @@ fn newer_openai_families_get_what_the_table_says_without_a_refusal() {
             "not a reasoning model",
         ),
     ] {
-        let r = run(
+        let r = run_model(
             &env,
             &fake.env(),
-            &["--model", model, "--setting", setting, "--reprocess"],
+            model,
+            &["--setting", setting, "--reprocess"],
         );
         assert_eq!(r.code, 1, "{model} {setting}: {}", r.stderr);
         assert!(r.stderr.contains(says), "{model} {setting}: {}", r.stderr);
     }
-    let r = run(
+    run_model(
         &env,
         &fake.env(),
+        "openai:gpt-5.2",
         &[
-            "--model",
-            "openai:gpt-5.2",
             "--setting",
             "reasoning_effort=xhigh",
             "--setting",
             "temperature=0.5",
             "--reprocess",
         ],
-    );
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr.contains("no temperature while reasoning"),
-        "{}",
-        r.stderr
-    );
+    )
+    .fails_with("no temperature while reasoning");
     assert_eq!(
         fake.requests().len(),
         8,
@@ -128,19 +112,13 @@ fn an_unsupported_openai_parameter_is_dropped_retried_once_and_remembered() {
     let env = setup();
     let fake = FakeOpenAi::start();
     // Reasoning models refuse top_p; the table does not track it, the fallback learns it.
-    let r = run(
+    let r = run_model(
         &env,
         &fake.env(),
-        &[
-            "--model",
-            "openai:o3-mini",
-            "--setting",
-            "top_p=0.9",
-            "--concurrency",
-            "1",
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+        "openai:o3-mini",
+        &["--setting", "top_p=0.9", "--concurrency", "1"],
+    )
+    .ok();
     let log = openai_log(&fake);
     assert_eq!(
         statuses(&log),
@@ -150,7 +128,7 @@ fn an_unsupported_openai_parameter_is_dropped_retried_once_and_remembered() {
     );
     assert_eq!(log[0].1["top_p"], json!(0.9));
     assert!(log[1..].iter().all(|(_, b)| b.get("top_p").is_none()));
-    assert!(r.stderr.contains("without `top_p`"), "{}", r.stderr);
+    r.says("without `top_p`");
     assert_eq!(r.stderr.matches("without `top_p`").count(), 1, "said once");
     let s = r.json();
     assert_eq!(
@@ -164,12 +142,7 @@ fn a_compatible_server_refusing_temperature_gets_requests_without_it() {
     let env = setup();
     let fake = FakeOpenAi::start();
     fake.reject_params(&["temperature"]);
-    let r = run(
-        &env,
-        &fake.env(),
-        &["--model", "openai:gpt-4o-mini", "--concurrency", "2"],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_model(&env, &fake.env(), OPENAI, &["--concurrency", "2"]).ok();
     let log = openai_log(&fake);
     // Each request in flight when the first refusal came back is refused once, never twice.
     let refused = log.iter().filter(|(s, _)| *s == 400).count();
@@ -178,7 +151,7 @@ fn a_compatible_server_refusing_temperature_gets_requests_without_it() {
     assert!(log
         .iter()
         .all(|(s, b)| *s == 400 || b.get("temperature").is_none()));
-    assert!(r.stderr.contains("without `temperature`"), "{}", r.stderr);
+    r.says("without `temperature`");
 }
 
 #[test]
@@ -187,17 +160,11 @@ fn a_refusal_the_fallback_cannot_fix_still_fails_the_item() {
     let fake = FakeOpenAi::start();
     // The user's own setting is refused too: the second request has no top_p left to drop.
     fake.reject_params(&["top_p", "max_completion_tokens"]);
-    let r = run(
+    let r = run_model(
         &env,
         &fake.env(),
-        &[
-            "--model",
-            "openai:gpt-4o-mini",
-            "--setting",
-            "top_p=0.5",
-            "--concurrency",
-            "1",
-        ],
+        OPENAI,
+        &["--setting", "top_p=0.5", "--concurrency", "1"],
     );
     assert_eq!(r.code, 1, "{}", r.stderr);
     let s = r.json();
@@ -206,7 +173,7 @@ fn a_refusal_the_fallback_cannot_fix_still_fails_the_item() {
     // fallback does not touch, so the item fails; the others: one refusal each, no retry.
     assert_eq!(s["requests"], 5, "{}", r.stderr);
     assert_eq!(s["failed"], 4);
-    assert!(r.stderr.contains("max_completion_tokens"), "{}", r.stderr);
+    r.says("max_completion_tokens");
 }
 
 #[test]
@@ -214,19 +181,13 @@ fn newer_claude_models_get_temperature_or_top_p_and_thinking_without_forced_tool
     let env = setup();
     let fake = FakeAnthropic::start();
     // temperature (our default 0) + the user's top_p: refused by Haiku 4.5, our default dropped.
-    let r = run(
+    let r = run_model(
         &env,
         &fake.env(),
-        &[
-            "--model",
-            "anthropic:claude-haiku-4-5",
-            "--setting",
-            "top_p=0.9",
-            "--concurrency",
-            "1",
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+        ANTHROPIC,
+        &["--setting", "top_p=0.9", "--concurrency", "1"],
+    )
+    .ok();
     let log = anthropic_log(&fake);
     assert_eq!(
         statuses(&log),
@@ -237,23 +198,22 @@ fn newer_claude_models_get_temperature_or_top_p_and_thinking_without_forced_tool
     assert!(log[1..]
         .iter()
         .all(|(_, b)| b.get("temperature").is_none() && b["top_p"] == json!(0.9)));
-    assert!(r.stderr.contains("without `temperature`"), "{}", r.stderr);
+    r.says("without `temperature`");
     // Thinking: tool offered (auto), no temperature, the answer (after its thinking block)
     // parsed from the tool call.
-    let r = run(
+    let r = run_model(
         &env,
         &fake.env(),
+        "anthropic:claude-sonnet-4-5",
         &[
-            "--model",
-            "anthropic:claude-sonnet-4-5",
             "--setting",
             "thinking_budget=2048",
             "--reprocess",
             "--concurrency",
             "1",
         ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    )
+    .ok();
     let log = anthropic_log(&fake);
     assert_eq!(statuses(&log[5..]), vec![200; 4]);
     let body = &log[5].1;
@@ -266,31 +226,24 @@ fn newer_claude_models_get_temperature_or_top_p_and_thinking_without_forced_tool
     assert!(body["max_tokens"].as_u64().unwrap() > 2048);
     assert_eq!(r.json()["processed"], 4);
     // A model without thinking is refused up front.
-    let r = run(
+    run_model(
         &env,
         &fake.env(),
-        &[
-            "--model",
-            "anthropic:claude-3-5-haiku-latest",
-            "--setting",
-            "thinking_budget=2048",
-            "--reprocess",
-        ],
-    );
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("no extended thinking"), "{}", r.stderr);
+        "anthropic:claude-3-5-haiku-latest",
+        &["--setting", "thinking_budget=2048", "--reprocess"],
+    )
+    .fails_with("no extended thinking");
 }
 
 #[test]
 fn reasoning_models_get_their_own_parameters() {
     let env = setup();
     let fake = FakeOpenAi::start();
-    let r = run(
+    run_model(
         &env,
         &fake.env(),
+        "openai:o4-mini",
         &[
-            "--model",
-            "openai:o4-mini",
             "--setting",
             "reasoning_effort=low",
             "--repo",
@@ -298,19 +251,18 @@ fn reasoning_models_get_their_own_parameters() {
             "--issue-number",
             "1",
         ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    )
+    .ok();
     let body = &fake.requests()[0].body;
     assert_eq!(body["reasoning_effort"], "low");
     assert!(body.get("temperature").is_none());
     assert!(body["max_completion_tokens"].as_u64().unwrap() > 2000);
     // Non-reasoning models take the temperature and completion budget given.
-    let r = run(
+    run_model(
         &env,
         &fake.env(),
+        OPENAI,
         &[
-            "--model",
-            "openai:gpt-4o-mini",
             "--setting",
             "temperature=0.3",
             "--setting",
@@ -321,8 +273,8 @@ fn reasoning_models_get_their_own_parameters() {
             "--issue-number",
             "1",
         ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    )
+    .ok();
     let body = &fake.requests()[1].body;
     assert_eq!(
         (

@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 use crate::fakes::anthropic::{self as fa, FakeAnthropic};
 use crate::fakes::batches::{FakeBatches, LineReply};
 use crate::fakes::openai::{self as fo, FakeOpenAi};
-use crate::process::{id, result_file, run, setup, ORG};
+use crate::process::{id, result_file, run_model, setup, ANTHROPIC, OPENAI, ORG};
+use crate::support::{batch_submit_args, read_json};
 
 /// Stored results, by issue id.
 fn stored_ids(env: &crate::support::Env) -> Vec<String> {
@@ -24,23 +25,9 @@ fn spent_anthropic_credit_stops_the_run_at_once_and_keeps_finished_work() {
     let env = setup();
     // The real service answers 400 (not 402) once the prepaid credit is spent.
     let fake = FakeAnthropic::with_script(fa::after(2, fa::Reply::CreditTooLow));
-    let r = run(
-        &env,
-        &fake.env(),
-        &[
-            "--model",
-            "anthropic:claude-haiku-4-5",
-            "--concurrency",
-            "1",
-        ],
-    );
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("credit balance is too low"),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("add credit"), "{}", r.stderr);
+    let r = run_model(&env, &fake.env(), ANTHROPIC, &["--concurrency", "1"]);
+    r.fails_with("credit balance is too low");
+    r.says("add credit");
     // Two answered, one refused, and nothing sent after the refusal.
     assert_eq!(fake.requests().len(), 3, "{}", r.stderr);
     assert_eq!(stored_ids(&env), vec![id(1), id(2)]);
@@ -52,17 +39,7 @@ fn spent_anthropic_credit_stops_the_run_at_once_and_keeps_finished_work() {
     assert_eq!(s["not_started"], 1);
     // The next run (credit topped up) sends only what is missing.
     let fresh = FakeAnthropic::start();
-    let r = run(
-        &env,
-        &fresh.env(),
-        &[
-            "--model",
-            "anthropic:claude-haiku-4-5",
-            "--concurrency",
-            "1",
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    run_model(&env, &fresh.env(), ANTHROPIC, &["--concurrency", "1"]).ok();
     assert_eq!(fresh.requests().len(), 2);
     assert_eq!(stored_ids(&env).len(), 4);
 }
@@ -71,18 +48,8 @@ fn spent_anthropic_credit_stops_the_run_at_once_and_keeps_finished_work() {
 fn anthropic_billing_errors_stop_the_run() {
     let env = setup();
     let fake = FakeAnthropic::with_script(fa::after(1, fa::Reply::Billing));
-    let r = run(
-        &env,
-        &fake.env(),
-        &[
-            "--model",
-            "anthropic:claude-haiku-4-5",
-            "--concurrency",
-            "2",
-        ],
-    );
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("billing_error"), "{}", r.stderr);
+    let r = run_model(&env, &fake.env(), ANTHROPIC, &["--concurrency", "2"]);
+    r.fails_with("billing_error");
     // At most the requests already in flight when the first refusal came back.
     assert!(fake.requests().len() <= 3, "{}", fake.requests().len());
     assert_eq!(stored_ids(&env).len(), 1);
@@ -96,14 +63,10 @@ fn spent_openai_quota_or_credit_stops_the_run_at_once() {
     ] {
         let env = setup();
         let fake = FakeOpenAi::with_script(fo::after(1, reply));
-        let r = run(
-            &env,
-            &fake.env(),
-            &["--model", "openai:gpt-4o-mini", "--concurrency", "1"],
-        );
+        let r = run_model(&env, &fake.env(), OPENAI, &["--concurrency", "1"]);
         assert_eq!(r.code, 1, "{}", r.stderr);
         assert!(r.stderr.contains(needle), "{needle}: {}", r.stderr);
-        assert!(r.stderr.contains("add credit"), "{}", r.stderr);
+        r.says("add credit");
         // The refusal is not retried and nothing starts after it.
         assert_eq!(fake.requests().len(), 2, "{needle}");
         assert_eq!(stored_ids(&env), vec![id(1)]);
@@ -128,7 +91,7 @@ fn an_unknown_model_stops_the_run_with_a_clear_message() {
             Box::new(|| anthropic.requests().len()) as Box<dyn Fn() -> usize>,
         ),
     ] {
-        let r = run(&env, &vars, &["--model", model, "--concurrency", "1"]);
+        let r = run_model(&env, &vars, model, &["--concurrency", "1"]);
         assert_eq!(r.code, 1, "{}", r.stderr);
         let name = model.split_once(':').unwrap().1;
         assert!(
@@ -137,7 +100,7 @@ fn an_unknown_model_stops_the_run_with_a_clear_message() {
             "{}",
             r.stderr
         );
-        assert!(r.stderr.contains("HTTP 404"), "{}", r.stderr);
+        r.says("HTTP 404");
         assert_eq!(fake_requests(), 1, "{model}: one refusal, nothing after it");
         assert_eq!(r.json()["not_started"], 3);
         assert!(stored_ids(&env).is_empty());
@@ -161,7 +124,7 @@ fn sloppy_answer() -> Value {
 
 /// The stored analysis of issue 1 is the normalised answer, and says what was normalised.
 fn assert_normalised(env: &crate::support::Env, mode: &str) {
-    let doc: Value = serde_json::from_slice(&std::fs::read(result_file(env, 1)).unwrap()).unwrap();
+    let doc: Value = read_json(result_file(env, 1));
     let a = &doc["analysis"];
     let labels: Vec<(&str, f64)> = a["recommended_labels"]
         .as_array()
@@ -205,17 +168,7 @@ fn harmless_slips_in_a_real_time_answer_are_normalised_and_recorded() {
             fa::Reply::Tool(fa::default_answer(c))
         }
     }));
-    let r = run(
-        &env,
-        &fake.env(),
-        &[
-            "--model",
-            "anthropic:claude-haiku-4-5",
-            "--concurrency",
-            "1",
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_model(&env, &fake.env(), ANTHROPIC, &["--concurrency", "1"]).ok();
     // Accepted as it came: no repair request paid for, no failure.
     assert_eq!(fake.requests_for(&id(1)).len(), 1);
     assert_eq!(r.json()["failed"], 0);
@@ -232,18 +185,7 @@ fn harmless_slips_in_a_batch_answer_are_normalised_and_recorded() {
     }));
     let vars = fake.openai_env();
     let job = env
-        .run_json(
-            &vars,
-            &[
-                "batch",
-                "submit",
-                "product-labeling",
-                "--org",
-                ORG,
-                "--model",
-                "openai:gpt-4o-mini",
-            ],
-        )
+        .run_json(&vars, &batch_submit_args(ORG, OPENAI, &[]))
         .ok()
         .json();
     let jid = job["job_id"].as_str().unwrap().to_string();

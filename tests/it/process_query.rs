@@ -4,7 +4,8 @@
 use crate::fakes::anthropic::FakeAnthropic;
 use crate::fakes::batches as fb;
 use crate::fakes::openai::FakeOpenAi;
-use crate::support::{sample, Env};
+use crate::process::OPENAI;
+use crate::support::{read_json, sample, Env};
 use predicates::prelude::*;
 use serde_json::Value;
 
@@ -20,11 +21,7 @@ fn setup() -> Env {
 }
 
 fn pq(env: &Env, vars: &[(&'static str, String)], args: &[&str]) -> assert_cmd::assert::Assert {
-    let mut c = env.cmd();
-    for (k, v) in vars {
-        c.env(k, v);
-    }
-    c.arg("process-query").args(args).assert()
+    env.cmd_with(vars).arg("process-query").args(args).assert()
 }
 
 fn pq_json(env: &Env, vars: &[(&'static str, String)], args: &[&str]) -> Value {
@@ -32,14 +29,24 @@ fn pq_json(env: &Env, vars: &[(&'static str, String)], args: &[&str]) -> Value {
     serde_json::from_slice(&out.get_output().stdout).unwrap()
 }
 
+/// `process-query custom product-labeling <sql> ARGS`, without provider keys.
+fn pq_custom(env: &Env, sql: &str, args: &[&str]) -> assert_cmd::assert::Assert {
+    pq(
+        env,
+        &[],
+        &[&["custom", "product-labeling", sql], args].concat(),
+    )
+}
+
+/// `process-query <pipeline> product-labeling ARGS` as [`pq_json`].
+fn label_json(env: &Env, vars: &[(&'static str, String)], pipeline: &str, args: &[&str]) -> Value {
+    pq_json(env, vars, &[&[pipeline, "product-labeling"], args].concat())
+}
+
 #[test]
 fn rules_realtime_missing_reprocess_and_custom_select_in_sql() {
     let env = setup();
-    let s = pq_json(
-        &env,
-        &[],
-        &["missing", "product-labeling", "--limit", "1", "--yes"],
-    );
+    let s = label_json(&env, &[], "missing", &["--limit", "1", "--yes"]);
     assert_eq!(s["processed"], 1);
     // The summary's average confidence is the stored one.
     assert_eq!(
@@ -61,11 +68,7 @@ fn rules_realtime_missing_reprocess_and_custom_select_in_sql() {
         .exists());
 
     // The next run selects only issues still missing a result.
-    let s = pq_json(
-        &env,
-        &[],
-        &["missing", "product-labeling", "--limit", "2", "--yes"],
-    );
+    let s = label_json(&env, &[], "missing", &["--limit", "2", "--yes"]);
     assert_eq!(s["processed"], 2);
     assert_eq!(
         env.scalar("SELECT count(DISTINCT issue_id) FROM ai_results"),
@@ -74,18 +77,11 @@ fn rules_realtime_missing_reprocess_and_custom_select_in_sql() {
 
     // Rules give corefx issues (no Replicated product) a low confidence: all 3 are reprocessed.
     let before = env.scalar("SELECT max(created_at) FROM ai_results");
-    let s = pq_json(
+    let s = label_json(
         &env,
         &[],
-        &[
-            "reprocess",
-            "product-labeling",
-            "--threshold",
-            "0.8",
-            "--limit",
-            "3",
-            "--yes",
-        ],
+        "reprocess",
+        &["--threshold", "0.8", "--limit", "3", "--yes"],
     );
     assert_eq!(s["processed"], 3);
     assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 3);
@@ -96,12 +92,11 @@ fn rules_realtime_missing_reprocess_and_custom_select_in_sql() {
     );
 
     // Custom SQL: closed issues only (all of them are webcompat issues).
-    let s = pq_json(
+    let s = label_json(
         &env,
         &[],
+        "custom",
         &[
-            "custom",
-            "product-labeling",
             "SELECT * FROM issues WHERE state='closed'",
             "--limit",
             "2",
@@ -116,12 +111,11 @@ fn rules_realtime_missing_reprocess_and_custom_select_in_sql() {
         2
     );
     // org, repo, number also name issues.
-    let s = pq_json(
+    let s = label_json(
         &env,
         &[],
+        "custom",
         &[
-            "custom",
-            "product-labeling",
             "SELECT org, repo, number FROM issues WHERE number = 71058",
             "--yes",
         ],
@@ -137,28 +131,20 @@ fn rules_realtime_missing_reprocess_and_custom_select_in_sql() {
 fn openai_and_anthropic_realtime_store_the_same_shape() {
     let env = setup();
     let oa = FakeOpenAi::start();
-    let s = pq_json(
+    let s = label_json(
         &env,
         &oa.env(),
-        &[
-            "missing",
-            "product-labeling",
-            "--limit",
-            "1",
-            "--yes",
-            "--model",
-            "openai:gpt-4o-mini",
-        ],
+        "missing",
+        &["--limit", "1", "--yes", "--model", OPENAI],
     );
     assert_eq!(s["processed"], 1);
     assert_eq!(oa.requests().len(), 1);
     let an = FakeAnthropic::start();
-    let s = pq_json(
+    let s = label_json(
         &env,
         &an.env(),
+        "missing",
         &[
-            "missing",
-            "product-labeling",
             "--limit",
             "1",
             "--yes",
@@ -208,20 +194,11 @@ fn without_a_terminal_and_without_yes_it_refuses_instead_of_hanging() {
 #[test]
 fn zero_selected_issues_is_a_notice_not_an_error() {
     let env = setup();
-    pq(
-        &env,
-        &[],
-        &[
-            "custom",
-            "product-labeling",
-            "SELECT * FROM issues WHERE false",
-            "--batch-mode",
-        ],
-    )
-    .success()
-    .stderr(predicate::str::contains(
-        "No issues selected by your query to process",
-    ));
+    pq_custom(&env, "SELECT * FROM issues WHERE false", &["--batch-mode"])
+        .success()
+        .stderr(predicate::str::contains(
+            "No issues selected by your query to process",
+        ));
     assert_eq!(env.scalar("SELECT count(*) FROM batch_jobs"), 0);
 }
 
@@ -229,36 +206,23 @@ fn zero_selected_issues_is_a_notice_not_an_error() {
 fn custom_sql_must_be_a_select_of_issue_rows() {
     let env = setup();
     for sql in ["DELETE FROM issues", "SELECT 1; DROP TABLE issues"] {
-        pq(&env, &[], &["custom", "product-labeling", sql, "--yes"])
+        pq_custom(&env, sql, &["--yes"])
             .code(1)
             .stderr(predicate::str::contains(
                 "custom SQL must be one SELECT returning issue rows",
             ));
     }
-    pq(
-        &env,
-        &[],
-        &[
-            "custom",
-            "product-labeling",
-            "SELECT name FROM labels",
-            "--yes",
-        ],
-    )
-    .code(1)
-    .stderr(predicate::str::contains("it returns (name)"));
+    pq_custom(&env, "SELECT name FROM labels", &["--yes"])
+        .code(1)
+        .stderr(predicate::str::contains("it returns (name)"));
     assert_eq!(env.scalar("SELECT count(*) FROM issues"), 400);
 }
 
 #[test]
 fn dry_run_counts_in_sql_and_shows_the_query() {
     let env = setup();
-    pq_json(
-        &env,
-        &[],
-        &["missing", "product-labeling", "--limit", "5", "--yes"],
-    );
-    let v = pq_json(&env, &[], &["missing", "product-labeling", "--dry-run"]);
+    label_json(&env, &[], "missing", &["--limit", "5", "--yes"]);
+    let v = label_json(&env, &[], "missing", &["--dry-run"]);
     let open = env
         .scalar("SELECT count(*) FROM issues WHERE state = 'open'")
         .as_u64()
@@ -271,28 +235,12 @@ fn dry_run_counts_in_sql_and_shows_the_query() {
         .unwrap()
         .contains("NOT EXISTS (SELECT 1 FROM ai_results"));
     // Priced models get an estimate, with the batch discount in batch mode.
-    let rt = pq_json(
+    let rt = label_json(&env, &[], "missing", &["--dry-run", "--model", OPENAI]);
+    let bt = label_json(
         &env,
         &[],
-        &[
-            "missing",
-            "product-labeling",
-            "--dry-run",
-            "--model",
-            "openai:gpt-4o-mini",
-        ],
-    );
-    let bt = pq_json(
-        &env,
-        &[],
-        &[
-            "missing",
-            "product-labeling",
-            "--dry-run",
-            "--model",
-            "openai:gpt-4o-mini",
-            "--batch-mode",
-        ],
+        "missing",
+        &["--dry-run", "--model", OPENAI, "--batch-mode"],
     );
     let (rt, bt) = (
         rt["est_cost_usd"].as_f64().unwrap(),
@@ -310,12 +258,11 @@ fn analytics_summarises_results_per_processor() {
     let env = setup();
     let empty = pq_json(&env, &[], &["analytics"]);
     assert_eq!(empty["processors"], serde_json::json!([]));
-    pq_json(
+    label_json(
         &env,
         &[],
+        "custom",
         &[
-            "custom",
-            "product-labeling",
             "SELECT * FROM issues WHERE org = 'webcompat'",
             "--limit",
             "4",
@@ -401,6 +348,9 @@ pub fn validation_steps(
     advance: &mut dyn FnMut(&Env),
 ) {
     let m = ["--model", model];
+    // `process-query <pipeline> product-labeling ARGS --model <model>`.
+    let step =
+        |pipeline: &str, args: &[&str]| label_json(env, vars, pipeline, &[args, &m].concat());
     // batch-status with no jobs.
     pq(env, vars, &["batch-status"])
         .success()
@@ -408,15 +358,7 @@ pub fn validation_steps(
     assert_eq!(pq_json(env, vars, &["batch-status"]), serde_json::json!([]));
 
     // missing --limit 1 (real-time).
-    let s = pq_json(
-        env,
-        vars,
-        &[
-            &["missing", "product-labeling", "--limit", "1", "--yes"][..],
-            &m,
-        ]
-        .concat(),
-    );
+    let s = step("missing", &["--limit", "1", "--yes"]);
     assert_eq!(s["processed"], 1);
     assert_eq!(
         env.scalar("SELECT count(*) FROM ai_results WHERE mode = 'realtime'"),
@@ -424,22 +366,7 @@ pub fn validation_steps(
     );
 
     // missing --batch-mode --limit 5.
-    let job1 = pq_json(
-        env,
-        vars,
-        &[
-            &[
-                "missing",
-                "product-labeling",
-                "--batch-mode",
-                "--limit",
-                "5",
-                "--yes",
-            ][..],
-            &m,
-        ]
-        .concat(),
-    );
+    let job1 = step("missing", &["--batch-mode", "--limit", "5", "--yes"]);
     assert_eq!(job1["issues"], 5);
     let job1 = job1["job_id"].as_str().unwrap().to_string();
     // Issues in a running job are not selected twice; nor are those with results.
@@ -458,44 +385,30 @@ pub fn validation_steps(
         .scalar("SELECT count(*) FROM ai_results WHERE confidence < 0.8")
         .as_u64()
         .unwrap();
-    let job2 = pq_json(
-        env,
-        vars,
+    let job2 = step(
+        "reprocess",
         &[
-            &[
-                "reprocess",
-                "product-labeling",
-                "--threshold",
-                "0.8",
-                "--batch-mode",
-                "--limit",
-                "3",
-                "--yes",
-            ][..],
-            &m,
-        ]
-        .concat(),
+            "--threshold",
+            "0.8",
+            "--batch-mode",
+            "--limit",
+            "3",
+            "--yes",
+        ],
     );
     assert_eq!(job2["issues"].as_u64().unwrap(), low.min(3));
     let job2 = job2["job_id"].as_str().unwrap().to_string();
 
     // custom "SELECT * FROM issues WHERE state='closed'" --batch-mode --limit 2.
-    let job3 = pq_json(
-        env,
-        vars,
+    let job3 = step(
+        "custom",
         &[
-            &[
-                "custom",
-                "product-labeling",
-                "SELECT * FROM issues WHERE state='closed'",
-                "--batch-mode",
-                "--limit",
-                "2",
-                "--yes",
-            ][..],
-            &m,
-        ]
-        .concat(),
+            "SELECT * FROM issues WHERE state='closed'",
+            "--batch-mode",
+            "--limit",
+            "2",
+            "--yes",
+        ],
     );
     assert_eq!(job3["issues"], 2);
     let job3 = job3["job_id"].as_str().unwrap().to_string();
@@ -545,37 +458,14 @@ pub fn validation_steps(
     );
 
     // The same `missing --limit 2` in real time, then in batch mode: same files, same rows.
-    let s = pq_json(
-        env,
-        vars,
-        &[
-            &["missing", "product-labeling", "--limit", "2", "--yes"][..],
-            &m,
-        ]
-        .concat(),
-    );
+    let s = step("missing", &["--limit", "2", "--yes"]);
     assert_eq!(s["processed"], 2);
     let rt_ids = env.json(&[
         "query",
         "sql",
         "SELECT issue_id FROM ai_results WHERE mode = 'realtime' ORDER BY created_at DESC LIMIT 2",
     ]);
-    let job4 = pq_json(
-        env,
-        vars,
-        &[
-            &[
-                "missing",
-                "product-labeling",
-                "--batch-mode",
-                "--limit",
-                "2",
-                "--yes",
-            ][..],
-            &m,
-        ]
-        .concat(),
-    );
+    let job4 = step("missing", &["--batch-mode", "--limit", "2", "--yes"]);
     let job4 = job4["job_id"].as_str().unwrap().to_string();
     advance(env);
     pq(env, vars, &["batch-status"]).success();
@@ -597,7 +487,7 @@ pub fn validation_steps(
             "results/{}_issue_{n}_product-labeling.json",
             repo.replace('/', "_")
         ));
-        let doc: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        let doc: Value = read_json(&file);
         assert_eq!(
             doc["issue_reference"]["issue_number"]
                 .as_u64()
@@ -626,17 +516,12 @@ pub fn validation_steps(
 #[test]
 fn a_lost_database_gets_issues_and_results_back_from_the_files() {
     let env = setup();
-    pq_json(
+    label_json(&env, &[], "missing", &["--limit", "3", "--yes"]);
+    label_json(
         &env,
         &[],
-        &["missing", "product-labeling", "--limit", "3", "--yes"],
-    );
-    pq_json(
-        &env,
-        &[],
+        "custom",
         &[
-            "custom",
-            "product-labeling",
             "SELECT * FROM issues WHERE org = 'webcompat'",
             "--limit",
             "2",
@@ -691,19 +576,11 @@ fn batch_status_collects_a_failed_job_once_and_then_leaves_the_provider_alone() 
     );
     let oa = FakeOpenAi::with_batches(batches.clone());
     let vars = oa.env();
-    let job = pq_json(
+    let job = label_json(
         &env,
         &vars,
-        &[
-            "missing",
-            "product-labeling",
-            "--batch-mode",
-            "--limit",
-            "2",
-            "--yes",
-            "--model",
-            "openai:gpt-4o-mini",
-        ],
+        "missing",
+        &["--batch-mode", "--limit", "2", "--yes", "--model", OPENAI],
     );
     let job = job["job_id"].as_str().unwrap().to_string();
     fb::finish_all(&batches);
