@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 
 use crate::fakes::github::{FakeGitHub, FakeIssue, Fault, Target, RATE_LIMIT_WAIT, TOKEN};
-use crate::support::Env;
+use crate::support::{read_json, Env};
 use predicates::prelude::*;
 use serde_json::Value;
 
@@ -44,27 +44,28 @@ fn server() -> FakeGitHub {
 }
 
 fn cmd(env: &Env, gh: &FakeGitHub) -> assert_cmd::Command {
-    let mut c = env.cmd();
-    for (k, v) in gh.env() {
-        c.env(k, v);
-    }
+    env.cmd_with(&gh.env())
+}
+
+/// `collect --org acme --repo widgets`, with the fake's environment.
+fn widgets_cmd(env: &Env, gh: &FakeGitHub) -> assert_cmd::Command {
+    let mut c = cmd(env, gh);
+    c.args(["collect", "--org", "acme", "--repo", "widgets"]);
     c
+}
+
+/// [`collect`] of acme/widgets with `extra` arguments.
+fn collect_widgets(env: &Env, gh: &FakeGitHub, extra: &[&str]) -> Value {
+    collect(
+        env,
+        gh,
+        &[&["--org", "acme", "--repo", "widgets"], extra].concat(),
+    )
 }
 
 /// Runs `collect ARGS --format json`, expecting success; returns the summary.
 fn collect(env: &Env, gh: &FakeGitHub, args: &[&str]) -> Value {
-    let out = cmd(env, gh)
-        .arg("collect")
-        .args(args)
-        .args(["--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "collect {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("summary is JSON")
+    env.json_with(&gh.env(), &[&["collect"], args].concat())
 }
 
 fn graphql_requests(gh: &FakeGitHub) -> Vec<crate::fakes::github::Logged> {
@@ -78,11 +79,7 @@ fn graphql_requests(gh: &FakeGitHub) -> Vec<crate::fakes::github::Logged> {
 fn repository_mode_stores_issues_comments_and_labels_in_few_requests() {
     let gh = server();
     let env = Env::new();
-    let s = collect(
-        &env,
-        &gh,
-        &["--org", "acme", "--repo", "widgets", "--state", "all"],
-    );
+    let s = collect_widgets(&env, &gh, &["--state", "all"]);
     // 6 named issues minus 2 PRs, plus 125 fillers.
     assert_eq!(s["issues"], 129);
     assert_eq!(s["new"], 129);
@@ -133,10 +130,7 @@ fn repository_mode_stores_issues_comments_and_labels_in_few_requests() {
         "Something isn't working"
     );
     // The file is the StoredIssue shape, comments in order.
-    let file: Value = serde_json::from_slice(
-        &std::fs::read(env.data().join("issues/acme_widgets_issue_3.json")).unwrap(),
-    )
-    .unwrap();
+    let file: Value = read_json(env.data().join("issues/acme_widgets_issue_3.json"));
     assert_eq!(file["org"], "acme");
     assert_eq!(file["issue"]["user"], Value::Null);
     assert_eq!(file["issue"]["comments"].as_array().unwrap().len(), 150);
@@ -149,7 +143,7 @@ fn repository_mode_stores_issues_comments_and_labels_in_few_requests() {
 fn default_state_is_open_and_labels_must_all_match() {
     let gh = server();
     let env = Env::new();
-    let s = collect(&env, &gh, &["--org", "acme", "--repo", "widgets"]);
+    let s = collect_widgets(&env, &gh, &[]);
     assert_eq!(s["issues"], 128);
     assert_eq!(
         env.scalar("SELECT count(*) FROM issues WHERE state = 'closed'"),
@@ -160,13 +154,7 @@ fn default_state_is_open_and_labels_must_all_match() {
     assert_eq!(vars["filter"]["states"], serde_json::json!(["OPEN"]));
 
     let env = Env::new();
-    let s = collect(
-        &env,
-        &gh,
-        &[
-            "--org", "acme", "--repo", "widgets", "--labels", "bug", "--labels", "ui",
-        ],
-    );
+    let s = collect_widgets(&env, &gh, &["--labels", "bug", "--labels", "ui"]);
     assert_eq!(s["issues"], 1);
     assert_eq!(
         env.scalar("SELECT string_agg(id, ',') FROM issues"),
@@ -178,19 +166,11 @@ fn default_state_is_open_and_labels_must_all_match() {
 fn incremental_recollect_costs_one_request_and_applies_changes() {
     let gh = server();
     let env = Env::new();
-    collect(
-        &env,
-        &gh,
-        &["--org", "acme", "--repo", "widgets", "--state", "all"],
-    );
+    collect_widgets(&env, &gh, &["--state", "all"]);
     gh.clear_log();
 
     // Nothing changed: one request, nothing rewritten.
-    let s = collect(
-        &env,
-        &gh,
-        &["--org", "acme", "--repo", "widgets", "--state", "all"],
-    );
+    let s = collect_widgets(&env, &gh, &["--state", "all"]);
     assert!(gh.request_count() <= 2, "{:?}", gh.requests());
     assert_eq!(gh.request_count(), 1);
     assert_eq!(s["incremental"], 1);
@@ -213,11 +193,7 @@ fn incremental_recollect_costs_one_request_and_applies_changes() {
         i.updated_at = now.clone();
     });
     gh.clear_log();
-    let s = collect(
-        &env,
-        &gh,
-        &["--org", "acme", "--repo", "widgets", "--state", "all"],
-    );
+    let s = collect_widgets(&env, &gh, &["--state", "all"]);
     assert_eq!(gh.request_count(), 1);
     assert_eq!(s["updated"], 2);
     assert_eq!(s["new"], 0);
@@ -240,13 +216,13 @@ fn incremental_recollect_costs_one_request_and_applies_changes() {
 fn incremental_open_only_run_still_records_that_an_issue_was_closed() {
     let gh = server();
     let env = Env::new();
-    collect(&env, &gh, &["--org", "acme", "--repo", "widgets"]);
+    collect_widgets(&env, &gh, &[]);
     gh.update_issue("acme", "widgets", 1, |i| {
         i.state = "closed".into();
         i.updated_at = FakeGitHub::now();
     });
     gh.clear_log();
-    let s = collect(&env, &gh, &["--org", "acme", "--repo", "widgets"]);
+    let s = collect_widgets(&env, &gh, &[]);
     assert_eq!(gh.request_count(), 1);
     assert_eq!(s["updated"], 1);
     assert_eq!(
@@ -264,19 +240,9 @@ fn incremental_open_only_run_still_records_that_an_issue_was_closed() {
 fn full_and_since_override_the_cursor() {
     let gh = server();
     let env = Env::new();
-    collect(
-        &env,
-        &gh,
-        &["--org", "acme", "--repo", "widgets", "--state", "all"],
-    );
+    collect_widgets(&env, &gh, &["--state", "all"]);
     gh.clear_log();
-    let s = collect(
-        &env,
-        &gh,
-        &[
-            "--org", "acme", "--repo", "widgets", "--state", "all", "--full",
-        ],
-    );
+    let s = collect_widgets(&env, &gh, &["--state", "all", "--full"]);
     assert_eq!(s["incremental"], 0);
     assert_eq!(s["unchanged"], 129);
     assert_eq!(gh.request_count(), 3);
@@ -284,20 +250,7 @@ fn full_and_since_override_the_cursor() {
     assert_eq!(vars["filter"].get("since"), None);
 
     gh.clear_log();
-    let s = collect(
-        &env,
-        &gh,
-        &[
-            "--org",
-            "acme",
-            "--repo",
-            "widgets",
-            "--state",
-            "all",
-            "--since",
-            "2024-03-04",
-        ],
-    );
+    let s = collect_widgets(&env, &gh, &["--state", "all", "--since", "2024-03-04"]);
     assert_eq!(
         s["issues"], 2,
         "issues updated on/after 2024-03-04: #1 and #2"
@@ -310,11 +263,7 @@ fn full_and_since_override_the_cursor() {
 fn limit_stops_early_and_leaves_no_cursor() {
     let gh = server();
     let env = Env::new();
-    let s = collect(
-        &env,
-        &gh,
-        &["--org", "acme", "--repo", "widgets", "--limit", "3"],
-    );
+    let s = collect_widgets(&env, &gh, &["--limit", "3"]);
     assert_eq!(s["issues"], 3);
     // One page of 3 (not 100) issues, and the rest of #3's long thread.
     assert_eq!(gh.request_count(), 2);
@@ -327,7 +276,7 @@ fn limit_stops_early_and_leaves_no_cursor() {
         env.scalar("SELECT string_agg(number::VARCHAR, ',' ORDER BY number) FROM issues"),
         "1,3,5"
     );
-    let s = collect(&env, &gh, &["--org", "acme", "--repo", "widgets"]);
+    let s = collect_widgets(&env, &gh, &[]);
     assert_eq!(
         s["incremental"], 0,
         "a limited run must not count as complete"
@@ -339,11 +288,7 @@ fn limit_stops_early_and_leaves_no_cursor() {
 fn single_issue_uses_rest_pages_and_etags() {
     let gh = server();
     let env = Env::new();
-    let s = collect(
-        &env,
-        &gh,
-        &["--org", "acme", "--repo", "widgets", "--issue-number", "3"],
-    );
+    let s = collect_widgets(&env, &gh, &["--issue-number", "3"]);
     assert_eq!(s["issues"], 1);
     // The issue, then comment pages 1 and 2 (the second through the Link header's
     // /repositories/{id}/… URL).
@@ -359,11 +304,7 @@ fn single_issue_uses_rest_pages_and_etags() {
 
     // Again: every page revalidated with If-None-Match and answered 304.
     gh.clear_log();
-    let s = collect(
-        &env,
-        &gh,
-        &["--org", "acme", "--repo", "widgets", "--issue-number", "3"],
-    );
+    let s = collect_widgets(&env, &gh, &["--issue-number", "3"]);
     assert_eq!(s["unchanged"], 1);
     let reqs = gh.requests();
     assert_eq!(reqs.len(), 3);
@@ -380,12 +321,7 @@ fn single_issue_errors_are_clear() {
     let gh = server();
     gh.update_issue("acme", "widgets", 2, |i| i.deleted = true);
     let env = Env::new();
-    let run = |args: &[&str]| {
-        cmd(&env, &gh)
-            .args(["collect", "--org", "acme", "--repo", "widgets"])
-            .args(args)
-            .assert()
-    };
+    let run = |args: &[&str]| widgets_cmd(&env, &gh).args(args).assert();
     run(&["--issue-number", "4"])
         .code(1)
         .stderr(predicate::str::contains(
@@ -404,9 +340,8 @@ fn single_issue_errors_are_clear() {
 fn bad_token_unknown_repo_and_missing_token_fail_clearly() {
     let gh = server();
     let env = Env::new();
-    cmd(&env, &gh)
+    widgets_cmd(&env, &gh)
         .env("GITHUB_TOKEN", "wrong")
-        .args(["collect", "--org", "acme", "--repo", "widgets"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("error: token rejected"));
@@ -503,9 +438,8 @@ fn rest_rate_limits_and_server_errors_are_retried() {
     gh.push_fault(Target::Rest, Fault::ServerError { status: 500 });
     let env = Env::new();
     // The fake refuses every request until each limit is over: the client must really wait.
-    cmd(&env, &gh)
-        .env("GITHUB_ANALYSIS_MAX_WAIT", RATE_LIMIT_WAIT)
-        .args(["collect", "--org", "acme", "--repo", "widgets", "--issue-number", "1"])
+    widgets_cmd(&env, &gh)
+        .env("GITHUB_ANALYSIS_MAX_WAIT", RATE_LIMIT_WAIT).args(["--issue-number", "1"])
         .assert()
         .success()
         .stderr(predicate::str::contains("GitHub primary rate limit reached (core)"))
@@ -539,11 +473,9 @@ fn graphql_rate_limits_with_http_200_and_timeouts_are_retried() {
     gh.push_fault(Target::GraphQl, Fault::ServerError { status: 500 });
     gh.push_fault(Target::GraphQl, Fault::PrimaryRateLimit { status: 429 });
     let env = Env::new();
-    let out = cmd(&env, &gh)
+    let out = widgets_cmd(&env, &gh)
         .env("GITHUB_ANALYSIS_MAX_WAIT", RATE_LIMIT_WAIT)
-        .args([
-            "collect", "--org", "acme", "--repo", "widgets", "--format", "json",
-        ])
+        .args(["--format", "json"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -579,9 +511,8 @@ fn an_exhausted_bucket_is_waited_out_before_the_next_request() {
     let gh = server();
     gh.push_fault(Target::GraphQl, Fault::Exhausted);
     let env = Env::new();
-    cmd(&env, &gh)
+    widgets_cmd(&env, &gh)
         .env("GITHUB_ANALYSIS_MAX_WAIT", RATE_LIMIT_WAIT)
-        .args(["collect", "--org", "acme", "--repo", "widgets"])
         .assert()
         .success()
         .stderr(predicate::str::contains(
@@ -599,10 +530,8 @@ fn a_run_that_gives_up_keeps_finished_pages_and_the_next_run_completes() {
         gh.push_fault(Target::GraphQl, Fault::ServerError { status: 500 });
     }
     let env = Env::new();
-    cmd(&env, &gh)
-        .args([
-            "collect", "--org", "acme", "--repo", "widgets", "--state", "all",
-        ])
+    widgets_cmd(&env, &gh)
+        .args(["--state", "all"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains(
@@ -616,11 +545,7 @@ fn a_run_that_gives_up_keeps_finished_pages_and_the_next_run_completes() {
         150
     );
     // No cursor was recorded, so the next run fetches everything and only writes what is new.
-    let s = collect(
-        &env,
-        &gh,
-        &["--org", "acme", "--repo", "widgets", "--state", "all"],
-    );
+    let s = collect_widgets(&env, &gh, &["--state", "all"]);
     assert_eq!(s["incremental"], 0);
     assert_eq!(s["new"], 29);
     assert_eq!(s["unchanged"], 100);
@@ -672,10 +597,7 @@ fn attachments_are_downloaded_capped_and_failures_recorded() {
         .unwrap()
         .contains("404"));
     // The issue file lists them too.
-    let file: Value = serde_json::from_slice(
-        &std::fs::read(env.data().join("issues/acme_pics_issue_1.json")).unwrap(),
-    )
-    .unwrap();
+    let file: Value = read_json(env.data().join("issues/acme_pics_issue_1.json"));
     assert_eq!(file["issue"]["attachments"].as_array().unwrap().len(), 3);
 
     // Again with --full: the downloaded file is reused, not fetched again.
@@ -817,11 +739,7 @@ fn ctrl_c_keeps_finished_work_and_the_next_run_resumes() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("error: interrupted"), "{stderr}");
     assert_eq!(env.scalar("SELECT count(*) FROM issues"), 100);
-    let s = collect(
-        &env,
-        &gh,
-        &["--org", "acme", "--repo", "widgets", "--state", "all"],
-    );
+    let s = collect_widgets(&env, &gh, &["--state", "all"]);
     assert_eq!(s["new"], 29);
     assert_eq!(env.scalar("SELECT count(*) FROM issues"), 129);
 }
@@ -838,16 +756,8 @@ fn a_transferred_issue_is_followed_and_stored_where_it_lives_now() {
         i.moved_to = Some(("gadgets".into(), 3))
     });
     let env = Env::new();
-    cmd(&env, &gh)
-        .args([
-            "collect",
-            "--org",
-            "acme",
-            "--repo",
-            "widgets",
-            "--issue-number",
-            "2",
-        ])
+    widgets_cmd(&env, &gh)
+        .args(["--issue-number", "2"])
         .assert()
         .success()
         .stderr(predicate::str::contains(
@@ -868,10 +778,8 @@ fn graphql_timeouts_shrink_the_page_instead_of_repeating_it() {
     gh.push_fault(Target::GraphQl, Fault::ServerError { status: 504 });
     gh.push_fault(Target::GraphQl, Fault::ServerError { status: 502 });
     let env = Env::new();
-    cmd(&env, &gh)
-        .args([
-            "collect", "--org", "acme", "--repo", "widgets", "--state", "all",
-        ])
+    widgets_cmd(&env, &gh)
+        .args(["--state", "all"])
         .assert()
         .success()
         .stderr(predicate::str::contains(
@@ -895,10 +803,8 @@ fn a_renamed_repository_is_collected_under_its_new_name() {
     let gh = server();
     gh.rename("acme", "widgets", "gizmos");
     let env = Env::new();
-    cmd(&env, &gh)
-        .args([
-            "collect", "--org", "acme", "--repo", "widgets", "--state", "all",
-        ])
+    widgets_cmd(&env, &gh)
+        .args(["--state", "all"])
         .assert()
         .success()
         .stderr(predicate::str::contains(
@@ -916,11 +822,7 @@ fn a_renamed_repository_is_collected_under_its_new_name() {
     assert_eq!(gh.request_count(), 4);
     // REST paths with the old name follow the 301.
     gh.clear_log();
-    collect(
-        &env,
-        &gh,
-        &["--org", "acme", "--repo", "widgets", "--issue-number", "1"],
-    );
+    collect_widgets(&env, &gh, &["--issue-number", "1"]);
     let reqs = gh.requests();
     assert_eq!(reqs[0].status, 301);
     assert!(
@@ -934,8 +836,7 @@ fn a_renamed_repository_is_collected_under_its_new_name() {
 fn table_summary_and_per_repository_lines() {
     let gh = server();
     let env = Env::new();
-    cmd(&env, &gh)
-        .args(["collect", "--org", "acme", "--repo", "widgets"])
+    widgets_cmd(&env, &gh)
         .assert()
         .success()
         .stdout(predicate::str::is_match(r"(?m)^new\s+128$").unwrap())
@@ -944,8 +845,8 @@ fn table_summary_and_per_repository_lines() {
         .stderr(predicate::str::contains(
             "acme/widgets: 128 issues (128 new, 0 updated, 0 unchanged), 3 requests",
         ));
-    cmd(&env, &gh)
-        .args(["collect", "--org", "acme", "--repo", "widgets", "-q"])
+    widgets_cmd(&env, &gh)
+        .args(["-q"])
         .assert()
         .success()
         .stderr("");
@@ -955,10 +856,7 @@ fn table_summary_and_per_repository_lines() {
 /// order GitHub linked them, and every recorded issue object parses with our REST model.
 #[test]
 fn recorded_github_pagination_and_issue_objects_are_understood() {
-    let recorded: Vec<Value> = serde_json::from_slice(
-        &std::fs::read(crate::support::fixture("octokit-paginate-issues.json")).unwrap(),
-    )
-    .unwrap();
+    let recorded: Vec<Value> = read_json(crate::support::fixture("octokit-paginate-issues.json"));
     assert_eq!(recorded.len(), 5);
     let mut issues = 0;
     for (i, exchange) in recorded.iter().enumerate() {
@@ -1007,8 +905,7 @@ fn graphql_errors_with_http_200_fail_clearly_even_with_partial_data() {
         },
     );
     let env = Env::new();
-    cmd(&env, &gh)
-        .args(["collect", "--org", "acme", "--repo", "widgets"])
+    widgets_cmd(&env, &gh)
         .assert()
         .code(1)
         .stderr(predicate::str::contains(
@@ -1023,8 +920,7 @@ fn graphql_errors_with_http_200_fail_clearly_even_with_partial_data() {
             with_data: true,
         },
     );
-    cmd(&env, &gh)
-        .args(["collect", "--org", "acme", "--repo", "widgets"])
+    widgets_cmd(&env, &gh)
         .assert()
         .code(1)
         .stderr(predicate::str::contains(

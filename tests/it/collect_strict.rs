@@ -7,15 +7,11 @@
 use std::io::{Read, Write};
 
 use crate::fakes::github::{FakeGitHub, FakeIssue, Fault, Target, RATE_LIMIT_WAIT, TOKEN};
-use crate::support::Env;
+use crate::support::{read_json, Env};
 use serde_json::{json, Value};
 
 fn cmd(env: &Env, gh: &FakeGitHub) -> assert_cmd::Command {
-    let mut c = env.cmd();
-    for (k, v) in gh.env() {
-        c.env(k, v);
-    }
-    c
+    env.cmd_with(&gh.env())
 }
 
 fn collect(env: &Env, gh: &FakeGitHub, args: &[&str]) -> (Value, String) {
@@ -275,10 +271,7 @@ fn repositories_whose_file_names_collide_never_overwrite_each_other() {
         env.scalar("SELECT string_agg(id, ',' ORDER BY id) FROM issues"),
         "a/b_c#3,a_b/c#1,a_b/c#2"
     );
-    let held: Value = serde_json::from_slice(
-        &std::fs::read(env.data().join("issues/a_b_c_issue_1.json")).unwrap(),
-    )
-    .unwrap();
+    let held: Value = read_json(env.data().join("issues/a_b_c_issue_1.json"));
     assert_eq!(held["org"], "a_b");
 }
 

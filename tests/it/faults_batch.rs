@@ -93,7 +93,7 @@ fn suite(provider: batches::Kind) {
     );
     // Items failed (the injected line faults): exit 1 with the retry hint, never a crash.
     assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("batch retry"), "{}", r.stderr);
+    r.says("batch retry");
 
     // What the provider billed: four batches, each request line in exactly one of them.
     let created = fake.batches();

@@ -1,6 +1,6 @@
 //! CLI tests of the foundation: import, sync, status, query, errors and exit codes.
 
-use crate::support::{fixture, sample, Env};
+use crate::support::{fixture, read_json, sample, Env};
 use predicates::prelude::*;
 use serde_json::json;
 
@@ -92,10 +92,8 @@ fn pull_requests_are_skipped_and_real_rest_fields_kept() {
     assert!(rows[0]["github_id"].is_i64());
     assert!(rows[0]["author"].is_string());
     assert!(rows[0]["created_at"].as_str().unwrap().ends_with('Z'));
-    let stored: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(env.data().join("issues/rust-lang_rust_issue_99554.json")).unwrap(),
-    )
-    .unwrap();
+    let stored: serde_json::Value =
+        read_json(env.data().join("issues/rust-lang_rust_issue_99554.json"));
     assert_eq!(stored["org"], "rust-lang");
     assert_eq!(stored["issue"]["labels"].as_array().unwrap().len(), 9);
     assert!(stored["metadata"]["collection_timestamp"].is_string());
@@ -175,7 +173,7 @@ fn sync_adds_updates_removes_and_reports_bad_files() {
     let issues = env.data().join("issues");
     // Change one issue's title on disk.
     let p = issues.join("rust-lang_rust_issue_99554.json");
-    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    let mut v: serde_json::Value = read_json(&p);
     v["issue"]["title"] = json!("Edited title");
     v["issue"]["labels"] = json!([{"name": "only-one", "color": null, "description": null}]);
     std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();

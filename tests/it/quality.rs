@@ -62,27 +62,15 @@ fn setup() -> (Env, String) {
     let s = env.import_json(&issues());
     assert_eq!(s["issues"], 120);
     let toml = env.dir.path().join("types.toml").display().to_string();
-    let out = env
-        .cmd()
-        .args([
-            "taxonomy",
-            "init",
-            "--org",
-            "o",
-            "--repo",
-            "r",
-            "--min-issues",
-            "20",
-        ])
-        .args(["-o", &toml])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let init = ["taxonomy", "init", "--org", "o", "--repo", "r"];
+    env.run(&[&init[..], &["--min-issues", "20", "-o", &toml]].concat())
+        .ok();
     (env, toml)
+}
+
+/// `train product-labeling --taxonomy <toml>` and `extra`; its answer.
+fn train(env: &Env, toml: &str, extra: &[&str]) -> Value {
+    env.json(&[&["train", "product-labeling", "--taxonomy", toml], extra].concat())
 }
 
 #[test]
@@ -95,28 +83,19 @@ fn taxonomy_init_writes_used_labels_with_descriptions_and_detects_exclusivity() 
     assert!(text.lines().any(|l| l == "exclusive = true"), "{text}");
     assert!(text.contains("# used on 40 issue(s)"));
     // Never overwritten; a prefix filters; an empty result is a clear error.
-    let again = env
-        .cmd()
-        .args(["taxonomy", "init", "--org", "o", "-o", &toml])
-        .output()
-        .unwrap();
-    assert_eq!(again.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
-    let out = env
-        .cmd()
-        .args([
-            "taxonomy",
-            "init",
-            "--org",
-            "o",
-            "--min-issues",
-            "1",
-            "--prefix",
-            "p",
-        ])
-        .output()
-        .unwrap();
-    let printed = String::from_utf8_lossy(&out.stdout);
+    env.run(&["taxonomy", "init", "--org", "o", "-o", &toml])
+        .fails_with("already exists");
+    let out = env.run(&[
+        "taxonomy",
+        "init",
+        "--org",
+        "o",
+        "--min-issues",
+        "1",
+        "--prefix",
+        "p",
+    ]);
+    let printed = out.stdout;
     assert!(
         printed.contains("\"p1\"") && !printed.contains("\"bug\""),
         "{printed}"
@@ -125,30 +104,18 @@ fn taxonomy_init_writes_used_labels_with_descriptions_and_detects_exclusivity() 
         printed.contains("exclusive = false"),
         "one label is not an exclusive set"
     );
-    let none = env
-        .cmd()
-        .args(["taxonomy", "init", "--org", "nobody"])
-        .output()
-        .unwrap();
-    assert_eq!(none.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&none.stderr).contains("error: no label"));
+    env.run(&["taxonomy", "init", "--org", "nobody"])
+        .fails_with("error: no label");
 }
 
 #[test]
 fn train_then_label_newer_issues_with_local_and_evaluate_them() {
     let (env, toml) = setup();
-    let t = env.json(&[
-        "train",
-        "product-labeling",
-        "--taxonomy",
+    let t = train(
+        &env,
         &toml,
-        "--org",
-        "o",
-        "--repo",
-        "r",
-        "--until",
-        SPLIT,
-    ]);
+        &["--org", "o", "--repo", "r", "--until", SPLIT],
+    );
     assert_eq!(t["training_issues"], 90);
     assert_eq!(t["exclusive"], true);
     let rows = env
@@ -207,13 +174,8 @@ fn train_then_label_newer_issues_with_local_and_evaluate_them() {
     assert_eq!(stored[0]["model"], "local");
 
     // Table output names the figures too.
-    let out = env
-        .cmd()
-        .args(["evaluate", "product-labeling", "--taxonomy", &toml])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success());
+    let out = env.run(&["evaluate", "product-labeling", "--taxonomy", &toml]);
+    let text = out.ok().stdout;
     assert!(
         text.contains("macro_f1") && text.contains("Confusion matrix"),
         "{text}"
@@ -223,14 +185,7 @@ fn train_then_label_newer_issues_with_local_and_evaluate_them() {
 #[test]
 fn evaluate_never_scores_the_local_model_on_its_training_issues() {
     let (env, toml) = setup();
-    env.json(&[
-        "train",
-        "product-labeling",
-        "--taxonomy",
-        &toml,
-        "--until",
-        SPLIT,
-    ]);
+    train(&env, &toml, &["--until", SPLIT]);
     // Batch mode, local executor, every issue (training ones included).
     env.json(&[
         "process-query",
@@ -261,82 +216,41 @@ fn evaluate_never_scores_the_local_model_on_its_training_issues() {
 fn without_a_key_the_trained_local_model_is_the_default_and_rules_otherwise() {
     let (env, toml) = setup();
     let one = "SELECT id FROM issues WHERE number = 120";
+    let query = ["process-query", "custom", "product-labeling", one, "--yes"];
     let run = |taxonomy: &str, args: &[&str]| {
-        env.cmd()
-            .args(["process-query", "custom", "product-labeling", one, "--yes"])
-            .args(["--taxonomy", taxonomy])
-            .args(args)
-            .output()
-            .unwrap()
+        env.run(&[&query[..], &["--taxonomy", taxonomy], args].concat())
     };
-    let before = run(&toml, &[]);
-    assert!(before.status.success());
-    assert!(String::from_utf8_lossy(&before.stderr).contains("offline `rules` model"));
+    let before = run(&toml, &[]).ok();
+    assert!(before.stderr.contains("offline `rules` model"));
     assert_eq!(env.scalar("SELECT model FROM ai_results"), "rules");
     // --model local without a trained model says what to do.
-    let missing = run(&toml, &["--model", "local"]);
-    assert_eq!(missing.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("no trained local model"));
+    run(&toml, &["--model", "local"]).fails_with("no trained local model");
 
-    env.json(&["train", "product-labeling", "--taxonomy", &toml]);
-    let after = run(&toml, &[]);
-    assert!(after.status.success());
-    assert!(
-        String::from_utf8_lossy(&after.stderr).contains("trained `local` model"),
-        "{}",
-        String::from_utf8_lossy(&after.stderr)
-    );
+    train(&env, &toml, &[]);
+    let after = run(&toml, &[]).ok();
+    after.says("trained `local` model");
     assert_eq!(env.scalar("SELECT model FROM ai_results"), "local");
     // Another taxonomy (another hash) has no trained model: rules again.
     let other = env.dir.path().join("other.toml");
     let text = std::fs::read_to_string(&toml).unwrap();
     std::fs::write(&other, text.replace("version = \"1\"", "version = \"2\"")).unwrap();
-    let again = run(other.to_str().unwrap(), &[]);
-    assert!(again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("offline `rules` model"));
+    let again = run(other.to_str().unwrap(), &[]).ok();
+    assert!(again.stderr.contains("offline `rules` model"));
     assert_eq!(env.scalar("SELECT model FROM ai_results"), "rules");
 }
 
 #[test]
 fn quality_commands_refuse_bad_input_clearly() {
     let (env, toml) = setup();
-    let bad_date = env
-        .cmd()
-        .args([
-            "train",
-            "product-labeling",
-            "--taxonomy",
-            &toml,
-            "--until",
-            "yesterday",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(bad_date.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad_date.stderr).contains("--until \"yesterday\""));
-    let nothing = env
-        .cmd()
-        .args(["evaluate", "product-labeling", "--taxonomy", &toml])
-        .output()
-        .unwrap();
-    assert_eq!(nothing.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&nothing.stderr).contains("nothing to evaluate"));
-    let few = env
-        .cmd()
-        .args([
-            "train",
-            "product-labeling",
-            "--taxonomy",
-            &toml,
-            "--until",
-            "2024-01-05",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(few.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&few.stderr).contains("too few"));
+    let train_args = ["train", "product-labeling", "--taxonomy", &toml];
+    env.run(&[&train_args[..], &["--until", "yesterday"]].concat())
+        .fails_with("--until \"yesterday\"");
+    env.run(&["evaluate", "product-labeling", "--taxonomy", &toml])
+        .fails_with("nothing to evaluate");
+    env.run(&[&train_args[..], &["--until", "2024-01-05"]].concat())
+        .fails_with("too few");
     // A damaged model file is an error, not a panic.
-    env.json(&["train", "product-labeling", "--taxonomy", &toml]);
+    train(&env, &toml, &[]);
     let models = env.data().join("models/product-labeling");
     let file = std::fs::read_dir(&models)
         .unwrap()
@@ -345,19 +259,16 @@ fn quality_commands_refuse_bad_input_clearly() {
         .unwrap()
         .path();
     std::fs::write(&file, b"GAQLM1\nxx").unwrap();
-    let out = env
-        .cmd()
-        .args([
-            "process-query",
-            "custom",
-            "product-labeling",
-            "SELECT id FROM issues LIMIT 1",
-        ])
-        .args(["--model", "local", "--taxonomy", &toml, "--yes"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid local model"));
+    let one = "SELECT id FROM issues LIMIT 1";
+    let query = ["process-query", "custom", "product-labeling", one];
+    env.run(
+        &[
+            &query[..],
+            &["--model", "local", "--taxonomy", &toml, "--yes"],
+        ]
+        .concat(),
+    )
+    .fails_with("not a valid local model");
 }
 
 #[test]
@@ -385,14 +296,7 @@ fn the_demo_trains_labels_evaluates_and_prints_quality() {
 fn examples_go_after_the_stable_prefix_are_recorded_and_estimated() {
     use crate::fakes::openai::{answer_with, FakeOpenAi, Reply};
     let (env, toml) = setup();
-    env.json(&[
-        "train",
-        "product-labeling",
-        "--taxonomy",
-        &toml,
-        "--until",
-        SPLIT,
-    ]);
+    train(&env, &toml, &["--until", SPLIT]);
     let fake = FakeOpenAi::with_script(std::sync::Arc::new(|_| {
         Reply::Answer(answer_with(&["bug"], 0.9))
     }));
@@ -486,6 +390,5 @@ fn examples_go_after_the_stable_prefix_are_recorded_and_estimated() {
         ]
         .concat(),
     );
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("--examples"), "{}", r.stderr);
+    r.fails_with("--examples");
 }

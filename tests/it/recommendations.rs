@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::{stored_issue, Env};
-use crate::update_labels::{KOTS_BODY, TROUBLESHOOT_BODY};
+use crate::update_labels::{KOTS_BODY, RULES, TROUBLESHOOT_BODY};
 
 /// Three imported issues processed with `rules`: #1 and #2 get pending recommendations, #3
 /// (nothing of the taxonomy) one with nothing to change.
@@ -46,29 +46,9 @@ fn setup() -> Env {
             &[]
         ),
     ]));
-    let out = env
-        .cmd()
-        .args([
-            "process",
-            "product-labeling",
-            "--org",
-            "acme",
-            "--model",
-            "rules",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = env.run(&RULES).ok();
     // The processing command derived the recommendations itself.
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("2 new recommendation(s) to review"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    out.says("2 new recommendation(s) to review");
     env
 }
 
@@ -144,12 +124,8 @@ fn discover_list_summary_show_and_scripted_decisions() {
         "{s}"
     );
     assert!(!s["by_confidence"].as_array().unwrap().is_empty());
-    let table = env
-        .cmd()
-        .args(["recommendations", "summary"])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&table.stdout).contains("By label"));
+    let table = env.run(&["recommendations", "summary"]);
+    assert!(table.stdout.contains("By label"));
 
     let show = env.json(&["recommendations", "show", "acme/app#2"]);
     let cur = &show["current"][0];
@@ -163,20 +139,16 @@ fn discover_list_summary_show_and_scripted_decisions() {
     assert!(reasons
         .iter()
         .any(|l| l["action"] == "remove" && l["label"] == "product::kurl"));
-    let table = env
-        .cmd()
-        .args([
-            "recommendations",
-            "show",
-            "2",
-            "--org",
-            "acme",
-            "--repo",
-            "app",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&table.stdout);
+    let table = env.run(&[
+        "recommendations",
+        "show",
+        "2",
+        "--org",
+        "acme",
+        "--repo",
+        "app",
+    ]);
+    let text = table.stdout;
     assert!(
         text.contains("Support bundle hangs") && text.contains("reasoning"),
         "{text}"
@@ -215,36 +187,21 @@ fn discover_list_summary_show_and_scripted_decisions() {
         "{}",
         r.stderr
     );
-    let r = env.run_json(&[], &["recommendations", "show", "acme/app#9"]);
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr.contains("no recommendation for acme/app#9"),
-        "{}",
-        r.stderr
-    );
+    env.run_json(&[], &["recommendations", "show", "acme/app#9"])
+        .fails_with("no recommendation for acme/app#9");
     let r = env.run_json(&[], &["recommendations", "list", "--status", "done"]);
     assert_eq!(r.code, 2);
 
     // A newer result makes a new pending recommendation; the approved one stays for audit.
-    let out = env
-        .cmd()
-        .args([
-            "process",
-            "product-labeling",
-            "--org",
-            "acme",
-            "--repo",
-            "app",
-            "--issue-number",
-            "1",
-            "--model",
-            "rules",
-            "--reprocess",
-            "--include-reviewed",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let one = [
+        "--repo",
+        "app",
+        "--issue-number",
+        "1",
+        "--reprocess",
+        "--include-reviewed",
+    ];
+    env.run(&[&RULES[..], &one].concat()).ok();
     assert_eq!(status(&env, "acme/app#1"), "pending");
     let history = env.json(&[
         "recommendations",
@@ -267,11 +224,7 @@ fn review_session_refuses_without_a_terminal_and_points_to_the_scriptable_form()
     let env = setup();
     let r = env.run_json(&[], &["recommendations", "review-session"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("recommendations approve|reject"),
-        "{}",
-        r.stderr
-    );
+    r.says("recommendations approve|reject");
     assert_eq!(status(&env, "acme/app#1"), "pending");
 }
 
@@ -315,25 +268,11 @@ fn process_reprocess_leaves_reviewed_recommendations_alone_unless_asked() {
     let env = setup();
     env.json(&["recommendations", "approve", "acme/app#1"]);
     let run = |extra: &[&str]| {
-        let mut args = vec![
-            "process",
-            "product-labeling",
-            "--org",
-            "acme",
-            "--model",
-            "rules",
-            "--reprocess",
-        ];
-        args.extend_from_slice(extra);
-        env.run_json(&[], &args).ok()
+        env.run_json(&[], &[&RULES[..], &["--reprocess"], extra].concat())
+            .ok()
     };
     let r = run(&[]);
-    assert!(
-        r.stderr
-            .contains("1 issue(s) with a reviewed recommendation kept"),
-        "{}",
-        r.stderr
-    );
+    r.says("1 issue(s) with a reviewed recommendation kept");
     assert_eq!(r.json()["processed"], 2, "{}", r.stdout);
     assert_eq!(status(&env, "acme/app#1"), "approved");
     let r = run(&["--include-reviewed"]);

@@ -2,7 +2,7 @@
 //! its batch, never later syncs), two issues whose file names collide never overwrite each
 //! other, and `import` streams files item by item (a cut-off file keeps what came before).
 
-use crate::support::{stored_issue, Env};
+use crate::support::{read_json, stored_issue, Env};
 use serde_json::{json, Value};
 
 fn rest(org: &str, repo: &str, number: Value, comments: Value) -> Value {
@@ -42,19 +42,8 @@ fn an_out_of_range_number_fails_its_item_alone_never_the_batch_or_later_syncs() 
     let lines: Vec<String> = items.iter().map(Value::to_string).collect();
     let file = write(&env, "dump.jsonl", &lines.join("\n"));
     let run = env.run_json(&[], &["import", &file]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("dump.jsonl: item 1001: issue number 9223372036854775808 is out of range"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
-            .contains("dump.jsonl: item 2001: comment count 18446744073709551615"),
-        "{}",
-        run.stderr
-    );
+    run.fails_with("dump.jsonl: item 1001: issue number 9223372036854775808 is out of range");
+    run.says("dump.jsonl: item 2001: comment count 18446744073709551615");
     let s = run.json();
     assert_eq!(s["failed"], 2);
     assert_eq!(env.scalar("SELECT count(*) FROM issues"), 2_100);
@@ -76,12 +65,7 @@ fn an_out_of_range_number_fails_its_item_alone_never_the_batch_or_later_syncs() 
     for round in 0..2 {
         let run = env.run_json(&[], &["sync"]);
         assert_eq!(run.code, 1, "round {round}: {}", run.stderr);
-        assert!(
-            run.stderr
-                .contains("issues/acme_app_issue_9223372036854775808.json: issue number"),
-            "{}",
-            run.stderr
-        );
+        run.says("issues/acme_app_issue_9223372036854775808.json: issue number");
         assert_eq!(run.json()["failed"], 1);
     }
     assert_eq!(env.scalar("SELECT count(*) FROM issues"), 2_101);
@@ -108,18 +92,8 @@ fn a_malformed_item_fails_alone_and_a_cut_off_file_keeps_what_came_before() {
         ),
     );
     let run = env.run_json(&[], &["import", &file, &cut]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("lines.jsonl: item 2: not valid JSON"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
-            .contains("lines.jsonl: item 3: not a GitHub issue object"),
-        "{}",
-        run.stderr
-    );
+    run.fails_with("lines.jsonl: item 2: not valid JSON");
+    run.says("lines.jsonl: item 3: not a GitHub issue object");
     assert!(
         run.stderr
             .contains("cut.json: not valid JSON or JSON Lines at byte")
@@ -165,17 +139,9 @@ fn colliding_file_names_are_refused_and_never_overwrite_another_issue() {
         "second.json",
         &rest("a", "b_c", json!(1), json!(0)).to_string(),
     );
-    let run = env.run_json(&[], &["import", &second]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("a/b_c#1 was not stored"),
-        "{}",
-        run.stderr
-    );
-    let held: Value = serde_json::from_slice(
-        &std::fs::read(env.data().join("issues/a_b_c_issue_1.json")).unwrap(),
-    )
-    .unwrap();
+    env.run_json(&[], &["import", &second])
+        .fails_with("a/b_c#1 was not stored");
+    let held: Value = read_json(env.data().join("issues/a_b_c_issue_1.json"));
     assert_eq!(
         (held["org"].as_str(), held["repo"].as_str()),
         (Some("a_b"), Some("c"))

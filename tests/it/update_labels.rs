@@ -10,6 +10,16 @@ use serde_json::Value;
 use crate::fakes::github::{FakeComment, FakeGitHub, FakeIssue, Fault, Logged};
 use crate::support::{Env, Run};
 
+/// Labels the issues of acme with the offline `rules` model.
+pub const RULES: [&str; 6] = [
+    "process",
+    "product-labeling",
+    "--org",
+    "acme",
+    "--model",
+    "rules",
+];
+
 pub const KOTS_BODY: &str =
     "Running kubectl kots upgrade fails: kotsadm restarts and the admin console is gone.";
 pub const TROUBLESHOOT_BODY: &str =
@@ -59,18 +69,13 @@ impl Loop {
             "collect", "--org", "acme", "--repo", "app", "--state", "all",
         ])
         .ok();
-        l.run(&[
-            "process",
-            "product-labeling",
-            "--org",
-            "acme",
-            "--repo",
-            "app",
-            "--model",
-            "rules",
-        ])
-        .ok();
+        l.label_with_rules(&["--repo", "app"]);
         l
+    }
+
+    /// [`RULES`] and `extra`, which must succeed.
+    pub fn label_with_rules(&self, extra: &[&str]) -> Run {
+        self.run(&[&RULES[..], extra].concat()).ok()
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
@@ -279,17 +284,7 @@ fn label_names_are_percent_encoded_and_missing_labels_fail_or_are_created() {
     vars.push(("GITHUB_ANALYSIS_WRITE_PACE", "0".into()));
     let l = Loop { env, gh, vars };
     l.run(&["collect", "--org", "acme", "--repo", "app"]).ok();
-    l.run(&[
-        "process",
-        "product-labeling",
-        "--org",
-        "acme",
-        "--model",
-        "rules",
-        "--taxonomy",
-        &tax,
-    ])
-    .ok();
+    l.label_with_rules(&["--taxonomy", &tax]);
     // The hook used the run's taxonomy: the wrong `needs triage?` is proposed for removal.
     l.run(&[
         "recommendations",
@@ -383,34 +378,15 @@ fn refusals_deleted_and_invalid_issues_fail_alone_and_stay_unapplied() {
             l.run(&["collect", "--org", "acme", "--repo", repo, "--state", "all"])
                 .ok();
         }
-        l.run(&[
-            "process",
-            "product-labeling",
-            "--org",
-            "acme",
-            "--model",
-            "rules",
-        ])
-        .ok();
+        l.label_with_rules(&[]);
         l
     };
     l.run(&["recommendations", "approve", "--all"]).ok();
     // #1 deleted on GitHub since collect.
     l.gh.update_issue("acme", "app", 1, |i| i.deleted = true);
     let r = l.run(&["update-labels", "--org", "acme", "--yes"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains("acme/app#1: the issue was deleted on GitHub (410 Gone)"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr
-            .contains("acme/other#4: GitHub refused to add labels (422"),
-        "{}",
-        r.stderr
-    );
+    r.fails_with("acme/app#1: the issue was deleted on GitHub (410 Gone)");
+    r.says("acme/other#4: GitHub refused to add labels (422");
     let j = r.json();
     assert_eq!(
         (j["applied"].clone(), j["failed"].clone()),
@@ -577,7 +553,7 @@ fn update_labels_asks_first_and_needs_a_rule_for_pending_ones() {
     l.gh.clear_log();
     let r = l.run(&["update-labels", "--org", "acme"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("pass --yes"), "{}", r.stderr);
+    r.says("pass --yes");
     assert_eq!(l.gh.request_count(), 0);
     // --ignore-status is an explicit rule: it needs a confidence.
     let r = l.run(&["update-labels", "--org", "acme", "--ignore-status", "--yes"]);
@@ -602,19 +578,19 @@ fn update_labels_asks_first_and_needs_a_rule_for_pending_ones() {
     // No token: a clear error before anything is sent.
     let mut vars = l.vars.clone();
     vars.retain(|(k, _)| *k != "GITHUB_TOKEN");
-    let r = l.env.run_json(
-        &vars,
-        &[
-            "update-labels",
-            "--org",
-            "acme",
-            "--ignore-status",
-            "--min-confidence",
-            "0",
-            "--remove-labels",
-            "--yes",
-        ],
-    );
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("no GitHub token"), "{}", r.stderr);
+    l.env
+        .run_json(
+            &vars,
+            &[
+                "update-labels",
+                "--org",
+                "acme",
+                "--ignore-status",
+                "--min-confidence",
+                "0",
+                "--remove-labels",
+                "--yes",
+            ],
+        )
+        .fails_with("no GitHub token");
 }
