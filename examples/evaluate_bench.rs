@@ -93,7 +93,7 @@ fn issue(n: u64, rng: &mut Rng) -> serde_json::Value {
     let area = (n % AREAS.len() as u64) as usize;
     let mut words = Vec::new();
     for _ in 0..40 {
-        let a = if rng.next() % 3 == 0 {
+        let a = if rng.next().is_multiple_of(3) {
             (rng.next() % AREAS.len() as u64) as usize
         } else {
             area
