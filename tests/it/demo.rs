@@ -53,7 +53,8 @@ fn demo_labels_the_newer_sample_issues_and_a_second_run_duplicates_nothing() {
     assert_eq!(count_files(&env.data().join("results")) as i64, labelled);
     // Only issues newer than every training issue were labelled: the model is never scored on
     // what it learnt from.
-    let trained = "SELECT unnest(from_json(training_ids, '[\"VARCHAR\"]')) AS id FROM trained_models";
+    let trained =
+        "SELECT unnest(from_json(training_ids, '[\"VARCHAR\"]')) AS id FROM trained_models";
     let overlap = env.scalar(&format!(
         "SELECT count(*) FROM ai_results WHERE issue_id IN ({trained})"
     ));
@@ -62,7 +63,11 @@ fn demo_labels_the_newer_sample_issues_and_a_second_run_duplicates_nothing() {
         "SELECT count(*) FROM ai_results r JOIN issues i ON i.id = r.issue_id
          WHERE i.number <= (SELECT max(j.number) FROM issues j WHERE j.id IN ({trained}))"
     ));
-    assert_eq!(older, json!(0), "results on issues older than the newest training issue");
+    assert_eq!(
+        older,
+        json!(0),
+        "results on issues older than the newest training issue"
+    );
 
     // The same command again on the same data: it relabels the same issues in a new job,
     // replacing their results — nothing is imported twice, no result is duplicated.
