@@ -23,14 +23,19 @@ fn format_parser() -> impl TypedValueParser<Value = OutputFormat> {
 
 /// A number of seconds from 0 to a day: anything else (negative, NaN, `1e300`) is a usage error.
 fn seconds(s: &str) -> Result<f64, String> {
+    bounded(s, 86_400.0, "number of seconds", " seconds")
+}
+
+/// A finite number in `[0, max]`.
+fn bounded(s: &str, max: f64, what: &str, unit: &str) -> Result<f64, String> {
     let v: f64 = s
         .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if v.is_finite() && (0.0..=86_400.0).contains(&v) {
+        .map_err(|_| format!("{s:?} is not a {what}"))?;
+    if v.is_finite() && (0.0..=max).contains(&v) {
         Ok(v)
     } else {
-        Err(format!("{s}: must be between 0 and 86400 seconds"))
+        Err(format!("{s}: must be between 0 and {max}{unit}"))
     }
 }
 
@@ -572,15 +577,7 @@ pub struct DemoArgs {
 
 /// A confidence in [0, 1].
 fn confidence(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number"))?;
-    if v.is_finite() && (0.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("{s}: must be between 0 and 1"))
-    }
+    bounded(s, 1.0, "number", "")
 }
 
 /// `--status` values, parsed into [`RecStatus`].

@@ -105,10 +105,8 @@ impl BatchManager<'_> {
         let job_id = l.job.job_id.clone();
         let mut open: HashMap<String, IssueRef> = self
             .db
-            .batch_item_issues(&job_id, ItemStatus::OPEN)?
+            .open_part_items(&job_id, p.part)?
             .into_iter()
-            .filter(|(i, _)| i.part == p.part)
-            .map(|(i, r)| (i.custom_id, r))
             .collect();
         let provenance = Provenance {
             processor: &l.plan.processor,

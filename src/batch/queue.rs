@@ -8,7 +8,7 @@ use crate::ai::http::{ApiError, ErrorKind};
 use crate::ai::ProviderKind;
 use crate::batch::inputs::write_inputs;
 use crate::batch::{now, BatchManager, Caps, Loaded};
-use crate::db::{Backend, BatchPart, IssueRef, ItemStatus, LearnedLimits, PartStatus};
+use crate::db::{Backend, BatchPart, LearnedLimits, PartStatus};
 use crate::env;
 use crate::error::user;
 
@@ -195,13 +195,7 @@ impl BatchManager<'_> {
         status: PartStatus,
     ) -> anyhow::Result<usize> {
         let job_id = l.job.job_id.clone();
-        let items: Vec<(String, IssueRef)> = self
-            .db
-            .batch_item_issues(&job_id, ItemStatus::OPEN)?
-            .into_iter()
-            .filter(|(i, _)| i.part == p.part)
-            .map(|(i, r)| (i.custom_id, r))
-            .collect();
+        let items = self.db.open_part_items(&job_id, p.part)?;
         if items.is_empty() {
             return Ok(0);
         }

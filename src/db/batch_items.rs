@@ -76,17 +76,7 @@ impl Db {
             "SELECT job_id, issue_id, custom_id, part, status, error, updated_at
              FROM batch_items WHERE job_id = ? ORDER BY custom_id",
         )?;
-        let rows = stmt.query_map(params![job_id], |r| {
-            Ok(BatchItem {
-                job_id: r.get(0)?,
-                issue_id: r.get(1)?,
-                custom_id: r.get(2)?,
-                part: r.get(3)?,
-                status: r.get(4)?,
-                error: r.get(5)?,
-                updated_at: r.get(6)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![job_id], item_of)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -108,15 +98,7 @@ impl Db {
         );
         let mut stmt = self.conn()?.prepare(&sql)?;
         let rows = stmt.query_map(params![job_id], |r| {
-            let item = BatchItem {
-                job_id: r.get(0)?,
-                issue_id: r.get(1)?,
-                custom_id: r.get(2)?,
-                part: r.get(3)?,
-                status: r.get(4)?,
-                error: r.get(5)?,
-                updated_at: r.get(6)?,
-            };
+            let item = item_of(r)?;
             let issue = IssueRef {
                 id: item.issue_id.clone(),
                 org: r.get(7)?,
@@ -128,6 +110,20 @@ impl Db {
             Ok((item, issue))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The open items of one part of a job: (custom id, issue).
+    pub fn open_part_items(
+        &self,
+        job_id: &str,
+        part: i32,
+    ) -> anyhow::Result<Vec<(String, IssueRef)>> {
+        Ok(self
+            .batch_item_issues(job_id, ItemStatus::OPEN)?
+            .into_iter()
+            .filter(|(i, _)| i.part == part)
+            .map(|(i, r)| (i.custom_id, r))
+            .collect())
     }
 
     /// Item counts of a job by status.
@@ -248,4 +244,18 @@ pub(super) fn insert_new_part(
             p.est_tokens
         ],
     )
+}
+
+/// An item from its seven columns (job_id, issue_id, custom_id, part, status, error,
+/// updated_at), first in the row.
+fn item_of(r: &duckdb::Row<'_>) -> duckdb::Result<BatchItem> {
+    Ok(BatchItem {
+        job_id: r.get(0)?,
+        issue_id: r.get(1)?,
+        custom_id: r.get(2)?,
+        part: r.get(3)?,
+        status: r.get(4)?,
+        error: r.get(5)?,
+        updated_at: r.get(6)?,
+    })
 }

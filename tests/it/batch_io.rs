@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::fakes::batches::throttle::Throttle;
 use crate::fakes::batches::{Advance, FakeBatches};
-use crate::support::{Env, Run};
+use crate::support::{env_with_issues, Env, Run};
 
 const ORG: &str = "replicatedhq";
 const REPO: &str = "batch-io";
@@ -128,24 +128,13 @@ fn a_crash_mid_collect_then_a_rerun_stores_every_result_exactly_once() {
 
 /// `n` issues with long bodies (about 30 KB of request each), imported.
 fn setup_long(n: u64) -> Env {
-    let env = Env::new();
-    let issues: Vec<Value> = (1..=n)
-        .map(|i| {
-            crate::support::stored_issue(
-                ORG,
-                REPO,
-                i,
-                &format!("kots upgrade fails on node {i}"),
-                &"The kots admin console times out while the upgrade runs; logs follow. "
-                    .repeat(400),
-                &[],
-                &[],
-            )
-        })
-        .collect();
-    let s = env.import_json(&json!(issues));
-    assert_eq!(s["issues"], n, "{s}");
-    env
+    env_with_issues(
+        ORG,
+        REPO,
+        n,
+        |i| format!("kots upgrade fails on node {i}"),
+        &"The kots admin console times out while the upgrade runs; logs follow. ".repeat(400),
+    )
 }
 
 fn submit_args(retries: &str) -> Vec<&str> {

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::fakes::batches::{default_reply, Advance, FakeBatches, LineReply};
-use crate::support::Env;
+use crate::support::{env_with_issues, Env};
 
 fn count_files(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
@@ -91,22 +91,13 @@ const ORG: &str = "replicatedhq";
 const REPO: &str = "wait";
 
 fn setup(n: u64) -> Env {
-    let env = Env::new();
-    let issues: Vec<Value> = (1..=n)
-        .map(|i| {
-            crate::support::stored_issue(
-                ORG,
-                REPO,
-                i,
-                &format!("kots upgrade {i} fails"),
-                "The kots admin console is blank after the upgrade.",
-                &[],
-                &[],
-            )
-        })
-        .collect();
-    env.import_json(&json!(issues));
-    env
+    env_with_issues(
+        ORG,
+        REPO,
+        n,
+        |i| format!("kots upgrade {i} fails"),
+        "The kots admin console is blank after the upgrade.",
+    )
 }
 
 fn wait_args(model: &str) -> Vec<&str> {

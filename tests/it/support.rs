@@ -234,6 +234,23 @@ pub fn batch_submit_args<'a>(org: &'a str, model: &'a str, extra: &[&'a str]) ->
 
 /// A StoredIssue of an open issue with these labels and comments (comment ids derive from the
 /// issue number), as JSON for `import`.
+/// A new data dir holding issues 1..=n of `org/repo` (no labels, no comments), imported.
+pub fn env_with_issues(
+    org: &str,
+    repo: &str,
+    n: u64,
+    title: impl Fn(u64) -> String,
+    body: &str,
+) -> Env {
+    let env = Env::new();
+    let issues: Vec<serde_json::Value> = (1..=n)
+        .map(|i| stored_issue(org, repo, i, &title(i), body, &[], &[]))
+        .collect();
+    let s = env.import_json(&serde_json::json!(issues));
+    assert_eq!(s["issues"], n, "{s}");
+    env
+}
+
 pub fn stored_issue(
     org: &str,
     repo: &str,
