@@ -2,7 +2,7 @@
 //!
 //! Run: `cargo run --release --example bench [-- --quick] [-- --only NAME]`
 //!
-//! It builds the benchmark examples (release, like itself), runs each as a subprocess with the
+//! It builds the CLI and the benchmark examples (release, like itself), runs each as a subprocess with the
 //! sizes the docs quote (`--quick`: smaller sizes for a smoke run), collects the
 //! `BENCH {json}` lines they print — `name`, `tool`, `reference`, `ratio`, `target`, `unit` —
 //! and prints them as one table. docs/benchmarks.md takes its figures from this table. A
@@ -14,14 +14,14 @@ use std::time::Instant;
 
 /// (example, arguments for the documented run, arguments for `--quick`).
 const BENCHMARKS: &[(&str, &[&str], &[&str])] = &[
-    ("sync_bench", &["50000", "5"], &["2000", "2"]),
-    ("selection_bench", &[], &["--quick"]),
-    ("collect_bench", &[], &["--quick"]),
-    ("process_bench", &[], &["--quick"]),
-    ("batch_bench", &[], &["--quick"]),
-    ("import_bench", &[], &["--quick"]),
     ("label_quality", &[], &["--quick"]),
     ("evaluate_bench", &[], &["--quick"]),
+    ("batch_bench", &[], &["--quick"]),
+    ("selection_bench", &[], &["--quick"]),
+    ("import_bench", &[], &["--quick"]),
+    ("sync_bench", &["50000", "5"], &["2000", "2"]),
+    ("collect_bench", &[], &["--quick"]),
+    ("process_bench", &[], &["--quick"]),
     ("update_labels_bench", &[], &["--quick"]),
 ];
 
@@ -35,7 +35,7 @@ fn main() -> anyhow::Result<()> {
         .cloned();
     let release = !cfg!(debug_assertions);
     let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    build.args(["build", "--examples"]);
+    build.args(["build", "--bins", "--examples"]);
     if release {
         build.arg("--release");
     }
@@ -68,6 +68,8 @@ fn main() -> anyhow::Result<()> {
                 match serde_json::from_str::<serde_json::Value>(json) {
                     Ok(mut v) => {
                         v["benchmark"] = serde_json::json!(name);
+                        // As it comes, so a long run that is stopped still leaves its figures.
+                        eprintln!("   {}", row(&v));
                         rows.push(v);
                         found += 1;
                     }
@@ -95,26 +97,8 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("| benchmark | work | tool | reference | ratio | target |\n|---|---|---|---|---|---|");
-    let num = |v: &serde_json::Value| match v.as_f64() {
-        Some(x) if x.abs() >= 100.0 => format!("{x:.0}"),
-        Some(x) => format!("{x:.3}"),
-        None => v.as_str().unwrap_or("—").to_string(),
-    };
     for r in &rows {
-        let unit = r["unit"].as_str().unwrap_or("");
-        let reference = match r["reference_name"].as_str() {
-            Some(n) => format!("{} {unit} ({n})", num(&r["reference"])),
-            None => format!("{} {unit}", num(&r["reference"])),
-        };
-        println!(
-            "| {} | {} | {} {unit} | {} | {} | {} |",
-            r["benchmark"].as_str().unwrap_or(""),
-            r["name"].as_str().unwrap_or(""),
-            num(&r["tool"]),
-            reference,
-            num(&r["ratio"]),
-            r["target"].as_str().unwrap_or("—"),
-        );
+        println!("{}", row(r));
     }
     for f in &failed {
         println!("FAILED: {f}");
@@ -123,4 +107,27 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// One table row of a `BENCH` result.
+fn row(r: &serde_json::Value) -> String {
+    let num = |v: &serde_json::Value| match v.as_f64() {
+        Some(x) if x.abs() >= 100.0 => format!("{x:.0}"),
+        Some(x) => format!("{x:.3}"),
+        None => v.as_str().unwrap_or("—").to_string(),
+    };
+    let unit = r["unit"].as_str().unwrap_or("");
+    let reference = match r["reference_name"].as_str() {
+        Some(n) => format!("{} {unit} ({n})", num(&r["reference"])),
+        None => format!("{} {unit}", num(&r["reference"])),
+    };
+    format!(
+        "| {} | {} | {} {unit} | {} | {} | {} |",
+        r["benchmark"].as_str().unwrap_or(""),
+        r["name"].as_str().unwrap_or(""),
+        num(&r["tool"]),
+        reference,
+        num(&r["ratio"]),
+        r["target"].as_str().unwrap_or("—"),
+    )
 }
