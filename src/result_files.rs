@@ -85,13 +85,16 @@ pub fn build(f: &Finished, p: Provenance<'_>) -> anyhow::Result<(Value, ResultRo
         p.processor.name(),
     )?;
     let now = chrono::Utc::now();
+    // Microseconds, not seconds: recommendations are keyed by the md5 of this document, and a
+    // rerun of a deterministic model within the same second would otherwise write the same
+    // bytes, so `--reprocess --include-reviewed` could not send a reviewed issue back to review.
     let mut processor = json!({
         "name": p.processor.name(),
         "version": p.processor.version(),
         "model": p.model.model,
         "provider": p.model.provider.name(),
         "mode": p.mode,
-        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
     });
     if let Some(id) = p.batch_job_id {
         processor["batch_job_id"] = json!(id);
@@ -219,7 +222,7 @@ pub fn write_failure_with(
         },
         "error": reason,
         "requests": requests,
-        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
     });
     let path = store.abs(&rel);
     if let Some(dir) = path.parent() {
