@@ -61,6 +61,10 @@ fn main() -> anyhow::Result<()> {
              SELECT 'bench/repo-' || (i % 50) || '#' || i, 'product-labeling', 'rules', 'rules',
                     'realtime', (i % 100) / 100.0, '{{}}', TIMESTAMP '2024-07-01'
              FROM range(1, {with_results} + 1) t(i);
+             -- What sync writes with each issue: its text size, for the dry run's estimate.
+             UPDATE issues SET text_chars = length(title) + length(body) + c.chars
+             FROM (SELECT issue_id, sum(length(body)) AS chars FROM comments GROUP BY issue_id) c
+             WHERE issues.id = c.issue_id;
              CHECKPOINT;"
         ))?;
     }

@@ -169,6 +169,11 @@ fn append_issue(
     let i = &s.issue;
     let id = s.key();
     let comment_count = i.comment_count.unwrap_or(0).max(i.comments.len() as u64);
+    // Characters as DuckDB's length() counts them (code points): the dry run's estimate.
+    let chars = |t: &Option<String>| t.as_deref().map_or(0, |t| t.chars().count());
+    let text_chars = i.title.chars().count()
+        + chars(&i.body)
+        + i.comments.iter().map(|c| chars(&c.body)).sum::<usize>();
     issues.append_row(params![
         id,
         s.org,
@@ -188,6 +193,7 @@ fn append_issue(
         ts(i.closed_at.as_deref()),
         ts(Some(s.metadata.collection_timestamp.as_str())),
         l.file.file_path,
+        text_chars as u64,
     ])?;
     for lab in &i.labels {
         labels.append_row(params![id, lab.name, lab.color, lab.description])?;

@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "batch_queue",
         sql: include_str!("../../migrations/0006_batch_queue.sql"),
     },
+    Migration {
+        version: 7,
+        name: "issue_text_chars",
+        sql: include_str!("../../migrations/0007_issue_text_chars.sql"),
+    },
 ];
 
 /// Applies every migration not yet recorded; returns how many ran. Each runs in its own

@@ -64,14 +64,8 @@ impl ReadOnlyDb {
             None => "SELECT count(*)::BIGINT AS n, 0::BIGINT AS chars FROM sel".to_string(),
             Some(cap) => format!(
                 "SELECT count(*)::BIGINT AS n,
-                        coalesce(sum(least(
-                            length(coalesce(i.title, '')) + length(coalesce(i.body, ''))
-                              + coalesce(c.chars, 0),
-                            {cap})), 0)::BIGINT AS chars
-                 FROM sel JOIN issues i ON i.id = sel.id
-                 LEFT JOIN (SELECT issue_id, sum(length(coalesce(body, ''))) AS chars
-                            FROM comments WHERE issue_id IN (SELECT id FROM sel)
-                            GROUP BY issue_id) c ON c.issue_id = i.id"
+                        coalesce(sum(least(i.text_chars, {cap})), 0)::BIGINT AS chars
+                 FROM sel JOIN issues i ON i.id = sel.id"
             ),
         };
         let sql = format!(
@@ -104,5 +98,73 @@ impl ReadOnlyDb {
             });
         }
         Ok((size, issues))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{Db, FileRecord, LoadedIssue};
+    use crate::store::{Comment, StoredIssue};
+    use std::time::Duration;
+
+    fn loaded(issue: StoredIssue) -> LoadedIssue {
+        LoadedIssue {
+            file: FileRecord {
+                file_path: format!("issues/{}.json", issue.issue.number),
+                issue_id: issue.key(),
+                size: 1,
+                mtime_ns: 1,
+                sha256: "x".into(),
+            },
+            issue,
+        }
+    }
+
+    fn comment(id: i64, body: Option<&str>) -> Comment {
+        Comment {
+            id,
+            user: None,
+            body: body.map(str::to_string),
+            created_at: None,
+            updated_at: None,
+        }
+    }
+
+    #[test]
+    fn the_estimate_counts_characters_of_title_body_and_comments_capped_per_issue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.duckdb");
+        let mut a = StoredIssue::new("o", "r", 1, "Ünï ✓"); // 5 characters, 9 bytes
+        a.issue.body = Some("é日本".into()); // 3
+        a.issue.comments = vec![comment(1, Some("ab")), comment(2, None)]; // 2
+        let b = StoredIssue::new("o", "r", 2, &"x".repeat(50)); // capped at 40
+        let mut db = Db::open(&path, Duration::from_secs(5)).unwrap();
+        db.replace_issues(&[loaded(a), loaded(b)]).unwrap();
+        drop(db);
+        let ro = ReadOnlyDb::open(&path, Duration::from_secs(5)).unwrap();
+        let size = |sql: &str, cap| ro.selection_size(sql, cap).unwrap();
+        let all = "SELECT id, org, repo, number, file_path, false AS has_result FROM issues";
+        assert_eq!(
+            size(all, Some(40)),
+            SelectionSize {
+                issues: 2,
+                chars: 50
+            }
+        );
+        assert_eq!(
+            size(&format!("{all} WHERE number = 1"), Some(40)),
+            SelectionSize {
+                issues: 1,
+                chars: 10
+            }
+        );
+        assert_eq!(
+            size(all, None),
+            SelectionSize {
+                issues: 2,
+                chars: 0
+            }
+        );
     }
 }

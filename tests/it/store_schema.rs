@@ -50,11 +50,14 @@ fn an_older_database_with_data_is_migrated_and_keeps_its_rows() {
     let rows = env.rows(
         "SELECT (SELECT title FROM issues) AS title, (SELECT body FROM comments) AS body,
                 (SELECT count(*) FROM ai_results) AS results,
-                (SELECT completed_count FROM batch_parts) AS part_completed",
+                (SELECT completed_count FROM batch_parts) AS part_completed,
+                (SELECT text_chars FROM issues) AS text_chars",
     );
+    // text_chars (migration 0007) is filled from the rows already there: "Old issue" + "kept".
     assert_eq!(
         rows[0],
-        json!({"title": "Old issue", "body": "kept", "results": 1, "part_completed": 0})
+        json!({"title": "Old issue", "body": "kept", "results": 1, "part_completed": 0,
+               "text_chars": 13})
     );
     let versions: Vec<u64> = env
         .rows("SELECT version FROM schema_migrations ORDER BY version")

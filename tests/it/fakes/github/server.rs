@@ -328,7 +328,10 @@ fn route(
                 }));
                 return (r, b, c);
             }
-            let reset = now(g).timestamp() + 1;
+            // GitHub's reset is a whole second; at least half a second ahead, so a limit is
+            // never over before the client's next request could see it (a reset of "the next
+            // second" is 1 ms away when the request came at .999).
+            let reset = (now_ms + 500).div_euclid(1000) + 1;
             let until_ms = match fault {
                 Fault::SecondaryRateLimit {
                     retry_after: Some(s),
