@@ -1,6 +1,7 @@
 //! What the benchmark examples share: the CLI binary of the same build, a timed child run
-//! (wall time, CPU time and peak RSS from the child's own `wait4` usage), this process's CPU
-//! time, and the `BENCH {json}` line examples/bench.rs collects into one table.
+//! (wall time and CPU time from the child's own `wait4` usage, peak RSS from its
+//! `/proc/PID/status`), this process's CPU time, and the `BENCH {json}` line examples/bench.rs
+//! collects into one table.
 //! Included with `#[path = "support/mod.rs"] mod support;` (a folder without main.rs is not an
 //! example of its own).
 
@@ -33,6 +34,9 @@ pub struct Took {
     pub wall: f64,
     /// User + system CPU seconds: steadier than wall time on a shared machine.
     pub cpu: f64,
+    /// The child's own peak: its image's high-water mark (`VmHWM`), sampled every few ms.
+    /// Not `wait4`'s `ru_maxrss`: Linux carries the spawning process's peak over the `exec`
+    /// into it, so a benchmark holding a large fake server measured its own memory.
     pub rss_mb: f64,
 }
 
@@ -57,6 +61,7 @@ pub fn timed(
         c.env(k, v);
     }
     let mut child = c.spawn()?;
+    let peak = PeakRss::watch(child.id());
     // Both pipes read to the end before waiting, stderr on its own thread so neither fills.
     let mut errs = child.stderr.take();
     let err_reader = std::thread::spawn(move || {
@@ -78,6 +83,7 @@ pub fn timed(
     // SAFETY: `status` and `usage` are valid for writes for the duration of the call.
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let wall = start.elapsed().as_secs_f64();
+    let rss_kb = peak.stop();
     anyhow::ensure!(
         waited == pid,
         "wait4 failed: {}",
@@ -91,9 +97,45 @@ pub fn timed(
         stdout: out,
         wall,
         cpu: seconds(usage.ru_utime) + seconds(usage.ru_stime),
-        // ru_maxrss is in kilobytes on Linux.
-        rss_mb: usage.ru_maxrss as f64 / 1024.0,
+        rss_mb: rss_kb as f64 / 1024.0,
     })
+}
+
+/// Samples a child's `VmHWM` (the high-water mark of its resident memory, kB) until stopped.
+/// The mark only grows, so the last reading before the child exits is its peak but for growth
+/// in its last few milliseconds.
+struct PeakRss {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<u64>,
+}
+
+impl PeakRss {
+    fn watch(pid: u32) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let sampler = std::thread::spawn(move || {
+            let path = format!("/proc/{pid}/status");
+            let mut peak = 0;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                // A zombie (exited, not yet reaped) has no VmHWM line: the last reading stays.
+                if let Some(kb) = std::fs::read_to_string(&path).ok().and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                }) {
+                    peak = peak.max(kb);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            peak
+        });
+        Self { stop, sampler }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.sampler.join().unwrap_or(0)
+    }
 }
 
 fn seconds(t: libc::timeval) -> f64 {

@@ -26,6 +26,11 @@ use crate::store::{make_durable, write_unsynced, RESULTS_DIR};
 /// item statuses commit. Bigger chunks mean fewer flushes; memory holds one chunk's lines.
 const CHUNK: usize = 2_000;
 
+/// DuckDB's share of a collect's memory. Without a cap its buffer pool keeps every block the
+/// collect wrote (up to 80% of RAM), so peak memory grew with the job: 143 MB at 10,000
+/// requests, 295 MB at 50,000 (docs/benchmarks.md). Beyond the cap it writes blocks out.
+const COLLECT_MEMORY_MB: u64 = 96;
+
 /// What one `collect` did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CollectReport {
@@ -57,6 +62,7 @@ impl BatchManager<'_> {
             report.status = Some(job.status);
             return Ok(report);
         }
+        self.db.limit_memory(COLLECT_MEMORY_MB)?;
         let mut l = self.load(job.clone())?;
         let Some(api) = l.api.clone() else {
             report.status = Some(job.status);

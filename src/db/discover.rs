@@ -3,7 +3,8 @@
 //! creates nothing; a newer result makes a new `pending` one and the older one is kept for audit
 //! (`superseded_by`; an unreviewed one becomes `superseded`). Reviewed ones keep their status
 //! unless `force_refresh`, which re-derives every current, unapplied one from the issue's
-//! labels now and sends it back to review.
+//! labels now and sends it back to review. It works a page of issues at a time, so memory does
+//! not grow with the number of results.
 
 use std::collections::HashSet;
 
@@ -144,19 +145,56 @@ pub(crate) fn proposal(
     Ok(Proposal { add, remove })
 }
 
+/// Issues per page of `discover`: memory holds one page's result documents, not every
+/// result of the processor (a 50,000-result batch collect discovers at its end).
+#[cfg(not(test))]
+const PAGE: i64 = 5_000;
+/// Unit tests page by two issues, so every discover test crosses page boundaries.
+#[cfg(test)]
+const PAGE: i64 = 2;
+
 impl Db {
-    /// Derives recommendations from stored results (see the module doc). One transaction.
+    /// Derives recommendations from stored results (see the module doc), a page of issues at
+    /// a time, each page in one transaction (a crash between pages leaves the rest for the next
+    /// run, which creates nothing twice).
     pub fn discover_recommendations(
         &mut self,
         scope: &DiscoverScope<'_>,
     ) -> anyhow::Result<DiscoverReport> {
-        let mut report = DiscoverReport::default();
-        let candidates = self.discover_candidates(scope)?;
-        report.without_issue = self.results_without_issue(scope)?;
+        let mut report = DiscoverReport {
+            without_issue: self.results_without_issue(scope)?,
+            ..Default::default()
+        };
+        let mut seen = HashSet::new();
+        let mut after = String::new();
+        while let Some(upto) = self.page_end(scope.processor, &after)? {
+            let candidates = self.discover_candidates(scope, &after, &upto)?;
+            self.discover_page(scope, &candidates, &mut seen, &mut report)?;
+            after = upto;
+        }
+        Ok(report)
+    }
+
+    /// The last issue id of the page after `after` (ids in order), `None` past the end.
+    fn page_end(&self, processor: &str, after: &str) -> anyhow::Result<Option<String>> {
+        Ok(self.conn()?.query_row(
+            "SELECT max(issue_id) FROM (SELECT issue_id FROM ai_results
+                 WHERE processor = ? AND issue_id > ? ORDER BY issue_id LIMIT ?)",
+            params![processor, after, PAGE],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn discover_page(
+        &mut self,
+        scope: &DiscoverScope<'_>,
+        candidates: &[Candidate],
+        seen: &mut HashSet<String>,
+        report: &mut DiscoverReport,
+    ) -> anyhow::Result<()> {
         let mut fresh: Vec<(&Candidate, Proposal)> = Vec::new();
         let mut refresh: Vec<(i64, &Candidate, Proposal)> = Vec::new();
-        let mut seen = HashSet::new();
-        for c in &candidates {
+        for c in candidates {
             let p = match proposal(&c.doc, &c.labels, scope.taxonomy) {
                 Ok(p) => p,
                 Err(why) => {
@@ -237,10 +275,10 @@ impl Db {
             recs.flush()?;
             labels.flush()?;
         }
-        report.created = fresh.len();
+        report.created += fresh.len();
         // Older current recommendations of the same issue and processor make way; a person's
         // decision stays readable, an unreviewed proposal becomes `superseded`.
-        report.superseded = tx.execute(
+        report.superseded += tx.execute(
             "UPDATE recommendations SET superseded_by = s.id, updated_at = now()::TIMESTAMP,
                  status = CASE WHEN recommendations.status IN ('pending', 'no_change')
                                THEN 'superseded' ELSE recommendations.status END
@@ -277,7 +315,7 @@ impl Db {
              DROP TABLE _stage_recs; DROP TABLE _stage_rec_labels;",
         )?;
         tx.commit()?;
-        Ok(report)
+        Ok(())
     }
 
     /// Discovers what a processing run just stored, for every command that stores results
@@ -308,10 +346,21 @@ impl Db {
         }
     }
 
-    fn discover_candidates(&self, scope: &DiscoverScope<'_>) -> anyhow::Result<Vec<Candidate>> {
+    /// The results of the issues in (`after`, `upto`] with what is known of them.
+    fn discover_candidates(
+        &self,
+        scope: &DiscoverScope<'_>,
+        after: &str,
+        upto: &str,
+    ) -> anyhow::Result<Vec<Candidate>> {
         use duckdb::types::Value as V;
-        let mut conds = vec!["r.processor = ?".to_string()];
-        let mut args: Vec<V> = vec![V::Text(scope.processor.into())];
+        // The page's bounds inside `r`, so only its results are hashed and read.
+        let mut conds = vec!["true".to_string()];
+        let mut args: Vec<V> = vec![
+            V::Text(scope.processor.into()),
+            V::Text(after.into()),
+            V::Text(upto.into()),
+        ];
         if let Some(o) = scope.org {
             conds.push("lower(i.org) = lower(?)".into());
             args.push(V::Text(o.into()));
@@ -324,7 +373,8 @@ impl Db {
             conds.push("c.id IS NULL".into());
         }
         let sql = format!(
-            "WITH r AS (SELECT *, md5(result::VARCHAR) AS h FROM ai_results)
+            "WITH r AS (SELECT *, md5(result::VARCHAR) AS h FROM ai_results
+                        WHERE processor = ? AND issue_id > ? AND issue_id <= ?)
              SELECT r.issue_id, i.org, i.repo, i.number, r.model, r.confidence, r.created_at, r.h,
                  r.result::VARCHAR,
                  coalesce((SELECT to_json(list(l.name ORDER BY l.name)) FROM labels l
@@ -464,6 +514,35 @@ mod tests {
             batch_job_id: None,
         };
         (row, vec![])
+    }
+
+    #[test]
+    fn discover_works_through_every_page_of_results() {
+        let mut db = Db::open_in_memory().unwrap();
+        let numbers = 1..=5u64; // three pages of two issues in unit tests
+        let issues: Vec<_> = numbers.clone().map(|n| issue(n, &[])).collect();
+        db.replace_issues(&issues).unwrap();
+        let results: Vec<_> = numbers
+            .map(|n| result(n, &["product::kots"], "a"))
+            .collect();
+        db.save_results(&results).unwrap();
+        let taxonomy = names(&["product::kots"]);
+        let scope = DiscoverScope {
+            processor: "product-labeling",
+            org: None,
+            repo: None,
+            force_refresh: false,
+            taxonomy: &taxonomy,
+        };
+        let r = db.discover_recommendations(&scope).unwrap();
+        assert_eq!((r.created, r.pending), (5, 5));
+        assert_eq!(db.discover_recommendations(&scope).unwrap().created, 0);
+        let all = db
+            .recommendations(&crate::db::RecFilter::default())
+            .unwrap();
+        let mut numbers: Vec<u64> = all.iter().map(|c| c.number).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, [1, 2, 3, 4, 5]);
     }
 
     #[test]
