@@ -112,7 +112,7 @@ async fn run_rest(gh: &FakeGitHub) -> anyhow::Result<(usize, Duration, usize)> {
     gh.clear_log();
     // Room for every request: the wall time is fetching, not waiting for a new hour.
     gh.set_limits(1_000_000, 1_000_000);
-    let cfg = ClientConfig::new(Some(&gh.url), None, github::TOKEN.into(), Some("0.1"))?;
+    let cfg = ClientConfig::new(Some(&gh.url), None, github::TOKEN.into(), Some("0.1"), None)?;
     let client = Client::new(cfg, std::sync::Arc::new(Silent))?;
     let start = Instant::now();
     let mut next = Some(client.api(&format!(

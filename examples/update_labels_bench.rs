@@ -101,7 +101,7 @@ async fn apply_run(
         ..ApplyOptions::default()
     };
     let plans = apply::plan(recs, reasons, &local, opts);
-    let cfg = ClientConfig::new(Some(&gh.url), None, github::TOKEN.into(), Some("0.1"))?;
+    let cfg = ClientConfig::new(Some(&gh.url), None, github::TOKEN.into(), Some("0.1"), None)?;
     let client = Client::new(cfg, Arc::new(Silent))?;
     let pacer = Pacer::new(0.0, Arc::new(Silent));
     let store = Store::new(dir);

@@ -66,6 +66,28 @@ pub const BATCH_CRASH_AT: &str = "GITHUB_ANALYSIS_BATCH_CRASH_AT";
 /// `PATH` exists (at most a minute), to prove two submissions at once never take one issue.
 pub const BATCH_PAUSE_AT: &str = "GITHUB_ANALYSIS_BATCH_PAUSE_AT";
 
+/// Seconds of the first delay before a failed request (server error, timeout, network failure)
+/// is retried; it doubles with each retry, up to 30 s. Default 0.5 for AI providers, 1 for
+/// GitHub. Waits a server asks for (retry-after, rate-limit resets) are not affected.
+pub const RETRY_DELAY: &str = "GITHUB_ANALYSIS_RETRY_DELAY";
+
+/// [`RETRY_DELAY`] as read by `var`: `None` when unset or empty; an error message for a value
+/// that is not a number of seconds above 0 and at most 60.
+pub fn retry_delay(var: &EnvFn) -> Result<Option<std::time::Duration>, String> {
+    match var(RETRY_DELAY).filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0 && *s <= 60.0)
+            .map(|s| Some(std::time::Duration::from_secs_f64(s)))
+            .ok_or_else(|| {
+                format!("{RETRY_DELAY}={v:?}: expected seconds, more than 0 and at most 60")
+            }),
+    }
+}
+
 /// Reads one variable: `Some` only when it is set (to anything, even empty).
 pub type EnvFn = dyn Fn(&str) -> Option<String> + Send + Sync;
 
@@ -77,4 +99,26 @@ pub fn process(name: &str) -> Option<String> {
 /// Whether the crash test hook asks to stop at `step`.
 pub fn crash_requested(step: &str) -> bool {
     process(BATCH_CRASH_AT).is_some_and(|v| v == step)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &'static str) -> impl Fn(&str) -> Option<String> + Send + Sync {
+        move |name: &str| (name == RETRY_DELAY).then(|| value.to_string())
+    }
+
+    #[test]
+    fn retry_delay_takes_seconds_and_refuses_nonsense() {
+        assert_eq!(retry_delay(&with("")), Ok(None));
+        assert_eq!(
+            retry_delay(&with("0.05")),
+            Ok(Some(std::time::Duration::from_millis(50)))
+        );
+        for bad in ["0", "-1", "61", "NaN", "inf", "soon"] {
+            let err = retry_delay(&with(bad)).unwrap_err();
+            assert!(err.contains(RETRY_DELAY), "{bad}: {err}");
+        }
+    }
 }

@@ -80,6 +80,7 @@ impl Ctx {
             var(crate::env::GITHUB_GRAPHQL_URL).as_deref(),
             token.to_string(),
             var(crate::env::GITHUB_MAX_WAIT).as_deref(),
+            crate::env::retry_delay(var).map_err(user)?,
         )
     }
 

@@ -318,7 +318,7 @@ impl Client {
             last,
         };
         crate::http::send(
-            BACKOFF,
+            backoff(self.cfg.retry_delay),
             |_| {
                 let builder = build().header(AUTHORIZATION, self.auth.clone());
                 async move {
@@ -584,9 +584,12 @@ impl Client {
     }
 }
 
-/// Exponential delays with jitter for 5xx and network faults: ~1 s, 2 s, 4 s, … (max 30 s).
-const BACKOFF: Backoff = Backoff {
-    min: Duration::from_secs(1),
-    max: Duration::from_secs(30),
-    times: MAX_ATTEMPTS,
-};
+/// Exponential delays with jitter for 5xx and network faults: ~1 s, 2 s, 4 s, … (max 30 s),
+/// starting at the configured delay.
+fn backoff(first: Duration) -> Backoff {
+    Backoff {
+        min: first,
+        max: Duration::from_secs(30),
+        times: MAX_ATTEMPTS,
+    }
+}

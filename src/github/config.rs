@@ -8,6 +8,8 @@ use url::Url;
 use crate::env::GITHUB_MAX_WAIT as ENV_GITHUB_MAX_WAIT;
 
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
+/// First backoff delay after a 5xx or network fault: ~1 s, 2 s, 4 s, … (max 30 s).
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// Where and how to talk to GitHub.
 #[derive(Clone)]
@@ -17,6 +19,8 @@ pub struct ClientConfig {
     pub token: String,
     /// Cap on any single wait (env `GITHUB_ANALYSIS_MAX_WAIT`); `None` waits as long as GitHub asks.
     pub max_wait: Option<Duration>,
+    /// First delay of the backoff after a 5xx or network fault (env `GITHUB_ANALYSIS_RETRY_DELAY`).
+    pub retry_delay: Duration,
 }
 
 impl ClientConfig {
@@ -27,6 +31,7 @@ impl ClientConfig {
         graphql_url: Option<&str>,
         token: String,
         max_wait: Option<&str>,
+        retry_delay: Option<Duration>,
     ) -> anyhow::Result<Self> {
         let api_raw = api_url
             .filter(|s| !s.trim().is_empty())
@@ -55,6 +60,7 @@ impl ClientConfig {
             graphql_url,
             token,
             max_wait,
+            retry_delay: retry_delay.unwrap_or(DEFAULT_RETRY_DELAY),
         })
     }
 }
@@ -67,6 +73,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("graphql_url", &self.graphql_url.as_str())
             .field("token", &"<redacted>")
             .field("max_wait", &self.max_wait)
+            .field("retry_delay", &self.retry_delay)
             .finish()
     }
 }
@@ -104,12 +111,13 @@ mod tests {
 
     #[test]
     fn graphql_url_is_derived_for_dotcom_and_enterprise_server() {
-        let c = ClientConfig::new(None, None, "t".into(), None).unwrap();
+        let c = ClientConfig::new(None, None, "t".into(), None, None).unwrap();
         assert_eq!(c.graphql_url.as_str(), "https://api.github.com/graphql");
         let c = ClientConfig::new(
             Some("https://ghe.example.com/api/v3"),
             None,
             "t".into(),
+            None,
             None,
         )
         .unwrap();
@@ -126,13 +134,14 @@ mod tests {
             Some("http://127.0.0.1:9/gql"),
             "t".into(),
             Some("0.5"),
+            None,
         )
         .unwrap();
         assert_eq!(c.graphql_url.as_str(), "http://127.0.0.1:9/gql");
         assert_eq!(c.max_wait, Some(Duration::from_millis(500)));
-        assert!(ClientConfig::new(Some("ftp://x"), None, "t".into(), None).is_err());
-        assert!(ClientConfig::new(None, None, "t".into(), Some("-1")).is_err());
-        assert!(ClientConfig::new(None, None, "t".into(), Some("1e300")).is_err());
-        assert!(ClientConfig::new(None, None, "t".into(), Some("NaN")).is_err());
+        assert!(ClientConfig::new(Some("ftp://x"), None, "t".into(), None, None).is_err());
+        assert!(ClientConfig::new(None, None, "t".into(), Some("-1"), None).is_err());
+        assert!(ClientConfig::new(None, None, "t".into(), Some("1e300"), None).is_err());
+        assert!(ClientConfig::new(None, None, "t".into(), Some("NaN"), None).is_err());
     }
 }

@@ -240,6 +240,7 @@ mod tests {
             None,
             "t".into(),
             None,
+            None,
         )
         .unwrap();
         let client = Client::new(cfg, std::sync::Arc::new(crate::report::Silent)).unwrap();

@@ -72,11 +72,10 @@ fn githubs_clock_an_hour_off_sets_the_cursor_and_the_waits() {
     let env = Env::new();
     let (s, stderr) = collect(&env, &gh, &["--org", "acme", "--repo", "app"]);
     assert_eq!(s["issues"], 5);
-    // The first answer emptied the bucket until GitHub's next second. A new process cannot know
-    // that (GitHub would refuse it too), so the second run starts after it, as a later run
-    // would; otherwise a fast machine starts it inside that second and the refusal below is the
-    // race, not the client.
-    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    // The first answer emptied the bucket until its reset, 0.5–1.5 s ahead on the fake. A new
+    // process cannot know that (GitHub would refuse it too), so the second run starts after it,
+    // as a later run would; otherwise the refusal below is the race, not the client.
+    std::thread::sleep(std::time::Duration::from_millis(1_600));
     gh.push_fault(Target::GraphQl, Fault::Exhausted);
     collect(&env, &gh, &["--org", "acme", "--repo", "app"]);
     let reqs = gh.requests();
