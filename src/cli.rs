@@ -161,10 +161,8 @@ pub struct TrainArgs {
     /// Taxonomy TOML (default: the processor's embedded taxonomy).
     #[arg(long, value_name = "FILE")]
     pub taxonomy: Option<PathBuf>,
-    #[arg(long)]
-    pub org: Option<String>,
-    #[arg(long, requires = "org")]
-    pub repo: Option<String>,
+    #[command(flatten)]
+    pub repo_scope: RepoScope,
     /// Learn only from issues created before this date (YYYY-MM-DD); evaluate with --since.
     #[arg(long, value_name = "DATE")]
     pub until: Option<String>,
@@ -174,10 +172,8 @@ pub struct TrainArgs {
 pub struct EvaluateArgs {
     /// Processor whose stored results are evaluated.
     pub processor: String,
-    #[arg(long)]
-    pub org: Option<String>,
-    #[arg(long, requires = "org")]
-    pub repo: Option<String>,
+    #[command(flatten)]
+    pub repo_scope: RepoScope,
     /// Taxonomy TOML whose labels are compared (default: the processor's embedded taxonomy).
     #[arg(long, value_name = "FILE")]
     pub taxonomy: Option<PathBuf>,
@@ -444,12 +440,8 @@ pub struct JobArg {
 pub struct BatchSubmitArgs {
     /// Processor name (e.g. product-labeling).
     pub processor: String,
-    /// Organisation.
-    #[arg(long)]
-    pub org: Option<String>,
-    /// Repository.
-    #[arg(long, requires = "org")]
-    pub repo: Option<String>,
+    #[command(flatten)]
+    pub repo_scope: RepoScope,
     /// A single issue.
     #[arg(long, requires = "repo")]
     pub issue_number: Option<u64>,
@@ -526,12 +518,8 @@ pub enum ProcessQueryCommand {
 
 #[derive(Debug, Args)]
 pub struct SelectionArgs {
-    /// Organisation.
-    #[arg(long)]
-    pub org: Option<String>,
-    /// Repository.
-    #[arg(long, requires = "org")]
-    pub repo: Option<String>,
+    #[command(flatten)]
+    pub repo_scope: RepoScope,
     /// Issue state.
     #[arg(long, value_parser = state_parser(), default_value = "open")]
     pub state: IssueState,
@@ -615,12 +603,8 @@ pub struct DiscoverArgs {
     /// Processor whose results to read.
     #[arg(default_value = "product-labeling")]
     pub processor: String,
-    /// Organisation.
-    #[arg(long)]
-    pub org: Option<String>,
-    /// Repository.
-    #[arg(long, requires = "org")]
-    pub repo: Option<String>,
+    #[command(flatten)]
+    pub repo_scope: RepoScope,
     /// Re-derive every current, not yet applied recommendation from the issue's labels now and
     /// send it back to review (approved / rejected ones become pending again).
     #[arg(long)]
@@ -634,12 +618,8 @@ pub struct DiscoverArgs {
 /// Which recommendations: shared by list, summary, review-session, approve and reject.
 #[derive(Debug, Clone, Args)]
 pub struct RecScopeArgs {
-    /// Organisation.
-    #[arg(long)]
-    pub org: Option<String>,
-    /// Repository.
-    #[arg(long, requires = "org")]
-    pub repo: Option<String>,
+    #[command(flatten)]
+    pub repo_scope: RepoScope,
     /// Processor (default: all).
     #[arg(long)]
     pub processor: Option<String>,
@@ -752,4 +732,15 @@ pub struct UpdateLabelsArgs {
     /// GitHub token with write access to issues (default: env GITHUB_TOKEN).
     #[arg(long, env = env::GITHUB_TOKEN, hide_env_values = true)]
     pub token: Option<String>,
+}
+
+/// `--org` / `--repo`: an organisation, or one of its repositories.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RepoScope {
+    /// Organisation.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Repository (with --org).
+    #[arg(long, requires = "org")]
+    pub repo: Option<String>,
 }

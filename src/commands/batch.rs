@@ -39,12 +39,12 @@ fn select(ctx: &Ctx, a: &BatchSubmitArgs) -> anyhow::Result<Selection> {
     if let Some(sql) = &a.sql {
         let key = check_custom_sql(&ro, sql)?;
         p = p.from_custom_sql(sql, key);
-    } else if let Some(org) = &a.org {
+    } else if let Some(org) = &a.repo_scope.org {
         names::validate_org(org)?;
-        if let Some(repo) = &a.repo {
+        if let Some(repo) = &a.repo_scope.repo {
             names::validate_repo(repo)?;
         }
-        p = match (&a.repo, a.issue_number) {
+        p = match (&a.repo_scope.repo, a.issue_number) {
             (Some(repo), Some(n)) => p.where_issue(org, repo, n),
             (Some(repo), None) => p.where_repo(org, repo),
             _ => p.where_org(org),

@@ -59,8 +59,8 @@ pub struct Evaluation {
 pub fn run(ctx: &Ctx, a: &EvaluateArgs) -> anyhow::Result<ExitStatus> {
     let processor = Processor::with_taxonomy(&a.processor, a.taxonomy.clone())?;
     let scope = scope_of(
-        a.org.clone(),
-        a.repo.clone(),
+        a.repo_scope.org.clone(),
+        a.repo_scope.repo.clone(),
         a.since.clone(),
         a.until.clone(),
     )?;

@@ -83,7 +83,7 @@ pub async fn run(ctx: &Ctx, cmd: ProcessQueryCommand) -> anyhow::Result<ExitStat
 
 /// Adds the org/repo/state/limit flags shared by `missing` and `reprocess`.
 fn scoped(mut p: Pipeline, f: &SelectionArgs) -> anyhow::Result<Pipeline> {
-    match (&f.org, &f.repo) {
+    match (&f.repo_scope.org, &f.repo_scope.repo) {
         (Some(o), Some(r)) => {
             names::validate_org(o)?;
             names::validate_repo(r)?;
@@ -505,13 +505,16 @@ async fn batch_status(ctx: &Ctx, no_refresh: bool, limit: usize) -> anyhow::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::RepoScope;
     use crate::store::IssueState;
 
     #[test]
     fn state_flag_defaults_are_respected_by_scoped() {
         let f = SelectionArgs {
-            org: Some("o".into()),
-            repo: None,
+            repo_scope: RepoScope {
+                org: Some("o".into()),
+                repo: None,
+            },
             state: IssueState::All,
             limit: Some(3),
         };
@@ -520,8 +523,10 @@ mod tests {
         assert!(!sql.contains("i.state ="));
         assert!(sql.ends_with("LIMIT 3"));
         let bad = SelectionArgs {
-            org: Some("../x".into()),
-            repo: None,
+            repo_scope: RepoScope {
+                org: Some("../x".into()),
+                repo: None,
+            },
             state: IssueState::Open,
             limit: None,
         };

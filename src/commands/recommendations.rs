@@ -48,11 +48,11 @@ fn check_names(org: Option<&str>, repo: Option<&str>) -> anyhow::Result<()> {
 }
 
 fn filter_of(s: &RecScopeArgs) -> anyhow::Result<RecFilter> {
-    check_names(s.org.as_deref(), s.repo.as_deref())?;
+    check_names(s.repo_scope.org.as_deref(), s.repo_scope.repo.as_deref())?;
     Ok(RecFilter {
         processor: s.processor.clone(),
-        org: s.org.clone(),
-        repo: s.repo.clone(),
+        org: s.repo_scope.org.clone(),
+        repo: s.repo_scope.repo.clone(),
         label: s.label.clone(),
         min_confidence: s.min_confidence,
         ..RecFilter::default()
@@ -93,7 +93,7 @@ pub fn parse_issue_ref(s: &str, org: Option<&str>, repo: Option<&str>) -> anyhow
 }
 
 fn discover(ctx: &Ctx, a: &DiscoverArgs) -> anyhow::Result<ExitStatus> {
-    check_names(a.org.as_deref(), a.repo.as_deref())?;
+    check_names(a.repo_scope.org.as_deref(), a.repo_scope.repo.as_deref())?;
     if !crate::processors::KNOWN.contains(&a.processor.as_str()) {
         return Err(user(format!(
             "unknown processor {:?}; known processors: {}",
@@ -106,8 +106,8 @@ fn discover(ctx: &Ctx, a: &DiscoverArgs) -> anyhow::Result<ExitStatus> {
     let mut db = ctx.db()?;
     let r = db.discover_recommendations(&DiscoverScope {
         processor: &a.processor,
-        org: a.org.as_deref(),
-        repo: a.repo.as_deref(),
+        org: a.repo_scope.org.as_deref(),
+        repo: a.repo_scope.repo.as_deref(),
         force_refresh: a.force_refresh,
         taxonomy: &labels,
     })?;
@@ -414,7 +414,11 @@ fn decide(ctx: &Ctx, a: &DecideArgs, status: RecStatus) -> anyhow::Result<ExitSt
     } else {
         let mut out = Vec::new();
         for s in &a.issues {
-            let id = parse_issue_ref(s, a.scope.org.as_deref(), a.scope.repo.as_deref())?;
+            let id = parse_issue_ref(
+                s,
+                a.scope.repo_scope.org.as_deref(),
+                a.scope.repo_scope.repo.as_deref(),
+            )?;
             let found = db.recommendations(&RecFilter {
                 issue_ids: vec![id.clone()],
                 ..f.clone()

@@ -25,7 +25,12 @@ pub struct Trained {
 
 pub fn run(ctx: &Ctx, a: &TrainArgs) -> anyhow::Result<ExitStatus> {
     let processor = Processor::with_taxonomy(&a.processor, a.taxonomy.clone())?;
-    let scope = scope_of(a.org.clone(), a.repo.clone(), None, a.until.clone())?;
+    let scope = scope_of(
+        a.repo_scope.org.clone(),
+        a.repo_scope.repo.clone(),
+        None,
+        a.until.clone(),
+    )?;
     let mut db = ctx.db()?;
     let t = train(ctx, &mut db, &processor, &scope)?;
     let m = &t.model.info.metrics;
