@@ -27,8 +27,8 @@ use github_analysis::quality::{compute, Sample};
 use github_analysis::store::{Issue, Metadata, StoredIssue};
 use support::{bench_line, cpu_seconds};
 
-/// Offline-model issues the batch local executor labels at once (src/batch/local.rs).
-const LOCAL_WORKERS: usize = 2;
+/// Offline-model issues the batch local executor labels at once.
+use github_analysis::batch::OFFLINE_CONCURRENCY as LOCAL_WORKERS;
 
 struct Row {
     number: u64,

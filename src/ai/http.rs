@@ -68,6 +68,15 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The defaults with the first backoff delay from [`crate::env::RETRY_DELAY`], if set.
+    pub fn from_env(env: &crate::env::EnvFn) -> anyhow::Result<Self> {
+        let mut policy = Self::default();
+        if let Some(d) = crate::env::retry_delay(env).map_err(crate::error::user)? {
+            policy.base_delay = d;
+        }
+        Ok(policy)
+    }
+
     /// The backoff between attempts that fail without a server-given delay: enough delays for
     /// both budgets (the client's judge enforces each budget itself).
     pub fn backoff(&self) -> Backoff {

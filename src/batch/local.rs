@@ -14,6 +14,9 @@ use crate::result_files::{self as results, Provenance};
 
 /// Requests in flight at once for a local job against a network provider.
 const LOCAL_CONCURRENCY: usize = 8;
+/// Issues labelled at once by an offline model (`rules`, `local`): CPU work, one per core of the
+/// 2-core machines this is tuned on.
+pub const OFFLINE_CONCURRENCY: usize = 2;
 /// Item statuses are written in groups of this many (a crash re-runs at most one group).
 const FLUSH_EVERY: usize = 50;
 
@@ -26,7 +29,7 @@ impl BatchManager<'_> {
         let concurrency = if engine.http.is_some() {
             LOCAL_CONCURRENCY
         } else {
-            2
+            OFFLINE_CONCURRENCY
         };
         let mut missing = Vec::new();
         let mut runnable = Vec::new();

@@ -333,7 +333,11 @@ impl BatchManager<'_> {
     /// batches carry nothing to tell ours from another tool's). `None` without a key.
     fn orphan_api(&self) -> anyhow::Result<Option<Box<dyn backend::BatchBackend>>> {
         match crate::ai::Endpoint::from_env(ProviderKind::OpenAi, self.env) {
-            Ok(Some(ep)) => backend::for_provider(ProviderKind::OpenAi, &ep, Default::default()),
+            Ok(Some(ep)) => backend::for_provider(
+                ProviderKind::OpenAi,
+                &ep,
+                crate::ai::http::RetryPolicy::from_env(self.env)?,
+            ),
             _ => Ok(None),
         }
     }

@@ -55,6 +55,7 @@ use crate::report::Reporter;
 use crate::store::{Store, BATCH_INPUT_DIR, BATCH_OUTPUT_DIR};
 use backend::BatchBackend;
 pub use collect_results::CollectReport;
+pub use local::OFFLINE_CONCURRENCY;
 pub use manage::{Finding, FindingKind};
 
 /// Provider caps on one batch; bigger jobs are split into parts.

@@ -5,12 +5,11 @@ use serde_json::{json, Value};
 
 use crate::batch::{job_json, CollectReport, FindingKind, NewJob};
 use crate::cli::{BatchCommand, BatchSubmitArgs};
-use crate::commands::{ai_config, ask, command_line, Ctx};
+use crate::commands::{ai_config, ask, check_scope, command_line, Ctx};
 use crate::db::{Backend, BatchJob, BatchPart};
 use crate::error::{user, ExitStatus};
 use crate::pipeline::{check_custom_sql, Pipeline, Selection};
 use crate::printer::{OutputFormat, Table};
-use crate::store::names;
 
 pub async fn run(ctx: &Ctx, cmd: BatchCommand) -> anyhow::Result<ExitStatus> {
     match cmd {
@@ -40,10 +39,7 @@ fn select(ctx: &Ctx, a: &BatchSubmitArgs) -> anyhow::Result<Selection> {
         let key = check_custom_sql(&ro, sql)?;
         p = p.from_custom_sql(sql, key);
     } else if let Some(org) = &a.repo_scope.org {
-        names::validate_org(org)?;
-        if let Some(repo) = &a.repo_scope.repo {
-            names::validate_repo(repo)?;
-        }
+        check_scope(&a.repo_scope)?;
         p = match (&a.repo_scope.repo, a.issue_number) {
             (Some(repo), Some(n)) => p.where_issue(org, repo, n),
             (Some(repo), None) => p.where_repo(org, repo),

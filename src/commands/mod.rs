@@ -104,6 +104,17 @@ impl Ctx {
     }
 }
 
+/// Refuses an --org / --repo that is not a valid GitHub name before it reaches a query or a path.
+pub fn check_scope(s: &crate::cli::RepoScope) -> anyhow::Result<()> {
+    if let Some(o) = &s.org {
+        crate::store::names::validate_org(o)?;
+    }
+    if let Some(r) = &s.repo {
+        crate::store::names::validate_repo(r)?;
+    }
+    Ok(())
+}
+
 /// The processing flags as the library's configuration.
 pub fn ai_config(a: &AiArgs) -> AiConfig {
     AiConfig {

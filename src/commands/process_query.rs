@@ -5,13 +5,12 @@ use serde_json::{json, Value};
 
 use crate::batch;
 use crate::cli::{ProcessQueryCommand, RunArgs, SelectionArgs};
-use crate::commands::{ai_config, ask, command_line, process, Ctx};
+use crate::commands::{ai_config, ask, check_scope, command_line, process, Ctx};
 use crate::db::{BatchJob, JobStatus, SelectionSize};
 use crate::error::{user, ExitStatus};
 use crate::pipeline::{self, check_custom_sql, Deps, Mode, Outcome, Pipeline, Selection};
 use crate::plan::Plan;
 use crate::printer::{OutputFormat, Table};
-use crate::store::names;
 
 /// Issues shown by a dry run; the full selection is only counted.
 const PREVIEW_ROWS: usize = 20;
@@ -83,16 +82,10 @@ pub async fn run(ctx: &Ctx, cmd: ProcessQueryCommand) -> anyhow::Result<ExitStat
 
 /// Adds the org/repo/state/limit flags shared by `missing` and `reprocess`.
 fn scoped(mut p: Pipeline, f: &SelectionArgs) -> anyhow::Result<Pipeline> {
+    check_scope(&f.repo_scope)?;
     match (&f.repo_scope.org, &f.repo_scope.repo) {
-        (Some(o), Some(r)) => {
-            names::validate_org(o)?;
-            names::validate_repo(r)?;
-            p = p.where_repo(o, r);
-        }
-        (Some(o), None) => {
-            names::validate_org(o)?;
-            p = p.where_org(o);
-        }
+        (Some(o), Some(r)) => p = p.where_repo(o, r),
+        (Some(o), None) => p = p.where_org(o),
         _ => {}
     }
     p = p.where_state(f.state);

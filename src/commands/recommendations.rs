@@ -9,7 +9,7 @@ use crate::cli::{
     ReviewArgs,
 };
 use crate::commands::review_terminal::TerminalReviewer;
-use crate::commands::{ask, Ctx};
+use crate::commands::{ask, check_scope, Ctx};
 use crate::db::{Db, DiscoverScope, RecFilter, RecLabel, RecRow, RecStatus};
 use crate::error::{user, ExitStatus};
 use crate::printer::{OutputFormat, Printer, Table};
@@ -37,18 +37,8 @@ pub fn taxonomy(path: Option<&std::path::Path>) -> anyhow::Result<Taxonomy> {
     }
 }
 
-fn check_names(org: Option<&str>, repo: Option<&str>) -> anyhow::Result<()> {
-    if let Some(o) = org {
-        names::validate_org(o)?;
-    }
-    if let Some(r) = repo {
-        names::validate_repo(r)?;
-    }
-    Ok(())
-}
-
 fn filter_of(s: &RecScopeArgs) -> anyhow::Result<RecFilter> {
-    check_names(s.repo_scope.org.as_deref(), s.repo_scope.repo.as_deref())?;
+    check_scope(&s.repo_scope)?;
     Ok(RecFilter {
         processor: s.processor.clone(),
         org: s.repo_scope.org.clone(),
@@ -93,7 +83,7 @@ pub fn parse_issue_ref(s: &str, org: Option<&str>, repo: Option<&str>) -> anyhow
 }
 
 fn discover(ctx: &Ctx, a: &DiscoverArgs) -> anyhow::Result<ExitStatus> {
-    check_names(a.repo_scope.org.as_deref(), a.repo_scope.repo.as_deref())?;
+    check_scope(&a.repo_scope)?;
     if !crate::processors::KNOWN.contains(&a.processor.as_str()) {
         return Err(user(format!(
             "unknown processor {:?}; known processors: {}",

@@ -107,10 +107,7 @@ impl Plan {
             Some(p) => PriceTable::with_overrides(p)?,
             None => PriceTable::builtin(),
         };
-        let mut policy = RetryPolicy::default();
-        if let Some(d) = crate::env::retry_delay(env).map_err(user)? {
-            policy.base_delay = d;
-        }
+        let mut policy = RetryPolicy::from_env(env)?;
         if let Some(t) = config.request_timeout {
             if !t.is_finite() || t <= 0.0 || t > 3600.0 {
                 return Err(user(format!(
