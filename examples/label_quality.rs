@@ -21,10 +21,10 @@ use std::time::Instant;
 use github_analysis::learn::classifier::TrainConfig;
 use github_analysis::learn::{LocalModel, ModelInfo, Text, TrainingDoc};
 use github_analysis::processors::local::analysis;
-use github_analysis::processors::product_labeling::ProductLabeling;
+use github_analysis::processors::product_labeling::{Analysis, ProductLabeling};
 use github_analysis::processors::taxonomy::Taxonomy;
 use github_analysis::quality::{compute, Sample};
-use github_analysis::store::{Issue, Metadata, StoredIssue};
+use github_analysis::store::StoredIssue;
 use support::{bench_line, cpu_seconds};
 
 /// Offline-model issues the batch local executor labels at once.
@@ -89,21 +89,9 @@ fn regex_escape(s: &str) -> String {
 }
 
 fn stored(r: &Row) -> StoredIssue {
-    StoredIssue {
-        org: "dotnet".into(),
-        repo: "corefx".into(),
-        issue: Issue {
-            number: r.number,
-            title: r.title.clone(),
-            body: Some(r.body.clone()),
-            state: "open".into(),
-            labels: vec![],
-            user: None,
-            comments: vec![],
-            ..Default::default()
-        },
-        metadata: Metadata::now(),
-    }
+    let mut s = StoredIssue::new("dotnet", "corefx", r.number, &r.title);
+    s.issue.body = Some(r.body.clone());
+    s
 }
 
 fn info(labels: &[String]) -> ModelInfo {
@@ -140,6 +128,20 @@ fn docs<'a>(rows: &'a [Row], labels: &[String]) -> Vec<TrainingDoc<'a>> {
         .collect()
 }
 
+/// Each held-out issue's human area beside the labels a model proposes for it.
+fn samples(rows: &[Row], label: impl Fn(&StoredIssue) -> Analysis) -> Vec<Sample> {
+    rows.iter()
+        .map(|r| Sample {
+            human: vec![r.area.clone()],
+            predicted: label(&stored(r))
+                .recommended_labels
+                .iter()
+                .map(|x| (x.label.clone(), x.confidence))
+                .collect(),
+        })
+        .collect()
+}
+
 fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let big = if quick { 5_000 } else { 50_000 };
@@ -169,38 +171,12 @@ fn main() -> anyhow::Result<()> {
         &TrainConfig::default(),
     )?;
     let train_s = start.elapsed().as_secs_f64();
-    let local: Vec<Sample> = test_rows
-        .iter()
-        .map(|r| {
-            let a = analysis(&model, &stored(r));
-            Sample {
-                human: vec![r.area.clone()],
-                predicted: a
-                    .recommended_labels
-                    .iter()
-                    .map(|x| (x.label.clone(), x.confidence))
-                    .collect(),
-            }
-        })
-        .collect();
+    let local = samples(test_rows, |issue| analysis(&model, issue));
     let lm = compute(&labels, true, &local);
 
     // rules: the taxonomy from label names.
     let rules = ProductLabeling::new(rules_taxonomy(&labels)?, 8_000);
-    let rs: Vec<Sample> = test_rows
-        .iter()
-        .map(|r| {
-            let a = rules.rules_analysis(&stored(r));
-            Sample {
-                human: vec![r.area.clone()],
-                predicted: a
-                    .recommended_labels
-                    .iter()
-                    .map(|x| (x.label.clone(), x.confidence))
-                    .collect(),
-            }
-        })
-        .collect();
+    let rs = samples(test_rows, |issue| rules.rules_analysis(issue));
     let rm = compute(&labels, true, &rs);
     println!(
         "local: macro-F1 {:.3}, micro-F1 {:.3}, coverage {:.3}, ECE {:.3} (trained in {train_s:.2}s)",

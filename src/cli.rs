@@ -218,15 +218,8 @@ pub enum CompletionTarget {
 
 #[derive(Debug, Args)]
 pub struct CollectArgs {
-    /// GitHub organisation or user that owns the repositories.
-    #[arg(long)]
-    pub org: String,
-    /// Repository to collect (all of the organisation's repositories if omitted).
-    #[arg(long)]
-    pub repo: Option<String>,
-    /// Collect a single issue.
-    #[arg(long, requires = "repo")]
-    pub issue_number: Option<u64>,
+    #[command(flatten)]
+    pub scope: IssueScope,
     /// Only issues carrying this label (repeatable).
     #[arg(long = "labels")]
     pub labels: Vec<String>,
@@ -330,15 +323,8 @@ pub enum ProcessCommand {
 
 #[derive(Debug, Args)]
 pub struct ProcessArgs {
-    /// Organisation.
-    #[arg(long)]
-    pub org: String,
-    /// Repository (all of the organisation's stored repositories if omitted).
-    #[arg(long)]
-    pub repo: Option<String>,
-    /// A single issue.
-    #[arg(long, requires = "repo")]
-    pub issue_number: Option<u64>,
+    #[command(flatten)]
+    pub scope: IssueScope,
     /// Model as `provider:model` (`openai:gpt-4o-mini`, `anthropic:…`) or `rules`.
     #[arg(long)]
     pub model: Option<String>,
@@ -650,12 +636,8 @@ pub struct RecListArgs {
 pub struct RecShowArgs {
     /// The issue: `org/repo#N`, its GitHub URL, or `N` with --org and --repo.
     pub issue: String,
-    /// Organisation (for a bare issue number).
-    #[arg(long)]
-    pub org: Option<String>,
-    /// Repository (for a bare issue number).
-    #[arg(long, requires = "org")]
-    pub repo: Option<String>,
+    #[command(flatten)]
+    pub repo_scope: RepoScope,
     /// Processor (default: all).
     #[arg(long)]
     pub processor: Option<String>,
@@ -690,15 +672,8 @@ pub struct DecideArgs {
 
 #[derive(Debug, Args)]
 pub struct UpdateLabelsArgs {
-    /// Organisation.
-    #[arg(long)]
-    pub org: String,
-    /// Repository (all of the organisation's if omitted).
-    #[arg(long)]
-    pub repo: Option<String>,
-    /// A single issue.
-    #[arg(long, requires = "repo")]
-    pub issue_number: Option<u64>,
+    #[command(flatten)]
+    pub scope: IssueScope,
     /// Only recommendations at or above this confidence.
     #[arg(long, value_name = "X", value_parser = confidence)]
     pub min_confidence: Option<f64>,
@@ -732,6 +707,32 @@ pub struct UpdateLabelsArgs {
     /// GitHub token with write access to issues (default: env GITHUB_TOKEN).
     #[arg(long, env = env::GITHUB_TOKEN, hide_env_values = true)]
     pub token: Option<String>,
+}
+
+/// `--org` (required) / `--repo` / `--issue-number`: an organisation, one of its
+/// repositories, or one issue.
+#[derive(Debug, Clone, Args)]
+pub struct IssueScope {
+    /// GitHub organisation or user that owns the repositories.
+    #[arg(long)]
+    pub org: String,
+    /// Repository (all of the organisation's repositories if omitted).
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// A single issue (with --repo).
+    #[arg(long, requires = "repo")]
+    pub issue_number: Option<u64>,
+}
+
+impl IssueScope {
+    /// `org`, `org/repo` or `org/repo#N`, for messages.
+    pub fn describe(&self) -> String {
+        match (&self.repo, self.issue_number) {
+            (Some(r), Some(n)) => format!("{}/{r}#{n}", self.org),
+            (Some(r), None) => format!("{}/{r}", self.org),
+            _ => self.org.clone(),
+        }
+    }
 }
 
 /// `--org` / `--repo`: an organisation, or one of its repositories.

@@ -11,9 +11,9 @@ use crate::github::collector::{parse_since, parse_size, CollectOptions, CollectR
 pub async fn run(ctx: &Ctx, args: &CollectArgs) -> anyhow::Result<ExitStatus> {
     let cfg = ctx.github_config(args.token.as_deref(), "")?;
     let opts = CollectOptions {
-        org: args.org.clone(),
-        repo: args.repo.clone(),
-        issue_number: args.issue_number,
+        org: args.scope.org.clone(),
+        repo: args.scope.repo.clone(),
+        issue_number: args.scope.issue_number,
         labels: args
             .labels
             .iter()

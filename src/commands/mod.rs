@@ -106,10 +106,19 @@ impl Ctx {
 
 /// Refuses an --org / --repo that is not a valid GitHub name before it reaches a query or a path.
 pub fn check_scope(s: &crate::cli::RepoScope) -> anyhow::Result<()> {
-    if let Some(o) = &s.org {
+    check_names(s.org.as_deref(), s.repo.as_deref())
+}
+
+/// [`check_scope`] for an [`IssueScope`](crate::cli::IssueScope).
+pub fn check_issue_scope(s: &crate::cli::IssueScope) -> anyhow::Result<()> {
+    check_names(Some(&s.org), s.repo.as_deref())
+}
+
+fn check_names(org: Option<&str>, repo: Option<&str>) -> anyhow::Result<()> {
+    if let Some(o) = org {
         crate::store::names::validate_org(o)?;
     }
-    if let Some(r) = &s.repo {
+    if let Some(r) = repo {
         crate::store::names::validate_repo(r)?;
     }
     Ok(())

@@ -15,7 +15,7 @@ use crate::plan::Plan;
 use crate::printer::{OutputFormat, Table};
 use crate::processors;
 use crate::realtime::{self, Engine};
-use crate::store::{names, parse_issue, IssueState};
+use crate::store::{parse_issue, IssueState};
 
 const DEFAULT_CONCURRENCY: usize = 8;
 const MAX_CONCURRENCY: usize = 256;
@@ -38,17 +38,15 @@ pub async fn run_processor(
     processor: &str,
     args: &ProcessArgs,
 ) -> anyhow::Result<ExitStatus> {
-    names::validate_org(&args.org)?;
-    if let Some(r) = &args.repo {
-        names::validate_repo(r)?;
-    }
+    crate::commands::check_issue_scope(&args.scope)?;
     let concurrency = concurrency(args.concurrency)?;
     let plan = ctx.plan(processor, args.model.as_deref(), &args.ai)?;
     let mut pipeline = Pipeline::new().where_state(IssueState::All);
-    pipeline = match (&args.repo, args.issue_number) {
-        (Some(r), Some(n)) => pipeline.where_issue(&args.org, r, n),
-        (Some(r), None) => pipeline.where_repo(&args.org, r),
-        _ => pipeline.where_org(&args.org),
+    let scope = &args.scope;
+    pipeline = match (&scope.repo, scope.issue_number) {
+        (Some(r), Some(n)) => pipeline.where_issue(&scope.org, r, n),
+        (Some(r), None) => pipeline.where_repo(&scope.org, r),
+        _ => pipeline.where_org(&scope.org),
     };
     let db = ctx.read_only_db()?;
     let all = pipeline.select(&db, plan.processor.name())?.issues;
@@ -71,11 +69,7 @@ pub async fn run_processor(
     };
     drop(db);
     if all.is_empty() {
-        let what = match (&args.repo, args.issue_number) {
-            (Some(r), Some(n)) => format!("{}/{r}#{n}", args.org),
-            (Some(r), None) => format!("{}/{r}", args.org),
-            _ => args.org.clone(),
-        };
+        let what = scope.describe();
         return Err(user(format!(
             "no stored issues match {what}: collect or import them first (see `status`)"
         )));

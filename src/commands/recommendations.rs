@@ -280,7 +280,11 @@ pub fn print_item(
 }
 
 fn show(ctx: &Ctx, a: &RecShowArgs) -> anyhow::Result<ExitStatus> {
-    let id = parse_issue_ref(&a.issue, a.org.as_deref(), a.repo.as_deref())?;
+    let id = parse_issue_ref(
+        &a.issue,
+        a.repo_scope.org.as_deref(),
+        a.repo_scope.repo.as_deref(),
+    )?;
     let db = ctx.db()?;
     let recs = db.recommendations(&RecFilter {
         issue_ids: vec![id.clone()],

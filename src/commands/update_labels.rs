@@ -17,7 +17,6 @@ use crate::github::client::Client;
 use crate::github::pacing::Pacer;
 use crate::printer::{OutputFormat, Printer, Table};
 use crate::recommendations::apply::{self, ApplyOptions, IssueResult, Outcome, Planned};
-use crate::store::names;
 
 /// The pacing scale from `GITHUB_ANALYSIS_WRITE_PACE` (default 1).
 fn pace_scale(ctx: &Ctx) -> anyhow::Result<f64> {
@@ -41,10 +40,7 @@ fn names_value(p: &Printer, items: &[String]) -> Value {
 }
 
 pub async fn run(ctx: &Ctx, a: &UpdateLabelsArgs) -> anyhow::Result<ExitStatus> {
-    names::validate_org(&a.org)?;
-    if let Some(r) = &a.repo {
-        names::validate_repo(r)?;
-    }
+    crate::commands::check_issue_scope(&a.scope)?;
     let opts = ApplyOptions {
         remove_labels: a.remove_labels,
         comment: a.comment,
@@ -61,9 +57,9 @@ pub async fn run(ctx: &Ctx, a: &UpdateLabelsArgs) -> anyhow::Result<ExitStatus> 
     let recs = db.recommendations(&RecFilter {
         statuses,
         processor: a.processor.clone(),
-        org: Some(a.org.clone()),
-        repo: a.repo.clone(),
-        number: a.issue_number,
+        org: Some(a.scope.org.clone()),
+        repo: a.scope.repo.clone(),
+        number: a.scope.issue_number,
         min_confidence: a.min_confidence,
         ..RecFilter::default()
     })?;

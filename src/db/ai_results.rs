@@ -148,27 +148,44 @@ impl Db {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(issue: &str, confidence: f64) -> ResultRow {
+impl ResultRow {
+    /// A real-time `rules` result of `issue_id` with this document, as unit tests store it.
+    pub fn fixture(issue_id: &str, confidence: f64, result_json: String) -> Self {
         ResultRow {
-            issue_id: issue.into(),
+            issue_id: issue_id.into(),
             processor: "product-labeling".into(),
-            processor_version: "1.0.0".into(),
+            processor_version: "1".into(),
             model: "rules".into(),
             provider: "rules".into(),
             mode: "realtime".into(),
             confidence,
-            result_json: format!("{{\"analysis\":{{\"confidence\":{confidence}}}}}"),
+            result_json,
+            prompt_tokens: 0,
+            cached_tokens: 0,
+            completion_tokens: 0,
+            cost_usd: None,
+            processing_time_ms: 0,
+            created_at: chrono::Utc::now().naive_utc(),
+            file_path: "results/x.json".into(),
+            batch_job_id: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(issue: &str, confidence: f64) -> ResultRow {
+        let doc = format!("{{\"analysis\":{{\"confidence\":{confidence}}}}}");
+        ResultRow {
+            processor_version: "1.0.0".into(),
             prompt_tokens: 10,
             cached_tokens: 2,
             completion_tokens: 3,
             cost_usd: Some(0.5),
             processing_time_ms: 7,
-            created_at: chrono::Utc::now().naive_utc(),
-            file_path: "results/x.json".into(),
-            batch_job_id: None,
+            ..ResultRow::fixture(issue, confidence, doc)
         }
     }
 

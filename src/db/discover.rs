@@ -474,16 +474,7 @@ mod tests {
                 description: None,
             })
             .collect();
-        crate::db::LoadedIssue {
-            file: crate::db::FileRecord {
-                file_path: format!("issues/o_r_issue_{n}.json"),
-                issue_id: i.key(),
-                size: 1,
-                mtime_ns: 1,
-                sha256: "x".into(),
-            },
-            issue: i,
-        }
+        crate::db::LoadedIssue::fixture(i)
     }
 
     fn result(
@@ -495,24 +486,7 @@ mod tests {
             "recommended_labels": labels.iter().map(|l| serde_json::json!({"label": l, "confidence": 0.9, "reasoning": "r"})).collect::<Vec<_>>(),
             "current_labels_assessment": [{"label": "product::kurl", "correct": false, "reasoning": "no"}],
             "confidence": 0.8, "summary": "s", "reasoning": "r"}});
-        let row = crate::db::ResultRow {
-            issue_id: format!("o/r#{n}"),
-            processor: "product-labeling".into(),
-            processor_version: "1".into(),
-            model: "rules".into(),
-            provider: "rules".into(),
-            mode: "realtime".into(),
-            confidence: 0.8,
-            result_json: doc.to_string(),
-            prompt_tokens: 0,
-            cached_tokens: 0,
-            completion_tokens: 0,
-            cost_usd: None,
-            processing_time_ms: 0,
-            created_at: chrono::Utc::now().naive_utc(),
-            file_path: "results/x.json".into(),
-            batch_job_id: None,
-        };
+        let row = crate::db::ResultRow::fixture(&format!("o/r#{n}"), 0.8, doc.to_string());
         (row, vec![])
     }
 

@@ -26,6 +26,27 @@ pub struct LoadedIssue {
     pub issue: StoredIssue,
 }
 
+#[cfg(test)]
+impl LoadedIssue {
+    /// The issue as if read from its file in the store (unit-test fixture).
+    pub fn fixture(issue: StoredIssue) -> Self {
+        let i = &issue.issue;
+        LoadedIssue {
+            file: FileRecord {
+                file_path: format!(
+                    "issues/{}_{}_issue_{}.json",
+                    issue.org, issue.repo, i.number
+                ),
+                issue_id: issue.key(),
+                size: 1,
+                mtime_ns: 1,
+                sha256: "x".into(),
+            },
+            issue,
+        }
+    }
+}
+
 impl Db {
     /// The whole sync ledger, keyed by file path.
     pub fn file_records(&self) -> anyhow::Result<HashMap<String, FileRecord>> {

@@ -28,6 +28,21 @@ pub struct LabelChange {
     pub dry_run: bool,
 }
 
+impl LabelChange {
+    /// GitHub answered with `status`; `after` is the labels it returned, if any.
+    pub fn answered(mut self, status: u16, after: Option<&[String]>) -> Self {
+        self.http_status = Some(status);
+        self.labels_after = after.map(<[String]>::to_vec);
+        self
+    }
+
+    /// Not done, and why.
+    pub fn refused(mut self, why: &str) -> Self {
+        self.error = Some(why.to_string());
+        self
+    }
+}
+
 impl Db {
     /// Records changes, and marks the recommendation `applied` when `applied` is given, all in
     /// one transaction: a recommendation is never applied without the rows that say how.

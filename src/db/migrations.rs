@@ -9,42 +9,25 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
+/// One entry of [`MIGRATIONS`]: `migrations/<file>_<name>.sql`, embedded in the binary.
+macro_rules! migration {
+    ($version:literal, $file:literal, $name:literal) => {
+        Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!("../../migrations/", $file, "_", $name, ".sql")),
+        }
+    };
+}
+
 pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "initial",
-        sql: include_str!("../../migrations/0001_initial.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "collect",
-        sql: include_str!("../../migrations/0002_collect.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "batch",
-        sql: include_str!("../../migrations/0003_batch.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "label_quality",
-        sql: include_str!("../../migrations/0004_label_quality.sql"),
-    },
-    Migration {
-        version: 5,
-        name: "recommendations",
-        sql: include_str!("../../migrations/0005_recommendations.sql"),
-    },
-    Migration {
-        version: 6,
-        name: "batch_queue",
-        sql: include_str!("../../migrations/0006_batch_queue.sql"),
-    },
-    Migration {
-        version: 7,
-        name: "issue_text_chars",
-        sql: include_str!("../../migrations/0007_issue_text_chars.sql"),
-    },
+    migration!(1, "0001", "initial"),
+    migration!(2, "0002", "collect"),
+    migration!(3, "0003", "batch"),
+    migration!(4, "0004", "label_quality"),
+    migration!(5, "0005", "recommendations"),
+    migration!(6, "0006", "batch_queue"),
+    migration!(7, "0007", "issue_text_chars"),
 ];
 
 /// Applies every migration not yet recorded; returns how many ran. Each runs in its own

@@ -300,7 +300,6 @@ mod tests {
     use super::*;
     use crate::ai::{Endpoint, GenSettings, Secret};
     use crate::processors::Options;
-    use crate::store::{Issue, Metadata};
 
     fn engine(model: &str) -> Engine {
         let spec = ModelSpec::parse(model).unwrap();
@@ -319,21 +318,9 @@ mod tests {
     }
 
     fn issue() -> StoredIssue {
-        StoredIssue {
-            org: "o".into(),
-            repo: "r".into(),
-            issue: Issue {
-                number: 1,
-                title: "kotsadm crash".into(),
-                body: Some("b".into()),
-                state: "open".into(),
-                labels: vec![],
-                user: None,
-                comments: vec![],
-                ..Default::default()
-            },
-            metadata: Metadata::now(),
-        }
+        let mut s = StoredIssue::new("o", "r", 1, "kotsadm crash");
+        s.issue.body = Some("b".into());
+        s
     }
 
     #[test]

@@ -354,20 +354,17 @@ async fn apply_one(
         note: changed_on_github.then(|| "changed on GitHub since the recommendation".to_string()),
     };
     let stamp = || chrono::Utc::now().naive_utc();
-    let change = |label: Option<&str>,
-                  action: &'static str,
-                  before: &[String],
-                  after: Option<&[String]>,
-                  status: Option<u16>,
-                  error: Option<String>| LabelChange {
+    // A change of this issue from the labels it had `before`; `answered` / `refused` say how
+    // it went.
+    let change = |label: Option<&str>, action: &'static str, before: &[String]| LabelChange {
         issue_id: rec.issue_id.clone(),
         recommendation_id: Some(rec.id),
         label: label.map(str::to_string),
         action,
         labels_before: Some(before.to_vec()),
-        labels_after: after.map(<[String]>::to_vec),
-        http_status: status,
-        error,
+        labels_after: None,
+        http_status: None,
+        error: None,
         applied_at: stamp(),
         dry_run: false,
     };
@@ -420,28 +417,15 @@ async fn apply_one(
                     .await
                 {
                     Ok(status) => {
-                        changes.push(change(
-                            Some(l),
-                            "create_label",
-                            &before,
-                            None,
-                            Some(status),
-                            None,
-                        ));
+                        changes
+                            .push(change(Some(l), "create_label", &before).answered(status, None));
                         state.repo_labels.insert(k, Some(label));
                         result.created_labels.push(l.clone());
                         add_names.push(l.clone());
                     }
                     Err(e) => {
                         let why = refuse(state, &e, &format!("create label {l:?}"));
-                        changes.push(change(
-                            Some(l),
-                            "create_label",
-                            &before,
-                            None,
-                            None,
-                            Some(why.clone()),
-                        ));
+                        changes.push(change(Some(l), "create_label", &before).refused(&why));
                         deps.db.record_label_changes(&changes, None)?;
                         return Ok(failed(p, why, changed_on_github));
                     }
@@ -476,14 +460,10 @@ async fn apply_one(
             Ok((status, after)) => {
                 let after_names = names(&after);
                 for l in &add_names {
-                    changes.push(change(
-                        Some(l),
-                        "add",
-                        &names(&current),
-                        Some(&after_names),
-                        Some(status),
-                        None,
-                    ));
+                    changes.push(
+                        change(Some(l), "add", &names(&current))
+                            .answered(status, Some(&after_names)),
+                    );
                 }
                 current = after;
                 result.added = add_names.clone();
@@ -491,14 +471,7 @@ async fn apply_one(
             Err(e) => {
                 let why = refuse(state, &e, "add labels");
                 for l in &add_names {
-                    changes.push(change(
-                        Some(l),
-                        "add",
-                        &before,
-                        None,
-                        None,
-                        Some(why.clone()),
-                    ));
+                    changes.push(change(Some(l), "add", &before).refused(&why));
                 }
                 deps.db.record_label_changes(&changes, None)?;
                 return Ok(failed(p, why, changed_on_github));
@@ -512,39 +485,23 @@ async fn apply_one(
         {
             Ok(Removed::Done(status, after)) => {
                 let after_names = names(&after);
-                changes.push(change(
-                    Some(l),
-                    "remove",
-                    &prior,
-                    Some(&after_names),
-                    Some(status),
-                    None,
-                ));
+                changes
+                    .push(change(Some(l), "remove", &prior).answered(status, Some(&after_names)));
                 current = after;
                 result.removed.push(l.clone());
             }
             Ok(Removed::NotOnIssue) => {
-                changes.push(change(
-                    Some(l),
-                    "remove",
-                    &prior,
-                    None,
-                    Some(404),
-                    Some("not on the issue any more (removed on GitHub meanwhile)".into()),
-                ));
+                changes.push(
+                    change(Some(l), "remove", &prior)
+                        .answered(404, None)
+                        .refused("not on the issue any more (removed on GitHub meanwhile)"),
+                );
                 current.retain(|c| !c.name.eq_ignore_ascii_case(l));
                 result.changed_on_github = true;
             }
             Err(e) => {
                 let why = refuse(state, &e, &format!("remove label {l:?}"));
-                changes.push(change(
-                    Some(l),
-                    "remove",
-                    &prior,
-                    None,
-                    None,
-                    Some(why.clone()),
-                ));
+                changes.push(change(Some(l), "remove", &prior).refused(&why));
                 deps.db.record_label_changes(&changes, None)?;
                 if let Some(f) = &p.file_path {
                     state.local.push(&rec.issue_id, f, current);
@@ -564,14 +521,7 @@ async fn apply_one(
     if opts.comment && result.outcome == Outcome::Applied {
         match super::comment::post(deps, p, &result).await {
             Ok(Some(status)) => {
-                changes.push(change(
-                    None,
-                    "comment",
-                    &names(&current),
-                    None,
-                    Some(status),
-                    None,
-                ));
+                changes.push(change(None, "comment", &names(&current)).answered(status, None));
                 result.commented = true;
             }
             Ok(None) => {}
@@ -580,14 +530,7 @@ async fn apply_one(
                     Some(g) => refuse(state, g, "post the comment"),
                     None => format!("could not post the comment: {e:#}"),
                 };
-                changes.push(change(
-                    None,
-                    "comment",
-                    &names(&current),
-                    None,
-                    None,
-                    Some(why.clone()),
-                ));
+                changes.push(change(None, "comment", &names(&current)).refused(&why));
                 result.note = Some(format!("labels applied, but {why}"));
                 result.comment_failed = true;
             }

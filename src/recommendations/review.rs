@@ -170,39 +170,11 @@ mod tests {
         let mut results = Vec::new();
         for k in 1..=n {
             let i = crate::store::StoredIssue::new("o", "r", k, "t");
-            loaded.push(crate::db::LoadedIssue {
-                file: crate::db::FileRecord {
-                    file_path: format!("issues/o_r_issue_{k}.json"),
-                    issue_id: i.key(),
-                    size: 1,
-                    mtime_ns: 1,
-                    sha256: "x".into(),
-                },
-                issue: i,
-            });
+            loaded.push(crate::db::LoadedIssue::fixture(i));
             let doc = serde_json::json!({"analysis": {"recommended_labels": [
                 {"label": "product::kots", "confidence": 0.9, "reasoning": "r"}], "confidence": 0.9}});
-            results.push((
-                crate::db::ResultRow {
-                    issue_id: format!("o/r#{k}"),
-                    processor: "product-labeling".into(),
-                    processor_version: "1".into(),
-                    model: "rules".into(),
-                    provider: "rules".into(),
-                    mode: "realtime".into(),
-                    confidence: 0.9,
-                    result_json: doc.to_string(),
-                    prompt_tokens: 0,
-                    cached_tokens: 0,
-                    completion_tokens: 0,
-                    cost_usd: None,
-                    processing_time_ms: 0,
-                    created_at: chrono::Utc::now().naive_utc(),
-                    file_path: "x".into(),
-                    batch_job_id: None,
-                },
-                vec![],
-            ));
+            let row = crate::db::ResultRow::fixture(&format!("o/r#{k}"), 0.9, doc.to_string());
+            results.push((row, vec![]));
         }
         db.replace_issues(&loaded).unwrap();
         db.save_results(&results).unwrap();
