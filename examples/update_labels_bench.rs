@@ -87,20 +87,16 @@ async fn apply_run(
 ) -> anyhow::Result<(HashMap<&'static str, usize>, Duration)> {
     gh.clear_log();
     let mut db = Db::open(&dir.join("issues.duckdb"), Duration::from_secs(30))?;
-    let recs = db.recommendations(&RecFilter {
+    let filter = RecFilter {
         statuses: vec![RecStatus::Approved],
         org: Some(OWNER.into()),
         ..RecFilter::default()
-    })?;
-    let ids: Vec<i64> = recs.iter().map(|r| r.id).collect();
-    let reasons = db.recommendation_labels(&ids)?;
-    let issue_ids: Vec<String> = recs.iter().map(|r| r.issue_id.clone()).collect();
-    let local = db.issue_labels(&issue_ids)?;
+    };
     let opts = ApplyOptions {
         remove_labels: true,
         ..ApplyOptions::default()
     };
-    let plans = apply::plan(recs, reasons, &local, opts);
+    let plans = apply::plan(&db, &filter, opts)?;
     let cfg = ClientConfig::new(Some(&gh.url), None, github::TOKEN.into(), Some("0.1"), None)?;
     let client = Client::new(cfg, Arc::new(Silent))?;
     let pacer = Pacer::new(0.0, Arc::new(Silent));

@@ -319,17 +319,7 @@ mod tests {
     use crate::store::StoredIssue;
 
     fn loaded(n: u64) -> LoadedIssue {
-        let issue = StoredIssue::new("o", "r", n, "t");
-        LoadedIssue {
-            file: FileRecord {
-                file_path: format!("issues/o_r_issue_{n}.json"),
-                issue_id: issue.key(),
-                size: 1,
-                mtime_ns: 1,
-                sha256: "x".into(),
-            },
-            issue,
-        }
+        LoadedIssue::fixture(StoredIssue::new("o", "r", n, "t"))
     }
 
     #[test]

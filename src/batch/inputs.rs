@@ -5,7 +5,7 @@
 use std::io::{BufWriter, Write};
 
 use crate::ai::{openai, Provider, ProviderKind};
-use crate::batch::{input_rel, now, Caps, PlannedPart};
+use crate::batch::{input_rel, Caps, PlannedPart};
 use crate::db::{BatchPart, IssueRef, PartStatus};
 use crate::plan::Plan;
 use crate::store::Store;
@@ -80,33 +80,16 @@ impl Written {
     /// The written parts as new part rows of `job_id` in `status`, with each part's first and
     /// last custom id.
     pub fn part_rows(&self, job_id: &str, status: PartStatus) -> Vec<(BatchPart, String, String)> {
-        let t = now();
         self.parts
             .iter()
             .map(|(p, first, last)| {
-                (
-                    BatchPart {
-                        job_id: job_id.to_string(),
-                        part: p.part,
-                        provider_batch_id: None,
-                        input_file_id: None,
-                        output_file_id: None,
-                        error_file_id: None,
-                        status,
-                        request_count: p.requests as i64,
-                        bytes: p.bytes as i64,
-                        input_path: Some(input_rel(job_id, p.part)),
-                        created_at: t,
-                        updated_at: Some(t),
-                        completed_count: 0,
-                        failed_count: 0,
-                        error_message: None,
-                        collected_at: None,
-                        est_tokens: p.tokens as i64,
-                    },
-                    first.clone(),
-                    last.clone(),
-                )
+                let part = BatchPart {
+                    bytes: p.bytes as i64,
+                    input_path: Some(input_rel(job_id, p.part)),
+                    est_tokens: p.tokens as i64,
+                    ..BatchPart::new(job_id, p.part, status, p.requests as i64)
+                };
+                (part, first.clone(), last.clone())
             })
             .collect()
     }

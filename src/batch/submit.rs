@@ -279,26 +279,8 @@ impl BatchManager<'_> {
             .last()
             .map(|i| i.custom_id.clone())
             .unwrap_or_default();
-        let t = now();
-        let part = BatchPart {
-            job_id: l.job.job_id.clone(),
-            part: 0,
-            provider_batch_id: None,
-            input_file_id: None,
-            output_file_id: None,
-            error_file_id: None,
-            status: PartStatus::InProgress,
-            request_count: items.len() as i64,
-            bytes: 0,
-            input_path: None,
-            created_at: t,
-            updated_at: Some(t),
-            completed_count: 0,
-            failed_count: 0,
-            error_message: None,
-            collected_at: None,
-            est_tokens: 0,
-        };
+        let part = BatchPart::new(&l.job.job_id, 0, PartStatus::InProgress, items.len() as i64);
+        let submitted = part.created_at;
         self.db
             .record_batch_parts(&l.job.job_id, &[(part, first, last)], &[])?;
         // Items already assigned to parts (a job falling back after writing its inputs) go to
@@ -306,7 +288,7 @@ impl BatchManager<'_> {
         self.db.reassign_open_items(&l.job.job_id, 0)?;
         l.job.provider = Backend::Local;
         l.job.status = JobStatus::InProgress;
-        l.job.submitted_at = Some(t);
+        l.job.submitted_at = Some(submitted);
         if let Some(r) = reason {
             l.job.metadata["local_reason"] = json!(r);
         }

@@ -54,7 +54,7 @@ pub async fn run(ctx: &Ctx, a: &UpdateLabelsArgs) -> anyhow::Result<ExitStatus> 
         statuses.push(RecStatus::Pending);
     }
     let mut db = ctx.db()?;
-    let recs = db.recommendations(&RecFilter {
+    let filter = RecFilter {
         statuses,
         processor: a.processor.clone(),
         org: Some(a.scope.org.clone()),
@@ -62,12 +62,8 @@ pub async fn run(ctx: &Ctx, a: &UpdateLabelsArgs) -> anyhow::Result<ExitStatus> 
         number: a.scope.issue_number,
         min_confidence: a.min_confidence,
         ..RecFilter::default()
-    })?;
-    let ids: Vec<i64> = recs.iter().map(|r| r.id).collect();
-    let reasons = db.recommendation_labels(&ids)?;
-    let issue_ids: Vec<String> = recs.iter().map(|r| r.issue_id.clone()).collect();
-    let local = db.issue_labels(&issue_ids)?;
-    let plans = apply::plan(recs, reasons, &local, opts);
+    };
+    let plans = apply::plan(&db, &filter, opts)?;
     let p = &ctx.printer;
     if plans.is_empty() {
         p.note(&format!(

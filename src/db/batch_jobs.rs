@@ -60,6 +60,33 @@ pub struct BatchPart {
     pub est_tokens: i64,
 }
 
+impl BatchPart {
+    /// A part as first recorded, before any provider knows it: `requests` requests in `status`,
+    /// created now; the caller fills in what it knows more (input file, size, tokens).
+    pub fn new(job_id: &str, part: i32, status: PartStatus, requests: i64) -> Self {
+        let t = chrono::Utc::now().naive_utc();
+        BatchPart {
+            job_id: job_id.to_string(),
+            part,
+            provider_batch_id: None,
+            input_file_id: None,
+            output_file_id: None,
+            error_file_id: None,
+            status,
+            request_count: requests,
+            bytes: 0,
+            input_path: None,
+            created_at: t,
+            updated_at: Some(t),
+            completed_count: 0,
+            failed_count: 0,
+            error_message: None,
+            collected_at: None,
+            est_tokens: 0,
+        }
+    }
+}
+
 /// One `batch_items` row: one issue of a job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchItem {
@@ -450,23 +477,11 @@ mod tests {
         assert!(db.batch_job_ids_matching("zz").unwrap().is_empty());
         let now = t0();
         let part = |n: i32| BatchPart {
-            job_id: "abc123".into(),
-            part: n,
-            provider_batch_id: None,
-            input_file_id: None,
-            output_file_id: None,
-            error_file_id: None,
-            status: PartStatus::Preparing,
-            request_count: 1,
             bytes: 10,
             input_path: Some(format!("batch/input/abc123-{n}.jsonl")),
             created_at: now,
             updated_at: Some(now),
-            completed_count: 0,
-            failed_count: 0,
-            error_message: None,
-            collected_at: None,
-            est_tokens: 0,
+            ..BatchPart::new("abc123", n, PartStatus::Preparing, 1)
         };
         db.record_batch_parts(
             "abc123",

@@ -490,6 +490,17 @@ mod tests {
         (row, vec![])
     }
 
+    /// product-labeling's results of every repository, no forced refresh.
+    fn every_repo(taxonomy: &[String]) -> DiscoverScope<'_> {
+        DiscoverScope {
+            processor: "product-labeling",
+            org: None,
+            repo: None,
+            force_refresh: false,
+            taxonomy,
+        }
+    }
+
     #[test]
     fn discover_works_through_every_page_of_results() {
         let mut db = Db::open_in_memory().unwrap();
@@ -501,13 +512,7 @@ mod tests {
             .collect();
         db.save_results(&results).unwrap();
         let taxonomy = names(&["product::kots"]);
-        let scope = DiscoverScope {
-            processor: "product-labeling",
-            org: None,
-            repo: None,
-            force_refresh: false,
-            taxonomy: &taxonomy,
-        };
+        let scope = every_repo(&taxonomy);
         let r = db.discover_recommendations(&scope).unwrap();
         assert_eq!((r.created, r.pending), (5, 5));
         assert_eq!(db.discover_recommendations(&scope).unwrap().created, 0);
@@ -531,13 +536,7 @@ mod tests {
         ])
         .unwrap();
         let taxonomy = names(&["product::kots", "product::kurl"]);
-        let scope = DiscoverScope {
-            processor: "product-labeling",
-            org: None,
-            repo: None,
-            force_refresh: false,
-            taxonomy: &taxonomy,
-        };
+        let scope = every_repo(&taxonomy);
         let r = db.discover_recommendations(&scope).unwrap();
         assert_eq!((r.created, r.pending, r.no_change), (2, 1, 1));
         assert_eq!(db.discover_recommendations(&scope).unwrap().created, 0);

@@ -281,16 +281,7 @@ mod tests {
             },
             metadata: Metadata::now(),
         };
-        LoadedIssue {
-            file: FileRecord {
-                file_path: format!("issues/o_r_issue_{n}.json"),
-                issue_id: issue.key(),
-                size: 1,
-                mtime_ns: 1,
-                sha256: "x".into(),
-            },
-            issue,
-        }
+        LoadedIssue::fixture(issue)
     }
 
     fn count(db: &Db, sql: &str) -> i64 {

@@ -104,22 +104,9 @@ impl ReadOnlyDb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{Db, FileRecord, LoadedIssue};
+    use crate::db::{Db, LoadedIssue};
     use crate::store::{Comment, StoredIssue};
     use std::time::Duration;
-
-    fn loaded(issue: StoredIssue) -> LoadedIssue {
-        LoadedIssue {
-            file: FileRecord {
-                file_path: format!("issues/{}.json", issue.issue.number),
-                issue_id: issue.key(),
-                size: 1,
-                mtime_ns: 1,
-                sha256: "x".into(),
-            },
-            issue,
-        }
-    }
 
     fn comment(id: i64, body: Option<&str>) -> Comment {
         Comment {
@@ -140,7 +127,8 @@ mod tests {
         a.issue.comments = vec![comment(1, Some("ab")), comment(2, None)]; // 2
         let b = StoredIssue::new("o", "r", 2, &"x".repeat(50)); // capped at 40
         let mut db = Db::open(&path, Duration::from_secs(5)).unwrap();
-        db.replace_issues(&[loaded(a), loaded(b)]).unwrap();
+        db.replace_issues(&[LoadedIssue::fixture(a), LoadedIssue::fixture(b)])
+            .unwrap();
         drop(db);
         let ro = ReadOnlyDb::open(&path, Duration::from_secs(5)).unwrap();
         let size = |sql: &str, cap| ro.selection_size(sql, cap).unwrap();

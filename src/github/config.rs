@@ -105,6 +105,19 @@ fn derive_graphql(api: &Url) -> anyhow::Result<Url> {
     joined.map_err(|e| crate::error::user(format!("cannot derive the GraphQL URL from {api}: {e}")))
 }
 
+/// The configuration of a GitHub Enterprise Server at `ghe.example.com` (unit tests).
+#[cfg(test)]
+pub fn enterprise_for_tests() -> ClientConfig {
+    ClientConfig::new(
+        Some("https://ghe.example.com/api/v3"),
+        None,
+        "t".into(),
+        None,
+        None,
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,14 +126,7 @@ mod tests {
     fn graphql_url_is_derived_for_dotcom_and_enterprise_server() {
         let c = ClientConfig::new(None, None, "t".into(), None, None).unwrap();
         assert_eq!(c.graphql_url.as_str(), "https://api.github.com/graphql");
-        let c = ClientConfig::new(
-            Some("https://ghe.example.com/api/v3"),
-            None,
-            "t".into(),
-            None,
-            None,
-        )
-        .unwrap();
+        let c = enterprise_for_tests();
         assert_eq!(
             c.graphql_url.as_str(),
             "https://ghe.example.com/api/graphql"

@@ -231,18 +231,10 @@ pub async fn has_comment_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::github::client::ClientConfig;
 
     #[test]
     fn label_names_are_one_encoded_path_segment_also_on_enterprise_server() {
-        let cfg = ClientConfig::new(
-            Some("https://ghe.example.com/api/v3"),
-            None,
-            "t".into(),
-            None,
-            None,
-        )
-        .unwrap();
+        let cfg = crate::github::config::enterprise_for_tests();
         let client = Client::new(cfg, std::sync::Arc::new(crate::report::Silent)).unwrap();
         let url = repo_url(
             &client,

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::db::recommendations::has_label;
-use crate::db::{Db, LabelChange, RecLabel, RecRow};
+use crate::db::{Db, LabelChange, RecFilter, RecLabel, RecRow};
 use crate::github::client::{Client, GitHubError};
 use crate::github::labels::{self, Removed, DEFAULT_COLOR};
 use crate::github::pacing::Pacer;
@@ -48,9 +48,19 @@ pub struct Planned {
     pub file_path: Option<String>,
 }
 
-/// The plan of each recommendation against the issue's stored labels (`local`: issue id →
-/// (file, label names)), as printed before anything is sent and as a dry run records it.
-pub fn plan(
+/// The plan of each recommendation `filter` selects, against the issue's stored labels, as
+/// printed before anything is sent and as a dry run records it.
+pub fn plan(db: &Db, filter: &RecFilter, opts: ApplyOptions) -> anyhow::Result<Vec<Planned>> {
+    let recs = db.recommendations(filter)?;
+    let ids: Vec<i64> = recs.iter().map(|r| r.id).collect();
+    let reasons = db.recommendation_labels(&ids)?;
+    let issue_ids: Vec<String> = recs.iter().map(|r| r.issue_id.clone()).collect();
+    let local = db.issue_labels(&issue_ids)?;
+    Ok(plan_rows(recs, reasons, &local, opts))
+}
+
+/// [`plan`] of rows already read (`local`: issue id → (file, label names)).
+fn plan_rows(
     recs: Vec<RecRow>,
     mut reasons: HashMap<i64, Vec<RecLabel>>,
     local: &HashMap<String, (String, Vec<String>)>,
