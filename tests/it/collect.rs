@@ -1,9 +1,9 @@
 //! CLI tests of `collect` against the fake GitHub server (tests/it/fakes/fake_github.rs).
 
-use std::io::{Read, Write};
+use std::io::Read;
 
 use crate::fakes::github::{FakeGitHub, FakeIssue, Fault, Target, RATE_LIMIT_WAIT, TOKEN};
-use crate::support::{read_json, Env};
+use crate::support::{read_json, Env, Run};
 use predicates::prelude::*;
 use serde_json::Value;
 
@@ -43,13 +43,14 @@ fn server() -> FakeGitHub {
     gh
 }
 
-fn cmd(env: &Env, gh: &FakeGitHub) -> assert_cmd::Command {
-    env.cmd_with(&gh.env())
+/// [`server`] and a new data dir: where most tests start.
+fn setup() -> (FakeGitHub, Env) {
+    (server(), Env::new())
 }
 
 /// `collect --org acme --repo widgets`, with the fake's environment.
 fn widgets_cmd(env: &Env, gh: &FakeGitHub) -> assert_cmd::Command {
-    let mut c = cmd(env, gh);
+    let mut c = env.cmd_with(&gh.env());
     c.args(["collect", "--org", "acme", "--repo", "widgets"]);
     c
 }
@@ -68,6 +69,29 @@ fn collect(env: &Env, gh: &FakeGitHub, args: &[&str]) -> Value {
     env.json_with(&gh.env(), &[&["collect"], args].concat())
 }
 
+/// Runs `collect ARGS` with the fake's environment and then `vars`, whatever the outcome.
+fn run(env: &Env, gh: &FakeGitHub, vars: &[(&'static str, String)], args: &[&str]) -> Run {
+    env.run_with(
+        &[gh.env(), vars.to_vec()].concat(),
+        &[&["collect"], args].concat(),
+    )
+}
+
+/// [`run`] of acme/widgets with `extra` arguments.
+fn run_widgets(env: &Env, gh: &FakeGitHub, vars: &[(&'static str, String)], extra: &[&str]) -> Run {
+    run(
+        env,
+        gh,
+        vars,
+        &[&["--org", "acme", "--repo", "widgets"], extra].concat(),
+    )
+}
+
+/// The rate-limit tests' wait cap: the fake refuses every request until each limit is over.
+fn max_wait() -> Vec<(&'static str, String)> {
+    vec![("GITHUB_ANALYSIS_MAX_WAIT", RATE_LIMIT_WAIT.to_string())]
+}
+
 fn graphql_requests(gh: &FakeGitHub) -> Vec<crate::fakes::github::Logged> {
     gh.requests()
         .into_iter()
@@ -75,10 +99,14 @@ fn graphql_requests(gh: &FakeGitHub) -> Vec<crate::fakes::github::Logged> {
         .collect()
 }
 
+/// The variables of the first GraphQL request logged.
+fn first_graphql_vars(gh: &FakeGitHub) -> Value {
+    graphql_requests(gh)[0].variables.clone().unwrap()
+}
+
 #[test]
 fn repository_mode_stores_issues_comments_and_labels_in_few_requests() {
-    let gh = server();
-    let env = Env::new();
+    let (gh, env) = setup();
     let s = collect_widgets(&env, &gh, &["--state", "all"]);
     // 6 named issues minus 2 PRs, plus 125 fillers.
     assert_eq!(s["issues"], 129);
@@ -141,8 +169,7 @@ fn repository_mode_stores_issues_comments_and_labels_in_few_requests() {
 
 #[test]
 fn default_state_is_open_and_labels_must_all_match() {
-    let gh = server();
-    let env = Env::new();
+    let (gh, env) = setup();
     let s = collect_widgets(&env, &gh, &[]);
     assert_eq!(s["issues"], 128);
     assert_eq!(
@@ -150,7 +177,7 @@ fn default_state_is_open_and_labels_must_all_match() {
         0
     );
     // The GraphQL filter carried the state.
-    let vars = graphql_requests(&gh)[0].variables.clone().unwrap();
+    let vars = first_graphql_vars(&gh);
     assert_eq!(vars["filter"]["states"], serde_json::json!(["OPEN"]));
 
     let env = Env::new();
@@ -164,8 +191,7 @@ fn default_state_is_open_and_labels_must_all_match() {
 
 #[test]
 fn incremental_recollect_costs_one_request_and_applies_changes() {
-    let gh = server();
-    let env = Env::new();
+    let (gh, env) = setup();
     collect_widgets(&env, &gh, &["--state", "all"]);
     gh.clear_log();
 
@@ -175,7 +201,7 @@ fn incremental_recollect_costs_one_request_and_applies_changes() {
     assert_eq!(gh.request_count(), 1);
     assert_eq!(s["incremental"], 1);
     assert_eq!(s["issues"], 0);
-    let since = graphql_requests(&gh)[0].variables.clone().unwrap()["filter"]["since"].clone();
+    let since = first_graphql_vars(&gh)["filter"]["since"].clone();
     assert!(since.as_str().is_some_and(|s| s.ends_with('Z')), "{since}");
 
     // #1 gets a comment and loses its label; #5 is closed.
@@ -214,8 +240,7 @@ fn incremental_recollect_costs_one_request_and_applies_changes() {
 
 #[test]
 fn incremental_open_only_run_still_records_that_an_issue_was_closed() {
-    let gh = server();
-    let env = Env::new();
+    let (gh, env) = setup();
     collect_widgets(&env, &gh, &[]);
     gh.update_issue("acme", "widgets", 1, |i| {
         i.state = "closed".into();
@@ -238,15 +263,14 @@ fn incremental_open_only_run_still_records_that_an_issue_was_closed() {
 
 #[test]
 fn full_and_since_override_the_cursor() {
-    let gh = server();
-    let env = Env::new();
+    let (gh, env) = setup();
     collect_widgets(&env, &gh, &["--state", "all"]);
     gh.clear_log();
     let s = collect_widgets(&env, &gh, &["--state", "all", "--full"]);
     assert_eq!(s["incremental"], 0);
     assert_eq!(s["unchanged"], 129);
     assert_eq!(gh.request_count(), 3);
-    let vars = graphql_requests(&gh)[0].variables.clone().unwrap();
+    let vars = first_graphql_vars(&gh);
     assert_eq!(vars["filter"].get("since"), None);
 
     gh.clear_log();
@@ -255,22 +279,18 @@ fn full_and_since_override_the_cursor() {
         s["issues"], 2,
         "issues updated on/after 2024-03-04: #1 and #2"
     );
-    let vars = graphql_requests(&gh)[0].variables.clone().unwrap();
+    let vars = first_graphql_vars(&gh);
     assert_eq!(vars["filter"]["since"], "2024-03-04T00:00:00Z");
 }
 
 #[test]
 fn limit_stops_early_and_leaves_no_cursor() {
-    let gh = server();
-    let env = Env::new();
+    let (gh, env) = setup();
     let s = collect_widgets(&env, &gh, &["--limit", "3"]);
     assert_eq!(s["issues"], 3);
     // One page of 3 (not 100) issues, and the rest of #3's long thread.
     assert_eq!(gh.request_count(), 2);
-    assert_eq!(
-        graphql_requests(&gh)[0].variables.clone().unwrap()["first"],
-        3
-    );
+    assert_eq!(first_graphql_vars(&gh)["first"], 3);
     // Most recently updated first (#1, #3, #5; PRs excluded).
     assert_eq!(
         env.scalar("SELECT string_agg(number::VARCHAR, ',' ORDER BY number) FROM issues"),
@@ -286,8 +306,7 @@ fn limit_stops_early_and_leaves_no_cursor() {
 
 #[test]
 fn single_issue_uses_rest_pages_and_etags() {
-    let gh = server();
-    let env = Env::new();
+    let (gh, env) = setup();
     let s = collect_widgets(&env, &gh, &["--issue-number", "3"]);
     assert_eq!(s["issues"], 1);
     // The issue, then comment pages 1 and 2 (the second through the Link header's
@@ -318,64 +337,37 @@ fn single_issue_uses_rest_pages_and_etags() {
 
 #[test]
 fn single_issue_errors_are_clear() {
-    let gh = server();
+    let (gh, env) = setup();
     gh.update_issue("acme", "widgets", 2, |i| i.deleted = true);
-    let env = Env::new();
-    let run = |args: &[&str]| widgets_cmd(&env, &gh).args(args).assert();
-    run(&["--issue-number", "4"])
-        .code(1)
-        .stderr(predicate::str::contains(
-            "error: acme/widgets#4 is a pull request",
-        ));
-    run(&["--issue-number", "2"])
-        .code(1)
-        .stderr(predicate::str::contains("was deleted"));
-    run(&["--issue-number", "999"])
-        .code(1)
-        .stderr(predicate::str::contains("not found"));
+    let run = |args: &[&str]| run_widgets(&env, &gh, &[], args);
+    run(&["--issue-number", "4"]).fails_with("error: acme/widgets#4 is a pull request");
+    run(&["--issue-number", "2"]).fails_with("was deleted");
+    run(&["--issue-number", "999"]).fails_with("not found");
     assert!(!env.data().join("issues/acme_widgets_issue_4.json").exists());
 }
 
 #[test]
 fn bad_token_unknown_repo_and_missing_token_fail_clearly() {
-    let gh = server();
-    let env = Env::new();
-    widgets_cmd(&env, &gh)
-        .env("GITHUB_TOKEN", "wrong")
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("error: token rejected"));
+    let (gh, env) = setup();
+    run_widgets(&env, &gh, &[("GITHUB_TOKEN", "wrong".into())], &[])
+        .fails_with("error: token rejected");
     // Not found arrives as a GraphQL error with HTTP 200.
-    cmd(&env, &gh)
-        .args(["collect", "--org", "acme", "--repo", "nope"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains(
-            "error: repository acme/nope not found or not visible to this token",
-        ));
-    cmd(&env, &gh)
-        .args(["collect", "--org", "ghost-org"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains(
-            "not found or not visible to this token",
-        ));
-    env.cmd()
-        .env("GITHUB_API_URL", &gh.url)
-        .args(["collect", "--org", "acme", "--repo", "widgets"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("no GitHub token"));
-    cmd(&env, &gh)
-        .args(["collect", "--org", "acme", "--repo", "../etc"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("invalid repository name"));
+    run(&env, &gh, &[], &["--org", "acme", "--repo", "nope"])
+        .fails_with("error: repository acme/nope not found or not visible to this token");
+    run(&env, &gh, &[], &["--org", "ghost-org"])
+        .fails_with("not found or not visible to this token");
+    env.run_with(
+        &[("GITHUB_API_URL", gh.url.clone())],
+        &["collect", "--org", "acme", "--repo", "widgets"],
+    )
+    .fails_with("no GitHub token");
+    run(&env, &gh, &[], &["--org", "acme", "--repo", "../etc"])
+        .fails_with("invalid repository name");
 }
 
 #[test]
 fn organisation_mode_skips_archived_and_excluded_repositories() {
-    let gh = server();
+    let (gh, env) = setup();
     gh.add_repo(
         "acme",
         "gadgets",
@@ -393,7 +385,6 @@ fn organisation_mode_skips_archived_and_excluded_repositories() {
         "elsewhere",
         vec![FakeIssue::new(1, "Not ours", OLD)],
     );
-    let env = Env::new();
     let s = collect(&env, &gh, &["--org", "acme", "--exclude-repo", "secret"]);
     assert_eq!(s["repositories"], 2);
     assert_eq!(s["repositories_skipped"], 2);
@@ -419,7 +410,7 @@ fn organisation_mode_skips_archived_and_excluded_repositories() {
 
 #[test]
 fn rest_rate_limits_and_server_errors_are_retried() {
-    let gh = server();
+    let (gh, env) = setup();
     gh.push_fault(Target::Rest, Fault::PrimaryRateLimit { status: 403 });
     gh.push_fault(
         Target::Rest,
@@ -436,19 +427,14 @@ fn rest_rate_limits_and_server_errors_are_retried() {
         },
     );
     gh.push_fault(Target::Rest, Fault::ServerError { status: 500 });
-    let env = Env::new();
     // The fake refuses every request until each limit is over: the client must really wait.
-    widgets_cmd(&env, &gh)
-        .env("GITHUB_ANALYSIS_MAX_WAIT", RATE_LIMIT_WAIT).args(["--issue-number", "1"])
-        .assert()
-        .success()
-        .stderr(predicate::str::contains("GitHub primary rate limit reached (core)"))
+    run_widgets(&env, &gh, &max_wait(), &["--issue-number", "1"])
+        .ok()
+        .says("GitHub primary rate limit reached (core)")
         // No retry-after: at least a minute, capped in tests by GITHUB_ANALYSIS_MAX_WAIT.
-        .stderr(predicate::str::contains(
-            "secondary rate limit hit (core): waiting 60s (capped at 2.5s by GITHUB_ANALYSIS_MAX_WAIT)",
-        ))
-        .stderr(predicate::str::contains("secondary rate limit hit (core): waiting 1.0s"))
-        .stderr(predicate::str::contains("GitHub answered 500 Internal Server Error; retrying"));
+        .says("secondary rate limit hit (core): waiting 60s (capped at 2.5s by GITHUB_ANALYSIS_MAX_WAIT)")
+        .says("secondary rate limit hit (core): waiting 1.0s")
+        .says("GitHub answered 500 Internal Server Error; retrying");
     // 4 faulted attempts, then the issue and its one comment page.
     assert_eq!(gh.request_count(), 6);
     assert_eq!(env.scalar("SELECT count(*) FROM comments"), 2);
@@ -456,7 +442,7 @@ fn rest_rate_limits_and_server_errors_are_retried() {
 
 #[test]
 fn graphql_rate_limits_with_http_200_and_timeouts_are_retried() {
-    let gh = server();
+    let (gh, env) = setup();
     gh.push_fault(
         Target::GraphQl,
         Fault::GraphQlRateLimited {
@@ -472,72 +458,43 @@ fn graphql_rate_limits_with_http_200_and_timeouts_are_retried() {
     gh.push_fault(Target::GraphQl, Fault::ServerError { status: 502 });
     gh.push_fault(Target::GraphQl, Fault::ServerError { status: 500 });
     gh.push_fault(Target::GraphQl, Fault::PrimaryRateLimit { status: 429 });
-    let env = Env::new();
-    let out = widgets_cmd(&env, &gh)
-        .env("GITHUB_ANALYSIS_MAX_WAIT", RATE_LIMIT_WAIT)
-        .args(["--format", "json"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let r = run_widgets(&env, &gh, &max_wait(), &["--format", "json"]).ok();
     assert_eq!(
-        stderr
+        r.stderr
             .matches("GraphQL rate limit reached (graphql)")
             .count(),
         2,
-        "{stderr}"
+        "{}",
+        r.stderr
     );
-    assert!(
-        stderr.contains("GitHub answered 502 Bad Gateway; retrying"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("GitHub answered 500 Internal Server Error; retrying"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("primary rate limit reached (graphql)"),
-        "{stderr}"
-    );
+    r.says("GitHub answered 502 Bad Gateway; retrying")
+        .says("GitHub answered 500 Internal Server Error; retrying")
+        .says("primary rate limit reached (graphql)");
     assert_eq!(gh.request_count(), 5 + 3);
-    assert_eq!(
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()["issues"],
-        128
-    );
+    assert_eq!(r.json()["issues"], 128);
 }
 
 #[test]
 fn an_exhausted_bucket_is_waited_out_before_the_next_request() {
-    let gh = server();
+    let (gh, env) = setup();
     gh.push_fault(Target::GraphQl, Fault::Exhausted);
-    let env = Env::new();
-    widgets_cmd(&env, &gh)
-        .env("GITHUB_ANALYSIS_MAX_WAIT", RATE_LIMIT_WAIT)
-        .assert()
-        .success()
-        .stderr(predicate::str::contains(
-            "GitHub rate limit exhausted (graphql): waiting",
-        ));
+    run_widgets(&env, &gh, &max_wait(), &[])
+        .ok()
+        .says("GitHub rate limit exhausted (graphql): waiting");
     assert_eq!(gh.request_count(), 3);
 }
 
 #[test]
 fn a_run_that_gives_up_keeps_finished_pages_and_the_next_run_completes() {
-    let gh = server();
+    let (gh, env) = setup();
     gh.push_fault(Target::GraphQl, Fault::Pass);
     gh.push_fault(Target::GraphQl, Fault::Pass);
     for _ in 0..6 {
         gh.push_fault(Target::GraphQl, Fault::ServerError { status: 500 });
     }
-    let env = Env::new();
-    widgets_cmd(&env, &gh)
-        .args(["--state", "all"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains(
-            "error: cannot collect acme/widgets",
-        ))
-        .stderr(predicate::str::contains("after 6 attempts"));
+    run_widgets(&env, &gh, &[], &["--state", "all"])
+        .fails_with("error: cannot collect acme/widgets")
+        .says("after 6 attempts");
     // Page one (100 issues, #3's long thread included) was written and loaded.
     assert_eq!(env.scalar("SELECT count(*) FROM issues"), 100);
     assert_eq!(
@@ -568,19 +525,16 @@ fn attachments_are_downloaded_capped_and_failures_recorded() {
     );
     gh.add_attachment("/user-attachments/files/9/big.log", vec![b'x'; 5000]);
     let env = Env::new();
-    let s = collect(
-        &env,
-        &gh,
-        &[
-            "--org",
-            "acme",
-            "--repo",
-            "pics",
-            "--download-attachments",
-            "--max-attachment-size",
-            "1KB",
-        ],
-    );
+    let pics = [
+        "--org",
+        "acme",
+        "--repo",
+        "pics",
+        "--download-attachments",
+        "--max-attachment-size",
+        "1KB",
+    ];
+    let s = collect(&env, &gh, &pics);
     assert_eq!(s["attachments_downloaded"], 1);
     assert_eq!(s["attachments_failed"], 1);
     assert_eq!(s["attachments_skipped"], 1);
@@ -602,20 +556,7 @@ fn attachments_are_downloaded_capped_and_failures_recorded() {
 
     // Again with --full: the downloaded file is reused, not fetched again.
     gh.clear_log();
-    collect(
-        &env,
-        &gh,
-        &[
-            "--org",
-            "acme",
-            "--repo",
-            "pics",
-            "--full",
-            "--download-attachments",
-            "--max-attachment-size",
-            "1KB",
-        ],
-    );
+    collect(&env, &gh, &[&pics[..], &["--full"]].concat());
     assert!(!gh.requests().iter().any(|r| r.target.ends_with("shot.png")));
     assert_eq!(env.scalar("SELECT count(*) FROM attachments"), 3);
 }
@@ -625,28 +566,22 @@ fn attachments_are_downloaded_capped_and_failures_recorded() {
 #[test]
 fn the_fake_server_behaves_like_github() {
     let gh = server();
-    let raw = |headers: &str, path: &str| {
-        let addr = gh.url.trim_start_matches("http://").to_string();
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
     let auth = format!("Authorization: Bearer {TOKEN}\r\n");
-    assert!(raw(&auth, "/repos/acme/widgets/issues").starts_with("HTTP/1.1 403"));
-    assert!(raw(
-        "User-Agent: t\r\nAuthorization: Bearer nope\r\n",
-        "/repos/acme/widgets/issues"
-    )
-    .starts_with("HTTP/1.1 401"));
-    let page = raw(
-        &format!("User-Agent: t\r\n{auth}"),
+    assert!(gh
+        .raw("GET", "/repos/acme/widgets/issues", &auth, "")
+        .starts_with("HTTP/1.1 403"));
+    assert!(gh
+        .raw(
+            "GET",
+            "/repos/acme/widgets/issues",
+            "User-Agent: t\r\nAuthorization: Bearer nope\r\n",
+            ""
+        )
+        .starts_with("HTTP/1.1 401"));
+    let page = gh.raw_authorized(
+        "GET",
         "/repos/acme/widgets/issues?state=all&per_page=5&sort=updated",
+        "",
     );
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     let lower = page.to_ascii_lowercase();
@@ -664,18 +599,7 @@ fn the_fake_server_behaves_like_github() {
     // GraphQL validation errors come back with HTTP 200.
     let post = |query: &str, vars: Value| {
         let body = serde_json::json!({"query": query, "variables": vars}).to_string();
-        let addr = gh.url.trim_start_matches("http://").to_string();
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        write!(
-            s,
-            "POST /graphql HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: t\r\n{auth}\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
+        gh.raw_authorized("POST", "/graphql", &body)
     };
     let vars = serde_json::json!({"owner": "acme", "name": "widgets", "first": 101, "filter": {}});
     let too_many = post(github_analysis::github::graphql::ISSUES_QUERY, vars);
@@ -696,11 +620,10 @@ fn the_fake_server_behaves_like_github() {
 #[cfg(unix)]
 #[test]
 fn ctrl_c_keeps_finished_work_and_the_next_run_resumes() {
-    let gh = server();
+    let (gh, env) = setup();
     gh.push_fault(Target::GraphQl, Fault::Pass);
     gh.push_fault(Target::GraphQl, Fault::Pass);
     gh.push_fault(Target::GraphQl, Fault::Delay(60_000));
-    let env = Env::new();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_github-analysis"))
         .args([
             "collect", "--org", "acme", "--repo", "widgets", "--state", "all",
@@ -746,7 +669,7 @@ fn ctrl_c_keeps_finished_work_and_the_next_run_resumes() {
 
 #[test]
 fn a_transferred_issue_is_followed_and_stored_where_it_lives_now() {
-    let gh = server();
+    let (gh, env) = setup();
     gh.add_repo(
         "acme",
         "gadgets",
@@ -755,14 +678,9 @@ fn a_transferred_issue_is_followed_and_stored_where_it_lives_now() {
     gh.update_issue("acme", "widgets", 2, |i| {
         i.moved_to = Some(("gadgets".into(), 3))
     });
-    let env = Env::new();
-    widgets_cmd(&env, &gh)
-        .args(["--issue-number", "2"])
-        .assert()
-        .success()
-        .stderr(predicate::str::contains(
-            "acme/widgets#2 now lives at acme/gadgets#3",
-        ));
+    run_widgets(&env, &gh, &[], &["--issue-number", "2"])
+        .ok()
+        .says("acme/widgets#2 now lives at acme/gadgets#3");
     let reqs = gh.requests();
     assert_eq!(reqs[0].status, 301);
     assert!(reqs[1].target.starts_with("/repositories/"), "{reqs:?}");
@@ -774,17 +692,12 @@ fn a_transferred_issue_is_followed_and_stored_where_it_lives_now() {
 
 #[test]
 fn graphql_timeouts_shrink_the_page_instead_of_repeating_it() {
-    let gh = server();
+    let (gh, env) = setup();
     gh.push_fault(Target::GraphQl, Fault::ServerError { status: 504 });
     gh.push_fault(Target::GraphQl, Fault::ServerError { status: 502 });
-    let env = Env::new();
-    widgets_cmd(&env, &gh)
-        .args(["--state", "all"])
-        .assert()
-        .success()
-        .stderr(predicate::str::contains(
-            "acme/widgets: GitHub timed out on a page of 100 issues; asking for 50 at a time",
-        ));
+    run_widgets(&env, &gh, &[], &["--state", "all"])
+        .ok()
+        .says("acme/widgets: GitHub timed out on a page of 100 issues; asking for 50 at a time");
     let firsts: Vec<Value> = graphql_requests(&gh)
         .iter()
         .filter(|r| r.graphql == Some("issues"))
@@ -800,16 +713,11 @@ fn graphql_timeouts_shrink_the_page_instead_of_repeating_it() {
 
 #[test]
 fn a_renamed_repository_is_collected_under_its_new_name() {
-    let gh = server();
+    let (gh, env) = setup();
     gh.rename("acme", "widgets", "gizmos");
-    let env = Env::new();
-    widgets_cmd(&env, &gh)
-        .args(["--state", "all"])
-        .assert()
-        .success()
-        .stderr(predicate::str::contains(
-            "acme/widgets was renamed to acme/gizmos: collecting it under the new name",
-        ));
+    run_widgets(&env, &gh, &[], &["--state", "all"])
+        .ok()
+        .says("acme/widgets was renamed to acme/gizmos: collecting it under the new name");
     assert_eq!(
         env.scalar("SELECT count(*) FROM issues WHERE repo = 'gizmos'"),
         129
@@ -834,8 +742,7 @@ fn a_renamed_repository_is_collected_under_its_new_name() {
 
 #[test]
 fn table_summary_and_per_repository_lines() {
-    let gh = server();
-    let env = Env::new();
+    let (gh, env) = setup();
     widgets_cmd(&env, &gh)
         .assert()
         .success()
@@ -895,7 +802,7 @@ fn recorded_github_pagination_and_issue_objects_are_understood() {
 
 #[test]
 fn graphql_errors_with_http_200_fail_clearly_even_with_partial_data() {
-    let gh = server();
+    let (gh, env) = setup();
     gh.push_fault(
         Target::GraphQl,
         Fault::GraphQlError {
@@ -904,13 +811,7 @@ fn graphql_errors_with_http_200_fail_clearly_even_with_partial_data() {
             with_data: false,
         },
     );
-    let env = Env::new();
-    widgets_cmd(&env, &gh)
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains(
-            "error: GitHub refused the query for acme/widgets: Resource protected by organization SAML enforcement",
-        ));
+    run_widgets(&env, &gh, &[], &[]).fails_with("error: GitHub refused the query for acme/widgets: Resource protected by organization SAML enforcement");
     // A page cut short (data and errors together) is not stored as if it were complete.
     gh.push_fault(
         Target::GraphQl,
@@ -920,11 +821,6 @@ fn graphql_errors_with_http_200_fail_clearly_even_with_partial_data() {
             with_data: true,
         },
     );
-    widgets_cmd(&env, &gh)
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains(
-            "Something went wrong while executing your query",
-        ));
+    run_widgets(&env, &gh, &[], &[]).fails_with("Something went wrong while executing your query");
     assert_eq!(env.scalar("SELECT count(*) FROM issues"), 0);
 }

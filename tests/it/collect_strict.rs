@@ -4,9 +4,7 @@
 //! asked; the token never goes to a third-party attachment host; two repositories whose file
 //! names collide never overwrite each other's issues.
 
-use std::io::{Read, Write};
-
-use crate::fakes::github::{FakeGitHub, FakeIssue, Fault, Target, RATE_LIMIT_WAIT, TOKEN};
+use crate::fakes::github::{FakeGitHub, FakeIssue, Fault, Target, RATE_LIMIT_WAIT};
 use crate::support::{read_json, Env};
 use serde_json::{json, Value};
 
@@ -39,25 +37,9 @@ fn issues(n: u64) -> Vec<FakeIssue> {
         .collect()
 }
 
-/// Raw HTTP to the fake (as any client could send it).
-fn raw(gh: &FakeGitHub, method: &str, path: &str, body: &str) -> String {
-    let addr = gh.url.trim_start_matches("http://").to_string();
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: t\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 fn graphql(gh: &FakeGitHub, query: &str) -> Value {
     let body = json!({"query": query, "variables": {"owner": "acme", "name": "app"}}).to_string();
-    let resp = raw(gh, "POST", "/graphql", &body);
+    let resp = gh.raw_authorized("POST", "/graphql", &body);
     let json = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
     serde_json::from_str(json).unwrap()
 }
@@ -104,8 +86,8 @@ fn requests_before_a_limit_is_over_are_refused() {
     let gh = FakeGitHub::start();
     gh.add_repo("acme", "app", issues(2));
     gh.push_fault(Target::Rest, Fault::PrimaryRateLimit { status: 403 });
-    let first = raw(&gh, "GET", "/repos/acme/app/issues/1", "");
-    let again = raw(&gh, "GET", "/repos/acme/app/issues/1", "");
+    let first = gh.raw_authorized("GET", "/repos/acme/app/issues/1", "");
+    let again = gh.raw_authorized("GET", "/repos/acme/app/issues/1", "");
     assert!(first.starts_with("HTTP/1.1 403"), "{first}");
     assert!(
         again.starts_with("HTTP/1.1 403"),
@@ -115,7 +97,9 @@ fn requests_before_a_limit_is_over_are_refused() {
         .to_ascii_lowercase()
         .contains("x-ratelimit-remaining: 0"));
     std::thread::sleep(std::time::Duration::from_millis(2_100));
-    assert!(raw(&gh, "GET", "/repos/acme/app/issues/1", "").starts_with("HTTP/1.1 200"));
+    assert!(gh
+        .raw_authorized("GET", "/repos/acme/app/issues/1", "")
+        .starts_with("HTTP/1.1 200"));
     // A secondary limit with retry-after holds for that long.
     gh.push_fault(
         Target::Rest,
@@ -124,8 +108,10 @@ fn requests_before_a_limit_is_over_are_refused() {
             retry_after: Some(2),
         },
     );
-    assert!(raw(&gh, "GET", "/repos/acme/app/issues/1", "").starts_with("HTTP/1.1 429"));
-    let again = raw(&gh, "GET", "/repos/acme/app/issues/2", "");
+    assert!(gh
+        .raw_authorized("GET", "/repos/acme/app/issues/1", "")
+        .starts_with("HTTP/1.1 429"));
+    let again = gh.raw_authorized("GET", "/repos/acme/app/issues/2", "");
     assert!(again.starts_with("HTTP/1.1 429"), "{again}");
     assert!(
         again.to_ascii_lowercase().contains("retry-after:"),
@@ -134,7 +120,7 @@ fn requests_before_a_limit_is_over_are_refused() {
     // A bucket used up answers 403 until its reset.
     std::thread::sleep(std::time::Duration::from_millis(2_100));
     gh.set_limits(1, 5000);
-    let spent = raw(&gh, "GET", "/repos/acme/app/issues/2", "");
+    let spent = gh.raw_authorized("GET", "/repos/acme/app/issues/2", "");
     assert!(spent.starts_with("HTTP/1.1 403"), "{spent}");
     assert!(spent.contains("API rate limit exceeded"), "{spent}");
 }

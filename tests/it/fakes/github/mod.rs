@@ -408,6 +408,40 @@ impl FakeGitHub {
     pub fn now() -> String {
         Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
     }
+
+    /// One raw HTTP/1.1 request, as any client could send it, for tests of the fake's own
+    /// strictness: `headers` are whole `Name: value\r\n` lines besides Host and Connection, a
+    /// `body` gets its Content-Length. Returns the whole answer, status line and headers included.
+    pub fn raw(&self, method: &str, path: &str, headers: &str, body: &str) -> String {
+        use std::io::{Read, Write};
+        let addr = self.url.trim_start_matches("http://");
+        let length = if body.is_empty() {
+            String::new()
+        } else {
+            format!("Content-Length: {}\r\n", body.len())
+        };
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}{length}Connection: close\r\n\r\n{body}"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// [`FakeGitHub::raw`] with what GitHub requires of every request (a User-Agent and the
+    /// token); a body is JSON.
+    pub fn raw_authorized(&self, method: &str, path: &str, body: &str) -> String {
+        let json = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/json\r\n"
+        };
+        let headers = format!("User-Agent: t\r\nAuthorization: Bearer {TOKEN}\r\n{json}");
+        self.raw(method, path, &headers, body)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
