@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::fakes::batches::throttle::Throttle;
 use crate::fakes::batches::{Advance, FakeBatches};
-use crate::support::{env_with_issues, Env, Run};
+use crate::support::{batch_submit_args, env_with_issues, files_in, Env, Run};
 
 const ORG: &str = "replicatedhq";
 const REPO: &str = "batch-io";
@@ -16,41 +16,20 @@ const OPENAI: &str = "openai:gpt-4o-mini";
 
 /// `n` issues naming a product each, imported.
 fn setup(n: u64) -> Env {
-    let env = Env::new();
     let products = ["kots", "troubleshoot", "embedded-cluster", "kurl"];
-    let issues: Vec<Value> = (1..=n)
-        .map(|i| {
-            let p = products[(i % 4) as usize];
-            crate::support::stored_issue(
-                ORG,
-                REPO,
-                i,
-                &format!("{p} fails on node {i}"),
-                &format!("Running {p} stops with an error."),
-                &[],
-                &[],
-            )
-        })
-        .collect();
-    let s = env.import_json(&json!(issues));
-    assert_eq!(s["issues"], n, "{s}");
-    env
+    env_with_issues(ORG, REPO, n, |i| {
+        let p = products[(i % 4) as usize];
+        (
+            format!("{p} fails on node {i}"),
+            format!("Running {p} stops with an error."),
+        )
+    })
 }
 
-fn submit(env: &Env, vars: &[(&str, String)]) -> String {
+/// `batch submit product-labeling` of ORG with OPENAI and `extra`, which must succeed; the job id.
+fn submit(env: &Env, vars: &[(&str, String)], extra: &[&str]) -> String {
     let job = env
-        .run_json(
-            vars,
-            &[
-                "batch",
-                "submit",
-                "product-labeling",
-                "--org",
-                ORG,
-                "--model",
-                OPENAI,
-            ],
-        )
+        .run_json(vars, &batch_submit_args(ORG, OPENAI, extra))
         .ok()
         .json();
     job["job_id"].as_str().expect("a job id").to_string()
@@ -62,17 +41,22 @@ fn with(a: &[(&'static str, String)], b: &[(&'static str, &str)]) -> Vec<(&'stat
     v
 }
 
-fn files_in(dir: &std::path::Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.path().is_file())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+/// The fake's OpenAI environment with this transfer idle timeout (seconds).
+fn idle_timeout(fake: &FakeBatches, seconds: &str) -> Vec<(&'static str, String)> {
+    with(
+        &fake.openai_env(),
+        &[("GITHUB_ANALYSIS_TRANSFER_IDLE_TIMEOUT", seconds)],
+    )
+}
+
+/// A fake with a 64 KB receive buffer whose batches move only when told: the client's bytes can
+/// get ahead of a slow (or stalled) reader only by its own send buffer (about 1.3 MB on
+/// loopback), not by megabytes more of kernel buffers, so a slow or stalled upload reaches the
+/// client's writes.
+fn small_buffer_fake() -> FakeBatches {
+    let fake = FakeBatches::start_with_receive_buffer(64 * 1024);
+    fake.set_advance(Advance::Manual);
+    fake
 }
 
 #[test]
@@ -81,7 +65,7 @@ fn a_crash_mid_collect_then_a_rerun_stores_every_result_exactly_once() {
     let fake = FakeBatches::start();
     fake.set_advance(Advance::Manual);
     let vars = fake.openai_env();
-    let jid = submit(&env, &vars);
+    let jid = submit(&env, &vars, &[]);
     fake.finish_all();
 
     // Chunks of two lines; the process dies after the second chunk's files are durable and
@@ -128,36 +112,16 @@ fn a_crash_mid_collect_then_a_rerun_stores_every_result_exactly_once() {
 
 /// `n` issues with long bodies (about 30 KB of request each), imported.
 fn setup_long(n: u64) -> Env {
-    env_with_issues(
-        ORG,
-        REPO,
-        n,
-        |i| format!("kots upgrade fails on node {i}"),
-        &"The kots admin console times out while the upgrade runs; logs follow. ".repeat(400),
-    )
-}
-
-fn submit_args(retries: &str) -> Vec<&str> {
-    vec![
-        "batch",
-        "submit",
-        "product-labeling",
-        "--org",
-        ORG,
-        "--model",
-        OPENAI,
-        "--max-retries",
-        retries,
-    ]
+    let body = "The kots admin console times out while the upgrade runs; logs follow. ".repeat(400);
+    env_with_issues(ORG, REPO, n, |i| {
+        (format!("kots upgrade fails on node {i}"), body.clone())
+    })
 }
 
 #[test]
 fn slow_but_moving_uploads_and_downloads_outlive_the_idle_timeout() {
     let env = setup_long(200);
-    // A 64 KB receive buffer: the client's bytes can only get ahead of the slow reader by its
-    // own send buffer (about 1.3 MB on loopback), not by megabytes more of kernel buffers.
-    let fake = FakeBatches::start_with_receive_buffer(64 * 1024);
-    fake.set_advance(Advance::Manual);
+    let fake = small_buffer_fake();
     // The fake reads the ~6 MB upload at 2 MB/s and sends the results (~150 KB) at 40 KB/s:
     // each transfer takes several seconds, longer than the 2 s idle timeout, but bytes keep
     // moving.
@@ -171,12 +135,8 @@ fn slow_but_moving_uploads_and_downloads_outlive_the_idle_timeout() {
         every: Duration::from_millis(25),
         stall_after: None,
     });
-    let vars = with(
-        &fake.openai_env(),
-        &[("GITHUB_ANALYSIS_TRANSFER_IDLE_TIMEOUT", "2")],
-    );
-    let job = env.run_json(&vars, &submit_args("0")).ok().json();
-    let jid = job["job_id"].as_str().unwrap().to_string();
+    let vars = idle_timeout(&fake, "2");
+    let jid = submit(&env, &vars, &["--max-retries", "0"]);
     assert_eq!(fake.batches().len(), 1, "one batch created");
     fake.finish_all();
     let r = env.run_json(&vars, &["batch", "collect", &jid]).ok().json();
@@ -204,21 +164,20 @@ fn slow_but_moving_uploads_and_downloads_outlive_the_idle_timeout() {
 
 #[test]
 fn a_stalled_upload_fails_after_the_idle_timeout_with_a_clear_message() {
-    // An upload far larger than the loopback socket buffers (a 64 KB receive buffer), so the
-    // stall reaches the client's writes instead of hiding in kernel buffers.
+    // An upload far larger than the loopback socket buffers, so the stall reaches the client's
+    // writes instead of hiding in kernel buffers.
     let env = setup_long(200);
-    let fake = FakeBatches::start_with_receive_buffer(64 * 1024);
-    fake.set_advance(Advance::Manual);
+    let fake = small_buffer_fake();
     fake.throttle_uploads(Throttle {
         chunk: 1024,
         every: Duration::from_millis(5),
         stall_after: Some(2048),
     });
-    let vars = with(
-        &fake.openai_env(),
-        &[("GITHUB_ANALYSIS_TRANSFER_IDLE_TIMEOUT", "1")],
+    let vars = idle_timeout(&fake, "1");
+    let r = env.run_json(
+        &vars,
+        &batch_submit_args(ORG, OPENAI, &["--max-retries", "1"]),
     );
-    let r = env.run_json(&vars, &submit_args("1"));
     let all = format!("{}\n{}", r.stdout, r.stderr);
     assert!(
         all.contains("stalled: no bytes moved for 1 s")
@@ -236,12 +195,8 @@ fn a_stalled_download_fails_collect_after_the_idle_timeout_instead_of_hanging() 
     let env = setup(6);
     let fake = FakeBatches::start();
     fake.set_advance(Advance::Manual);
-    let vars = with(
-        &fake.openai_env(),
-        &[("GITHUB_ANALYSIS_TRANSFER_IDLE_TIMEOUT", "1")],
-    );
-    let job = env.run_json(&vars, &submit_args("1")).ok().json();
-    let jid = job["job_id"].as_str().unwrap().to_string();
+    let vars = idle_timeout(&fake, "1");
+    let jid = submit(&env, &vars, &["--max-retries", "1"]);
     fake.finish_all();
     fake.throttle_downloads(Throttle {
         chunk: 512,
@@ -250,13 +205,9 @@ fn a_stalled_download_fails_collect_after_the_idle_timeout_instead_of_hanging() 
     });
     let r = env.run_json(&vars, &["batch", "collect", &jid]);
     assert_ne!(r.code, 0, "{}", r.stdout);
-    assert!(
-        r.stderr.contains("error:")
-            && r.stderr.contains("stalled: no bytes moved for 1 s")
-            && r.stderr.contains("GITHUB_ANALYSIS_TRANSFER_IDLE_TIMEOUT"),
-        "{}",
-        r.stderr
-    );
+    r.says("error:")
+        .says("stalled: no bytes moved for 1 s")
+        .says("GITHUB_ANALYSIS_TRANSFER_IDLE_TIMEOUT");
     // Nothing stored from a partial file, no partial file left as if complete.
     assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), json!(0));
     let out = env.data().join("batch/output");

@@ -8,12 +8,9 @@ use crate::fakes::github::{FakeGitHub, FakeIssue, Fault, Target, RATE_LIMIT_WAIT
 use crate::support::{read_json, Env};
 use serde_json::{json, Value};
 
-fn cmd(env: &Env, gh: &FakeGitHub) -> assert_cmd::Command {
-    env.cmd_with(&gh.env())
-}
-
 fn collect(env: &Env, gh: &FakeGitHub, args: &[&str]) -> (Value, String) {
-    let out = cmd(env, gh)
+    let out = env
+        .cmd_with(&gh.env())
         .env("GITHUB_ANALYSIS_MAX_WAIT", RATE_LIMIT_WAIT)
         .arg("collect")
         .args(args)
@@ -244,19 +241,11 @@ fn repositories_whose_file_names_collide_never_overwrite_each_other() {
     gh.add_repo("a", "b_c", issues(3));
     let env = Env::new();
     collect(&env, &gh, &["--org", "a_b", "--repo", "c"]);
-    let out = cmd(&env, &gh)
-        .args(["collect", "--org", "a", "--repo", "b_c", "--format", "json"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(
-            "a/b_c#1 was not stored: its file name issues/a_b_c_issue_1.json is already used by a_b/c#1"
-        ),
-        "{stderr}"
-    );
-    assert!(stderr.contains("2 issues were not stored"), "{stderr}");
+    env.run_json(&gh.env(), &["collect", "--org", "a", "--repo", "b_c"])
+        .fails_with(
+            "a/b_c#1 was not stored: its file name issues/a_b_c_issue_1.json is already used by a_b/c#1",
+        )
+        .says("2 issues were not stored");
     assert_eq!(
         env.scalar("SELECT string_agg(id, ',' ORDER BY id) FROM issues"),
         "a/b_c#3,a_b/c#1,a_b/c#2"
@@ -267,12 +256,18 @@ fn repositories_whose_file_names_collide_never_overwrite_each_other() {
 
 #[test]
 fn an_organisation_is_collected_several_repositories_at_once_with_the_same_result() {
-    let gh = FakeGitHub::start();
-    for name in ["one", "two", "three", "four"] {
-        gh.add_repo("acme", name, issues(3));
-    }
-    // GitHub's own response time, so requests in flight at once can be seen.
-    gh.set_latency_ms(150);
+    let names = ["one", "two", "three", "four"];
+    // One fake per run, so each run's requests in flight are counted alone.
+    let acme = || {
+        let gh = FakeGitHub::start();
+        for name in names {
+            gh.add_repo("acme", name, issues(3));
+        }
+        // GitHub's own response time, so requests in flight at once can be seen.
+        gh.set_latency_ms(150);
+        gh
+    };
+    let gh = acme();
     let sequential = Env::new();
     let (s, _) = collect(
         &sequential,
@@ -283,11 +278,7 @@ fn an_organisation_is_collected_several_repositories_at_once_with_the_same_resul
     assert_eq!(gh.max_in_flight(), 1);
     let requests = gh.request_count();
 
-    let gh2 = FakeGitHub::start();
-    for name in ["one", "two", "three", "four"] {
-        gh2.add_repo("acme", name, issues(3));
-    }
-    gh2.set_latency_ms(150);
+    let gh2 = acme();
     let parallel = Env::new();
     let (s, stderr) = collect(&parallel, &gh2, &["--org", "acme", "--parallel-repos", "4"]);
     assert_eq!(
@@ -303,7 +294,7 @@ fn an_organisation_is_collected_several_repositories_at_once_with_the_same_resul
         requests,
         "parallelism costs no extra request"
     );
-    for name in ["one", "two", "three", "four"] {
+    for name in names {
         assert!(
             stderr.contains(&format!(
                 "acme/{name}: 3 issues (3 new, 0 updated, 0 unchanged), 1 requests"

@@ -7,21 +7,12 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::fakes::batches::{default_reply, Advance, FakeBatches, LineReply};
-use crate::support::{env_with_issues, Env};
-
-fn count_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|d| d.flatten().filter(|e| e.path().is_file()).count())
-        .unwrap_or(0)
-}
+use crate::support::{batch_wait_args, env_with_issues, files_in, Env};
 
 #[test]
 fn demo_labels_the_newer_sample_issues_and_a_second_run_duplicates_nothing() {
     let env = Env::new();
-    let first = env.cmd().arg("demo").output().unwrap();
-    let out = String::from_utf8_lossy(&first.stdout);
-    let err = String::from_utf8_lossy(&first.stderr);
-    assert!(first.status.success(), "stdout: {out}\nstderr: {err}");
+    let out = env.run(&["demo"]).ok().stdout;
     for step in ["== 1/6", "== 2/6", "== 3/6", "== 4/6", "== 5/6", "== 6/6"] {
         assert!(out.contains(step), "{step} missing: {out}");
     }
@@ -50,7 +41,7 @@ fn demo_labels_the_newer_sample_issues_and_a_second_run_duplicates_nothing() {
             json!({"mode": "batch", "processor": "product-labeling", "n": labelled, "issues": labelled})
         ]
     );
-    assert_eq!(count_files(&env.data().join("results")) as i64, labelled);
+    assert_eq!(files_in(&env.data().join("results")).len() as i64, labelled);
     // Only issues newer than every training issue were labelled: the model is never scored on
     // what it learnt from.
     let trained =
@@ -71,10 +62,7 @@ fn demo_labels_the_newer_sample_issues_and_a_second_run_duplicates_nothing() {
 
     // The same command again on the same data: it relabels the same issues in a new job,
     // replacing their results — nothing is imported twice, no result is duplicated.
-    let second = env.cmd().arg("demo").output().unwrap();
-    let out2 = String::from_utf8_lossy(&second.stdout);
-    let err2 = String::from_utf8_lossy(&second.stderr);
-    assert!(second.status.success(), "stdout: {out2}\nstderr: {err2}");
+    let out2 = env.run(&["demo"]).ok().stdout;
     assert!(out2.contains("== 6/6"), "{out2}");
     assert_eq!(env.scalar("SELECT count(*) FROM issues"), json!(400));
     assert_eq!(
@@ -82,7 +70,7 @@ fn demo_labels_the_newer_sample_issues_and_a_second_run_duplicates_nothing() {
         json!(labelled)
     );
     assert_eq!(env.scalar("SELECT count(*) FROM batch_jobs"), json!(2));
-    assert_eq!(count_files(&env.data().join("results")) as i64, labelled);
+    assert_eq!(files_in(&env.data().join("results")).len() as i64, labelled);
     let settled = env.scalar("SELECT count(*) FROM batch_items WHERE status <> 'completed'");
     assert_eq!(settled, json!(0));
 }
@@ -91,28 +79,16 @@ const ORG: &str = "replicatedhq";
 const REPO: &str = "wait";
 
 fn setup(n: u64) -> Env {
-    env_with_issues(
-        ORG,
-        REPO,
-        n,
-        |i| format!("kots upgrade {i} fails"),
-        "The kots admin console is blank after the upgrade.",
-    )
+    env_with_issues(ORG, REPO, n, |i| {
+        (
+            format!("kots upgrade {i} fails"),
+            "The kots admin console is blank after the upgrade.".into(),
+        )
+    })
 }
 
 fn wait_args(model: &str) -> Vec<&str> {
-    vec![
-        "process-query",
-        "missing",
-        "product-labeling",
-        "--batch-mode",
-        "--yes",
-        "--wait",
-        "--poll-interval",
-        "0.01",
-        "--model",
-        model,
-    ]
+    batch_wait_args(model, "0.01", &[])
 }
 
 #[test]
@@ -173,12 +149,7 @@ fn process_query_wait_reports_failed_items_and_exits_1() {
         }
     }));
     let r = env.run_json(&fake.openai_env(), &wait_args("openai:gpt-4o-mini"));
-    assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
-    assert!(
-        r.stderr.contains(&format!("{ORG}/{REPO}#3")) && r.stderr.contains("batch retry"),
-        "{}",
-        r.stderr
-    );
+    r.fails_with(&format!("{ORG}/{REPO}#3")).says("batch retry");
     assert_eq!(
         env.scalar("SELECT count(*) FROM ai_results WHERE mode = 'batch'"),
         json!(3)

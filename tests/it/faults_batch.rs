@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::fakes::batches::{self, chaos, FakeBatches, LineReply};
-use crate::support::Env;
+use crate::support::{batch_wait_args, env_with_issues, Env};
 
 const ORG: &str = "replicatedhq";
 const REPO: &str = "faults";
@@ -21,7 +21,6 @@ const SEED: u64 = 0x5eed_0011;
 const RATE: f64 = 0.2;
 
 fn setup() -> Env {
-    let env = Env::new();
     let products = [
         "kots",
         "troubleshoot",
@@ -29,23 +28,13 @@ fn setup() -> Env {
         "kurl",
         "billing",
     ];
-    let issues: Vec<Value> = (1..=ISSUES)
-        .map(|i| {
-            let p = products[(i % 5) as usize];
-            crate::support::stored_issue(
-                ORG,
-                REPO,
-                i,
-                &format!("{p}: install fails on node {i}"),
-                &format!("Running {p} on a fresh cluster stops with an error."),
-                &[],
-                &[],
-            )
-        })
-        .collect();
-    let s = env.import_json(&json!(issues));
-    assert_eq!(s["issues"], ISSUES, "{s}");
-    env
+    env_with_issues(ORG, REPO, ISSUES, |i| {
+        let p = products[(i % 5) as usize];
+        (
+            format!("{p}: install fails on node {i}"),
+            format!("Running {p} on a fresh cluster stops with an error."),
+        )
+    })
 }
 
 fn suite(provider: batches::Kind) {
@@ -76,24 +65,10 @@ fn suite(provider: batches::Kind) {
     ]);
     let r = env.run_json(
         &vars,
-        &[
-            "process-query",
-            "missing",
-            "product-labeling",
-            "--batch-mode",
-            "--yes",
-            "--wait",
-            "--poll-interval",
-            "0.05",
-            "--max-retries",
-            "10",
-            "--model",
-            model,
-        ],
+        &batch_wait_args(model, "0.05", &["--max-retries", "10"]),
     );
     // Items failed (the injected line faults): exit 1 with the retry hint, never a crash.
-    assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
-    r.says("batch retry");
+    r.fails_with("batch retry");
 
     // What the provider billed: four batches, each request line in exactly one of them.
     let created = fake.batches();

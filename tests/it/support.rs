@@ -235,25 +235,64 @@ pub fn batch_submit_args<'a>(org: &'a str, model: &'a str, extra: &[&'a str]) ->
     [&["batch", "submit"], &run[1..]].concat()
 }
 
-/// A StoredIssue of an open issue with these labels and comments (comment ids derive from the
-/// issue number), as JSON for `import`.
-/// A new data dir holding issues 1..=n of `org/repo` (no labels, no comments), imported.
+/// `process-query missing product-labeling --batch-mode --yes --wait` with `model`, polling
+/// every `poll_interval` seconds, and `extra`: a batch job waited for to its end.
+pub fn batch_wait_args<'a>(
+    model: &'a str,
+    poll_interval: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let run = [
+        "process-query",
+        "missing",
+        "product-labeling",
+        "--batch-mode",
+        "--yes",
+        "--wait",
+        "--poll-interval",
+        poll_interval,
+        "--model",
+        model,
+    ];
+    [&run[..], extra].concat()
+}
+
+/// The names of the files directly in `dir`, sorted (none when it does not exist).
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A new data dir holding issues 1..=n of `org/repo` (no labels, no comments), imported;
+/// `issue(i)` gives issue i's title and body.
 pub fn env_with_issues(
     org: &str,
     repo: &str,
     n: u64,
-    title: impl Fn(u64) -> String,
-    body: &str,
+    issue: impl Fn(u64) -> (String, String),
 ) -> Env {
     let env = Env::new();
     let issues: Vec<serde_json::Value> = (1..=n)
-        .map(|i| stored_issue(org, repo, i, &title(i), body, &[], &[]))
+        .map(|i| {
+            let (title, body) = issue(i);
+            stored_issue(org, repo, i, &title, &body, &[], &[])
+        })
         .collect();
     let s = env.import_json(&serde_json::json!(issues));
     assert_eq!(s["issues"], n, "{s}");
     env
 }
 
+/// A StoredIssue of an open issue with these labels and comments (comment ids derive from the
+/// issue number), as JSON for `import`.
 pub fn stored_issue(
     org: &str,
     repo: &str,
