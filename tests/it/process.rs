@@ -348,8 +348,7 @@ fn missing_keys_bad_settings_and_bad_taxonomies_are_user_errors() {
     r.fails_with("unknown provider");
     let r = run(&env, &[], &["--taxonomy", "/nonexistent/taxonomy.toml"]);
     assert_eq!(r.code, 1);
-    let bad = env.dir.path().join("bad.toml");
-    std::fs::write(&bad, "name = 'x'\n[[labels]]\nname = 'a'\ndescription = 'd'\nsignals = [{pattern = '(unclosed'}]").unwrap();
+    let bad = env.write_file("bad.toml", "name = 'x'\n[[labels]]\nname = 'a'\ndescription = 'd'\nsignals = [{pattern = '(unclosed'}]");
     let r = run(&env, &[], &["--taxonomy", bad.to_str().unwrap()]);
     r.fails_with("not a valid regex");
     let r = run(&env, &[], &["--repo", "no-such-repo"]);
@@ -360,8 +359,7 @@ fn missing_keys_bad_settings_and_bad_taxonomies_are_user_errors() {
 #[test]
 fn a_custom_taxonomy_replaces_the_default() {
     let env = setup();
-    let t = env.dir.path().join("areas.toml");
-    std::fs::write(&t, AREAS_TAXONOMY).unwrap();
+    let t = env.write_file("areas.toml", AREAS_TAXONOMY);
     run(&env, &[], &["--taxonomy", t.to_str().unwrap()]).ok();
     let got = env.rows("SELECT issue_id, value FROM ai_recommendations WHERE kind = 'label' ORDER BY issue_id, value");
     assert_eq!(

@@ -5,7 +5,7 @@ use crate::fakes::anthropic::FakeAnthropic;
 use crate::fakes::batches as fb;
 use crate::fakes::openai::FakeOpenAi;
 use crate::process::OPENAI;
-use crate::support::{read_json, sample, Env};
+use crate::support::{read_json, sample, Env, Run};
 use predicates::prelude::*;
 use serde_json::Value;
 
@@ -29,14 +29,28 @@ fn pq_json(env: &Env, vars: &[(&'static str, String)], args: &[&str]) -> Value {
     serde_json::from_slice(&out.get_output().stdout).unwrap()
 }
 
-/// `process-query custom product-labeling <sql> ARGS`, without provider keys.
-fn pq_custom(env: &Env, sql: &str, args: &[&str]) -> assert_cmd::assert::Assert {
-    pq(
+/// `process-query custom product-labeling <sql> ARGS`, without provider keys, whatever the
+/// outcome.
+fn pq_custom(env: &Env, sql: &str, args: &[&str]) -> Run {
+    pq_run(
         env,
         &[],
         &[&["custom", "product-labeling", sql], args].concat(),
     )
 }
+
+/// `process-query ARGS`, whatever the outcome.
+fn pq_run(env: &Env, vars: &[(&'static str, String)], args: &[&str]) -> Run {
+    env.run_with(vars, &[&["process-query"], args].concat())
+}
+
+/// The job id of a batch-mode summary.
+fn job_id(summary: &Value) -> String {
+    summary["job_id"].as_str().unwrap().to_string()
+}
+
+/// Every result, one row each, in a fixed order: what must survive a rebuild.
+const RESULTS: &str = "SELECT issue_id, mode, confidence, batch_job_id IS NOT NULL AS batch FROM ai_results ORDER BY issue_id";
 
 /// `process-query <pipeline> product-labeling ARGS` as [`pq_json`].
 fn label_json(env: &Env, vars: &[(&'static str, String)], pipeline: &str, args: &[&str]) -> Value {
@@ -168,16 +182,13 @@ fn openai_and_anthropic_realtime_store_the_same_shape() {
 #[test]
 fn an_unknown_processor_fails_before_anything_is_selected() {
     let env = setup();
-    pq(
+    pq_run(
         &env,
         &[],
         &["missing", "invalid-processor", "--batch-mode", "--yes"],
     )
-    .code(1)
-    .stderr(predicate::str::contains(
-        "unknown processor \"invalid-processor\"",
-    ))
-    .stderr(predicate::str::contains("product-labeling"));
+    .fails_with("unknown processor \"invalid-processor\"")
+    .says("product-labeling");
     assert_eq!(env.scalar("SELECT count(*) FROM batch_jobs"), 0);
     assert_eq!(env.scalar("SELECT count(*) FROM ai_results"), 0);
 }
@@ -195,10 +206,8 @@ fn without_a_terminal_and_without_yes_it_refuses_instead_of_hanging() {
 fn zero_selected_issues_is_a_notice_not_an_error() {
     let env = setup();
     pq_custom(&env, "SELECT * FROM issues WHERE false", &["--batch-mode"])
-        .success()
-        .stderr(predicate::str::contains(
-            "No issues selected by your query to process",
-        ));
+        .ok()
+        .says("No issues selected by your query to process");
     assert_eq!(env.scalar("SELECT count(*) FROM batch_jobs"), 0);
 }
 
@@ -207,14 +216,9 @@ fn custom_sql_must_be_a_select_of_issue_rows() {
     let env = setup();
     for sql in ["DELETE FROM issues", "SELECT 1; DROP TABLE issues"] {
         pq_custom(&env, sql, &["--yes"])
-            .code(1)
-            .stderr(predicate::str::contains(
-                "custom SQL must be one SELECT returning issue rows",
-            ));
+            .fails_with("custom SQL must be one SELECT returning issue rows");
     }
-    pq_custom(&env, "SELECT name FROM labels", &["--yes"])
-        .code(1)
-        .stderr(predicate::str::contains("it returns (name)"));
+    pq_custom(&env, "SELECT name FROM labels", &["--yes"]).fails_with("it returns (name)");
     assert_eq!(env.scalar("SELECT count(*) FROM issues"), 400);
 }
 
@@ -368,7 +372,7 @@ pub fn validation_steps(
     // missing --batch-mode --limit 5.
     let job1 = step("missing", &["--batch-mode", "--limit", "5", "--yes"]);
     assert_eq!(job1["issues"], 5);
-    let job1 = job1["job_id"].as_str().unwrap().to_string();
+    let job1 = job_id(&job1);
     // Issues in a running job are not selected twice; nor are those with results.
     advance(env);
     pq(env, vars, &["batch-status"]).success();
@@ -397,7 +401,7 @@ pub fn validation_steps(
         ],
     );
     assert_eq!(job2["issues"].as_u64().unwrap(), low.min(3));
-    let job2 = job2["job_id"].as_str().unwrap().to_string();
+    let job2 = job_id(&job2);
 
     // custom "SELECT * FROM issues WHERE state='closed'" --batch-mode --limit 2.
     let job3 = step(
@@ -411,7 +415,7 @@ pub fn validation_steps(
         ],
     );
     assert_eq!(job3["issues"], 2);
-    let job3 = job3["job_id"].as_str().unwrap().to_string();
+    let job3 = job_id(&job3);
 
     // batch-status refreshes and collects everything that ended.
     advance(env);
@@ -466,7 +470,7 @@ pub fn validation_steps(
         "SELECT issue_id FROM ai_results WHERE mode = 'realtime' ORDER BY created_at DESC LIMIT 2",
     ]);
     let job4 = step("missing", &["--batch-mode", "--limit", "2", "--yes"]);
-    let job4 = job4["job_id"].as_str().unwrap().to_string();
+    let job4 = job_id(&job4);
     advance(env);
     pq(env, vars, &["batch-status"]).success();
     let bt_ids = env.json(&[
@@ -505,11 +509,8 @@ pub fn validation_steps(
 
     // An unknown processor fails before anything is created.
     let jobs_before = env.scalar("SELECT count(*) FROM batch_jobs");
-    pq(env, vars, &["missing", "invalid-processor", "--batch-mode"])
-        .code(1)
-        .stderr(predicate::str::contains(
-            "known processors: product-labeling",
-        ));
+    pq_run(env, vars, &["missing", "invalid-processor", "--batch-mode"])
+        .fails_with("known processors: product-labeling");
     assert_eq!(env.scalar("SELECT count(*) FROM batch_jobs"), jobs_before);
 }
 
@@ -529,11 +530,7 @@ fn a_lost_database_gets_issues_and_results_back_from_the_files() {
             "--yes",
         ],
     );
-    let before = env.json(&[
-        "query",
-        "sql",
-        "SELECT issue_id, mode, confidence, batch_job_id IS NOT NULL AS batch FROM ai_results ORDER BY issue_id",
-    ]);
+    let before = env.json(&["query", "sql", RESULTS]);
     let recs = env.scalar("SELECT count(*) FROM ai_recommendations");
     assert_eq!(before.as_array().unwrap().len(), 5);
     std::fs::remove_file(env.data().join("issues.duckdb")).unwrap();
@@ -555,11 +552,7 @@ fn a_lost_database_gets_issues_and_results_back_from_the_files() {
     assert_eq!(s["result_files_loaded"], 5);
     assert_eq!(s["result_files_failed"], 1);
     assert!(String::from_utf8_lossy(&out.stderr).contains("junk_x_issue_1_product-labeling.json"));
-    let after = env.json(&[
-        "query",
-        "sql",
-        "SELECT issue_id, mode, confidence, batch_job_id IS NOT NULL AS batch FROM ai_results ORDER BY issue_id",
-    ]);
+    let after = env.json(&["query", "sql", RESULTS]);
     assert_eq!(after, before);
     assert_eq!(env.scalar("SELECT count(*) FROM ai_recommendations"), recs);
 }
@@ -582,7 +575,7 @@ fn batch_status_collects_a_failed_job_once_and_then_leaves_the_provider_alone() 
         "missing",
         &["--batch-mode", "--limit", "2", "--yes", "--model", OPENAI],
     );
-    let job = job["job_id"].as_str().unwrap().to_string();
+    let job = job_id(&job);
     fb::finish_all(&batches);
     let first = pq_json(&env, &vars, &["batch-status"]);
     assert_eq!(first[0]["status"], "failed", "{first}");

@@ -231,9 +231,11 @@ fn without_a_key_the_trained_local_model_is_the_default_and_rules_otherwise() {
     after.says("trained `local` model");
     assert_eq!(env.scalar("SELECT model FROM ai_results"), "local");
     // Another taxonomy (another hash) has no trained model: rules again.
-    let other = env.dir.path().join("other.toml");
     let text = std::fs::read_to_string(&toml).unwrap();
-    std::fs::write(&other, text.replace("version = \"1\"", "version = \"2\"")).unwrap();
+    let other = env.write_file(
+        "other.toml",
+        text.replace("version = \"1\"", "version = \"2\""),
+    );
     let again = run(other.to_str().unwrap(), &[]).ok();
     assert!(again.stderr.contains("offline `rules` model"));
     assert_eq!(env.scalar("SELECT model FROM ai_results"), "rules");

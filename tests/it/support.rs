@@ -106,6 +106,13 @@ impl Env {
         self.json(&["import", path.to_str().unwrap()])
     }
 
+    /// Writes file `name` in the temp dir (beside the data dir, e.g. a taxonomy); its path.
+    pub fn write_file(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
     /// First column of the first row of a query.
     pub fn scalar(&self, sql: &str) -> serde_json::Value {
         let rows = self.json(&["query", "sql", sql]);

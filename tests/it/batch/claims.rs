@@ -13,8 +13,7 @@ fn a_job_keeps_its_taxonomy_so_status_collect_and_cancel_work_after_the_file_mov
     let env = setup();
     let fake = FakeBatches::start();
     let vars = fake.openai_env();
-    let t = env.dir.path().join("areas.toml");
-    std::fs::write(&t, AREAS_TAXONOMY).unwrap();
+    let t = env.write_file("areas.toml", AREAS_TAXONOMY);
     let tax = t.to_str().unwrap().to_string();
     let args = org_submit_args(OPENAI, &["--taxonomy", &tax]);
     let job = run(&env, &vars, &args).ok().json();
@@ -37,7 +36,7 @@ fn a_job_keeps_its_taxonomy_so_status_collect_and_cancel_work_after_the_file_mov
     );
     // Cancel too (a second job, whose file is then deleted).
     fake.set_advance(Advance::Manual);
-    std::fs::write(&t, AREAS_TAXONOMY).unwrap();
+    env.write_file("areas.toml", AREAS_TAXONOMY);
     let second = run(&env, &vars, &args).ok().json();
     std::fs::remove_file(&t).unwrap();
     let c = run(
