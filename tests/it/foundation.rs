@@ -4,6 +4,13 @@ use crate::support::{fixture, read_json, sample, Env};
 use predicates::prelude::*;
 use serde_json::json;
 
+/// A new data dir holding the three rust-lang fixture issues.
+fn rust_issues() -> Env {
+    let env = Env::new();
+    env.json(&["import", &fixture("rust-lang-issues.json")]);
+    env
+}
+
 fn import_samples(env: &Env) -> serde_json::Value {
     env.json(&[
         "import",
@@ -102,17 +109,12 @@ fn pull_requests_are_skipped_and_real_rest_fields_kept() {
 #[test]
 fn import_needs_org_and_repo_when_the_object_has_no_repository_url() {
     let env = Env::new();
-    let f = env.dir.path().join("one.json");
-    std::fs::write(
-        &f,
+    let f = env.write_file(
+        "one.json",
         r#"{"number": 5, "title": "t", "state": "open", "body": null}"#,
-    )
-    .unwrap();
-    env.cmd()
-        .args(["import", f.to_str().unwrap()])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("pass --org and --repo"));
+    );
+    env.run(&["import", f.to_str().unwrap()])
+        .fails_with("pass --org and --repo");
     env.cmd()
         .args([
             "import",
@@ -130,14 +132,14 @@ fn import_needs_org_and_repo_when_the_object_has_no_repository_url() {
 #[test]
 fn invalid_names_are_refused_before_touching_a_path() {
     let env = Env::new();
-    let f = env.dir.path().join("one.json");
-    std::fs::write(&f, r#"{"number": 5, "title": "t", "state": "open"}"#).unwrap();
+    let f = env.write_file(
+        "one.json",
+        r#"{"number": 5, "title": "t", "state": "open"}"#,
+    );
     for (org, repo) in [("..", "x"), ("acme", "../x"), ("a/b", "c")] {
-        env.cmd()
-            .args(["import", f.to_str().unwrap(), "--org", org, "--repo", repo])
-            .assert()
-            .code(1)
-            .stderr(predicate::str::starts_with("error: invalid"));
+        env.run(&["import", f.to_str().unwrap(), "--org", org, "--repo", repo])
+            .fails_with("error: invalid")
+            .opens_with("error: invalid");
     }
     assert!(!env.data().join("x").exists());
 }
@@ -145,25 +147,20 @@ fn invalid_names_are_refused_before_touching_a_path() {
 #[test]
 fn malformed_json_names_the_file_and_the_rest_still_imports() {
     let env = Env::new();
-    let bad = env.dir.path().join("bad.json");
-    std::fs::write(&bad, "[{\"number\": 1,").unwrap();
-    env.cmd()
-        .args([
-            "import",
-            bad.to_str().unwrap(),
-            &fixture("rust-lang-issues.json"),
-        ])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("bad.json"))
-        .stderr(predicate::str::contains("not valid JSON"));
+    let bad = env.write_file("bad.json", "[{\"number\": 1,");
+    env.run(&[
+        "import",
+        bad.to_str().unwrap(),
+        &fixture("rust-lang-issues.json"),
+    ])
+    .fails_with("bad.json")
+    .says("not valid JSON");
     assert_eq!(env.scalar("SELECT count(*) FROM issues"), 3);
 }
 
 #[test]
 fn sync_adds_updates_removes_and_reports_bad_files() {
-    let env = Env::new();
-    env.json(&["import", &fixture("rust-lang-issues.json")]);
+    let env = rust_issues();
     let s = env.json(&["sync"]);
     assert_eq!(
         (s["unchanged"].clone(), s["added"].clone()),
@@ -214,8 +211,7 @@ fn sync_adds_updates_removes_and_reports_bad_files() {
 
 #[test]
 fn sync_counts_touched_but_identical_files_as_unchanged() {
-    let env = Env::new();
-    env.json(&["import", &fixture("rust-lang-issues.json")]);
+    let env = rust_issues();
     let p = env.data().join("issues/rust-lang_rust_issue_99554.json");
     let bytes = std::fs::read(&p).unwrap();
     let before = std::fs::metadata(&p).unwrap().modified().unwrap();
@@ -239,19 +235,15 @@ fn sync_counts_touched_but_identical_files_as_unchanged() {
 
 #[test]
 fn user_sql_is_read_only() {
-    let env = Env::new();
-    env.json(&["import", &fixture("rust-lang-issues.json")]);
+    let env = rust_issues();
     for sql in [
         "DROP TABLE issues",
         "DELETE FROM issues",
         "INSERT INTO labels VALUES ('x', 'y', NULL, NULL)",
     ] {
-        env.cmd()
-            .args(["query", "sql", sql])
-            .assert()
-            .code(1)
-            .stderr(predicate::str::contains("error: query failed"))
-            .stderr(predicate::str::contains("read-only"));
+        env.run(&["query", "sql", sql])
+            .fails_with("error: query failed")
+            .says("read-only");
     }
     // Writing files through SQL is refused as well.
     let target = env.dir.path().join("out.csv");
@@ -264,23 +256,14 @@ fn user_sql_is_read_only() {
 #[test]
 fn bad_sql_and_unknown_alias_are_user_errors() {
     let env = Env::new();
-    env.cmd()
-        .args(["query", "sql", "SELEC nothing"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::starts_with("error: query failed"))
-        .stderr(predicate::str::contains("syntax error"));
-    env.cmd()
-        .args(["query", "sql", "SELECT * FROM no_such_table"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("no_such_table"));
-    env.cmd()
-        .args(["query", "alias", "nope"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("unknown alias \"nope\""))
-        .stderr(predicate::str::contains("open_issues"));
+    env.run(&["query", "sql", "SELEC nothing"])
+        .fails_with("syntax error")
+        .opens_with("error: query failed");
+    env.run(&["query", "sql", "SELECT * FROM no_such_table"])
+        .fails_with("no_such_table");
+    env.run(&["query", "alias", "nope"])
+        .fails_with("unknown alias \"nope\"")
+        .says("open_issues");
 }
 
 #[test]
@@ -369,16 +352,12 @@ fn aliases_run_and_label_summary_gains_ai_columns_with_results() {
 
 #[test]
 fn a_locked_database_is_waited_for_then_refused_with_a_clear_message() {
-    let env = Env::new();
-    env.json(&["import", &fixture("rust-lang-issues.json")]);
+    let env = rust_issues();
     let path = env.data().join("issues.duckdb");
     let holder = duckdb::Connection::open(&path).unwrap();
-    env.cmd()
-        .args(["--lock-timeout", "0.3", "sync"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("is locked by another process"))
-        .stderr(predicate::str::contains("--lock-timeout"));
+    env.run(&["--lock-timeout", "0.3", "sync"])
+        .fails_with("is locked by another process")
+        .says("--lock-timeout");
     // Released while the second process waits (it has said so): it proceeds.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_github-analysis"))
         .args(["--lock-timeout", "60", "sync"])

@@ -49,6 +49,9 @@ fn job_id(summary: &Value) -> String {
     summary["job_id"].as_str().unwrap().to_string()
 }
 
+/// The webcompat half of the samples, as custom SQL.
+const WEBCOMPAT: &str = "SELECT * FROM issues WHERE org = 'webcompat'";
+
 /// Every result, one row each, in a fixed order: what must survive a rebuild.
 const RESULTS: &str = "SELECT issue_id, mode, confidence, batch_job_id IS NOT NULL AS batch FROM ai_results ORDER BY issue_id";
 
@@ -262,17 +265,7 @@ fn analytics_summarises_results_per_processor() {
     let env = setup();
     let empty = pq_json(&env, &[], &["analytics"]);
     assert_eq!(empty["processors"], serde_json::json!([]));
-    label_json(
-        &env,
-        &[],
-        "custom",
-        &[
-            "SELECT * FROM issues WHERE org = 'webcompat'",
-            "--limit",
-            "4",
-            "--yes",
-        ],
-    );
+    label_json(&env, &[], "custom", &[WEBCOMPAT, "--limit", "4", "--yes"]);
     let a = pq_json(&env, &[], &["analytics"]);
     assert_eq!(a["processors"][0]["processor"], "product-labeling");
     assert_eq!(a["processors"][0]["results"], 4);
@@ -522,13 +515,7 @@ fn a_lost_database_gets_issues_and_results_back_from_the_files() {
         &env,
         &[],
         "custom",
-        &[
-            "SELECT * FROM issues WHERE org = 'webcompat'",
-            "--limit",
-            "2",
-            "--batch-mode",
-            "--yes",
-        ],
+        &[WEBCOMPAT, "--limit", "2", "--batch-mode", "--yes"],
     );
     let before = env.json(&["query", "sql", RESULTS]);
     let recs = env.scalar("SELECT count(*) FROM ai_recommendations");

@@ -201,6 +201,16 @@ impl Run {
         self
     }
 
+    /// Asserts that stderr begins with `text`.
+    pub fn opens_with(&self, text: &str) -> &Self {
+        assert!(
+            self.stderr.starts_with(text),
+            "stderr does not begin with {text:?}: {}",
+            self.stderr
+        );
+        self
+    }
+
     /// Stdout as JSON (panics with both streams when it is not).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
