@@ -1,6 +1,12 @@
 //! Runs a test fake's axum app on its own thread and runtime (tests are synchronous) and stops
 //! it when dropped. Shared by every fake server.
 
+/// A fake's state, locked; a lock poisoned by a panicking handler is taken anyway (the test that
+/// panicked reports itself; the fake keeps answering the others).
+pub fn lock<T>(state: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A fake being served; dropping it shuts the server down.
 pub struct Served {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,

@@ -15,7 +15,7 @@
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 
 pub(crate) mod checks;
 
+use super::serve::lock;
 use checks::validate;
 
 pub const KEY: &str = "sk-ant-api03-fake-anthropic-key-abcdef";
@@ -99,10 +100,6 @@ pub struct FakeAnthropic {
     inner: Arc<Mutex<Inner>>,
     /// The running server; dropping it stops the server.
     _served: super::serve::Served,
-}
-
-fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    inner.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl FakeAnthropic {

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::super::anthropic::checks::validate;
 
 use super::{
-    batch_object, create, error, gate, jsonl, list, lock, retrieve, shuffled, ts, with_batch,
+    create, error, gate, jsonl, list, lock, retrieve, shuffled, start_cancel, ts, with_batch,
     Batch, Inner, Kind, LineReply, ListRules, Shared,
 };
 
@@ -195,9 +195,7 @@ async fn an_cancel(
                 "Only a batch that is in progress can be canceled.",
             );
         }
-        g.batches[i].status = "canceling".into();
-        g.batches[i].cancel_initiated = true;
-        axum::Json(batch_object(g, &g.batches[i])).into_response()
+        start_cancel(g, i, "canceling")
     })
 }
 

@@ -29,8 +29,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
+use super::serve::lock;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -171,10 +172,6 @@ pub use limits::TOKENS_PER_LINE;
 use limits::{lost_answer, queue_full, too_many_tasks};
 
 pub type Shared = Arc<Mutex<Inner>>;
-
-fn lock(s: &Shared) -> MutexGuard<'_, Inner> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// A valid answer recommending the taxonomy labels named in the issue text (the chat fake's
 /// [`default_answer`](super::openai::default_answer)).
@@ -748,6 +745,14 @@ fn with_batch(
         Some(i) => f(&mut g, i),
         None => no_batch(kind, id),
     }
+}
+
+/// Starts cancelling batch `i` (`cancelling` is the provider's name for that status); answered
+/// with its object. Lines still to run end as cancelled when the batch next moves.
+fn start_cancel(g: &mut Inner, i: usize, cancelling: &str) -> Response {
+    g.batches[i].status = cancelling.into();
+    g.batches[i].cancel_initiated = true;
+    axum::Json(batch_object(g, &g.batches[i])).into_response()
 }
 
 /// `GET` of one batch, either provider's route (the path says which): a poll, which moves the

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use serde_json::{json, Value};
 
 use super::{
-    batch_object, create, error, gate, jsonl, list, lock, next_id, queue_full, retrieve, shuffled,
+    create, error, gate, jsonl, list, lock, next_id, queue_full, retrieve, shuffled, start_cancel,
     too_many_tasks, with_batch, Batch, FileObj, Inner, Kind, LineReply, ListRules, Shared,
     TOKENS_PER_LINE,
 };
@@ -73,34 +73,8 @@ pub(super) fn finish(
     }
     let (ok_n, err_n) = (out.len(), err.len());
     let now = chrono::Utc::now().timestamp();
-    let out_id = (!out.is_empty()).then(|| {
-        let id = next_id(g, "file-out");
-        g.files.insert(
-            id.clone(),
-            FileObj {
-                id: id.clone(),
-                filename: "batch_output.jsonl".into(),
-                purpose: "batch_output".into(),
-                bytes: jsonl(&shuffled(out)),
-                created_at: now,
-            },
-        );
-        id
-    });
-    let err_id = (!err.is_empty()).then(|| {
-        let id = next_id(g, "file-err");
-        g.files.insert(
-            id.clone(),
-            FileObj {
-                id: id.clone(),
-                filename: "batch_errors.jsonl".into(),
-                purpose: "batch_output".into(),
-                bytes: jsonl(&shuffled(err)),
-                created_at: now,
-            },
-        );
-        id
-    });
+    let out_id = output_file(g, "file-out", "batch_output.jsonl", out, now);
+    let err_id = output_file(g, "file-err", "batch_errors.jsonl", err, now);
     let b = &mut g.batches[i];
     b.output_file_id = out_id;
     b.error_file_id = err_id;
@@ -112,6 +86,33 @@ pub(super) fn finish(
     } else {
         "completed".into()
     };
+}
+
+/// Stores `lines` (shuffled) as a `batch_output` file named `filename`, id `<prefix>…`, made at
+/// `created_at`; no file
+/// when there are none, as OpenAI leaves the output or error file id null.
+fn output_file(
+    g: &mut Inner,
+    prefix: &str,
+    filename: &str,
+    lines: Vec<(String, Value)>,
+    created_at: i64,
+) -> Option<String> {
+    if lines.is_empty() {
+        return None;
+    }
+    let id = next_id(g, prefix);
+    g.files.insert(
+        id.clone(),
+        FileObj {
+            id: id.clone(),
+            filename: filename.into(),
+            purpose: "batch_output".into(),
+            bytes: jsonl(&shuffled(lines)),
+            created_at,
+        },
+    );
+    Some(id)
 }
 
 /// The public object of an OpenAI batch.
@@ -255,23 +256,41 @@ async fn oa_list_files(
         "first_id": data.first().map(|f| f["id"].clone()), "last_id": data.last().map(|f| f["id"].clone())})).into_response()
 }
 
+/// OpenAI's 404 for a file id it does not know.
+fn no_such_file(id: &str) -> Response {
+    error(
+        Kind::OpenAi,
+        404,
+        "invalid_request_error",
+        &format!("No such File object: {id}"),
+    )
+}
+
+/// A `GET` about file `id`: [`gate`], then `f` on that file, or the 404 when there is none.
+fn with_file(
+    st: &Shared,
+    headers: &HeaderMap,
+    path: &str,
+    id: &str,
+    f: impl FnOnce(&FileObj) -> Response,
+) -> Response {
+    if let Err(r) = gate(st, "GET", path, headers) {
+        return *r;
+    }
+    match lock(st).files.get(id) {
+        Some(file) => f(file),
+        None => no_such_file(id),
+    }
+}
+
 async fn oa_get_file(
     State(st): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = gate(&st, "GET", &format!("/v1/files/{id}"), &headers) {
-        return *r;
-    }
-    match lock(&st).files.get(&id) {
-        Some(f) => axum::Json(file_object(f)).into_response(),
-        None => error(
-            Kind::OpenAi,
-            404,
-            "invalid_request_error",
-            &format!("No such File object: {id}"),
-        ),
-    }
+    with_file(&st, &headers, &format!("/v1/files/{id}"), &id, |f| {
+        axum::Json(file_object(f)).into_response()
+    })
 }
 
 async fn oa_file_content(
@@ -279,22 +298,19 @@ async fn oa_file_content(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = gate(&st, "GET", &format!("/v1/files/{id}/content"), &headers) {
-        return *r;
-    }
-    match lock(&st).files.get(&id) {
-        Some(f) => (
-            [("content-type", "application/octet-stream")],
-            f.bytes.clone(),
-        )
-            .into_response(),
-        None => error(
-            Kind::OpenAi,
-            404,
-            "invalid_request_error",
-            &format!("No such File object: {id}"),
-        ),
-    }
+    with_file(
+        &st,
+        &headers,
+        &format!("/v1/files/{id}/content"),
+        &id,
+        |f| {
+            (
+                [("content-type", "application/octet-stream")],
+                f.bytes.clone(),
+            )
+                .into_response()
+        },
+    )
 }
 
 /// Validates request lines like the batch validator: errors carry their 1-based line.
@@ -468,12 +484,7 @@ async fn oa_create(State(st): State<Shared>, headers: HeaderMap, body: Bytes) ->
     }
     let mut g = lock(&st);
     let Some(file) = g.files.get(file_id) else {
-        return error(
-            Kind::OpenAi,
-            404,
-            "invalid_request_error",
-            &format!("No such File object: {file_id}"),
-        );
+        return no_such_file(file_id);
     };
     if file.purpose != "batch" {
         return bad("The input file must have purpose 'batch'.");
@@ -509,8 +520,6 @@ async fn oa_cancel(
                 &format!("Cannot cancel a batch with status '{status}'."),
             );
         }
-        g.batches[i].status = "cancelling".into();
-        g.batches[i].cancel_initiated = true;
-        axum::Json(batch_object(g, &g.batches[i])).into_response()
+        start_cancel(g, i, "cancelling")
     })
 }

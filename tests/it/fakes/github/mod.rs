@@ -11,7 +11,7 @@
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
 use chrono::{SecondsFormat, Utc};
@@ -23,6 +23,7 @@ mod rest;
 mod selection;
 mod server;
 
+use super::serve::lock;
 use server::handle;
 
 pub const TOKEN: &str = "ghp_fake_token_for_tests";
@@ -231,10 +232,6 @@ pub struct FakeGitHub {
     inner: Arc<Mutex<Inner>>,
     /// The running server; dropping it stops the server.
     _served: super::serve::Served,
-}
-
-fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    inner.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl FakeGitHub {

@@ -14,7 +14,7 @@
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -28,6 +28,7 @@ mod completion;
 mod limits;
 mod scripts;
 
+use super::serve::lock;
 use checks::{allowed_request_fields, check_model, known_models, validate};
 use completion::{completion, prompt_tokens};
 use limits::{draw_request, draw_tokens};
@@ -136,10 +137,6 @@ pub struct FakeOpenAi {
     release: Arc<tokio::sync::Semaphore>,
     /// The running server; dropping it stops the server.
     _served: super::serve::Served,
-}
-
-fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    inner.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[derive(Clone)]
