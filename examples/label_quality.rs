@@ -109,9 +109,9 @@ fn info(labels: &[String]) -> ModelInfo {
     }
 }
 
-fn docs<'a>(rows: &'a [Row], labels: &[String]) -> Vec<TrainingDoc<'a>> {
-    rows.iter()
-        .enumerate()
+/// Training documents of `rows` (a row may come more than once: the index keeps ids unique).
+fn docs<'a>(rows: impl Iterator<Item = &'a Row>, labels: &[String]) -> Vec<TrainingDoc<'a>> {
+    rows.enumerate()
         .map(|(i, r)| TrainingDoc {
             id: format!("dotnet/corefx#{}-{i}", r.number),
             text: Text {
@@ -167,7 +167,7 @@ fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let model = LocalModel::train(
         info(&labels),
-        &docs(train_rows, &labels),
+        &docs(train_rows.iter(), &labels),
         &TrainConfig::default(),
     )?;
     let train_s = start.elapsed().as_secs_f64();
@@ -226,23 +226,7 @@ fn main() -> anyhow::Result<()> {
 
     // Training time on `big` issues (the corpus repeated) and prediction throughput.
     let many: Vec<&Row> = rows.iter().cycle().take(big).collect();
-    let big_docs: Vec<TrainingDoc<'_>> = many
-        .iter()
-        .enumerate()
-        .map(|(i, r)| TrainingDoc {
-            id: format!("x#{i}"),
-            text: Text {
-                title: &r.title,
-                body: &r.body,
-                comments: &[],
-            },
-            labels: labels
-                .iter()
-                .position(|l| *l == r.area)
-                .into_iter()
-                .collect(),
-        })
-        .collect();
+    let big_docs = docs(many.iter().copied(), &labels);
     let start = Instant::now();
     let cpu0 = cpu_seconds();
     let big_model = LocalModel::train(info(&labels), &big_docs, &TrainConfig::default())?;
