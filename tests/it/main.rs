@@ -14,6 +14,7 @@ mod support;
 mod batch;
 mod batch_io;
 mod collect;
+mod collect_faults;
 mod collect_strict;
 mod concurrency;
 mod demo;

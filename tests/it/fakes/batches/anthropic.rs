@@ -13,10 +13,9 @@ use serde_json::{json, Value};
 
 use super::super::anthropic::checks::validate;
 
-use super::{
-    create, error, gate, jsonl, list, lock, retrieve, shuffled, start_cancel, ts, with_batch,
-    Batch, Inner, Kind, LineReply, ListRules, Shared,
-};
+use super::lifecycle::{create, jsonl, shuffled, start_cancel, ts};
+use super::routes::{error, gate, list, retrieve, with_batch, ListRules};
+use super::{lock, Batch, Inner, Kind, LineReply, Shared};
 
 /// The Message Batches routes.
 pub(super) fn routes() -> axum::Router<Shared> {

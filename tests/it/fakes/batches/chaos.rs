@@ -13,7 +13,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use serde_json::json;
 
-use super::{error, kind_of, lock, LineCall, LineReply, LineScript, Shared};
+use super::routes::{error, kind_of};
+use super::{lock, LineCall, LineReply, LineScript, Shared};
 
 /// Injected request faults by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -7,7 +7,8 @@
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use super::{error, lock, FakeBatches, Inner, Kind};
+use super::routes::error;
+use super::{lock, FakeBatches, Inner, Kind};
 
 /// Prompt tokens the fake counts (and reports in usage) for each request line.
 pub const TOKENS_PER_LINE: usize = 1000;

@@ -11,11 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{json, Value};
 
-use super::{
-    create, error, gate, jsonl, list, lock, next_id, queue_full, retrieve, shuffled, start_cancel,
-    too_many_tasks, with_batch, Batch, FileObj, Inner, Kind, LineReply, ListRules, Shared,
-    TOKENS_PER_LINE,
-};
+use super::lifecycle::{create, jsonl, next_id, shuffled, start_cancel};
+use super::limits::{queue_full, too_many_tasks};
+use super::routes::{error, gate, list, retrieve, with_batch, ListRules};
+use super::{lock, Batch, FileObj, Inner, Kind, LineReply, Shared, TOKENS_PER_LINE};
 
 /// The OpenAI routes (under `/v1`).
 pub(super) fn routes() -> axum::Router<Shared> {
