@@ -228,6 +228,16 @@ impl Pipeline {
         self
     }
 
+    /// The narrowest of an organisation, one of its repositories, or one issue of it (a number
+    /// without a repository is ignored: the command line refuses it before).
+    pub fn where_scope(self, org: &str, repo: Option<&str>, number: Option<u64>) -> Self {
+        match (repo, number) {
+            (Some(r), Some(n)) => self.where_issue(org, r, n),
+            (Some(r), None) => self.where_repo(org, r),
+            (None, _) => self.where_org(org),
+        }
+    }
+
     /// One issue.
     pub fn where_issue(mut self, org: &str, repo: &str, number: u64) -> Self {
         self.filters

@@ -40,11 +40,7 @@ fn select(ctx: &Ctx, a: &BatchSubmitArgs) -> anyhow::Result<Selection> {
         p = p.from_custom_sql(sql, key);
     } else if let Some(org) = &a.repo_scope.org {
         check_scope(&a.repo_scope)?;
-        p = match (&a.repo_scope.repo, a.issue_number) {
-            (Some(repo), Some(n)) => p.where_issue(org, repo, n),
-            (Some(repo), None) => p.where_repo(org, repo),
-            _ => p.where_org(org),
-        };
+        p = p.where_scope(org, a.repo_scope.repo.as_deref(), a.issue_number);
     } else if !a.missing_analysis {
         return Err(user(
             "choose the issues: --org ORG [--repo REPO [--issue-number N]], --sql SQL, or --missing-analysis",

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::ai::Provider;
 use crate::cli::{ProcessArgs, ProcessCommand};
-use crate::commands::Ctx;
+use crate::commands::{check_issue_scope, Ctx};
 use crate::db::IssueRef;
 use crate::error::{user, ExitStatus};
 use crate::pipeline::Pipeline;
@@ -38,16 +38,12 @@ pub async fn run_processor(
     processor: &str,
     args: &ProcessArgs,
 ) -> anyhow::Result<ExitStatus> {
-    crate::commands::check_issue_scope(&args.scope)?;
+    check_issue_scope(&args.scope)?;
     let concurrency = concurrency(args.concurrency)?;
     let plan = ctx.plan(processor, args.model.as_deref(), &args.ai)?;
     let mut pipeline = Pipeline::new().where_state(IssueState::All);
     let scope = &args.scope;
-    pipeline = match (&scope.repo, scope.issue_number) {
-        (Some(r), Some(n)) => pipeline.where_issue(&scope.org, r, n),
-        (Some(r), None) => pipeline.where_repo(&scope.org, r),
-        _ => pipeline.where_org(&scope.org),
-    };
+    pipeline = pipeline.where_scope(&scope.org, scope.repo.as_deref(), scope.issue_number);
     let db = ctx.read_only_db()?;
     let all = pipeline.select(&db, plan.processor.name())?.issues;
     // A person's decision stands: --reprocess leaves reviewed recommendations' issues alone.

@@ -83,10 +83,8 @@ pub async fn run(ctx: &Ctx, cmd: ProcessQueryCommand) -> anyhow::Result<ExitStat
 /// Adds the org/repo/state/limit flags shared by `missing` and `reprocess`.
 fn scoped(mut p: Pipeline, f: &SelectionArgs) -> anyhow::Result<Pipeline> {
     check_scope(&f.repo_scope)?;
-    match (&f.repo_scope.org, &f.repo_scope.repo) {
-        (Some(o), Some(r)) => p = p.where_repo(o, r),
-        (Some(o), None) => p = p.where_org(o),
-        _ => {}
+    if let Some(o) = &f.repo_scope.org {
+        p = p.where_scope(o, f.repo_scope.repo.as_deref(), None);
     }
     p = p.where_state(f.state);
     if let Some(n) = f.limit {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::cli::UpdateLabelsArgs;
 use crate::commands::recommendations::taxonomy;
-use crate::commands::{ask, Ctx};
+use crate::commands::{ask, check_issue_scope, Ctx};
 use crate::db::{RecFilter, RecStatus};
 use crate::env;
 use crate::error::{user, ExitStatus};
@@ -40,7 +40,7 @@ fn names_value(p: &Printer, items: &[String]) -> Value {
 }
 
 pub async fn run(ctx: &Ctx, a: &UpdateLabelsArgs) -> anyhow::Result<ExitStatus> {
-    crate::commands::check_issue_scope(&a.scope)?;
+    check_issue_scope(&a.scope)?;
     let opts = ApplyOptions {
         remove_labels: a.remove_labels,
         comment: a.comment,

@@ -363,7 +363,6 @@ async fn apply_one(
         comment_failed: false,
         note: changed_on_github.then(|| "changed on GitHub since the recommendation".to_string()),
     };
-    let stamp = || chrono::Utc::now().naive_utc();
     // A change of this issue from the labels it had `before`; `answered` / `refused` say how
     // it went.
     let change = |label: Option<&str>, action: &'static str, before: &[String]| LabelChange {
@@ -375,7 +374,7 @@ async fn apply_one(
         labels_after: None,
         http_status: None,
         error: None,
-        applied_at: stamp(),
+        applied_at: chrono::Utc::now().naive_utc(),
         dry_run: false,
     };
     if to_add.is_empty() && to_remove.is_empty() {
