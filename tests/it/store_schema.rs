@@ -47,12 +47,14 @@ fn an_older_database_with_data_is_migrated_and_keeps_its_rows() {
     let env = Env::new();
     first_release_db(&env);
     // A read-only command migrates first (then reads).
-    let rows = env.rows(
+    let rows = env.json(&[
+        "query",
+        "sql",
         "SELECT (SELECT title FROM issues) AS title, (SELECT body FROM comments) AS body,
                 (SELECT count(*) FROM ai_results) AS results,
                 (SELECT completed_count FROM batch_parts) AS part_completed,
                 (SELECT text_chars FROM issues) AS text_chars",
-    );
+    ]);
     // text_chars (migration 0007) is filled from the rows already there: "Old issue" + "kept".
     assert_eq!(
         rows[0],
