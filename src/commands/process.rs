@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::ai::Provider;
 use crate::cli::{ProcessArgs, ProcessCommand};
 use crate::commands::{check_issue_scope, Ctx};
-use crate::db::IssueRef;
+use crate::db::{Db, IssueRef};
 use crate::error::{user, ExitStatus};
 use crate::pipeline::Pipeline;
 use crate::plan::Plan;
@@ -44,14 +44,15 @@ pub async fn run_processor(
     let mut pipeline = Pipeline::new().where_state(IssueState::All);
     let scope = &args.scope;
     pipeline = pipeline.where_scope(&scope.org, scope.repo.as_deref(), scope.issue_number);
-    let db = ctx.read_only_db()?;
-    let all = pipeline.select(&db, plan.processor.name())?.issues;
+    // Our own filters only, so the run's read-write connection selects too (one open).
+    let db = ctx.db()?;
+    let all = pipeline.select_rw(&db, plan.processor.name())?.issues;
     // A person's decision stands: --reprocess leaves reviewed recommendations' issues alone.
     let reviewed: HashSet<String> = if args.reprocess && !args.include_reviewed {
         let open: HashSet<String> = pipeline
             .clone()
             .excluding_reviewed(plan.processor.name())
-            .select(&db, plan.processor.name())?
+            .select_rw(&db, plan.processor.name())?
             .issues
             .into_iter()
             .map(|i| i.id)
@@ -63,7 +64,6 @@ pub async fn run_processor(
     } else {
         HashSet::new()
     };
-    drop(db);
     if all.is_empty() {
         let what = scope.describe();
         return Err(user(format!(
@@ -81,6 +81,7 @@ pub async fn run_processor(
         ));
     }
     if args.dry_run {
+        drop(db);
         dry_run(ctx, &plan, &todo, existing.len())?;
         return Ok(ExitStatus::Success);
     }
@@ -90,7 +91,7 @@ pub async fn run_processor(
             plan.processor.name()
         ));
     }
-    run_realtime(ctx, plan, todo, concurrency, existing.len()).await
+    run_realtime(ctx, db, plan, todo, concurrency, existing.len()).await
 }
 
 /// Checks a `--concurrency` value (default 8).
@@ -105,9 +106,10 @@ pub fn concurrency(flag: Option<usize>) -> anyhow::Result<usize> {
 }
 
 /// Runs the real-time engine over chosen issues, prints the results summary, and turns
-/// failures and interruptions into the exit status. Shared by `process` and `process-query`.
-pub async fn run_realtime(
+/// failures and interruptions into the exit status.
+async fn run_realtime(
     ctx: &Ctx,
+    db: Db,
     plan: Plan,
     todo: Vec<IssueRef>,
     concurrency: usize,
@@ -116,18 +118,18 @@ pub async fn run_realtime(
     let processor = plan.processor.name();
     let model = plan.model.id();
     let to_run = todo.len();
-    let report = execute_realtime(ctx, plan, todo, concurrency).await?;
+    let report = execute_realtime(ctx, db, plan, todo, concurrency).await?;
     report_realtime(ctx, processor, &model, &report, to_run, skipped_existing)
 }
 
 /// The real-time engine of a plan over the issues, with this process's environment and output.
-pub async fn execute_realtime(
+async fn execute_realtime(
     ctx: &Ctx,
+    mut db: Db,
     plan: Plan,
     todo: Vec<IssueRef>,
     concurrency: usize,
 ) -> anyhow::Result<realtime::RunReport> {
-    let mut db = ctx.db()?;
     // Nothing to send needs no key.
     let endpoint = if todo.is_empty() {
         None

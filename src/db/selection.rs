@@ -1,6 +1,8 @@
 //! Running compiled pipeline selections (read-only) and estimating their prompt sizes in SQL.
 
-use crate::db::{IssueRef, ReadOnlyDb};
+use duckdb::Connection;
+
+use crate::db::{Db, IssueRef, ReadOnlyDb};
 use crate::error::UserError;
 
 /// Totals over a selection, computed by DuckDB without reading issue files.
@@ -12,26 +14,39 @@ pub struct SelectionSize {
     pub chars: u64,
 }
 
+/// Runs a compiled selection (columns: id, org, repo, number, file_path, has_result).
+fn select_issues(conn: &Connection, sql: &str) -> anyhow::Result<Vec<IssueRef>> {
+    let fail = |e: duckdb::Error| {
+        anyhow::Error::new(e).context(UserError("selecting issues failed".into()))
+    };
+    let mut stmt = conn.prepare(sql).map_err(fail)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(IssueRef {
+                id: r.get(0)?,
+                org: r.get(1)?,
+                repo: r.get(2)?,
+                number: r.get::<_, i64>(3)?.max(0) as u64,
+                file_path: r.get(4)?,
+                has_result: r.get(5)?,
+            })
+        })
+        .map_err(fail)?;
+    rows.collect::<Result<_, _>>().map_err(fail)
+}
+
+impl Db {
+    /// A selection this program compiled from its own filters (never user SQL, which runs on
+    /// the read-only connection).
+    pub fn select_compiled(&self, sql: &str) -> anyhow::Result<Vec<IssueRef>> {
+        select_issues(self.conn()?, sql)
+    }
+}
+
 impl ReadOnlyDb {
     /// Runs a compiled selection (columns: id, org, repo, number, file_path, has_result).
     pub fn select_issues(&self, sql: &str) -> anyhow::Result<Vec<IssueRef>> {
-        let fail = |e: duckdb::Error| {
-            anyhow::Error::new(e).context(UserError("selecting issues failed".into()))
-        };
-        let mut stmt = self.conn.prepare(sql).map_err(fail)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(IssueRef {
-                    id: r.get(0)?,
-                    org: r.get(1)?,
-                    repo: r.get(2)?,
-                    number: r.get::<_, i64>(3)?.max(0) as u64,
-                    file_path: r.get(4)?,
-                    has_result: r.get(5)?,
-                })
-            })
-            .map_err(fail)?;
-        rows.collect::<Result<_, _>>().map_err(fail)
+        select_issues(&self.conn, sql)
     }
 
     /// Column names of a SELECT, found by running it with no rows.
