@@ -16,26 +16,8 @@ pub type Writer = fn(&std::path::Path, &[u8]) -> anyhow::Result<()>;
 /// Failure records live beside the results, one per (issue, processor), removed on success.
 pub const FAILURES_DIR: &str = "results/failures";
 
-/// `results/{org}_{repo}_issue_{n}_{processor}.json` (names validated before use).
-pub fn result_rel_path(
-    org: &str,
-    repo: &str,
-    number: u64,
-    processor: &str,
-) -> anyhow::Result<String> {
-    rel_path(RESULTS_DIR, org, repo, number, processor)
-}
-
-/// The same name under `results/failures/`.
-pub fn failure_rel_path(
-    org: &str,
-    repo: &str,
-    number: u64,
-    processor: &str,
-) -> anyhow::Result<String> {
-    rel_path(FAILURES_DIR, org, repo, number, processor)
-}
-
+/// `{dir}/{org}_{repo}_issue_{n}_{processor}.json`, `dir` being [`RESULTS_DIR`] or
+/// [`FAILURES_DIR`] (names validated before use).
 fn rel_path(
     dir: &str,
     org: &str,
@@ -78,7 +60,8 @@ pub struct Provenance<'a> {
 
 /// The result document and its `ai_results` row.
 pub fn build(f: &Finished, p: Provenance<'_>) -> anyhow::Result<(Value, ResultRow)> {
-    let rel = result_rel_path(
+    let rel = rel_path(
+        RESULTS_DIR,
         &f.issue.org,
         &f.issue.repo,
         f.issue.number,
@@ -179,7 +162,13 @@ pub fn write_file_with(
     }
     refuse_foreign(store, &row.file_path, issue)?;
     write(&path, &serde_json::to_vec_pretty(doc)?)?;
-    if let Ok(rel) = failure_rel_path(&issue.org, &issue.repo, issue.number, &row.processor) {
+    if let Ok(rel) = rel_path(
+        FAILURES_DIR,
+        &issue.org,
+        &issue.repo,
+        issue.number,
+        &row.processor,
+    ) {
         let _ = std::fs::remove_file(store.abs(&rel));
     }
     Ok(())
@@ -205,7 +194,13 @@ pub fn write_failure_with(
     requests: u32,
     write: Writer,
 ) -> anyhow::Result<String> {
-    let rel = failure_rel_path(&issue.org, &issue.repo, issue.number, p.processor.name())?;
+    let rel = rel_path(
+        FAILURES_DIR,
+        &issue.org,
+        &issue.repo,
+        issue.number,
+        p.processor.name(),
+    )?;
     let doc = json!({
         "issue_reference": {
             "org": issue.org,
@@ -334,8 +329,8 @@ mod collision_tests {
     fn a_result_file_of_another_issue_is_never_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path());
-        let rel = result_rel_path("a_b", "c", 1, "p").unwrap();
-        assert_eq!(rel, result_rel_path("a", "b_c", 1, "p").unwrap());
+        let rel = rel_path(RESULTS_DIR, "a_b", "c", 1, "p").unwrap();
+        assert_eq!(rel, rel_path(RESULTS_DIR, "a", "b_c", 1, "p").unwrap());
         let doc = json!({"issue_reference": {"org": "a_b", "repo": "c", "issue_number": 1}});
         std::fs::create_dir_all(store.abs(RESULTS_DIR)).unwrap();
         std::fs::write(store.abs(&rel), doc.to_string()).unwrap();
