@@ -1,4 +1,5 @@
-//! Running compiled pipeline selections (read-only) and estimating their prompt sizes in SQL.
+//! Running compiled pipeline selections (read-only; on the read-write connection only for the
+//! program's own filters) and estimating their prompt sizes in SQL.
 
 use duckdb::Connection;
 
