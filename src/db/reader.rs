@@ -48,7 +48,7 @@ impl Reader {
             self.next_alias.fetch_add(1, Ordering::Relaxed)
         );
         let target = path.to_string_lossy().replace('\'', "''");
-        let attach = format!("ATTACH '{target}' AS {alias} (READ_ONLY); USE {alias};");
+        let attach = format!("ATTACH '{target}' AS {alias} (READ_ONLY)");
         let start = Instant::now();
         loop {
             match conn.execute_batch(&attach) {
@@ -63,8 +63,12 @@ impl Reader {
             }
         }
         let db = ReadOnlyDb { conn };
-        let table = db.query(sql, None);
-        // Detached on every outcome: the file's lock goes with it.
+        let table = db
+            .conn
+            .execute_batch(&format!("USE {alias}"))
+            .map_err(anyhow::Error::new)
+            .and_then(|()| db.query(sql, None));
+        // Detached on every outcome once attached: the file's lock goes with it.
         let detached = db
             .conn
             .execute_batch(&format!("USE memory; DETACH {alias};"));
