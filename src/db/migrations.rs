@@ -9,25 +9,42 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-/// One entry of [`MIGRATIONS`]: `migrations/<file>_<name>.sql`, embedded in the binary.
+/// One entry of [`MIGRATIONS`]: `migrations/<prefix>_<name>.sql`, embedded in the binary; the
+/// version is the file's numeric prefix.
 macro_rules! migration {
-    ($version:literal, $file:literal, $name:literal) => {
+    ($prefix:literal, $name:literal) => {
         Migration {
-            version: $version,
+            version: version_of($prefix),
             name: $name,
-            sql: include_str!(concat!("../../migrations/", $file, "_", $name, ".sql")),
+            sql: include_str!(concat!("../../migrations/", $prefix, "_", $name, ".sql")),
         }
     };
 }
 
+/// `"0007"` → 7, at compile time (a prefix that is not all digits does not compile).
+const fn version_of(prefix: &str) -> u32 {
+    let digits = prefix.as_bytes();
+    let mut version = 0;
+    let mut i = 0;
+    while i < digits.len() {
+        assert!(
+            digits[i].is_ascii_digit(),
+            "a migration file begins with its version"
+        );
+        version = version * 10 + (digits[i] - b'0') as u32;
+        i += 1;
+    }
+    version
+}
+
 pub const MIGRATIONS: &[Migration] = &[
-    migration!(1, "0001", "initial"),
-    migration!(2, "0002", "collect"),
-    migration!(3, "0003", "batch"),
-    migration!(4, "0004", "label_quality"),
-    migration!(5, "0005", "recommendations"),
-    migration!(6, "0006", "batch_queue"),
-    migration!(7, "0007", "issue_text_chars"),
+    migration!("0001", "initial"),
+    migration!("0002", "collect"),
+    migration!("0003", "batch"),
+    migration!("0004", "label_quality"),
+    migration!("0005", "recommendations"),
+    migration!("0006", "batch_queue"),
+    migration!("0007", "issue_text_chars"),
 ];
 
 /// Applies every migration not yet recorded; returns how many ran. Each runs in its own

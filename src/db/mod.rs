@@ -197,18 +197,30 @@ fn read_only_config() -> duckdb::Result<Config> {
         .with("lock_configuration", "true")
 }
 
-/// Opens the file, waiting up to `timeout` while another process holds its lock. DuckDB lets a
-/// single process open a database for writing; a second one must wait, then fail clearly.
+/// Opens the file, waiting up to `timeout` while another process holds its lock.
 fn open_waiting(
     path: &Path,
     timeout: Duration,
     config: fn() -> duckdb::Result<Config>,
 ) -> anyhow::Result<Connection> {
+    waiting_for_lock(path, timeout, || {
+        Connection::open_with_flags(path, config()?)
+    })
+}
+
+/// Tries `attempt` (an open or an ATTACH of the file at `path`) until it gets the file's lock
+/// or `timeout` has passed. DuckDB lets a single process open a database for writing; a second
+/// one must wait, then fail clearly.
+fn waiting_for_lock<T>(
+    path: &Path,
+    timeout: Duration,
+    mut attempt: impl FnMut() -> duckdb::Result<T>,
+) -> anyhow::Result<T> {
     let start = Instant::now();
     let mut announced = false;
     loop {
-        match Connection::open_with_flags(path, config()?) {
-            Ok(conn) => return Ok(conn),
+        match attempt() {
+            Ok(done) => return Ok(done),
             Err(e) if is_lock_error(&e) => {
                 if start.elapsed() >= timeout {
                     return Err(anyhow::Error::new(e).context(UserError(format!(

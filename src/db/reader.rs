@@ -10,11 +10,11 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use duckdb::Connection;
 
-use crate::db::{base_config, is_lock_error, ReadOnlyDb, LOCK_POLL};
+use crate::db::{base_config, waiting_for_lock, ReadOnlyDb};
 use crate::table::Table;
 
 /// One in-memory DuckDB instance; each query attaches its file read-only on a connection of
@@ -49,19 +49,7 @@ impl Reader {
         );
         let target = path.to_string_lossy().replace('\'', "''");
         let attach = format!("ATTACH '{target}' AS {alias} (READ_ONLY)");
-        let start = Instant::now();
-        loop {
-            match conn.execute_batch(&attach) {
-                Ok(()) => break,
-                Err(e) if is_lock_error(&e) && start.elapsed() < self.lock_timeout => {
-                    std::thread::sleep(LOCK_POLL)
-                }
-                Err(e) => {
-                    return Err(anyhow::Error::new(e)
-                        .context(format!("cannot attach database {}", path.display())))
-                }
-            }
-        }
+        waiting_for_lock(path, self.lock_timeout, || conn.execute_batch(&attach))?;
         let db = ReadOnlyDb { conn };
         let table = db
             .conn

@@ -330,7 +330,7 @@ fn aliases_run_and_label_summary_gains_ai_columns_with_results() {
 
     // Results arrive (written here directly, as the processors will).
     {
-        let conn = duckdb::Connection::open(env.data().join("issues.duckdb")).unwrap();
+        let conn = duckdb::Connection::open(env.db_file()).unwrap();
         conn.execute_batch(
             "INSERT INTO ai_results (issue_id, processor, model, provider, mode, confidence, result, created_at)
                VALUES ('dotnet/corefx#29338', 'product-labeling', 'rules', 'rules', 'realtime', 0.8, '{}', now());
@@ -353,7 +353,7 @@ fn aliases_run_and_label_summary_gains_ai_columns_with_results() {
 #[test]
 fn a_locked_database_is_waited_for_then_refused_with_a_clear_message() {
     let env = rust_issues();
-    let path = env.data().join("issues.duckdb");
+    let path = env.db_file();
     let holder = duckdb::Connection::open(&path).unwrap();
     env.run(&["--lock-timeout", "0.3", "sync"])
         .fails_with("is locked by another process")

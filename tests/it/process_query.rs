@@ -520,7 +520,7 @@ fn a_lost_database_gets_issues_and_results_back_from_the_files() {
     let before = env.json(&["query", "sql", RESULTS]);
     let recs = env.scalar("SELECT count(*) FROM ai_recommendations");
     assert_eq!(before.as_array().unwrap().len(), 5);
-    std::fs::remove_file(env.data().join("issues.duckdb")).unwrap();
+    std::fs::remove_file(env.db_file()).unwrap();
     // A result file that is not ours is reported, the others load.
     std::fs::write(
         env.data()

@@ -157,7 +157,7 @@ fn an_import_interrupted_before_loading_is_completed_by_the_next_one() {
     let s = env.import_json(&issues);
     assert_eq!(s["written"], 1);
     // The database is lost (or the run stopped before loading): the file stays, unchanged.
-    std::fs::remove_file(env.data().join("issues.duckdb")).unwrap();
+    std::fs::remove_file(env.db_file()).unwrap();
     let s = env.import_json(&issues);
     assert_eq!(
         (s["written"].clone(), s["unchanged"].clone()),

@@ -20,7 +20,7 @@ fn migration_files() -> Vec<(u32, String)> {
 /// result and a batch job with one part.
 fn first_release_db(env: &Env) -> std::path::PathBuf {
     std::fs::create_dir_all(env.data()).unwrap();
-    let path = env.data().join("issues.duckdb");
+    let path = env.db_file();
     let conn = duckdb::Connection::open(&path).unwrap();
     let initial = std::fs::read_to_string(repo_root().join("migrations/0001_initial.sql")).unwrap();
     conn.execute_batch(&initial).unwrap();

@@ -21,6 +21,11 @@ impl Env {
         self.dir.path().join("data")
     }
 
+    /// The data directory's DuckDB file (`issues.duckdb`, the name users see).
+    pub fn db_file(&self) -> PathBuf {
+        self.data().join("issues.duckdb")
+    }
+
     /// The binary with a private data dir, no inherited keys or settings, run in the temp dir
     /// (so no `.env` of the developer's is read).
     pub fn cmd(&self) -> Command {
@@ -95,7 +100,7 @@ impl Env {
     /// in this process (one shared DuckDB instance attaches the file: ~7 ms, where a run of the
     /// binary opens an instance of its own, ~50 ms). The `query` command has tests of its own.
     pub fn rows(&self, sql: &str) -> Vec<serde_json::Value> {
-        let db = self.data().join("issues.duckdb");
+        let db = self.db_file();
         if !db.exists() {
             // The binary creates (and migrates) a database; a read-only attach cannot.
             return self
