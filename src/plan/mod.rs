@@ -96,6 +96,10 @@ impl Plan {
             },
         )?;
         local::attach(&mut resolved, &mut processor, config.models_dir.as_deref())?;
+        if resolved.spec.provider == ProviderKind::Rules {
+            // The one model that matches signals: a pattern too large to compile stops here.
+            processor.taxonomy().compile_signals()?;
+        }
         if let Some(k) = config.examples.filter(|k| *k > 0) {
             local::attach_examples(&resolved, &mut processor, config.models_dir.as_deref(), k)?;
         }

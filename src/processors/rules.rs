@@ -61,7 +61,9 @@ pub fn score(taxonomy: &Taxonomy, doc: &Document<'_>) -> Vec<LabelScore> {
         .map(|label| {
             let mut matches = Vec::new();
             for s in &label.signals {
-                if let Some(m) = s.regex.find(doc.title) {
+                // None: too large to compile, refused before a run (`Taxonomy::compile_signals`).
+                let Some(regex) = s.regex() else { continue };
+                if let Some(m) = regex.find(doc.title) {
                     matches.push(SignalMatch {
                         pattern: s.pattern.clone(),
                         field: "title",
@@ -69,7 +71,7 @@ pub fn score(taxonomy: &Taxonomy, doc: &Document<'_>) -> Vec<LabelScore> {
                         points: s.weight * r.title_weight,
                     });
                 }
-                if let Some(m) = s.regex.find(doc.body) {
+                if let Some(m) = regex.find(doc.body) {
                     matches.push(SignalMatch {
                         pattern: s.pattern.clone(),
                         field: "body",
@@ -77,7 +79,7 @@ pub fn score(taxonomy: &Taxonomy, doc: &Document<'_>) -> Vec<LabelScore> {
                         points: s.weight,
                     });
                 }
-                let mut hits = doc.comments.iter().filter_map(|c| s.regex.find(c));
+                let mut hits = doc.comments.iter().filter_map(|c| regex.find(c));
                 let first = hits.next();
                 let count =
                     usize::from(first.is_some()) + hits.take(MAX_COMMENTS_PER_SIGNAL - 1).count();

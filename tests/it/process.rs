@@ -351,6 +351,10 @@ fn missing_keys_bad_settings_and_bad_taxonomies_are_user_errors() {
     let bad = env.write_file("bad.toml", "name = 'x'\n[[labels]]\nname = 'a'\ndescription = 'd'\nsignals = [{pattern = '(unclosed'}]");
     let r = run(&env, &[], &["--taxonomy", bad.to_str().unwrap()]);
     r.fails_with("not a valid regex");
+    // Valid syntax that compiles beyond the size limit: refused before the rules model runs.
+    let huge = env.write_file("huge.toml", "name = 'x'\n[[labels]]\nname = 'a'\ndescription = 'd'\nsignals = [{pattern = '\\w{5000}'}]");
+    let r = run_model(&env, &[], "rules", &["--taxonomy", huge.to_str().unwrap()]);
+    r.fails_with("size limit");
     let r = run(&env, &[], &["--repo", "no-such-repo"]);
     r.fails_with("no stored issues");
     assert_eq!(env.rows("SELECT count(*) AS n FROM ai_results")[0]["n"], 0);
