@@ -49,7 +49,7 @@ pub const MIGRATIONS: &[Migration] = &[
 
 /// Applies every migration not yet recorded; returns how many ran. Each runs in its own
 /// transaction together with its `schema_migrations` row, so a crash never half-applies one.
-pub fn apply(conn: &mut Connection) -> anyhow::Result<usize> {
+pub fn apply(conn: &Connection) -> anyhow::Result<usize> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version    INTEGER PRIMARY KEY,
@@ -62,7 +62,7 @@ pub fn apply(conn: &mut Connection) -> anyhow::Result<usize> {
     refuse_newer(&done)?;
     let mut ran = 0;
     for m in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
-        let tx = conn.transaction()?;
+        let tx = conn.unchecked_transaction()?;
         tx.execute_batch(m.sql)
             .map_err(|e| anyhow::anyhow!("migration {:04}_{} failed: {e}", m.version, m.name))?;
         tx.execute(
@@ -136,9 +136,9 @@ mod tests {
 
     #[test]
     fn applying_twice_is_a_no_op() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(apply(&mut conn).unwrap(), MIGRATIONS.len());
-        assert_eq!(apply(&mut conn).unwrap(), 0);
+        let conn = Connection::open_in_memory().unwrap();
+        assert_eq!(apply(&conn).unwrap(), MIGRATIONS.len());
+        assert_eq!(apply(&conn).unwrap(), 0);
         assert_eq!(applied(&conn).unwrap().len(), MIGRATIONS.len());
     }
 
@@ -154,15 +154,15 @@ mod tests {
 
     #[test]
     fn a_newer_schema_is_refused_before_anything_runs() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        apply(&mut conn).unwrap();
+        let conn = Connection::open_in_memory().unwrap();
+        apply(&conn).unwrap();
         let future = latest() + 1;
         conn.execute(
             "INSERT INTO schema_migrations (version, name) VALUES (?, 'future')",
             [future],
         )
         .unwrap();
-        let err = apply(&mut conn).unwrap_err();
+        let err = apply(&conn).unwrap_err();
         let e = err
             .downcast_ref::<NewerSchema>()
             .expect("a NewerSchema error");
@@ -172,8 +172,8 @@ mod tests {
 
     #[test]
     fn creates_every_table_of_the_design() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        apply(&mut conn).unwrap();
+        let conn = Connection::open_in_memory().unwrap();
+        apply(&conn).unwrap();
         for t in [
             "issues",
             "labels",

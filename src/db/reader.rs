@@ -1,6 +1,6 @@
 //! `Reader`: queries over many database files through one DuckDB instance, for the test suite
-//! and tools that read data directories they did not write (not for the CLI, whose processes
-//! each open their one file).
+//! and tools that read data directories they did not write (the CLI's read-write `Db` attaches
+//! its one file the same way, to an instance of its own).
 //!
 //! Why: a new DuckDB instance builds its catalog of built-in functions and its SQL grammar
 //! anew, ~30 ms of CPU here; attaching a file to an instance that exists costs ~7 ms. The CLI
