@@ -116,10 +116,7 @@ impl Db {
         }
         // DETACH closes the file (checkpointing it) like closing the instance did; the
         // instance itself stays for the next attach.
-        if let Err(e) = self
-            .conn
-            .execute_batch(&format!("USE memory; DETACH {ALIAS};"))
-        {
+        if let Err(e) = self.detach() {
             tracing::warn!("could not release the database file: {e}");
             return;
         }
@@ -146,13 +143,18 @@ impl Db {
         self.attached.set(true);
         // A file that cannot be migrated (a newer schema, say) is let go at once.
         if let Err(e) = migrations::apply(&self.conn) {
-            let _ = self
-                .conn
-                .execute_batch(&format!("USE memory; DETACH {ALIAS};"));
-            self.attached.set(false);
+            if self.detach().is_ok() {
+                self.attached.set(false);
+            }
             return Err(newer_or(e, path));
         }
         Ok(&self.conn)
+    }
+
+    /// Detaches the file (the in-memory database becomes the default again).
+    fn detach(&self) -> duckdb::Result<()> {
+        self.conn
+            .execute_batch(&format!("USE memory; DETACH {ALIAS};"))
     }
 
     fn conn_mut(&mut self) -> anyhow::Result<&mut Connection> {
