@@ -116,7 +116,7 @@ impl Db {
         }
         // DETACH closes the file (checkpointing it) like closing the instance did; the
         // instance itself stays for the next attach.
-        if let Err(e) = self.detach() {
+        if let Err(e) = detach(&self.conn, ALIAS) {
             tracing::warn!("could not release the database file: {e}");
             return;
         }
@@ -137,24 +137,22 @@ impl Db {
         if self.attached.get() {
             return Ok(&self.conn);
         }
-        let target = path.to_string_lossy().replace('\'', "''");
-        let attach = format!("ATTACH '{target}' AS {ALIAS}; USE {ALIAS};");
-        waiting_for_lock(path, *lock_timeout, || self.conn.execute_batch(&attach))?;
+        attach(
+            &self.conn,
+            path,
+            ALIAS,
+            AccessMode::ReadWrite,
+            *lock_timeout,
+        )?;
         self.attached.set(true);
         // A file that cannot be migrated (a newer schema, say) is let go at once.
         if let Err(e) = migrations::apply(&self.conn) {
-            if self.detach().is_ok() {
+            if detach(&self.conn, ALIAS).is_ok() {
                 self.attached.set(false);
             }
             return Err(newer_or(e, path));
         }
         Ok(&self.conn)
-    }
-
-    /// Detaches the file (the in-memory database becomes the default again).
-    fn detach(&self) -> duckdb::Result<()> {
-        self.conn
-            .execute_batch(&format!("USE memory; DETACH {ALIAS};"))
     }
 
     fn conn_mut(&mut self) -> anyhow::Result<&mut Connection> {
@@ -237,6 +235,36 @@ fn open_waiting(
     waiting_for_lock(path, timeout, || {
         Connection::open_with_flags(path, config()?)
     })
+}
+
+/// Attaches the file at `path` to the instance of `conn` as `alias`, waiting for its lock like
+/// an open does, and makes it the default database. Shared by [`Db`] and [`Reader`].
+fn attach(
+    conn: &Connection,
+    path: &Path,
+    alias: &str,
+    mode: AccessMode,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let target = path.to_string_lossy().replace('\'', "''");
+    let options = match mode {
+        AccessMode::ReadOnly => " (READ_ONLY)",
+        _ => "",
+    };
+    let sql = format!("ATTACH '{target}' AS {alias}{options}");
+    waiting_for_lock(path, timeout, || conn.execute_batch(&sql))?;
+    if let Err(e) = conn.execute_batch(&format!("USE {alias}")) {
+        // Never left attached (and locked) by a failure: the USE error is the one to report.
+        let _ = detach(conn, alias);
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Detaches `alias` (the in-memory database becomes the default again); the file's lock goes
+/// with it.
+fn detach(conn: &Connection, alias: &str) -> duckdb::Result<()> {
+    conn.execute_batch(&format!("USE memory; DETACH {alias};"))
 }
 
 /// Tries `attempt` (an open or an ATTACH of the file at `path`) until it gets the file's lock

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use duckdb::Connection;
+use duckdb::{AccessMode, Connection};
 
-use crate::db::{base_config, waiting_for_lock, ReadOnlyDb};
+use crate::db::{attach, base_config, detach, ReadOnlyDb};
 use crate::table::Table;
 
 /// One in-memory DuckDB instance; each query attaches its file read-only on a connection of
@@ -47,19 +47,11 @@ impl Reader {
             "attached_{}",
             self.next_alias.fetch_add(1, Ordering::Relaxed)
         );
-        let target = path.to_string_lossy().replace('\'', "''");
-        let attach = format!("ATTACH '{target}' AS {alias} (READ_ONLY)");
-        waiting_for_lock(path, self.lock_timeout, || conn.execute_batch(&attach))?;
+        attach(&conn, path, &alias, AccessMode::ReadOnly, self.lock_timeout)?;
         let db = ReadOnlyDb { conn };
-        let table = db
-            .conn
-            .execute_batch(&format!("USE {alias}"))
-            .map_err(anyhow::Error::new)
-            .and_then(|()| db.query(sql, None));
+        let table = db.query(sql, None);
         // Detached on every outcome once attached: the file's lock goes with it.
-        let detached = db
-            .conn
-            .execute_batch(&format!("USE memory; DETACH {alias};"));
+        let detached = detach(&db.conn, &alias);
         let table = table?;
         detached?;
         Ok(table)

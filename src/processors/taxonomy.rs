@@ -78,25 +78,25 @@ pub struct Signal {
     /// Compiled on first use ([`Signal::regex`]): only the `rules` model matches signals, and
     /// compiling the embedded taxonomy's 72 patterns took ~40 ms of every run that loads it
     /// (collect, status, retry …), most of the CPU a batch command spends outside DuckDB.
-    regex: OnceLock<Option<Regex>>,
+    regex: OnceLock<Result<Regex, regex::Error>>,
 }
 
 impl Signal {
-    /// Case-insensitive, at most [`SIGNAL_SIZE_LIMIT`] compiled.
-    fn compile(pattern: &str) -> Result<Regex, regex::Error> {
-        RegexBuilder::new(pattern)
-            .case_insensitive(true)
-            .size_limit(SIGNAL_SIZE_LIMIT)
-            .build()
+    /// The pattern compiled case-insensitive, at most [`SIGNAL_SIZE_LIMIT`] large; the error
+    /// is only ever the size limit (the syntax was checked when the taxonomy was parsed).
+    fn compiled(&self) -> &Result<Regex, regex::Error> {
+        self.regex.get_or_init(|| {
+            RegexBuilder::new(&self.pattern)
+                .case_insensitive(true)
+                .size_limit(SIGNAL_SIZE_LIMIT)
+                .build()
+        })
     }
 
-    /// The compiled pattern; `None` only when it compiles beyond the size limit, which
-    /// [`Taxonomy::compile_signals`] reports as an error before a `rules` run (the syntax was
-    /// checked when the taxonomy was parsed).
+    /// The compiled pattern; `None` when it is too large, which [`Taxonomy::compile_signals`]
+    /// reports as an error before a `rules` run.
     pub fn regex(&self) -> Option<&Regex> {
-        self.regex
-            .get_or_init(|| Self::compile(&self.pattern).ok())
-            .as_ref()
+        self.compiled().as_ref().ok()
     }
 }
 
@@ -220,10 +220,8 @@ impl Taxonomy {
     pub fn compile_signals(&self) -> anyhow::Result<()> {
         for label in &self.labels {
             for s in &label.signals {
-                if s.regex().is_none() {
-                    if let Err(e) = Signal::compile(&s.pattern) {
-                        return Err(invalid_signal(&label.name, &s.pattern, &e));
-                    }
+                if let Err(e) = s.compiled() {
+                    return Err(invalid_signal(&label.name, &s.pattern, e));
                 }
             }
         }
